@@ -1,0 +1,49 @@
+"""The ``joblib`` backend: pickle with numpy arrays stored as raw buffers; ``compress=``
+passes through (0-9, or a ``(method, level)`` pair such as ``("lz4", 3)``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import persistkit
+from persistkit import Backend, BackendInfo, Manifest
+
+
+class JoblibBackend(Backend):
+    info = BackendInfo(
+        "joblib",
+        description="joblib: pickle with fast raw numpy buffers, optional compression",
+        restricted=True,
+        requires=("joblib",),
+        extra="joblib",
+        suffixes=(".joblib", ".jl", ".joblib.gz", ".joblib.z", ".joblib.lz4"),
+    )
+    file_name = "model.joblib"
+
+    def save(self, model: Any, path: Path, options: dict[str, Any]) -> None:
+        import joblib
+
+        compress = options.get("compress", 0)
+        if isinstance(compress, list):  # ("lz4", 3) comes back from JSON as a list
+            compress = tuple(compress)
+        try:
+            joblib.dump(model, path, compress=compress)
+        except Exception as exc:
+            if type(exc).__name__ in ("PicklingError", "AttributeError", "TypeError"):
+                raise persistkit.errors.CannotSaveError(
+                    f"joblib cannot serialize this {type(model).__qualname__}: {exc}",
+                    hint='try backend="cloudpickle" (pip install "persistkit[cloudpickle]")',
+                ) from None
+            raise
+
+    def load(self, path: Path, manifest: Manifest, options: dict[str, Any], policy: Any) -> Any:
+        if policy.trust_all:
+            import joblib
+
+            return joblib.load(path)
+        return policy.load_joblib(path)
+
+
+plugin = JoblibBackend()

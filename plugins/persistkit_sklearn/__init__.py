@@ -1,0 +1,107 @@
+"""The scikit-learn adapter: freeze (checks the estimator is fitted), predict, describe, and
+votes for the backends that suit estimators. scikit-learn is imported only for a sklearn model.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Any
+
+import persistkit
+from persistkit import Recommendation
+from persistkit.errors import InputError, NotFittedError
+
+LIBRARIES = ("scikit-learn", "numpy", "scipy", "joblib", "threadpoolctl")
+
+
+def is_sklearn_model(model: Any) -> bool:
+    """True for scikit-learn estimators and pipelines (checked without importing sklearn)."""
+    if isinstance(model, type):
+        return False
+    return any(
+        cls.__module__.split(".", 1)[0] == "sklearn" for cls in type(model).__mro__[:-1]
+    ) and hasattr(model, "get_params")
+
+
+@persistkit.hookimpl
+def persistkit_freeze(model: Any) -> Any | None:
+    if not is_sklearn_model(model):
+        return None
+    from sklearn.exceptions import NotFittedError as SklearnNotFitted
+    from sklearn.utils.validation import check_is_fitted
+
+    try:
+        check_is_fitted(model[-1] if hasattr(model, "steps") else model)
+    except SklearnNotFitted:
+        raise NotFittedError(
+            f"this {type(model).__name__} is not fitted yet, so there is nothing to save",
+            hint="call .fit(X, y) on it first",
+        ) from None
+    return model
+
+
+@persistkit.hookimpl
+def persistkit_predict(model: Any, inputs: Any, options: dict[str, Any]) -> Any | None:
+    if not is_sklearn_model(model):
+        return None
+    import numpy as np
+
+    method = options.get("method")
+    if method is None:
+        method = "predict" if hasattr(model, "predict") else "transform"
+    func = getattr(model, method, None)
+    if func is None:
+        available = [
+            m
+            for m in ("predict", "predict_proba", "decision_function", "transform", "score_samples")
+            if hasattr(model, m)
+        ]
+        raise InputError(
+            f"{type(model).__name__} has no method {method!r}",
+            hint=f"use one of: {', '.join(available)}",
+        )
+    try:
+        return np.asarray(func(_as_input(inputs)))
+    except ValueError as exc:
+        raise InputError(
+            f"{type(model).__name__}.{method} rejected the inputs: {exc}",
+            hint="pass a 2-D array shaped (n_samples, n_features) like the training data",
+        ) from None
+
+
+def _as_input(inputs: Any) -> Any:
+    if hasattr(inputs, "iloc"):  # keep DataFrames: column names matter to some pipelines
+        return inputs
+    return persistkit.to_numpy(inputs)
+
+
+@persistkit.hookimpl
+def persistkit_describe(model: Any) -> dict[str, Any] | None:
+    if not is_sklearn_model(model):
+        return None
+    libraries = {}
+    for dist in LIBRARIES:
+        try:
+            libraries[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    facts: dict[str, Any] = {"family": "sklearn", "libraries": libraries}
+    n_features = getattr(model, "n_features_in_", None)
+    if n_features is not None:
+        facts["n_features_in"] = int(n_features)
+    return facts
+
+
+@persistkit.hookimpl
+def persistkit_recommend(model: Any) -> list[Recommendation] | None:
+    if not is_sklearn_model(model):
+        return None
+    return [
+        Recommendation(
+            "joblib",
+            50,
+            "joblib stores the numpy arrays inside estimators as raw "
+            "buffers and is scikit-learn's recommended format",
+        ),
+        Recommendation("pickle", 40, "plain pickle is as fast and needs no extra package"),
+    ]

@@ -1,0 +1,94 @@
+"""persistkit: freeze a trained model, save it (hashed, versioned), load it safely, predict.
+
+Public API (see README.md)::
+
+    art = persistkit.save(model, "digits", example=X[:5])
+    model = persistkit.load("digits")
+    y = persistkit.predict("digits", X_new)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+from persistkit import errors
+from persistkit.manager import hookimpl
+from persistkit.records import Artifact, BackendInfo, Recommendation
+
+if TYPE_CHECKING:
+    from persistkit.api import (
+        VerifyReport,
+        backends,
+        freeze,
+        inspect,
+        load,
+        predict,
+        save,
+        verify,
+    )
+    from persistkit.arrays import arrays_identical, to_numpy
+    from persistkit.backend import Backend, PickleProtocolBackend
+    from persistkit.manifest import Manifest
+    from persistkit.safety import TrustPolicy, export_key, trust_key
+    from persistkit.store import Store
+
+# Attributes resolved on first use, so `import persistkit` stays cheap (no numpy until needed).
+_LAZY = {
+    "save": "persistkit.api",
+    "load": "persistkit.api",
+    "predict": "persistkit.api",
+    "freeze": "persistkit.api",
+    "inspect": "persistkit.api",
+    "verify": "persistkit.api",
+    "backends": "persistkit.api",
+    "VerifyReport": "persistkit.api",
+    "Backend": "persistkit.backend",
+    "PickleProtocolBackend": "persistkit.backend",
+    "to_numpy": "persistkit.arrays",
+    "arrays_identical": "persistkit.arrays",
+    "Manifest": "persistkit.manifest",
+    "Store": "persistkit.store",
+    "TrustPolicy": "persistkit.safety",
+    "trust_key": "persistkit.safety",
+    "export_key": "persistkit.safety",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'persistkit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "Artifact",
+    "Backend",
+    "BackendInfo",
+    "Manifest",
+    "PickleProtocolBackend",
+    "Recommendation",
+    "Store",
+    "TrustPolicy",
+    "VerifyReport",
+    "__version__",
+    "arrays_identical",
+    "backends",
+    "errors",
+    "export_key",
+    "freeze",
+    "hookimpl",
+    "inspect",
+    "load",
+    "predict",
+    "save",
+    "to_numpy",
+    "trust_key",
+    "verify",
+]

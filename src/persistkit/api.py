@@ -1,0 +1,453 @@
+"""The public operations: freeze, save, load, predict, inspect, verify, backends.
+
+This module orchestrates; it knows no framework. Everything model- or format-specific is a
+plugin hook (see :mod:`persistkit.hookspecs`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from persistkit import __version__
+from persistkit.arrays import arrays_identical, to_numpy
+from persistkit.artifact import (
+    check_files,
+    file_entries,
+    fsync_tree,
+    publish_directory,
+    staging_directory,
+    write_manifest,
+)
+from persistkit.errors import (
+    ArtifactNotFoundError,
+    CannotSaveError,
+    InputError,
+    NoAdapterError,
+    PluginError,
+    UntrustedArtifactError,
+    VerificationError,
+)
+from persistkit.manager import Plugins, get_plugins
+from persistkit.manifest import MANIFEST_NAME, FileEntry, Manifest, read_manifest
+from persistkit.records import Artifact, BackendInfo
+from persistkit.refs import looks_like_location, normalise_name, parse_ref
+from persistkit.safety import TrustPolicy, seal, seal_is_valid
+from persistkit.signature import signature_from_example
+from persistkit.store import Store
+
+EXAMPLE_INPUTS = "example/inputs.npy"
+EXAMPLE_OUTPUTS = "example/outputs.npy"
+_SNIFF_BYTES = 64
+
+
+# --- freeze & predict --------------------------------------------------------------------
+
+
+def freeze(model: Any) -> Any:
+    """Return ``model`` ready for inference, as its adapter defines it.
+
+    scikit-learn: checks the estimator is fitted. PyTorch: eval mode, gradients off.
+    Objects no adapter knows are returned unchanged.
+    """
+    frozen = get_plugins().hook.persistkit_freeze(model=model)
+    return model if frozen is None else frozen
+
+
+_freeze_model = freeze  # save() and load() take a ``freeze`` argument that shadows the name
+
+
+def predict(
+    model_or_source: Any, inputs: Any, *, method: str | None = None, **load_options: Any
+) -> Any:
+    """Predict with a model object, or load ``model_or_source`` (path, URL or ref) first.
+
+    ``method`` picks another prediction method where the family has them
+    (``"predict_proba"``, ``"transform"``, ...). Returns a numpy-friendly result.
+    """
+    model = model_or_source
+    if isinstance(model_or_source, (str, os.PathLike)):
+        model = load(model_or_source, **load_options)
+    options = {"method": method} if method else {}
+    result = get_plugins().hook.persistkit_predict(model=model, inputs=inputs, options=options)
+    if result is None:
+        raise NoAdapterError(
+            f"no installed adapter can predict with a {_qualname(model)}",
+            hint="install the plugin for this model family, or pass a callable",
+        )
+    return result
+
+
+# --- save --------------------------------------------------------------------------------
+
+
+def save(
+    model: Any,
+    target: str | os.PathLike[str] | None = None,
+    *,
+    backend: str | None = None,
+    store: Store | str | None = None,
+    freeze: bool = True,
+    example: Any = None,
+    check: bool = False,
+    metadata: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+    durable: bool = False,
+    **backend_options: Any,
+) -> Artifact:
+    """Save ``model`` to a path/URL (``target`` with a separator or scheme) or into a store.
+
+    ``target=None`` or a bare name saves a new version into the store (``store=``, else
+    ``$PERSISTKIT_STORE``, else the per-user store); ``None`` names it after the model's class.
+    ``backend=None`` picks the best installed backend for the model. ``example`` (an input
+    batch) is stored with its predictions so ``verify`` can prove a reload reproduces them.
+    ``check=True`` reloads and verifies right away. ``durable=True`` also fsyncs (power loss).
+    Extra keyword arguments go to the backend (e.g. ``compress=3`` for joblib).
+    """
+    plugins = get_plugins()
+    if freeze:
+        model = _freeze_model(model)
+    chosen, reason = (backend, "") if backend else choose_backend(model, plugins)
+    info = plugins.backend(chosen)
+
+    described = describe(model, plugins)
+    notes = list(described.pop("notes", []))
+    if reason:
+        notes.append(f"backend {chosen!r} chosen automatically: {reason}")
+
+    location = None if target is None else os.fspath(target)
+    to_store = location is None or not looks_like_location(location)
+    the_store: Store | None = None
+    if to_store:
+        the_store = store if isinstance(store, Store) else Store(store)
+        name = normalise_name(type(model).__name__) if location is None else location
+        staging = the_store.stage(name)
+    else:
+        final = Path(os.path.expanduser(str(location).removeprefix("file://"))).absolute()
+        if "://" in str(final):
+            raise CannotSaveError(
+                f"saving straight to {location} is not supported",
+                hint="save into a Store(url) instead",
+            )
+        staging = staging_directory(final.parent, final.name)
+    try:
+        files = _write_payload(model, chosen, staging, backend_options, plugins)
+        example_files, signature = _write_example(model, example, staging)
+        manifest = Manifest(
+            backend=chosen,
+            backend_options=_jsonable(backend_options),
+            files=file_entries(staging, files + example_files),
+            model={k: v for k, v in described.items() if k != "libraries"},
+            environment=environment(described.get("libraries", {})),
+            metadata=dict(metadata or {}),
+            tags=dict(tags or {}),
+            signature=signature,
+            example=(
+                {"inputs": EXAMPLE_INPUTS, "outputs": EXAMPLE_OUTPUTS} if example_files else None
+            ),
+            notes=notes,
+        )
+        manifest.seal = seal(manifest)
+        if the_store is not None:
+            artifact = the_store.publish(staging, name, manifest, durable=durable)
+        else:
+            write_manifest(staging, manifest, durable=durable)
+            if durable:
+                fsync_tree(staging)
+            publish_directory(staging, final)
+            artifact = Artifact(uri=str(final), path=final, manifest=manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    del info
+    if check:
+        verify(artifact.path, trusted=True)
+    return artifact
+
+
+def choose_backend(model: Any, plugins: Plugins | None = None) -> tuple[str, str]:
+    """Pick the best available backend for ``model``: adapters vote, safe formats win ties."""
+    plugins = plugins or get_plugins()
+    votes: dict[str, tuple[int, str]] = {}
+    for recs in plugins.hook.persistkit_recommend(model=model):
+        for rec in recs or []:
+            if rec.backend not in votes or rec.score > votes[rec.backend][0]:
+                votes[rec.backend] = (rec.score, rec.reason)
+    ranked = sorted(
+        votes.items(),
+        key=lambda item: (item[1][0], _is_safe(plugins, item[0])),
+        reverse=True,
+    )
+    skipped = []
+    for name, (_score, why) in ranked:
+        info = plugins.backends.get(name)
+        if info is None or not info.available:
+            skipped.append(f"{name} (not installed)")
+            continue
+        if plugins.hook.persistkit_can_save(model=model, backend=name) is False:
+            skipped.append(f"{name} (cannot save it)")
+            continue
+        return name, why or f"the best installed backend for a {_qualname(model)}"
+    raise CannotSaveError(
+        f"no installed backend can save a {_qualname(model)}"
+        + (f"; considered: {', '.join(skipped)}" if skipped else ""),
+        hint="install a backend plugin (`persistkit backends` shows what each needs), "
+        "or pass backend= explicitly",
+    )
+
+
+def _is_safe(plugins: Plugins, name: str) -> bool:
+    info = plugins.backends.get(name)
+    return bool(info and info.safe)
+
+
+def describe(model: Any, plugins: Plugins | None = None) -> dict[str, Any]:
+    """Merge what every adapter says about ``model`` (family, class, libraries, notes)."""
+    plugins = plugins or get_plugins()
+    merged: dict[str, Any] = {"class": _qualname(model), "libraries": {"numpy": np.__version__}}
+    notes: list[str] = []
+    for facts in reversed(plugins.hook.persistkit_describe(model=model)):
+        if not facts:
+            continue
+        merged["libraries"].update(facts.get("libraries", {}))
+        notes.extend(facts.get("notes", []))
+        merged.update({k: v for k, v in facts.items() if k not in ("libraries", "notes")})
+    merged["notes"] = notes
+    return merged
+
+
+def environment(libraries: dict[str, str]) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "byteorder": sys.byteorder,
+        "persistkit": __version__,
+        "libraries": dict(sorted(libraries.items())),
+    }
+
+
+def _write_payload(
+    model: Any, backend: str, directory: Path, options: dict[str, Any], plugins: Plugins
+) -> list[str]:
+    files = plugins.hook.persistkit_save(
+        model=model, backend=backend, directory=directory, options=options
+    )
+    if files is None:
+        raise PluginError(
+            f"backend {backend!r} is declared by plugin {plugins.backends[backend].plugin!r} "
+            "but no plugin saved the model with it",
+            hint="the plugin is broken; report it to its authors",
+        )
+    return list(files)
+
+
+def _write_example(
+    model: Any, example: Any, directory: Path
+) -> tuple[list[str], dict[str, Any] | None]:
+    if example is None:
+        return [], None
+    inputs = to_numpy(example)
+    if inputs.dtype == object:
+        raise InputError(
+            "example= must be a numeric or string array, not Python objects",
+            hint="pass a numpy array (or list) of one input batch",
+        )
+    outputs = to_numpy(predict(model, inputs))
+    (directory / "example").mkdir()
+    np.save(directory / EXAMPLE_INPUTS, inputs, allow_pickle=False)
+    try:
+        np.save(directory / EXAMPLE_OUTPUTS, outputs, allow_pickle=False)
+    except ValueError:
+        raise InputError(
+            f"the model's predictions for example= are {outputs.dtype} objects, which "
+            "persistkit cannot store safely",
+            hint="make predict return a numeric array, or save without example=",
+        ) from None
+    return [EXAMPLE_INPUTS, EXAMPLE_OUTPUTS], signature_from_example(inputs, outputs)
+
+
+# --- load --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Located:
+    """A local artifact folder (or bare file) plus what it is called."""
+
+    directory: Path
+    manifest: Manifest
+    uri: str
+    bare: bool = False
+
+
+def locate(source: Any, store: Store | str | None = None) -> Located:
+    """Resolve ``source`` (path, URL, ref, or Artifact) to a local folder and its manifest."""
+    if isinstance(source, Artifact):
+        return Located(source.path, read_manifest(source.path), source.uri)
+    text = os.fspath(source)
+    if isinstance(source, Path) or looks_like_location(text):
+        path = Path(os.path.expanduser(text.removeprefix("file://")))
+        if "://" in str(path):
+            the_store = Store(text)  # remote artifact URLs are handled by the store
+            raise ArtifactNotFoundError(f"cannot open {text} outside a store ({the_store})")
+        if path.is_dir():
+            return Located(path, read_manifest(path), str(path))
+        if path.is_file():
+            return Located(path.parent, bare_manifest(path), str(path), bare=True)
+        raise ArtifactNotFoundError(
+            f"nothing exists at {path}",
+            hint="check the path; a store ref is written without slashes, like name:3",
+        )
+    the_store = store if isinstance(store, Store) else Store(store)
+    parse_ref(text)
+    directory, manifest, name, version = the_store.fetch(text)
+    return Located(directory, manifest, f"{name}:{version}")
+
+
+def bare_manifest(path: Path) -> Manifest:
+    """A stand-in manifest for a model file made by another tool (no hashes to check)."""
+    plugins = get_plugins()
+    with open(path, "rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    backend = plugins.hook.persistkit_sniff(path=path, head=head)
+    if backend is None:
+        raise ArtifactNotFoundError(
+            f"{path.name} is not a persistkit artifact and no backend recognises its format",
+            hint="`persistkit backends` lists the formats persistkit reads",
+        )
+    size = path.stat().st_size
+    return Manifest(
+        backend=backend,
+        files=[FileEntry(path.name, size, "0" * 64)],
+        notes=["bare file: no manifest, no integrity record"],
+    )
+
+
+def load(
+    source: Any,
+    *,
+    store: Store | str | None = None,
+    trusted: bool | Iterable[str] = False,
+    verify: bool = True,
+    **backend_options: Any,
+) -> Any:
+    """Load a model from a path, URL or store ref, checking integrity and trust first.
+
+    ``trusted`` may be a list of exact ``"module.Qualname"`` globals to allow, or ``True`` to
+    run whatever the payload contains. Artifacts sealed by your own key are trusted.
+    ``verify=False`` skips the sha256 check (sizes are still checked).
+    """
+    plugins = get_plugins()
+    found = locate(source, store)
+    manifest = found.manifest
+    if not found.bare and verify:
+        check_files(found.directory, manifest)
+    info = plugins.backend(manifest.backend)
+    sealed = not found.bare and seal_is_valid(manifest)
+    policy = TrustPolicy.from_argument(trusted, sealed=sealed, source=found.uri)
+    _check_backend_trust(info, policy)
+    model = plugins.hook.persistkit_load(
+        backend=manifest.backend,
+        directory=found.directory,
+        manifest=manifest,
+        options={**manifest.backend_options, **backend_options},
+        policy=policy,
+    )
+    if model is None:
+        raise PluginError(f"no plugin loaded backend {manifest.backend!r}")
+    return _freeze_model(model)
+
+
+def _check_backend_trust(info: BackendInfo, policy: TrustPolicy) -> None:
+    if info.safe or info.restricted or policy.trust_all:
+        return
+    raise UntrustedArtifactError(
+        f"refusing to load {policy.source}: backend {info.name!r} runs code from the file "
+        "when it loads, and the artifact is not sealed by a key you trust",
+        hint="if you trust its source, pass trusted=True (that runs this file's code)",
+    )
+
+
+def inspect(source: Any, *, store: Store | str | None = None) -> Manifest:
+    """The manifest of an artifact, without loading (or trusting) its payload."""
+    return locate(source, store).manifest
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``verify`` proved about an artifact."""
+
+    uri: str
+    files_checked: int
+    example_checked: bool
+    identical: bool
+
+    def __str__(self) -> str:
+        if not self.example_checked:
+            return f"{self.uri}: {self.files_checked} files intact; no example stored"
+        return f"{self.uri}: {self.files_checked} files intact; example predictions identical"
+
+
+def verify(
+    source: Any, *, store: Store | str | None = None, trusted: bool | Iterable[str] = False
+) -> VerifyReport:
+    """Check every file's sha256, reload the model and prove the stored example's predictions
+    come out bitwise identical. Raises :class:`VerificationError` if they differ."""
+    found = locate(source, store)
+    check_files(found.directory, found.manifest)
+    manifest = found.manifest
+    model = load(found.directory, trusted=trusted, verify=False)
+    if not manifest.example:
+        return VerifyReport(found.uri, len(manifest.files), False, True)
+    inputs = np.load(found.directory / manifest.example["inputs"], allow_pickle=False)
+    expected = np.load(found.directory / manifest.example["outputs"], allow_pickle=False)
+    actual = to_numpy(predict(model, inputs))
+    if not arrays_identical(expected, actual):
+        raise VerificationError(
+            f"{found.uri}: predictions after reload differ from those stored at save time",
+            hint="the library versions may differ from the ones in the manifest "
+            "(`persistkit show` lists them); install those versions",
+        )
+    return VerifyReport(found.uri, len(manifest.files), True, True)
+
+
+def backends() -> list[BackendInfo]:
+    """Every backend the installed plugins declare, available or not, sorted by name."""
+    return sorted(get_plugins().backends.values(), key=lambda b: b.name)
+
+
+def _qualname(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in options.items():
+        if isinstance(value, (str, int, float, bool, type(None), list, dict)):
+            out[key] = value
+        else:
+            out[key] = repr(value)
+    return out
+
+
+__all__ = [
+    "MANIFEST_NAME",
+    "VerifyReport",
+    "backends",
+    "choose_backend",
+    "freeze",
+    "inspect",
+    "load",
+    "predict",
+    "save",
+    "verify",
+]

@@ -1,0 +1,116 @@
+"""``Backend``: sugar for plugin authors who only want to write ``save`` and ``load``.
+
+Subclass it, set ``info`` and ``file_name``, implement :meth:`save` and :meth:`load`, and
+register an *instance* as your plugin. The hooks stay the protocol; this class implements them
+for one backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from persistkit.manager import hookimpl
+from persistkit.manifest import Manifest
+from persistkit.records import BackendInfo
+
+
+class Backend:
+    """One single-file backend. Override :meth:`can_save` and :meth:`sniff` as needed."""
+
+    info: ClassVar[BackendInfo]
+    file_name: ClassVar[str] = "model.bin"
+
+    # -- what subclasses write ----------------------------------------------------------------
+    def save(self, model: Any, path: Path, options: dict[str, Any]) -> None:
+        """Write ``model`` to ``path`` (a new file in a local staging folder)."""
+        raise NotImplementedError
+
+    def load(self, path: Path, manifest: Manifest, options: dict[str, Any], policy: Any) -> Any:
+        """Read the model back from ``path``; untrusted payloads only through ``policy``."""
+        raise NotImplementedError
+
+    def can_save(self, model: Any) -> bool:
+        """Cheap check used by automatic backend choice; the default says yes."""
+        return True
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        """True if the bare file ``path`` is in this format; default: by ``info.suffixes``."""
+        return path.name.lower().endswith(self.info.suffixes) if self.info.suffixes else False
+
+    # -- the hooks ---------------------------------------------------------------------------
+    @hookimpl
+    def persistkit_backends(self) -> list[BackendInfo]:
+        return [self.info]
+
+    @hookimpl
+    def persistkit_can_save(self, model: Any, backend: str) -> bool | None:
+        return self.can_save(model) if backend == self.info.name else None
+
+    @hookimpl
+    def persistkit_save(
+        self, model: Any, backend: str, directory: Path, options: dict[str, Any]
+    ) -> list[str] | None:
+        if backend != self.info.name:
+            return None
+        self.save(model, directory / self.file_name, options)
+        return [self.file_name]
+
+    @hookimpl(trylast=True)
+    def persistkit_sniff(self, path: Path, head: bytes) -> str | None:
+        return self.info.name if self.sniff(path, head) else None
+
+    @hookimpl
+    def persistkit_load(
+        self,
+        backend: str,
+        directory: Path,
+        manifest: Manifest,
+        options: dict[str, Any],
+        policy: Any,
+    ) -> Any | None:
+        if backend != self.info.name:
+            return None
+        return self.load(directory / manifest.primary_file, manifest, options, policy)
+
+
+class PickleProtocolBackend(Backend):
+    """A backend whose format is a pickle stream written by ``module.dump`` (pickle,
+    cloudpickle, dill). Untrusted payloads load through the restricted unpickler."""
+
+    module_name: ClassVar[str] = "pickle"
+    file_name: ClassVar[str] = "model.pkl"
+
+    def _module(self) -> Any:
+        import importlib
+
+        return importlib.import_module(self.module_name)
+
+    def save(self, model: Any, path: Path, options: dict[str, Any]) -> None:
+        from persistkit.errors import CannotSaveError
+
+        protocol = int(options.get("protocol", 5))
+        try:
+            with open(path, "wb") as fh:
+                self._module().dump(model, fh, protocol=protocol)
+        except (AttributeError, TypeError, ValueError, RecursionError) as exc:
+            raise CannotSaveError(
+                f"{self.info.name} cannot serialize this {type(model).__qualname__}: {exc}",
+                hint=self.cannot_save_hint(),
+            ) from None
+        except Exception as exc:
+            if type(exc).__name__ == "PicklingError":
+                raise CannotSaveError(
+                    f"{self.info.name} cannot serialize this {type(model).__qualname__}: {exc}",
+                    hint=self.cannot_save_hint(),
+                ) from None
+            raise
+
+    def cannot_save_hint(self) -> str:
+        return 'try backend="cloudpickle" (pip install "persistkit[cloudpickle]")'
+
+    def load(self, path: Path, manifest: Manifest, options: dict[str, Any], policy: Any) -> Any:
+        with open(path, "rb") as fh:
+            if policy.trust_all:
+                return self._module().load(fh)
+            return policy.unpickle(fh, what=f"{self.info.name} payload")

@@ -1,0 +1,129 @@
+# mypy: disable-error-code="empty-body"
+"""The plugin protocol: every hook persistkit calls, in the order a save and a load call them.
+
+Plugins implement these with ``@persistkit.hookimpl``. An implementation may accept fewer
+arguments than the spec lists (pluggy passes only the ones it names), so new arguments can be
+added without breaking old plugins. ``firstresult`` hooks stop at the first non-``None`` result;
+built-in defaults are ``trylast`` so a third party can take over.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from persistkit.records import BackendInfo, Recommendation
+
+hookspec = pluggy.HookspecMarker("persistkit")
+
+# --- registration -------------------------------------------------------------------------
+
+
+@hookspec
+def persistkit_backends() -> list[BackendInfo]:
+    """Declare the backends (serialization formats) this plugin provides.
+
+    Called once, when the plugin manager starts. Return a list of :class:`BackendInfo`.
+    Declaring a name another plugin already declared is an error naming both plugins.
+    """
+
+
+# --- choosing a backend -------------------------------------------------------------------
+
+
+@hookspec
+def persistkit_recommend(model: Any) -> list[Recommendation] | None:
+    """Vote for the backends that suit ``model`` (adapters implement this).
+
+    Called by ``save`` when ``backend=None``. Return :class:`Recommendation` records
+    (higher score wins), or ``None``/``[]`` if the model is not this adapter's family.
+    """
+
+
+@hookspec(firstresult=True)
+def persistkit_can_save(model: Any, backend: str) -> bool | None:
+    """Say whether ``backend`` can serialize ``model`` without trying a full save.
+
+    Called while choosing a backend automatically. Return ``None`` if ``backend`` is not this
+    plugin's; stops at the first non-``None`` result.
+    """
+
+
+# --- save ---------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def persistkit_freeze(model: Any) -> Any | None:
+    """Return an inference-ready version of ``model`` (eval mode, no gradients, checked fitted).
+
+    Called by ``freeze``, by ``save`` (unless ``freeze=False``) and on every loaded model.
+    Return ``None`` if the model is not this adapter's family; stops at the first non-``None``.
+    """
+
+
+@hookspec
+def persistkit_describe(model: Any) -> dict[str, Any] | None:
+    """Return facts about ``model`` for the manifest.
+
+    Called by ``save``. Known keys: ``family`` (str), ``class`` (fully qualified name),
+    ``libraries`` (``{distribution: version}``), ``notes`` (list of str); other keys are kept
+    under ``model`` in the manifest. Results of all plugins are merged; return ``None`` if the
+    model is not this adapter's family.
+    """
+
+
+@hookspec(firstresult=True)
+def persistkit_save(
+    model: Any, backend: str, directory: Path, options: dict[str, Any]
+) -> list[str] | None:
+    """Write ``model`` into the local, empty ``directory`` using format ``backend``.
+
+    Called by ``save`` after freeze. ``options`` are the backend options the user passed.
+    Return the file names written (relative to ``directory``), or ``None`` if ``backend`` is
+    not this plugin's; stops at the first non-``None`` result. Raise
+    :class:`persistkit.errors.CannotSaveError` with a hint if the model cannot be saved.
+    """
+
+
+# --- load ---------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def persistkit_sniff(path: Path, head: bytes) -> str | None:
+    """Name the backend that can read the bare file ``path`` (no manifest), or return ``None``.
+
+    Called by ``load`` on a file made by another tool. ``head`` holds its first bytes.
+    """
+
+
+@hookspec(firstresult=True)
+def persistkit_load(
+    backend: str,
+    directory: Path,
+    manifest: Any,
+    options: dict[str, Any],
+    policy: Any,
+) -> Any | None:
+    """Read the model back from the local ``directory`` written by ``persistkit_save``.
+
+    Called by ``load`` after the manifest and every file's sha256 were checked. ``manifest`` is
+    the :class:`persistkit.Manifest`; ``policy`` the :class:`persistkit.safety.TrustPolicy`
+    in force. Backends that are not ``safe`` must load untrusted payloads only through
+    ``policy`` (``policy.unpickle``). Return the model, or ``None`` if ``backend`` is not this
+    plugin's; stops at the first non-``None`` result.
+    """
+
+
+# --- predict ------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def persistkit_predict(model: Any, inputs: Any, options: dict[str, Any]) -> Any | None:
+    """Run inference: return the predictions of ``model`` for ``inputs`` (numpy-friendly).
+
+    Called by ``predict`` and ``serve``. ``options`` may hold ``method`` (e.g.
+    ``"predict_proba"``). Return ``None`` if the model is not this adapter's family; stops at
+    the first non-``None`` result.
+    """

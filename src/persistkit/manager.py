@@ -1,0 +1,137 @@
+"""Discovery and registration of plugins: one plugin manager, built once, lazily.
+
+Plugins come from the ``persistkit`` entry-point group (our own first-party plugins too).
+``PERSISTKIT_PLUGINS`` (comma-separated entry-point names) limits which load;
+``PERSISTKIT_DISABLE_PLUGINS`` skips some. A plugin that fails to import is reported with a
+warning and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pluggy
+
+from persistkit import hookspecs
+from persistkit.errors import BackendNotFoundError, BackendUnavailableError, PluginError
+from persistkit.records import BackendInfo
+
+ENTRY_POINT_GROUP = "persistkit"
+hookimpl = pluggy.HookimplMarker("persistkit")
+
+
+@dataclass
+class Plugins:
+    """The loaded plugin manager plus the backend registry it declared."""
+
+    pm: pluggy.PluginManager
+    backends: dict[str, BackendInfo] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def backend(self, name: str) -> BackendInfo:
+        """The backend called ``name``; raises a helpful error if unknown or not installed."""
+        info = self.backends.get(name)
+        if info is None:
+            known = ", ".join(sorted(self.backends)) or "none"
+            raise BackendNotFoundError(
+                f"unknown backend {name!r}; installed backends: {known}",
+                hint="pick one of those, or install the plugin that provides it "
+                "(`persistkit backends` lists them all)",
+            )
+        if not info.available:
+            raise BackendUnavailableError(
+                f"backend {name!r} needs {', '.join(info.requires)}, which is not installed",
+                hint=info.install_hint,
+            )
+        return info
+
+
+_lock = threading.Lock()
+_plugins: Plugins | None = None
+
+
+def get_plugins() -> Plugins:
+    """Return the process-wide plugins, loading entry points on first use."""
+    global _plugins
+    with _lock:
+        if _plugins is None:
+            _plugins = build_plugins()
+        return _plugins
+
+
+def reset_plugins(plugins: Plugins | None = None) -> None:
+    """Forget the loaded plugins (tests use this to install a fresh manager)."""
+    global _plugins
+    with _lock:
+        _plugins = plugins
+
+
+def build_plugins(*extra: object, load_entry_points: bool = True) -> Plugins:
+    """Build a plugin manager: specs, entry points (filtered by env vars), then ``extra``."""
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    broken: dict[str, str] = {}
+    if load_entry_points:
+        for ep in _selected_entry_points():
+            if pm.get_plugin(ep.name) is not None:
+                continue
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+            except Exception as exc:  # a broken third-party plugin must not break persistkit
+                broken[ep.name] = f"{type(exc).__name__}: {exc}"
+                warnings.warn(
+                    f"persistkit plugin {ep.name!r} ({ep.value}) failed to load and was "
+                    f"skipped: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+    for plugin in extra:
+        pm.register(plugin)
+    return Plugins(pm=pm, backends=_collect_backends(pm), broken=broken)
+
+
+def _selected_entry_points() -> list[importlib.metadata.EntryPoint]:
+    only = _names_from_env("PERSISTKIT_PLUGINS")
+    skip = _names_from_env("PERSISTKIT_DISABLE_PLUGINS") or set()
+    eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    return [ep for ep in eps if (only is None or ep.name in only) and ep.name not in skip]
+
+
+def _names_from_env(var: str) -> set[str] | None:
+    raw = os.environ.get(var)
+    if raw is None:
+        return None
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def _collect_backends(pm: pluggy.PluginManager) -> dict[str, BackendInfo]:
+    backends: dict[str, BackendInfo] = {}
+    for impl in pm.hook.persistkit_backends.get_hookimpls():
+        plugin_name = impl.plugin_name
+        declared: list[Any] = impl.function() or []  # type: ignore[assignment]
+        for info in declared:
+            if not isinstance(info, BackendInfo):
+                raise PluginError(
+                    f"plugin {plugin_name!r} declared {info!r}, which is not a BackendInfo",
+                    hint="return persistkit.BackendInfo records from persistkit_backends()",
+                )
+            if info.name in backends:
+                other = backends[info.name].plugin
+                raise PluginError(
+                    f"backend {info.name!r} is declared by two plugins: {other!r} and "
+                    f"{plugin_name!r}",
+                    hint="uninstall one of them, or disable one with "
+                    "PERSISTKIT_DISABLE_PLUGINS=<name>",
+                )
+            backends[info.name] = replace(info, plugin=plugin_name)
+    return backends

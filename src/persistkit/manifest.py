@@ -1,0 +1,302 @@
+"""The artifact manifest, ``persistkit.json``: schema, validation, (de)serialisation.
+
+Manifests are untrusted input: every field is type-checked, file paths may not escape the
+artifact, digests must be full sha256 hex, duplicate JSON keys are refused, and a format newer
+than this persistkit understands fails with a message saying to upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from persistkit.errors import ManifestError
+
+MANIFEST_NAME = "persistkit.json"
+FORMAT_PREFIX = "persistkit/"
+FORMAT_VERSION = 1
+FORMAT = f"{FORMAT_PREFIX}{FORMAT_VERSION}"
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Fields left out of the seal: the store sets or changes them after the payload is written.
+UNSEALED_FIELDS = frozenset({"name", "version", "tags", "seal"})
+
+# format version -> function migrating a dict of that version to the next one
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One payload file: its path relative to the artifact, size in bytes and sha256 hex."""
+
+    path: str
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+
+@dataclass
+class Manifest:
+    """Everything persistkit knows about a saved model, without loading it."""
+
+    backend: str
+    files: list[FileEntry]
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: utc_now())
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    signature: dict[str, Any] | None = None
+    example: dict[str, str] | None = None
+    notes: list[str] = field(default_factory=list)
+    name: str | None = None
+    version: int | None = None
+    seal: dict[str, str] | None = None
+    format: str = FORMAT
+
+    # -- views ------------------------------------------------------------------------------
+    @property
+    def model_class(self) -> str | None:
+        value = self.model.get("class")
+        return value if isinstance(value, str) else None
+
+    @property
+    def family(self) -> str | None:
+        value = self.model.get("family")
+        return value if isinstance(value, str) else None
+
+    @property
+    def primary_file(self) -> str:
+        """The first payload file the backend wrote (example files excluded)."""
+        example_files = set((self.example or {}).values())
+        for entry in self.files:
+            if entry.path not in example_files:
+                return entry.path
+        raise ManifestError("the manifest lists no payload file")
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def file(self, path: str) -> FileEntry:
+        for entry in self.files:
+            if entry.path == path:
+                return entry
+        raise ManifestError(f"the manifest lists no file {path!r}")
+
+    # -- (de)serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "format": self.format,
+            "name": self.name,
+            "version": self.version,
+            "backend": {"name": self.backend, "options": self.backend_options},
+            "model": self.model,
+            "files": [f.to_dict() for f in self.files],
+            "environment": self.environment,
+            "created_at": self.created_at,
+            "metadata": self.metadata,
+            "tags": self.tags,
+            "signature": self.signature,
+            "example": self.example,
+            "notes": self.notes,
+        }
+        if self.seal is not None:
+            data["seal"] = self.seal
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, default=_json_default) + "\n"
+
+    def sealed_bytes(self) -> bytes:
+        """The canonical bytes a seal (signature) covers: every field but the unsealed ones."""
+        data = {k: v for k, v in self.to_dict().items() if k not in UNSEALED_FIELDS}
+        return json.dumps(
+            data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_default
+        ).encode()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Manifest:
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise ManifestError(
+                f"manifest is {len(text)} bytes, over the {MAX_MANIFEST_BYTES} byte limit",
+                hint="this is not a manifest persistkit wrote; check the artifact's origin",
+            )
+        try:
+            data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ManifestError(
+                f"{MANIFEST_NAME} is not valid JSON: {exc}",
+                hint="the artifact is damaged; restore it or save the model again",
+            ) from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Manifest:
+        if not isinstance(data, dict):
+            raise ManifestError(f"{MANIFEST_NAME} must hold a JSON object")
+        data = _migrate(data)
+        backend = _get(data, "backend", dict)
+        files_raw = _get(data, "files", list)
+        return cls(
+            format=data["format"],
+            name=_get(data, "name", (str, type(None)), None),
+            version=_get(data, "version", (int, type(None)), None),
+            backend=_get(backend, "name", str, where="backend"),
+            backend_options=_get(backend, "options", dict, {}, where="backend"),
+            model=_get(data, "model", dict, {}),
+            files=[_file_entry(item) for item in files_raw],
+            environment=_get(data, "environment", dict, {}),
+            created_at=_get(data, "created_at", str, ""),
+            metadata=_get(data, "metadata", dict, {}),
+            tags=_string_dict(_get(data, "tags", dict, {}), "tags"),
+            signature=_get(data, "signature", (dict, type(None)), None),
+            example=_get(data, "example", (dict, type(None)), None),
+            notes=[str(n) for n in _get(data, "notes", list, [])],
+            seal=_get(data, "seal", (dict, type(None)), None),
+        )._validated()
+
+    def _validated(self) -> Manifest:
+        seen: set[str] = set()
+        for entry in self.files:
+            if entry.path in seen:
+                raise ManifestError(f"the manifest lists file {entry.path!r} twice")
+            seen.add(entry.path)
+        if self.example:
+            for role, path in self.example.items():
+                if not isinstance(path, str) or path not in seen:
+                    raise ManifestError(
+                        f"example {role!r} points at {path!r}, which is not a listed file"
+                    )
+        return self
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Read and validate ``directory/persistkit.json``."""
+    path = directory / MANIFEST_NAME
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        raise ManifestError(
+            f"{directory} has no {MANIFEST_NAME}, so it is not a persistkit artifact",
+            hint="pass the artifact directory, a bare model file, or a store ref like name:3",
+        ) from None
+    return Manifest.from_json(raw)
+
+
+def check_relative_path(path: str) -> str:
+    """Refuse paths that could escape the artifact directory."""
+    if not path or "\\" in path or "\x00" in path:
+        raise ManifestError(f"manifest file path {path!r} is not allowed")
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or ".." in pure.parts or str(pure) != path or path.startswith("./"):
+        raise ManifestError(
+            f"manifest file path {path!r} escapes the artifact directory",
+            hint="this artifact was tampered with; do not load it",
+        )
+    return path
+
+
+def _file_entry(item: Any) -> FileEntry:
+    if not isinstance(item, dict):
+        raise ManifestError("each entry of 'files' must be an object")
+    path = check_relative_path(_get(item, "path", str, where="files"))
+    size = _get(item, "size", int, where="files")
+    digest = _get(item, "sha256", str, where="files")
+    if isinstance(size, bool) or size < 0:
+        raise ManifestError(f"file {path!r} has an invalid size {size!r}")
+    if not _SHA256.match(digest):
+        raise ManifestError(
+            f"file {path!r} has no valid sha256 digest (got {digest[:80]!r})",
+            hint="persistkit only trusts full 64-hex-digit sha256 digests",
+        )
+    return FileEntry(path=path, size=size, sha256=digest)
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    fmt = data.get("format")
+    if not isinstance(fmt, str) or not fmt.startswith(FORMAT_PREFIX):
+        raise ManifestError(
+            f"unknown manifest format {fmt!r}; expected {FORMAT!r}",
+            hint="this directory was not written by persistkit",
+        )
+    try:
+        version = int(fmt[len(FORMAT_PREFIX) :])
+    except ValueError:
+        raise ManifestError(f"unknown manifest format {fmt!r}") from None
+    if version > FORMAT_VERSION:
+        raise ManifestError(
+            f"this artifact uses manifest format {fmt!r}, newer than this persistkit "
+            f"understands ({FORMAT!r})",
+            hint="upgrade persistkit: pip install -U persistkit",
+        )
+    while version < FORMAT_VERSION:
+        if version not in MIGRATIONS:
+            raise ManifestError(f"manifest format {fmt!r} is no longer supported")
+        data = MIGRATIONS[version](data)
+        version += 1
+    data["format"] = FORMAT
+    return data
+
+
+_MISSING = object()
+
+
+def _get(
+    data: dict[str, Any], key: str, kind: Any, default: Any = _MISSING, *, where: str = ""
+) -> Any:
+    if key not in data or (data[key] is None and default is not _MISSING):
+        if default is _MISSING:
+            raise ManifestError(f"manifest is missing {where + '.' if where else ''}{key}")
+        return default
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ManifestError(
+            f"manifest field {where + '.' if where else ''}{key} has the wrong type "
+            f"({type(value).__name__})"
+        )
+    return value
+
+
+def _string_dict(value: dict[str, Any], what: str) -> dict[str, str]:
+    for k, v in value.items():
+        if not isinstance(v, str):
+            raise ManifestError(f"manifest {what} must map strings to strings ({k!r})")
+    return value
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ManifestError(
+                f"{MANIFEST_NAME} repeats the key {key!r}",
+                hint="duplicate keys can hide tampering; this artifact is refused",
+            )
+        result[key] = value
+    return result
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and paths sneak into metadata; store them as plain JSON
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

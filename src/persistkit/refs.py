@@ -1,0 +1,98 @@
+"""Model names and refs: ``name``, ``name:3``, ``name:latest``, ``name@alias``,
+``name@sha256:<hex>``; and the rule that tells a ref from a path or URL.
+
+Names (and aliases): 1–128 characters of lowercase letters, digits, ``.``, ``-`` and ``_``,
+starting with a letter or digit. So a name can never be ``..``, hold a separator or a NUL, and
+never leaves the store's root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from persistkit.errors import RefError
+
+MAX_NAME_LENGTH = 128
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{6,64}$")
+NAME_RULE = (
+    "names are 1-128 characters: lowercase letters, digits, '.', '-' and '_', "
+    "starting with a letter or digit"
+)
+
+
+def validate_name(name: str, *, what: str = "model name") -> str:
+    """Return ``name`` if it follows the naming rule, else raise :class:`RefError`."""
+    if not isinstance(name, str) or not name:
+        raise RefError(f"the {what} is empty", hint=NAME_RULE)
+    if len(name) > MAX_NAME_LENGTH:
+        raise RefError(f"the {what} is {len(name)} characters long", hint=NAME_RULE)
+    if not _NAME.match(name) or ".." in name:
+        raise RefError(f"{name[:80]!r} is not a valid {what}", hint=NAME_RULE)
+    return name
+
+
+def normalise_name(text: str) -> str:
+    """Turn a class name or free text into a valid name (``RandomForest`` -> ``randomforest``)."""
+    cleaned = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip(".-_")
+    cleaned = re.sub(r"\.{2,}", ".", cleaned)[:MAX_NAME_LENGTH].strip(".-_")
+    return cleaned or "model"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A parsed ref. Exactly one of ``version``, ``alias``, ``digest`` is set, or none (latest)."""
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+    digest: str | None = None
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.name}:{self.version}"
+        if self.alias is not None:
+            return f"{self.name}@{self.alias}"
+        if self.digest is not None:
+            return f"{self.name}@{self.digest}"
+        return self.name
+
+
+def parse_ref(text: str) -> Ref:
+    """Parse a ref, validating the name and the version/alias/digest part."""
+    if not isinstance(text, str) or not text:
+        raise RefError("the ref is empty", hint="use name, name:3, name:latest or name@alias")
+    if "@" in text:
+        name, _, selector = text.partition("@")
+        validate_name(name)
+        if selector.startswith("sha256:"):
+            if not _DIGEST.match(selector):
+                raise RefError(
+                    f"{selector[:80]!r} is not a sha256 digest",
+                    hint="use name@sha256:<hex>, with at least 6 lowercase hex digits",
+                )
+            return Ref(name, digest=selector)
+        return Ref(name, alias=validate_name(selector, what="alias"))
+    if ":" in text:
+        name, _, selector = text.partition(":")
+        validate_name(name)
+        if selector == "latest":
+            return Ref(name)
+        if selector.isdigit() and selector.isascii() and int(selector) > 0:
+            return Ref(name, version=int(selector))
+        raise RefError(
+            f"{selector[:80]!r} is not a version",
+            hint="versions are positive whole numbers (name:3) or 'latest'",
+        )
+    return Ref(validate_name(text))
+
+
+def looks_like_location(text: str) -> bool:
+    """The DESIGN rule: a URL scheme, a leading ``/ . ~``, or a path separator means a path."""
+    if "://" in text:
+        return True
+    if text.startswith(("/", ".", "~")):
+        return True
+    return os.sep in text or "/" in text or (os.altsep is not None and os.altsep in text)

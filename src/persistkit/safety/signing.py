@@ -1,0 +1,108 @@
+"""A per-user signing key that seals the manifests of the user's own saves.
+
+A seal is HMAC-SHA256 over the manifest's canonical bytes (which include every payload file's
+sha256). An artifact sealed by a key in the user's keyring is the user's own work, so loading it
+runs no stranger's code, and it loads without ``trusted=``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from persistkit import config
+from persistkit.manifest import Manifest
+
+SEAL_ALGORITHM = "hmac-sha256"
+_KEY_BYTES = 32
+
+
+def key_path() -> Path:
+    return config.keys_dir() / "signing.key"
+
+
+def user_key() -> bytes:
+    """The user's signing key, created (mode 0600) on first use."""
+    path = key_path()
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    key = secrets.token_bytes(_KEY_BYTES)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex() + "\n")
+    try:
+        os.link(tmp, path)  # first writer wins; a racing process reads the winner's key
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return bytes.fromhex(path.read_text().strip())
+
+
+def key_id(key: bytes) -> str:
+    return hashlib.sha256(b"persistkit-key-id:" + key).hexdigest()[:16]
+
+
+def trusted_keys() -> dict[str, bytes]:
+    """Every key whose seals this user accepts: their own plus any added with ``trust_key``."""
+    keys = {}
+    own = user_key()
+    keys[key_id(own)] = own
+    folder = config.keys_dir() / "trusted"
+    if folder.is_dir():
+        for file in sorted(folder.glob("*.key")):
+            try:
+                key = bytes.fromhex(file.read_text().strip())
+            except ValueError:
+                continue
+            keys[key_id(key)] = key
+    return keys
+
+
+def seal(manifest: Manifest, key: bytes | None = None) -> dict[str, str]:
+    key = user_key() if key is None else key
+    mac = hmac.new(key, manifest.sealed_bytes(), hashlib.sha256).hexdigest()
+    return {"algorithm": SEAL_ALGORITHM, "key_id": key_id(key), "value": mac}
+
+
+def seal_is_valid(manifest: Manifest) -> bool:
+    """True when the manifest carries a seal made by one of the user's trusted keys."""
+    sealed = manifest.seal
+    if not sealed or sealed.get("algorithm") != SEAL_ALGORITHM:
+        return False
+    key = trusted_keys().get(str(sealed.get("key_id", "")))
+    if key is None:
+        return False
+    expected = hmac.new(key, manifest.sealed_bytes(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, str(sealed.get("value", "")))
+
+
+def export_key() -> str:
+    """The user's key as hex, to share with a teammate's ``persistkit.trust_key``."""
+    return user_key().hex()
+
+
+def trust_key(key_hex: str) -> str:
+    """Accept seals made with another person's key (hex, as printed by ``export_key``).
+
+    Returns the key id. Only do this for people whose code you would run.
+    """
+    key = bytes.fromhex(key_hex.strip())
+    if len(key) < 16:
+        raise ValueError("a signing key must be at least 16 bytes (32 hex digits)")
+    folder = config.keys_dir() / "trusted"
+    folder.mkdir(parents=True, exist_ok=True)
+    kid = key_id(key)
+    path = folder / f"{kid}.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex() + "\n")
+    return kid
