@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from persistkit.cli.options import json_option, print_json, store_option, table
@@ -55,7 +57,7 @@ def ls(name: str | None, store_url: str | None, as_json: bool) -> None:
 
     store = Store(store_url)
     names = [name] if name else store.list()
-    records: list[dict[str, object]] = []
+    records: list[dict[str, Any]] = []
     for model_name in names:
         for m in store.versions(model_name):
             records.append(
@@ -86,7 +88,7 @@ def ls(name: str | None, store_url: str | None, as_json: bool) -> None:
             str(r["class"] or ""),
         ]
         for r in records
-    ]  # type: ignore[call-overload]
+    ]
     click.echo(table(rows, ["name", "version", "backend", "created", "size", "class"]))
 
 
