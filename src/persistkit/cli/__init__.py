@@ -49,9 +49,10 @@ def main() -> None:
 
 
 def _register() -> None:
-    from persistkit.cli import models
+    from persistkit.cli import bench, models, predict, scan, serve
 
-    models.register(main)
+    for module in (models, predict, serve, scan, bench):
+        module.register(main)
 
 
 _register()

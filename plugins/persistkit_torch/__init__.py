@@ -1,0 +1,1 @@
+"""The torch backend and PyTorch adapter (in progress)."""
