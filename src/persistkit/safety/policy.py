@@ -63,6 +63,17 @@ class TrustPolicy:
             hint="if you trust its source, pass trusted=True (that runs this file's code)",
         )
 
+    def load_torch(self, path: Any, *, map_location: Any = "cpu") -> Any:
+        """Load a full-module ``torch.save`` file under this policy (untrusted: refused until
+        audited reading of the torch zip exists)."""
+        raise UntrustedArtifactError(
+            f"refusing to load {self.source}: it is a whole PyTorch module saved with "
+            "torch.save (a pickle) that is not sealed by a key you trust, and reading such "
+            "files through the allow-list is not implemented yet",
+            hint="if you trust its source, pass trusted=True (that runs this file's code); "
+            'save models with backend="safetensors" to share them safely',
+        )
+
     def refuse(self, globals_needed: Iterable[str], *, what: str = "payload") -> None:
         """Raise :class:`UntrustedArtifactError` for ``globals_needed`` that are not allowed."""
         needed = sorted(set(globals_needed))
