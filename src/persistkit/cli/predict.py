@@ -1,9 +1,110 @@
-"""The `persistkit predict` command (not implemented yet)."""
+"""The `persistkit predict` command: feed files (pictures, .npy, .csv, .json) to a saved model."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+
+from persistkit.cli.options import json_option, print_json, store_option
+from persistkit.errors import InputError
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+    """``"28x28"`` -> ``(28, 28)`` (height, width)."""
+    if text is None:
+        return None
+    height, sep, width = text.lower().partition("x")
+    if not sep or not height.isdigit() or not width.isdigit() or int(height) * int(width) == 0:
+        raise click.BadParameter("give the size as HEIGHTxWIDTH, e.g. 28x28")
+    return int(height), int(width)
+
+
+def format_prediction(value: Any) -> str:
+    """One item's prediction for people: a label, or numbers separated by spaces."""
+    import numpy as np
+
+    array = np.asarray(value)
+    if array.ndim == 0:
+        item = array.item()
+        return f"{item:.6g}" if isinstance(item, float) else str(item)
+    return " ".join(format_prediction(v) for v in array.reshape(-1))
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@store_option
+@json_option
+@click.option(
+    "--method",
+    default=None,
+    metavar="NAME",
+    help="Prediction method: predict_proba, decision_function, transform, ...",
+)
+@click.option(
+    "--image-size",
+    default=None,
+    metavar="HxW",
+    help="Resize pictures to HEIGHTxWIDTH (default: taken from the model's signature).",
+)
+@click.option("--trust", is_flag=True, help="Trust the artifact entirely (runs its code).")
+def predict(
+    ref: str,
+    inputs: tuple[str, ...],
+    store_url: str | None,
+    as_json: bool,
+    method: str | None,
+    image_size: str | None,
+    trust: bool,
+) -> None:
+    """Predict with REF on each INPUT: pictures (PNG, JPEG, ...), .npy, .csv or .json files.
+
+    \b
+    Pictures are converted to grayscale or RGB, resized to the model's input size and given
+    to the model as 0-255 pixel values; rows of a .csv and items of a .json list are items.
+    Prints one line per item, or {"predictions": [...]} with --json.
+
+    \b
+    Examples:
+      persistkit predict digits one.png two.png
+      persistkit predict digits:3 batch.npy --json
+      persistkit predict digits one.png --method predict_proba
+    """
+    import numpy as np
+
+    from persistkit.api import inspect, load
+    from persistkit.api import predict as run_model
+    from persistkit.arrays import to_numpy
+    from persistkit.inputs import read_inputs
+    from persistkit.signature import Signature
+
+    size = parse_image_size(image_size)
+    signature = Signature.from_manifest(inspect(ref, store=store_url).signature)
+    batches = read_inputs(inputs, signature.input, image_size=size)
+    model = load(ref, store=store_url, trusted=trust)
+    batch = np.concatenate(batches) if len(batches) > 1 else batches[0]
+    predictions = to_numpy(run_model(model, batch, method=method))
+    if predictions.ndim == 0 or len(predictions) != len(batch):
+        raise InputError(
+            f"the model returned {predictions.shape} for {len(batch)} items",
+            hint="use a --method that returns one prediction per item",
+        )
+    if as_json:
+        print_json({"predictions": predictions.tolist()})
+        return
+    labels = _item_labels(inputs, [len(b) for b in batches])
+    for label, value in zip(labels, predictions):
+        click.echo(f"{label}: {format_prediction(value)}")
+
+
+def _item_labels(inputs: tuple[str, ...], counts: list[int]) -> list[str]:
+    labels = []
+    for path, count in zip(inputs, counts):
+        labels += [path] if count == 1 else [f"{path}[{i}]" for i in range(count)]
+    return labels
 
 
 def register(group: click.Group) -> None:
     """Add this module's commands to the `persistkit` group."""
+    group.add_command(predict)

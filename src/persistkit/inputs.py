@@ -1,0 +1,268 @@
+"""Read model inputs from files: images, ``.npy``, ``.csv`` and ``.json``.
+
+Every reader returns a *batch* shaped to the model's input signature (see
+:func:`persistkit.signature.conform`). Images are decoded with Pillow (imported only for
+images): converted to grayscale or RGB and resized to the signature's height and width,
+flattened when the signature is 2-D; pixel values stay 0–255, converted to the signature's
+dtype without rescaling — a model fed pictures must be trained on 0–255 pixel values.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from persistkit.errors import InputError
+from persistkit.signature import TensorSpec, conform
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+DATA_SUFFIXES = frozenset({".npy", ".csv", ".json"})
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # refuse decompression bombs well before memory runs out
+_SUPPORTED = "images (.png, .jpg, ...), .npy, .csv or .json"
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """How a picture becomes one input item: size, colour mode and array layout."""
+
+    height: int | None  # None: keep the picture's own size
+    width: int | None
+    mode: str  # "L" (grayscale) or "RGB"
+    layout: str  # "HW", "HWC", "CHW" or "flat"
+
+
+def read_inputs(
+    paths: Iterable[str | Path],
+    spec: TensorSpec | None,
+    *,
+    image_size: tuple[int, int] | None = None,
+) -> list[np.ndarray]:
+    """One batch per file, each conformed to ``spec`` (see :func:`read_input`)."""
+    return [read_input(p, spec, image_size=image_size) for p in paths]
+
+
+def read_input(
+    path: str | Path, spec: TensorSpec | None, *, image_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Read one file as a batch fitting ``spec`` (a single item gets a batch dimension of 1).
+
+    ``image_size`` (height, width) overrides the size taken from the signature.
+    Raises :class:`InputError` for unreadable, unsupported or ill-fitting files.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise InputError(f"input file {path} does not exist", hint="check the path")
+    if suffix == ".npy":
+        return conform(_read_npy(path), spec, source=path.name)
+    if suffix == ".csv":
+        return conform(_read_csv(path, spec), spec, source=path.name)
+    if suffix == ".json":
+        return conform(_read_json(path, spec), spec, source=path.name)
+    if suffix in IMAGE_SUFFIXES or _pillow_knows(suffix):
+        return read_image(path.read_bytes(), spec, image_size=image_size, source=path.name)
+    raise InputError(
+        f"cannot read {path.name}: unknown file type {suffix or '(no suffix)'}",
+        hint=f"give {_SUPPORTED}",
+    )
+
+
+def _pillow_knows(suffix: str) -> bool:
+    if not suffix:
+        return False
+    from PIL import Image
+
+    return suffix in Image.registered_extensions()
+
+
+# --- images ------------------------------------------------------------------------------
+
+
+def image_layout(spec: TensorSpec | None, image_size: tuple[int, int] | None = None) -> ImageLayout:
+    """Decide size, colour mode and layout for pictures from the input signature.
+
+    ``(N, H, W)``: grayscale; ``(N, H, W, C)``: channels last (C = 1 gray, 3 RGB);
+    ``(N, C, H, W)``: channels first; ``(N, K)``: flattened, square pictures — grayscale when
+    K is a square number, RGB when K/3 is (``image_size`` settles other cases).
+    """
+    size = image_size or (None, None)
+    sample = spec.sample_shape if spec is not None else None
+    if sample is None:
+        return ImageLayout(size[0], size[1], "RGB", "HWC")
+    fixed = [None if d == -1 else d for d in sample]
+    if len(sample) == 2:
+        return ImageLayout(size[0] or fixed[0], size[1] or fixed[1], "L", "HW")
+    if len(sample) == 3 and sample[2] in (1, 3):
+        mode = "L" if sample[2] == 1 else "RGB"
+        return ImageLayout(size[0] or fixed[0], size[1] or fixed[1], mode, "HWC")
+    if len(sample) == 3 and sample[0] in (1, 3):
+        mode = "L" if sample[0] == 1 else "RGB"
+        return ImageLayout(size[0] or fixed[1], size[1] or fixed[2], mode, "CHW")
+    if len(sample) == 1 and sample[0] > 0:
+        return _flat_layout(sample[0], image_size, spec)
+    raise InputError(
+        f"the model's input {spec.describe_shape() if spec else ''} does not look like a picture",
+        hint="save the model with example= shaped (N, H, W), (N, H, W, C), (N, C, H, W) or "
+        "(N, H*W)",
+    )
+
+
+def _flat_layout(
+    count: int, image_size: tuple[int, int] | None, spec: TensorSpec | None
+) -> ImageLayout:
+    if image_size is not None:
+        pixels = image_size[0] * image_size[1]
+        if pixels == count:
+            return ImageLayout(*image_size, "L", "flat")
+        if 3 * pixels == count:
+            return ImageLayout(*image_size, "RGB", "flat")
+        raise InputError(
+            f"--image-size {image_size[0]}x{image_size[1]} gives {pixels} pixels, which does "
+            f"not fill the model's {count} input values",
+            hint="pick a size whose pixels (or pixels × 3 for RGB) match",
+        )
+    side = math.isqrt(count)
+    if side * side == count:
+        return ImageLayout(side, side, "L", "flat")
+    side = math.isqrt(count // 3)
+    if count % 3 == 0 and side * side * 3 == count:
+        return ImageLayout(side, side, "RGB", "flat")
+    raise InputError(
+        f"the model takes {count} values per item, which is no square picture",
+        hint="give the picture's size with --image-size HEIGHTxWIDTH",
+    )
+
+
+def read_image(
+    data: bytes,
+    spec: TensorSpec | None,
+    *,
+    image_size: tuple[int, int] | None = None,
+    source: str = "the picture",
+) -> np.ndarray:
+    """Decode a picture (any format Pillow reads) into a batch of one fitting ``spec``.
+
+    The same function serves ``persistkit predict`` and the server's upload page, so both
+    give the model the same pixels.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    layout = image_layout(spec, image_size)
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                raise InputError(
+                    f"{source} is {opened.width}x{opened.height} pixels, too large to decode",
+                    hint=f"send a picture under {MAX_IMAGE_PIXELS // 1_000_000} megapixels",
+                )
+            image = opened.convert(layout.mode)
+            width = layout.width or image.width
+            height = layout.height or image.height
+            if (width, height) != image.size:
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+        raise InputError(
+            f"cannot decode {source} as a picture: {exc}",
+            hint="send a PNG, JPEG or another format Pillow reads",
+        ) from None
+    if layout.layout == "flat":
+        pixels = pixels.reshape(-1)
+    elif layout.layout == "HWC" and pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    elif layout.layout == "CHW":
+        pixels = pixels[np.newaxis] if pixels.ndim == 2 else np.transpose(pixels, (2, 0, 1))
+    if spec is not None and spec.datatype == "BYTES":
+        raise InputError(f"the model takes text, not pictures like {source}", hint="pass text")
+    return conform(pixels, spec, source=source)
+
+
+# --- data files --------------------------------------------------------------------------
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        return np.asarray(np.load(path, allow_pickle=False))
+    except ValueError as exc:
+        raise InputError(
+            f"cannot read {path.name}: {exc}",
+            hint="save a numeric or string array (np.save) without Python objects",
+        ) from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path.name}: {exc}", hint="is it a .npy file?") from None
+
+
+def _read_csv(path: Path, spec: TensorSpec | None) -> np.ndarray:
+    """Rows are items, columns are features; a first row that is not numeric is a header."""
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    rows = [row for row in csv.reader(io.StringIO(text)) if row and any(c.strip() for c in row)]
+    if not rows:
+        raise InputError(f"{path.name} holds no rows", hint="put one item per row")
+    textual = spec is not None and spec.datatype == "BYTES"
+    if not textual and not _numeric(rows[0]):
+        rows = rows[1:]
+    if not rows or len({len(r) for r in rows}) != 1:
+        raise InputError(
+            f"{path.name} has rows of different lengths (or only a header)",
+            hint="give every row the same number of columns",
+        )
+    if textual:
+        return np.array(rows, dtype=str)
+    try:
+        return np.array([[float(c) for c in row] for row in rows])
+    except ValueError as exc:
+        raise InputError(
+            f"{path.name} holds a value that is not a number: {exc}",
+            hint="a CSV input must be all numbers (a header row is allowed)",
+        ) from None
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(c) for c in row]
+    except ValueError:
+        return False
+    return True
+
+
+def _read_json(path: Path, spec: TensorSpec | None) -> np.ndarray:
+    """A (nested) list, or an object holding one under ``"instances"``, ``"inputs"`` or
+    ``"data"``."""
+    try:
+        value: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path.name} is not valid JSON: {exc}", hint="fix the file") from None
+    if isinstance(value, dict):
+        for key in ("instances", "inputs", "data"):
+            if key in value:
+                value = value[key]
+                break
+        else:
+            raise InputError(
+                f"{path.name} is a JSON object without an 'instances', 'inputs' or 'data' list",
+                hint='write a list of items, or {"instances": [...]}',
+            )
+    try:
+        array = np.array(value)
+    except ValueError as exc:
+        raise InputError(
+            f"{path.name} does not hold a regular array: {exc}",
+            hint="give every item the same shape",
+        ) from None
+    textual = spec is not None and spec.datatype == "BYTES"
+    if array.dtype == object or (array.dtype.kind in "US" and not textual):
+        raise InputError(
+            f"{path.name} does not hold an array of numbers",
+            hint="give every item the same shape, with numbers only",
+        )
+    return array
