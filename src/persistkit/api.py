@@ -113,6 +113,9 @@ def save(
     Extra keyword arguments go to the backend (e.g. ``compress=3`` for joblib).
     """
     plugins = get_plugins()
+    if model is None:
+        # hooks use None to mean "not mine", so a None model could never load back
+        raise CannotSaveError("the model is None", hint="pass the trained model object")
     if freeze:
         model = _freeze_model(model)
     chosen, reason = (backend, "") if backend else choose_backend(model, plugins)

@@ -96,8 +96,22 @@ def build_plugins(*extra: object, load_entry_points: bool = True) -> Plugins:
                     stacklevel=2,
                 )
     for plugin in extra:
-        pm.register(plugin)
+        pm.register(plugin, name=_unique_name(pm, plugin))
     return Plugins(pm=pm, backends=_collect_backends(pm), broken=broken)
+
+
+def _unique_name(pm: pluggy.PluginManager, plugin: object) -> str:
+    """A readable plugin name (module or class path) for error messages, made unique."""
+    if isinstance(plugin, type(os)):
+        base = plugin.__name__
+    else:
+        cls = type(plugin)
+        base = f"{cls.__module__}.{cls.__qualname__}"
+    name, n = base, 1
+    while pm.get_plugin(name) is not None:
+        n += 1
+        name = f"{base}#{n}"
+    return name
 
 
 def _selected_entry_points() -> list[importlib.metadata.EntryPoint]:
