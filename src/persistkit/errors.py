@@ -92,4 +92,12 @@ class InputError(PersistkitError):
     """Inputs given to ``predict`` or ``serve`` do not match what the model expects."""
 
 
+class RequestTooLargeError(InputError):
+    """A request sent to ``persistkit serve`` is larger than the server accepts."""
+
+
+class ModelNotServedError(PersistkitError):
+    """The server has no model (or no version or alias) of that name loaded."""
+
+
 __all__ = [name for name in dir() if name.endswith("Error")]

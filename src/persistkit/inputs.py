@@ -171,10 +171,15 @@ def read_image(
             if (width, height) != image.size:
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+    except UnidentifiedImageError:
         raise InputError(
-            f"cannot decode {source} as a picture: {exc}",
-            hint="send a PNG, JPEG or another format Pillow reads",
+            f"{source} is not a picture in any format Pillow reads",
+            hint="send a PNG, JPEG or another common picture format",
+        ) from None
+    except (Image.DecompressionBombError, OSError, ValueError) as exc:
+        raise InputError(
+            f"cannot decode {source}: {exc}",
+            hint="send an intact PNG, JPEG or another common picture format",
         ) from None
     if layout.layout == "flat":
         pixels = pixels.reshape(-1)

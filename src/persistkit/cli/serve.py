@@ -1,9 +1,101 @@
-"""The `persistkit serve` command (not implemented yet)."""
+"""The `persistkit serve` command: saved models over the Open Inference Protocol V2 REST API."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import click
+
+from persistkit.cli.options import store_option
+
+
+@click.command()
+@click.argument("refs", nargs=-1, required=True, metavar="REF...")
+@store_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes; each loads every model.",
+)
+@click.option(
+    "--max-body-mb",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="Largest request body accepted (larger ones get 413).",
+)
+@click.option("--trust", is_flag=True, help="Trust the artifacts entirely (runs their code).")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+def serve(
+    refs: tuple[str, ...],
+    store_url: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    max_body_mb: int,
+    trust: bool,
+    log_level: str,
+) -> None:
+    """Serve each REF over the Open Inference Protocol V2 (REST) until interrupted.
+
+    \b
+    Models load once, at start-up; /v2/health/ready is true after that. Clients such as
+    tritonclient.http, KServe's and Seldon's speak this protocol; the version segment of
+    /v2/models/NAME/versions/VERSION takes a version number or an alias.
+    Open http://HOST:PORT/ in a browser to send a picture and see the answer.
+
+    \b
+    Examples:
+      persistkit serve digits
+      persistkit serve digits@prod digits:3 --port 9000
+      persistkit serve digits --host 0.0.0.0 --workers 2
+    """
+    import uvicorn
+
+    from persistkit.server.app import CONFIG_ENV, create_app
+    from persistkit.server.repository import ModelRepository
+
+    max_body = max_body_mb * 1024 * 1024
+    repository = ModelRepository(list(refs), store=store_url, trusted=trust)
+    # Load (or, with several workers, at least try) in this process first, so a bad ref
+    # fails here as one clear line instead of a traceback per worker.
+    repository.load()
+    served = ", ".join(
+        f"{m.name}:{m.version_label}" if m.version_label else m.name for m in repository.models()
+    )
+    shown_host = f"[{host}]" if ":" in host else host
+    click.echo(f"serving {served} on http://{shown_host}:{port}/ (Ctrl+C stops)", err=True)
+    if workers == 1:
+        uvicorn.run(
+            create_app(repository, max_body_bytes=max_body),
+            host=host,
+            port=port,
+            log_level=log_level,
+        )
+        return
+    os.environ[CONFIG_ENV] = json.dumps(
+        {"refs": list(refs), "store": store_url, "trusted": trust, "max_body_bytes": max_body}
+    )
+    uvicorn.run(
+        "persistkit.server.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+    )
 
 
 def register(group: click.Group) -> None:
     """Add this module's commands to the `persistkit` group."""
+    group.add_command(serve)

@@ -1,0 +1,272 @@
+"""The ASGI app: Open Inference Protocol V2 REST routes plus a small upload page.
+
+OIP routes stay pure protocol. The page (``GET /``) lists models through ``GET /ui/models`` and
+posts a picture to ``POST /ui/predict/{name}``, which decodes it with the same code as
+``persistkit predict`` (:func:`persistkit.inputs.read_image`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from importlib import resources
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from persistkit import __version__
+from persistkit.errors import (
+    InputError,
+    ModelNotServedError,
+    PersistkitError,
+    RequestTooLargeError,
+)
+from persistkit.server.protocol import (
+    HEADER_LENGTH,
+    build_response,
+    check_inputs,
+    parse_infer_request,
+)
+from persistkit.server.repository import ModelRepository, ServedModel
+from persistkit.signature import OUTPUT_NAME
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+CONFIG_ENV = "PERSISTKIT_SERVE_CONFIG"
+logger = logging.getLogger("persistkit.server")
+
+
+class ServerNotReadyError(PersistkitError):
+    """A request arrived before every model finished loading (answered with 503)."""
+
+
+def error(status: int, message: str) -> JSONResponse:
+    """The OIP error body: ``{"error": message}`` (tritonclient reads exactly this key)."""
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(
+    repository: ModelRepository, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> Starlette:
+    """The server for ``repository``. Models not yet loaded load at start-up (the ASGI
+    lifespan), in a worker thread; until then ``/v2/health/ready`` answers 503."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(repository.load)
+        yield
+
+    routes = Routes(repository, max_body_bytes)
+    app = Starlette(
+        routes=routes.all(),
+        lifespan=lifespan,
+        exception_handlers={
+            PersistkitError: _persistkit_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+    )
+    app.state.repository = repository
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """App factory for ``uvicorn --factory`` with several workers: each worker process reads
+    its configuration from ``$PERSISTKIT_SERVE_CONFIG`` and loads the models itself."""
+    config = json.loads(os.environ[CONFIG_ENV])
+    repository = ModelRepository(
+        config["refs"], store=config.get("store"), trusted=config.get("trusted", False)
+    )
+    return create_app(repository, max_body_bytes=config["max_body_bytes"])
+
+
+async def _persistkit_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PersistkitError)
+    status = 400
+    if isinstance(exc, ModelNotServedError):
+        status = 404
+    elif isinstance(exc, ServerNotReadyError):
+        status = 503
+    elif isinstance(exc, RequestTooLargeError):
+        status = 413
+    elif not isinstance(exc, InputError):
+        status = 500
+        logger.error("request %s %s failed: %s", request.method, request.url.path, exc)
+    return error(status, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error(exc.status_code, str(exc.detail))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.exception("request %s %s failed", request.method, request.url.path)
+    return error(500, f"the model failed: {type(exc).__name__}: {exc}"[:2000])
+
+
+class Routes:
+    """Request handlers bound to one repository."""
+
+    def __init__(self, repository: ModelRepository, max_body_bytes: int) -> None:
+        self.repository = repository
+        self.max_body_bytes = max_body_bytes
+
+    def all(self) -> list[Route]:
+        model = "/v2/models/{name}"
+        versioned = "/v2/models/{name}/versions/{version}"
+        return [
+            Route("/v2/health/live", self.live),
+            Route("/v2/health/ready", self.ready),
+            Route("/v2", self.server_metadata),
+            Route(model, self.model_metadata),
+            Route(versioned, self.model_metadata),
+            Route(model + "/ready", self.model_ready),
+            Route(versioned + "/ready", self.model_ready),
+            Route(model + "/infer", self.infer, methods=["POST"]),
+            Route(versioned + "/infer", self.infer, methods=["POST"]),
+            Route("/", self.page),
+            Route("/ui/models", self.ui_models),
+            Route("/ui/predict/{name}", self.ui_predict, methods=["POST"]),
+        ]
+
+    # -- health and metadata ----------------------------------------------------------------
+    async def live(self, request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        ready = self.repository.ready
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    async def server_metadata(self, request: Request) -> Response:
+        return JSONResponse(
+            {"name": "persistkit", "version": __version__, "extensions": ["binary_tensor_data"]}
+        )
+
+    def _model(self, request: Request) -> ServedModel:
+        if not self.repository.ready:
+            raise ServerNotReadyError("models are still loading", hint="retry when ready")
+        return self.repository.get(request.path_params["name"], request.path_params.get("version"))
+
+    async def model_metadata(self, request: Request) -> Response:
+        served = self._model(request)
+        signature = served.signature
+        outputs = [s.to_dict() for s in signature.outputs]
+        return JSONResponse(
+            {
+                "name": served.name,
+                "versions": self.repository.versions(served.name),
+                "platform": served.platform,
+                "inputs": [s.to_dict() for s in signature.inputs],
+                "outputs": outputs,
+            }
+        )
+
+    async def model_ready(self, request: Request) -> Response:
+        served = self._model(request)
+        return JSONResponse({"name": served.name, "ready": True})
+
+    # -- inference --------------------------------------------------------------------------
+    async def infer(self, request: Request) -> Response:
+        served = self._model(request)
+        body = await self._body(request)
+        parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
+        batch = check_inputs(parsed.inputs, served.signature)
+        output_name = served.signature.output.name if served.signature.output else OUTPUT_NAME
+        unknown = [name for name in parsed.outputs if name != output_name]
+        if unknown:
+            raise InputError(
+                f"the model has no output named {unknown[0][:64]!r}; its output is {output_name!r}",
+                hint="ask for that output, or for none",
+            )
+        prediction = await self._predict(served, batch)
+        response = build_response(
+            model_name=served.name,
+            model_version=served.version_label,
+            request_id=parsed.id,
+            output_name=output_name,
+            prediction=prediction,
+            binary=parsed.binary_output,
+        )
+        return Response(response.body, headers=response.headers)
+
+    async def _predict(self, served: ServedModel, batch: np.ndarray) -> np.ndarray:
+        from persistkit.api import predict
+        from persistkit.arrays import to_numpy
+
+        call: Callable[[], Any] = partial(predict, served.model, batch)
+        result = await anyio.to_thread.run_sync(call)
+        return to_numpy(result)
+
+    async def _body(self, request: Request) -> bytes:
+        """The raw body (clients may send no Content-Type), refused past the size limit."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise self._too_large()
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise self._too_large()
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self) -> RequestTooLargeError:
+        return RequestTooLargeError(
+            f"the request body is larger than this server's limit of {self.max_body_bytes} bytes",
+            hint="send smaller batches, or restart the server with a larger --max-body-mb",
+        )
+
+    # -- the upload page --------------------------------------------------------------------
+    async def page(self, request: Request) -> Response:
+        html = resources.files("persistkit.server").joinpath("index.html").read_text("utf-8")
+        return HTMLResponse(html)
+
+    async def ui_models(self, request: Request) -> Response:
+        return JSONResponse(
+            [
+                {
+                    "name": m.name,
+                    "version": m.version_label,
+                    "aliases": sorted(m.aliases),
+                    "inputs": [s.to_dict() for s in m.signature.inputs],
+                }
+                for m in self.repository.models()
+            ]
+        )
+
+    async def ui_predict(self, request: Request) -> Response:
+        """A picture in the body -> ``{"model", "version", "predictions"}``."""
+        from persistkit.inputs import read_image
+
+        served = self._model_for_page(request)
+        body = await self._body(request)
+        if not body:
+            raise InputError("no picture was sent", hint="pick a picture file first")
+        batch = await anyio.to_thread.run_sync(
+            partial(read_image, body, served.signature.input, source="the picture")
+        )
+        prediction = await self._predict(served, batch)
+        return JSONResponse(
+            {
+                "model": served.name,
+                "version": served.version_label,
+                "predictions": prediction.tolist(),
+            }
+        )
+
+    def _model_for_page(self, request: Request) -> ServedModel:
+        if not self.repository.ready:
+            raise ServerNotReadyError("models are still loading", hint="retry when ready")
+        return self.repository.get(
+            request.path_params["name"], request.query_params.get("version") or None
+        )

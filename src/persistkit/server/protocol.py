@@ -1,0 +1,343 @@
+"""Open Inference Protocol V2 bodies: parse infer requests (JSON tensors and the binary tensor
+data extension) into numpy arrays checked against a model's signature, and build responses.
+
+Pure functions over bytes and arrays, no HTTP: the app calls them and maps
+:class:`~persistkit.errors.InputError` to a 400 ``{"error": ...}`` response.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from persistkit.errors import InputError
+from persistkit.signature import DATATYPES, MAX_RANK, Signature, TensorSpec, oip_datatype
+
+HEADER_LENGTH = "inference-header-content-length"
+# JSON scalar kinds each datatype accepts in "data" (numpy dtype kinds after np.array)
+_JSON_KINDS = {"BOOL": "b", "BYTES": "U"}
+_INT_KINDS, _FLOAT_KINDS = "iu", "iuf"
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A decoded infer request: the input arrays by name and how to answer."""
+
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    outputs: list[str]  # requested output names; empty means all
+    binary_output: bool
+
+
+def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+    """Decode an infer request body; ``header_length`` is the value of the
+    ``Inference-Header-Content-Length`` header (binary extension), or None for pure JSON."""
+    if header_length is None:
+        header, binary = body, b""
+    else:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise InputError(
+                f"Inference-Header-Content-Length is {header_length[:40]!r} but the body has "
+                f"{len(body)} bytes",
+                hint="give the length in bytes of the JSON part at the start of the body",
+            )
+        header, binary = body[: int(header_length)], body[int(header_length) :]
+    try:
+        request = json.loads(header)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"the request is not valid JSON: {exc}", hint="send a JSON object"
+        ) from None
+    if not isinstance(request, dict):
+        raise InputError("the request must be a JSON object", hint='send {"inputs": [...]}')
+    raw_inputs = request.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InputError(
+            "the request has no 'inputs' list",
+            hint='send {"inputs": [{"name", "datatype", "shape", "data"}]}',
+        )
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for raw in raw_inputs:
+        name, array, used = _parse_input(raw, binary, offset)
+        if name in inputs:
+            raise InputError(f"input {name!r} appears twice", hint="send each input once")
+        inputs[name] = array
+        offset += used
+    if offset != len(binary):
+        raise InputError(
+            f"the body has {len(binary) - offset} bytes of binary data no input claims",
+            hint="make each input's parameters.binary_data_size match its data",
+        )
+    return InferRequest(
+        id=_request_id(request.get("id")),
+        inputs=inputs,
+        outputs=_requested_outputs(request.get("outputs")),
+        binary_output=_binary_output(request),
+    )
+
+
+def _request_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError("the request 'id' must be a string", hint="send a string id or none")
+    return value
+
+
+def _requested_outputs(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in value
+    ):
+        raise InputError("'outputs' must be a list of {\"name\": ...}", hint="fix 'outputs'")
+    return [o["name"] for o in value]
+
+
+def _binary_output(request: dict[str, Any]) -> bool:
+    params = request.get("parameters")
+    wanted = isinstance(params, dict) and params.get("binary_data_output") is True
+    for output in request.get("outputs") or []:
+        output_params = output.get("parameters") if isinstance(output, dict) else None
+        if isinstance(output_params, dict) and "binary_data" in output_params:
+            wanted = output_params["binary_data"] is True
+    return wanted
+
+
+def _parse_input(raw: Any, binary: bytes, offset: int) -> tuple[str, np.ndarray, int]:
+    """One input object -> (name, array, binary bytes consumed)."""
+    if not isinstance(raw, dict):
+        raise InputError("each input must be a JSON object", hint="see the OIP V2 spec")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise InputError("an input has no 'name'", hint="give every input its name")
+    label = f"input {name[:64]!r}"
+    datatype = raw.get("datatype")
+    if datatype not in DATATYPES:
+        raise InputError(
+            f"{label} has datatype {str(datatype)[:40]!r}, which is not an OIP datatype",
+            hint=f"use one of {', '.join(DATATYPES)}",
+        )
+    shape = raw.get("shape")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_RANK
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise InputError(
+            f"{label} has no valid 'shape' (a list of sizes >= 0)", hint="give its shape"
+        )
+    count = math.prod(shape)
+    params = raw.get("parameters") or {}
+    size = params.get("binary_data_size") if isinstance(params, dict) else None
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InputError(f"{label} has an invalid binary_data_size", hint="give a byte count")
+        if offset + size > len(binary):
+            raise InputError(
+                f"{label} claims {size} bytes of binary data but only "
+                f"{len(binary) - offset} remain in the body",
+                hint="send the bytes after the JSON header",
+            )
+        chunk = binary[offset : offset + size]
+        return name, _from_binary(chunk, datatype, shape, count, label), size
+    if "data" not in raw:
+        raise InputError(f"{label} has neither 'data' nor binary data", hint="send its values")
+    return name, _from_json(raw["data"], datatype, shape, count, label), 0
+
+
+def _from_binary(
+    chunk: bytes, datatype: str, shape: list[int], count: int, label: str
+) -> np.ndarray:
+    if datatype == "BYTES":
+        items = _split_bytes(chunk, label)
+        if len(items) != count:
+            raise _count_error(label, shape, count, len(items))
+        try:  # text models want str, as they get from JSON requests
+            values: list[Any] = [item.decode("utf-8") for item in items]
+        except UnicodeDecodeError:
+            values = list(items)
+        texts = np.empty(count, dtype=object)
+        texts[:] = values
+        return texts.reshape(shape)
+    dtype = TensorSpec("x", datatype, ()).dtype.newbyteorder("<")
+    if len(chunk) != count * dtype.itemsize:
+        raise InputError(
+            f"{label} has shape {shape} ({count} {datatype} values, "
+            f"{count * dtype.itemsize} bytes) but {len(chunk)} bytes of data",
+            hint="send exactly shape × element size bytes, little-endian",
+        )
+    # frombuffer views the request's bytes read-only; models may write to their inputs
+    return np.frombuffer(chunk, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _split_bytes(chunk: bytes, label: str) -> list[bytes]:
+    """BYTES tensors: each element is a 4-byte little-endian length, then that many bytes."""
+    items, pos = [], 0
+    while pos < len(chunk):
+        if pos + 4 > len(chunk):
+            raise InputError(f"{label} has a truncated BYTES element", hint="check the encoding")
+        (length,) = struct.unpack_from("<I", chunk, pos)
+        pos += 4
+        if pos + length > len(chunk):
+            raise InputError(f"{label} has a truncated BYTES element", hint="check the encoding")
+        items.append(chunk[pos : pos + length])
+        pos += length
+    return items
+
+
+def _from_json(data: Any, datatype: str, shape: list[int], count: int, label: str) -> np.ndarray:
+    try:
+        values = np.array(data)
+    except (ValueError, TypeError):
+        raise InputError(
+            f"{label} 'data' is not a regular (nested) list", hint="send a flat list of values"
+        ) from None
+    if values.size != count:
+        raise _count_error(label, shape, count, values.size)
+    kind = values.dtype.kind
+    allowed = _JSON_KINDS.get(datatype) or (_INT_KINDS if datatype[0] in "IU" else _FLOAT_KINDS)
+    if count and kind not in allowed:
+        raise InputError(
+            f"{label} is {datatype} but its 'data' holds "
+            f"{'text' if kind == 'U' else 'other'} values ({values.dtype})",
+            hint=f"send {_describe_values(datatype)}",
+        )
+    if datatype == "BYTES":
+        return values.astype(object).reshape(shape)
+    target = TensorSpec("x", datatype, ()).dtype
+    converted = values.astype(target).reshape(shape)
+    if datatype[0] in "IU" and count and not np.array_equal(converted.ravel(), values.ravel()):
+        raise InputError(
+            f"{label} has values outside the range of {datatype}",
+            hint=f"send {_describe_values(datatype)}",
+        )
+    return converted
+
+
+def _describe_values(datatype: str) -> str:
+    if datatype == "BOOL":
+        return "true/false values"
+    if datatype == "BYTES":
+        return "strings"
+    return "whole numbers" if datatype[0] in "IU" else "numbers"
+
+
+def _count_error(label: str, shape: list[int], want: int, got: int) -> InputError:
+    return InputError(
+        f"{label} has shape {shape} ({want} values) but {got} values of data",
+        hint="make the data hold exactly as many values as the shape says",
+    )
+
+
+def check_inputs(inputs: dict[str, np.ndarray], signature: Signature) -> np.ndarray:
+    """The single model input, checked against the signature (name, datatype, shape).
+
+    Parsed arrays carry exactly the dtype their request declared, so the dtype tells the
+    declared datatype.
+    """
+    spec = signature.input
+    if spec is None:
+        if len(inputs) != 1:
+            raise InputError(
+                f"this model takes one input; the request has {len(inputs)}",
+                hint="send a single input",
+            )
+        return next(iter(inputs.values()))
+    extra = sorted(set(inputs) - {spec.name})
+    if extra:
+        raise InputError(
+            f"the model has no input named {extra[0][:64]!r}; its input is {spec.name!r}",
+            hint=f"name the input {spec.name!r} (GET the model's metadata to see it)",
+        )
+    if spec.name not in inputs:
+        raise InputError(f"the request lacks the input {spec.name!r}", hint="send it")
+    array = inputs[spec.name]
+    declared = oip_datatype(array.dtype)
+    if declared != spec.datatype:
+        raise InputError(
+            f"input {spec.name!r} is {declared} but the model takes {spec.datatype}",
+            hint=f"send {spec.datatype} values",
+        )
+    if not spec.accepts(tuple(array.shape)):
+        raise InputError(
+            f"input {spec.name!r} has shape {list(array.shape)} but the model takes "
+            f"{list(spec.shape)} (-1: any size)",
+            hint="reshape the input to the model's shape",
+        )
+    return array
+
+
+@dataclass(frozen=True)
+class InferResponse:
+    """An encoded response body plus the headers it needs."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+def build_response(
+    *,
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    output_name: str,
+    prediction: np.ndarray,
+    binary: bool,
+) -> InferResponse:
+    """Encode one output tensor as JSON, or as JSON header + raw bytes when ``binary``."""
+    if prediction.ndim == 0:
+        prediction = prediction.reshape(1)
+    datatype = oip_datatype(prediction.dtype)
+    output: dict[str, Any] = {
+        "name": output_name,
+        "datatype": datatype,
+        "shape": list(prediction.shape),
+    }
+    payload = b""
+    if binary:
+        payload = _to_binary(prediction, datatype)
+        output["parameters"] = {"binary_data_size": len(payload)}
+    else:
+        output["data"] = _to_json_values(prediction, datatype)
+    response: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": model_version,
+        "outputs": [output],
+    }
+    if request_id is not None:
+        response["id"] = request_id
+    header = json.dumps(response, separators=(",", ":")).encode()
+    if not binary:
+        return InferResponse(header, {"content-type": "application/json"})
+    return InferResponse(
+        header + payload,
+        {
+            "content-type": "application/octet-stream",
+            "inference-header-content-length": str(len(header)),
+        },
+    )
+
+
+def _to_json_values(prediction: np.ndarray, datatype: str) -> list[Any]:
+    flat = prediction.reshape(-1)
+    if datatype == "BYTES":
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
+    return flat.tolist()
+
+
+def _to_binary(prediction: np.ndarray, datatype: str) -> bytes:
+    if datatype == "BYTES":
+        parts = []
+        for value in prediction.reshape(-1):
+            raw = value if isinstance(value, bytes) else str(value).encode()
+            parts.append(struct.pack("<I", len(raw)) + raw)
+        return b"".join(parts)
+    little = prediction.dtype.newbyteorder("<")
+    return np.ascontiguousarray(prediction, dtype=little).tobytes()
