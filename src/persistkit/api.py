@@ -297,10 +297,12 @@ def locate(source: Any, store: Store | str | None = None) -> Located:
         return Located(source.path, read_manifest(source.path), source.uri)
     text = os.fspath(source)
     if isinstance(source, Path) or looks_like_location(text):
+        if "://" in text and not text.startswith("file://"):
+            from persistkit.store import fetch_url  # downloads into the local cache
+
+            directory, manifest = fetch_url(text)
+            return Located(directory, manifest, text)
         path = Path(os.path.expanduser(text.removeprefix("file://")))
-        if "://" in str(path):
-            the_store = Store(text)  # remote artifact URLs are handled by the store
-            raise ArtifactNotFoundError(f"cannot open {text} outside a store ({the_store})")
         if path.is_dir():
             return Located(path, read_manifest(path), str(path))
         if path.is_file():
@@ -381,6 +383,8 @@ def _check_backend_trust(info: BackendInfo, policy: TrustPolicy) -> None:
 
 def inspect(source: Any, *, store: Store | str | None = None) -> Manifest:
     """The manifest of an artifact, without loading (or trusting) its payload."""
+    if isinstance(source, str) and not looks_like_location(source):
+        return (store if isinstance(store, Store) else Store(store)).manifest(source)
     return locate(source, store).manifest
 
 

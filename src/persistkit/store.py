@@ -1,52 +1,173 @@
-"""A store: named, versioned artifacts under one root folder.
+"""A store: named, versioned artifacts with aliases and tags, on any fsspec file system.
 
-Layout: ``<root>/<name>/<version>/persistkit.json`` plus payload. A version becomes visible
-only when complete: it is staged in a hidden folder, its manifest written last, then renamed
-into place (an atomic rename that fails if the version already exists, so two writers never
-share a version).
+Layout under the store's root (a local folder, ``memory://...`` or ``s3://bucket/prefix``)::
+
+    <name>/<version>/persistkit.json   the manifest; a version exists once this exists
+    <name>/<version>/tags.json         tags added after publication (merged over the manifest's)
+    <name>/<version>/DELETED           tombstone of a deleted version (its number is never reused)
+    <name>/aliases/<alias>.json        {"version": N}; moved by one atomic replace
+    local stores:   <name>/<version>/<payload files>
+    remote stores:  <name>/.payload/<hex>/<payload files>, <hex> being the version's digest
+
+Publication (the manifest is always last, so a version is visible only when complete):
+
+* local folder: backends write into ``<root>/.staging/<name>.<host>.<pid>.<id>``; the manifest
+  is written there, then the folder is renamed onto ``<name>/<version>``. ``rename`` fails when
+  that version exists, and the writer tries the next number, so racing writers never share one.
+* remote (S3, memory): the payload is uploaded under ``<name>/.payload/<digest>/``, a prefix no
+  other save uses (the digest covers the manifest's creation time and every file's sha256),
+  then the version is claimed by creating ``<name>/<version>/persistkit.json`` with a
+  conditional write (``If-None-Match: *``); a writer that loses the race tries the next number.
+
+The digest of a version (``name@sha256:<hex>``) is the sha256 of its manifest's sealed bytes
+(:meth:`Manifest.sealed_bytes`: every field but name, version, tags and seal), so it is the
+same in every store a version is copied to, and tags never change it.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
+import hashlib
+import json
 import os
 import shutil
-from dataclasses import replace
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from persistkit import config
-from persistkit.artifact import fsync_directory, fsync_tree, staging_directory, write_manifest
-from persistkit.errors import StoreError, VersionNotFoundError
-from persistkit.manifest import MANIFEST_NAME, Manifest, read_manifest
+from persistkit import cache, config
+from persistkit.artifact import fsync_directory, fsync_tree, write_manifest
+from persistkit.errors import (
+    ArtifactNotFoundError,
+    PersistkitError,
+    RefError,
+    StoreError,
+    VersionNotFoundError,
+)
+from persistkit.manifest import MANIFEST_NAME, Manifest, read_manifest, utc_now
+from persistkit.progress import Progress
 from persistkit.records import Artifact
 from persistkit.refs import Ref, parse_ref, validate_name
 
+STALE_SECONDS = 3600
+TAGS_NAME = "tags.json"
+TOMBSTONE_NAME = "DELETED"
 _STAGING = ".staging"
+_PAYLOAD = ".payload"
+_ALIASES = "aliases"
+_MAX_TAG_VALUE = 1024
+_MAX_CLAIMS = 10_000
+
+
+def manifest_digest(manifest: Manifest) -> str:
+    """``sha256:<hex>`` of the manifest's sealed bytes: the identity of a saved version."""
+    return "sha256:" + hashlib.sha256(manifest.sealed_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One published version: its manifest (tags merged in), digest and the aliases on it."""
+
+    name: str
+    version: int
+    manifest: Manifest
+    digest: str
+    aliases: builtins.list[str] = field(default_factory=list)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return self.manifest.tags
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``ls --json`` record of this version."""
+        m = self.manifest
+        return {
+            "name": self.name,
+            "version": self.version,
+            "backend": m.backend,
+            "created_at": m.created_at,
+            "aliases": self.aliases,
+            "tags": m.tags,
+            "digest": self.digest,
+            "size_bytes": m.total_size,
+            "class": m.model_class,
+        }
+
+
+@dataclass
+class _Listing:
+    published: builtins.list[int]
+    highest: int
+    payloads: dict[str, float] = field(default_factory=dict)  # digest hex -> newest mtime
 
 
 class Store:
-    """Named, versioned models in a folder (the per-user default, or ``$PERSISTKIT_STORE``)."""
+    """Named, versioned models under one root: a local folder, ``memory://`` or ``s3://``.
 
-    def __init__(self, url: str | os.PathLike[str] | None = None) -> None:
+    ``url=None`` means ``$PERSISTKIT_STORE``, else the per-user store folder. For S3 the
+    endpoint and credentials come from the usual ``AWS_*`` environment variables (including
+    ``AWS_ENDPOINT_URL``) or from ``storage_options`` (passed to s3fs).
+    """
+
+    def __init__(
+        self,
+        url: str | os.PathLike[str] | None = None,
+        *,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
         raw = config.default_store_url() if url is None else os.fspath(url)
-        if raw.startswith("file://"):
-            raw = raw[len("file://") :]
-        if "://" in raw:
+        raw = raw.removeprefix("file://")
+        self.stale_after: float = STALE_SECONDS
+        self._fs: Any = None
+        if "://" not in raw:
+            self._local_root = Path(raw).expanduser().absolute()
+            self.url = str(self._local_root)
+            self._root = self.url
+            return
+        protocol = raw.split("://", 1)[0]
+        options = dict(storage_options or {})
+        if protocol in ("s3", "s3a"):
+            # other processes write to the same bucket: never answer from a stale listing
+            options.setdefault("use_listings_cache", False)
+        try:
+            import fsspec
+
+            self._fs, root = fsspec.core.url_to_fs(raw, **options)
+        except ImportError as exc:
             raise StoreError(
-                f"remote stores ({raw.split('://')[0]}://) are not supported yet",
-                hint="use a local folder",
-            )
-        self.root = Path(raw).expanduser().absolute()
-        self.url = str(self.root)
+                f"the {protocol}:// store needs the package {exc.name or 'for it'}",
+                hint='pip install "persistkit[s3]"' if protocol.startswith("s3") else None,
+            ) from None
+        except ValueError as exc:
+            raise StoreError(
+                f"cannot open the store {raw}: {exc}",
+                hint="use a folder, memory://..., or s3://bucket/prefix",
+            ) from None
+        self._local_root = Path()
+        self.url = raw.rstrip("/")
+        self._root = str(root).rstrip("/")
+
+    @property
+    def is_local(self) -> bool:
+        return self._fs is None
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
 
     # -- saving ----------------------------------------------------------------------------
     def save(self, model: Any, name: str | None = None, **save_options: Any) -> Artifact:
-        """Save ``model`` as a new version of ``name``; same options as ``persistkit.save``."""
+        """Save ``model`` as a new version of ``name`` (a name, never a path).
+
+        Takes the same options as :func:`persistkit.save`; returns the new version's
+        :class:`Artifact`, whose ``path`` is a local folder.
+        """
         from persistkit.api import save
 
         if name is not None:
@@ -54,18 +175,39 @@ class Store:
         return save(model, name, store=self, **save_options)
 
     def stage(self, name: str) -> Path:
-        """A local, empty folder to write a new version of ``name`` into."""
+        """A new, empty local folder for a backend to write a version of ``name`` into."""
         validate_name(name)
-        return staging_directory(self.root / _STAGING, name)
+        parent = self._local_root / _STAGING if self.is_local else config.cache_dir() / _STAGING
+        parent.mkdir(parents=True, exist_ok=True)
+        path = parent / f"{name}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
+        path.mkdir()
+        return path
 
     def publish(
         self, staging: Path, name: str, manifest: Manifest, *, durable: bool = False
     ) -> Artifact:
-        """Give the staged artifact the next free version of ``name`` and make it visible."""
-        folder = self.root / validate_name(name)
+        """Give the staged artifact the next free version of ``name`` and make it visible.
+
+        The staged folder is consumed. ``durable=True`` also fsyncs every file and folder
+        (local stores; object stores acknowledge a write only once it is durable).
+        """
+        validate_name(name)
+        self._clean_staging(staging.parent)
+        with self._storage_errors():
+            if self.is_local:
+                return self._publish_local(staging, name, manifest, durable)
+            return self._publish_remote(staging, name, manifest)
+
+    def _publish_local(
+        self, staging: Path, name: str, manifest: Manifest, durable: bool
+    ) -> Artifact:
+        folder = self._local_root / name
+        created = not folder.is_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        version = max(self._version_numbers(name), default=0) + 1
-        while True:
+        if durable and created:
+            fsync_directory(self._local_root)
+        version = self._scan(name).highest + 1
+        for _ in range(_MAX_CLAIMS):
             manifest = replace(manifest, name=name, version=version)
             write_manifest(staging, manifest, durable=durable)
             if durable:
@@ -74,78 +216,592 @@ class Store:
                 os.rename(staging, folder / str(version))
             except OSError as exc:
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                    version += 1
+                    version = max(version + 1, self._scan(name).highest + 1)
                     continue
-                shutil.rmtree(staging, ignore_errors=True)
-                raise StoreError(f"could not publish {name}:{version}: {exc}") from exc
+                raise
             if durable:
                 fsync_directory(folder)
             path = folder / str(version)
             return Artifact(
                 uri=f"{name}:{version}", path=path, manifest=manifest, name=name, version=version
             )
+        raise StoreError(f"could not claim a version of {name} after {_MAX_CLAIMS} tries")
+
+    def _publish_remote(self, staging: Path, name: str, manifest: Manifest) -> Artifact:
+        # the digest is computed from the manifest as readers will parse it
+        digest = manifest_digest(Manifest.from_json(manifest.to_json()))
+        listing = self._scan(name)
+        self._clean_payloads(name, listing)
+        prefix = self._path(f"{name}/{_PAYLOAD}/{digest[7:]}")
+        with Progress(f"upload {name}", manifest.total_size) as bar:
+            for entry in manifest.files:
+                self._fs.put_file(
+                    str(staging / entry.path),
+                    f"{prefix}/{entry.path}",
+                    callback=cache._callback(bar),
+                )
+        version = listing.highest + 1
+        for _ in range(_MAX_CLAIMS):
+            manifest = replace(manifest, name=name, version=version)
+            if self._create(f"{name}/{version}/{MANIFEST_NAME}", manifest.to_json().encode()):
+                break
+            version = max(version + 1, self._scan(name).highest + 1)
+        else:
+            raise StoreError(f"could not claim a version of {name} after {_MAX_CLAIMS} tries")
+        write_manifest(staging, manifest)
+        path = cache.adopt(staging, digest)
+        shutil.rmtree(staging, ignore_errors=True)
+        return Artifact(
+            uri=f"{name}:{version}", path=path, manifest=manifest, name=name, version=version
+        )
 
     # -- reading ---------------------------------------------------------------------------
     def load(self, ref: str, **load_options: Any) -> Any:
+        """Load the version ``ref`` points at (``name``, ``name:3``, ``name@prod``, ...).
+
+        Takes the same options as :func:`persistkit.load`. Remote versions are downloaded
+        into the local cache once.
+        """
         from persistkit.api import load
 
+        parse_ref(ref)
         return load(ref, store=self, **load_options)
 
     def list(self) -> builtins.list[str]:
-        """Names with at least one complete version."""
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            p.name
-            for p in self.root.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and self._version_numbers(p.name)
-        )
+        """Names with at least one published version, sorted."""
+        with self._storage_errors():
+            if self.is_local:
+                if not self._local_root.is_dir():
+                    return []
+                candidates = [p.name for p in self._local_root.iterdir() if p.is_dir()]
+                return sorted(n for n in candidates if _is_name(n) and self._scan(n).published)
+            names = set()
+            for rel in self._find(""):
+                parts = rel.split("/")
+                if len(parts) == 3 and parts[1].isdigit() and parts[2] == MANIFEST_NAME:
+                    names.add(parts[0])
+            return sorted(n for n in names if _is_name(n))
 
-    def versions(self, name: str) -> builtins.list[Manifest]:
-        """Manifests of every complete version of ``name``, oldest first."""
+    def versions(self, name: str) -> builtins.list[VersionInfo]:
+        """Every published version of ``name``, oldest first, with tags and aliases."""
         validate_name(name)
-        return [read_manifest(self.root / name / str(v)) for v in self._version_numbers(name)]
+        with self._storage_errors():
+            numbers = self._scan(name).published
+            manifests = self._manifests(name, numbers)
+            by_version: dict[int, builtins.list[str]] = {}
+            for alias, version in self.aliases(name).items():
+                by_version.setdefault(version, []).append(alias)
+            return [
+                VersionInfo(name, v, m, manifest_digest(m), sorted(by_version.get(v, [])))
+                for v, m in zip(numbers, manifests)
+            ]
 
     def resolve(self, ref: str | Ref) -> tuple[str, int]:
+        """The ``(name, version)`` that ``ref`` points at now."""
         parsed = parse_ref(ref) if isinstance(ref, str) else ref
-        numbers = self._version_numbers(parsed.name)
-        if not numbers:
-            raise VersionNotFoundError(
-                f"no model named {parsed.name!r} in the store {self.url}",
-                hint="`persistkit ls` lists the models in a store; --store picks another",
-            )
-        if parsed.version is not None:
-            if parsed.version not in numbers:
+        with self._storage_errors():
+            numbers = self._scan(parsed.name).published
+            if not numbers:
                 raise VersionNotFoundError(
-                    f"{parsed.name} has no version {parsed.version} (it has {_ranges(numbers)})",
-                    hint=f"`persistkit ls {parsed.name}` lists its versions",
+                    f"no model named {parsed.name!r} in the store {self.url}",
+                    hint="`persistkit ls` lists the models in a store; --store picks another",
                 )
-            return parsed.name, parsed.version
-        if parsed.alias is not None or parsed.digest is not None:
-            raise StoreError(
-                "aliases and digests need the full store, which is not implemented yet",
-                hint="use name or name:VERSION",
-            )
-        return parsed.name, numbers[-1]
+            if parsed.version is not None:
+                if parsed.version not in numbers:
+                    raise VersionNotFoundError(
+                        f"{parsed.name} has no version {parsed.version} "
+                        f"(it has {_ranges(numbers)})",
+                        hint=f"`persistkit ls {parsed.name}` lists its versions",
+                    )
+                return parsed.name, parsed.version
+            if parsed.alias is not None:
+                return parsed.name, self._alias_target(parsed.name, parsed.alias, numbers)
+            if parsed.digest is not None:
+                return parsed.name, self._digest_target(parsed.name, parsed.digest, numbers)
+            return parsed.name, numbers[-1]
+
+    def manifest(self, ref: str | Ref) -> Manifest:
+        """The manifest of the version ``ref`` points at, tags merged in; no payload read."""
+        name, version = self.resolve(ref)
+        with self._storage_errors():
+            return self._manifests(name, [version])[0]
 
     def fetch(self, ref: str | Ref) -> tuple[Path, Manifest, str, int]:
-        """The local folder and manifest of the version ``ref`` points at."""
-        name, version = self.resolve(ref)
-        path = self.root / name / str(version)
-        return path, read_manifest(path), name, version
+        """A local folder holding the version ``ref`` points at, its manifest, name, version.
 
-    def _version_numbers(self, name: str) -> builtins.list[int]:
-        folder = self.root / name
-        if not folder.is_dir():
-            return []
-        return sorted(
-            int(p.name)
-            for p in folder.iterdir()
-            if p.name.isdigit() and (p / MANIFEST_NAME).is_file()
+        Local stores answer with the version's own folder; remote versions are downloaded
+        into the content-addressed cache (or served from it when intact).
+        """
+        name, version = self.resolve(ref)
+        with self._storage_errors():
+            rel = f"{name}/{version}/{MANIFEST_NAME}"
+            if self.is_local:
+                path = self._local_root / name / str(version)
+                return path, self._with_tags(name, version, read_manifest(path)), name, version
+            raw = self._read(rel)
+            if raw is None:
+                raise VersionNotFoundError(f"{name}:{version} was deleted")
+            manifest = Manifest.from_json(raw)
+            digest = manifest_digest(manifest)
+            prefix = self._path(f"{name}/{_PAYLOAD}/{digest[7:]}")
+            path = cache.fetch(self._fs, prefix, manifest, raw, digest)
+            return path, self._with_tags(name, version, manifest), name, version
+
+    def digest(self, ref: str | Ref) -> str:
+        """``sha256:<hex>`` identifying the version ``ref`` points at (see module docs)."""
+        return manifest_digest(self.manifest(ref))
+
+    # -- aliases and tags ------------------------------------------------------------------
+    def aliases(self, name: str) -> dict[str, int]:
+        """Every alias of ``name`` and the version it points at."""
+        validate_name(name)
+        with self._storage_errors():
+            found: dict[str, int] = {}
+            names = [n for n in self._listdir(f"{name}/{_ALIASES}") if n.endswith(".json")]
+            blobs = self._read_many([f"{name}/{_ALIASES}/{n}" for n in names])
+            for rel, data in blobs.items():
+                alias = rel.rsplit("/", 1)[1].removesuffix(".json")
+                version = _json_object(data).get("version")
+                if _is_name(alias) and isinstance(version, int):
+                    found[alias] = version
+            return dict(sorted(found.items()))
+
+    def alias(self, ref: str | Ref, alias: str, *, durable: bool = False) -> int:
+        """Point ``name@alias`` at the version ``ref`` resolves to (atomic move).
+
+        Returns that version number.
+        """
+        validate_name(alias, what="alias")
+        if alias == "latest":
+            raise RefError("'latest' always means the newest version", hint="pick another alias")
+        name, version = self.resolve(ref)
+        record = {"version": version, "updated_at": utc_now()}
+        with self._storage_errors():
+            self._replace(f"{name}/{_ALIASES}/{alias}.json", _dumps(record), durable=durable)
+        return version
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        """Delete ``name@alias`` (the version it pointed at stays)."""
+        validate_name(name)
+        validate_name(alias, what="alias")
+        if alias not in self.aliases(name):
+            raise VersionNotFoundError(f"{name} has no alias {alias!r}")
+        with self._storage_errors():
+            self._remove(f"{name}/{_ALIASES}/{alias}.json")
+
+    def tags(self, ref: str | Ref) -> dict[str, str]:
+        """The tags of the version ``ref`` points at (saved ones and those added later)."""
+        return self.manifest(ref).tags
+
+    def tag(
+        self, ref: str | Ref, key: str, value: str | None, *, durable: bool = False
+    ) -> dict[str, str]:
+        """Set tag ``key`` to ``value`` on a version (``None`` removes it); returns all its tags.
+
+        Tags live beside the sealed manifest, which is never rewritten. Two processes tagging
+        the same version at the same moment: the last write wins.
+        """
+        _check_tag(key, value)
+        name, version = self.resolve(ref)
+        rel = f"{name}/{version}/{TAGS_NAME}"
+        with self._storage_errors():
+            added = {k: str(v) for k, v in _json_object(self._read(rel)).items()}
+            base = self._manifests(name, [version], merge_tags=False)[0].tags
+            if value is None:
+                if key in base:
+                    raise StoreError(
+                        f"tag {key!r} of {name}:{version} was set at save time, in the "
+                        "manifest, which is never rewritten",
+                        hint="set it to another value instead",
+                    )
+                if key not in added:
+                    raise StoreError(f"{name}:{version} has no tag {key!r}")
+                del added[key]
+            else:
+                added[key] = value
+            self._replace(rel, _dumps(added), durable=durable)
+            return {**base, **added}
+
+    # -- deleting and copying --------------------------------------------------------------
+    def delete(self, ref: str | Ref, *, force: bool = False) -> int:
+        """Delete the version ``ref`` points at; returns its number (never reused).
+
+        Refuses while an alias points at it, unless ``force=True`` (which removes those
+        aliases too). The version disappears at once (its manifest goes first).
+        """
+        name, version = self.resolve(ref)
+        pointing = [a for a, v in self.aliases(name).items() if v == version]
+        if pointing and not force:
+            raise StoreError(
+                f"{name}:{version} is aliased as {', '.join(pointing)}",
+                hint=f"move the alias first (persistkit alias {name}:N {pointing[0]}), "
+                "or force the delete (--force)",
+            )
+        with self._storage_errors():
+            for alias in pointing:
+                self._remove(f"{name}/{_ALIASES}/{alias}.json")
+            manifest = self._manifests(name, [version], merge_tags=False)[0]
+            self._replace(f"{name}/{version}/{TOMBSTONE_NAME}", b"deleted " + utc_now().encode())
+            self._remove(f"{name}/{version}/{MANIFEST_NAME}")
+            if self.is_local:
+                folder = self._local_root / name / str(version)
+                for child in folder.iterdir():
+                    if child.name != TOMBSTONE_NAME:
+                        self._remove(f"{name}/{version}/{child.name}")
+            else:
+                self._remove(f"{name}/{version}/{TAGS_NAME}")
+                self._remove(f"{name}/{_PAYLOAD}/{manifest_digest(manifest)[7:]}")
+        return version
+
+    def copy(
+        self, ref: str, dest: Store | str, *, durable: bool = False
+    ) -> builtins.list[Artifact]:
+        """Copy one version (``name:3``, ``name@prod``) or every version (bare ``name``) of a
+        model into the store ``dest``, where each becomes a new version (numbered by ``dest``).
+
+        Content, tags and digests are kept; aliases are not copied.
+        """
+        target = dest if isinstance(dest, Store) else Store(dest)
+        parsed = parse_ref(ref)
+        everything = ":" not in ref and "@" not in ref
+        if everything:
+            numbers = self._scan(parsed.name).published
+            if not numbers:
+                self.resolve(parsed)  # raises the usual "no model named" error
+        else:
+            numbers = [self.resolve(parsed)[1]]
+        copies = []
+        for version in numbers:
+            folder, manifest, name, _ = self.fetch(Ref(parsed.name, version=version))
+            staging = target.stage(name)
+            try:
+                for entry in manifest.files:
+                    (staging / entry.path).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(folder / entry.path, staging / entry.path)
+                copies.append(target.publish(staging, name, manifest, durable=durable))
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return copies
+
+    # -- internals: names, versions, manifests ---------------------------------------------
+    def _scan(self, name: str) -> _Listing:
+        """Published versions of ``name``, the highest number ever claimed, payload prefixes."""
+        published: set[int] = set()
+        claimed: set[int] = set()
+        payloads: dict[str, float] = {}
+        if self.is_local:
+            folder = self._local_root / name
+            if folder.is_dir():
+                for child in folder.iterdir():
+                    if child.name.isdigit() and child.name.isascii():
+                        claimed.add(int(child.name))
+                        if (child / MANIFEST_NAME).is_file():
+                            published.add(int(child.name))
+        else:
+            for rel, info in self._find(name, detail=True).items():
+                parts = rel.split("/")
+                if len(parts) == 3 and parts[1].isdigit() and parts[1].isascii():
+                    claimed.add(int(parts[1]))
+                    if parts[2] == MANIFEST_NAME:
+                        published.add(int(parts[1]))
+                elif len(parts) >= 4 and parts[1] == _PAYLOAD:
+                    payloads[parts[2]] = max(payloads.get(parts[2], 0.0), _mtime(info))
+        return _Listing(sorted(published), max(claimed, default=0), payloads)
+
+    def _manifests(
+        self, name: str, numbers: builtins.list[int], *, merge_tags: bool = True
+    ) -> builtins.list[Manifest]:
+        rels = [f"{name}/{v}/{MANIFEST_NAME}" for v in numbers]
+        blobs = self._read_many(rels)
+        tag_blobs = (
+            self._read_many([f"{name}/{v}/{TAGS_NAME}" for v in numbers]) if merge_tags else {}
         )
+        manifests = []
+        for v, rel in zip(numbers, rels):
+            if rel not in blobs:
+                raise VersionNotFoundError(f"{name}:{v} was deleted")
+            manifest = Manifest.from_json(blobs[rel])
+            added = _json_object(tag_blobs.get(f"{name}/{v}/{TAGS_NAME}"))
+            if added:
+                manifest = replace(manifest, tags={**manifest.tags, **_string_values(added)})
+            manifests.append(replace(manifest, name=name, version=v))
+        return manifests
+
+    def _with_tags(self, name: str, version: int, manifest: Manifest) -> Manifest:
+        added = _json_object(self._read(f"{name}/{version}/{TAGS_NAME}"))
+        if not added:
+            return manifest
+        return replace(manifest, tags={**manifest.tags, **_string_values(added)})
+
+    def _alias_target(self, name: str, alias: str, numbers: builtins.list[int]) -> int:
+        data = self._read(f"{name}/{_ALIASES}/{alias}.json")
+        if data is None:
+            known = ", ".join(self.aliases(name)) or "none"
+            raise VersionNotFoundError(
+                f"{name} has no alias {alias!r} (aliases: {known})",
+                hint=f"set one with `persistkit alias {name}:N {alias}`",
+            )
+        version = _json_object(data).get("version")
+        if not isinstance(version, int) or version not in numbers:
+            raise VersionNotFoundError(
+                f"{name}@{alias} points at version {version}, which no longer exists",
+                hint=f"move it: `persistkit alias {name}:N {alias}`",
+            )
+        return version
+
+    def _digest_target(self, name: str, digest: str, numbers: builtins.list[int]) -> int:
+        matches = [
+            v
+            for v, m in zip(numbers, self._manifests(name, numbers, merge_tags=False))
+            if manifest_digest(m).startswith(digest)
+        ]
+        if not matches:
+            raise VersionNotFoundError(
+                f"no version of {name} has the digest {digest}",
+                hint=f"`persistkit ls {name} --json` prints each version's digest",
+            )
+        if len(matches) > 1:
+            raise RefError(
+                f"{digest} matches versions {', '.join(map(str, matches))} of {name}",
+                hint="give more hex digits of the digest",
+            )
+        return matches[0]
+
+    # -- internals: stale staging ----------------------------------------------------------
+    def _clean_staging(self, parent: Path) -> None:
+        """Remove staging folders left by dead writers on this host, or older than
+        ``stale_after`` seconds (a writer on another host sharing the folder)."""
+        if not parent.is_dir():
+            return
+        now = time.time()
+        for child in parent.iterdir():
+            parts = child.name.rsplit(".", 3)
+            if len(parts) != 4 or not parts[2].isdigit():
+                continue
+            _, host, pid, _ = parts
+            try:
+                age = now - child.stat().st_mtime
+            except OSError:
+                continue
+            dead = host == _host() and not _pid_alive(int(pid))
+            if dead or age > self.stale_after:
+                shutil.rmtree(child, ignore_errors=True)
+
+    def _clean_payloads(self, name: str, listing: _Listing) -> None:
+        """Remove payload prefixes no version points at, older than ``stale_after``."""
+        if len(listing.payloads) <= len(listing.published):
+            return
+        now = time.time()
+        stale = {d for d, mtime in listing.payloads.items() if now - mtime > self.stale_after}
+        if not stale:
+            return
+        manifests = self._manifests(name, listing.published, merge_tags=False)
+        stale -= {manifest_digest(m)[7:] for m in manifests}
+        for digest in stale:
+            self._remove(f"{name}/{_PAYLOAD}/{digest}")
+
+    # -- internals: storage primitives (paths relative to the root) --------------------------
+    def _path(self, rel: str) -> str:
+        return f"{self._root}/{rel}" if self._root else rel
+
+    def _rel(self, full: str) -> str:
+        return full[len(self._root) :].lstrip("/") if self._root else full.lstrip("/")
+
+    def _find(self, rel: str, *, detail: bool = False) -> dict[str, Any]:
+        try:
+            found = self._fs.find(self._path(rel) if rel else (self._root or "/"), detail=True)
+        except FileNotFoundError:
+            return {}
+        return {self._rel(k): v for k, v in found.items()}
+
+    def _read(self, rel: str) -> bytes | None:
+        if self.is_local:
+            try:
+                return (self._local_root / rel).read_bytes()
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        try:
+            return bytes(self._fs.cat_file(self._path(rel)))
+        except FileNotFoundError:
+            return None
+
+    def _read_many(self, rels: builtins.list[str]) -> dict[str, bytes]:
+        if self.is_local or not rels:
+            return {rel: data for rel in rels if (data := self._read(rel)) is not None}
+        blobs = self._fs.cat([self._path(r) for r in rels], on_error="omit")
+        if not isinstance(blobs, dict):  # a single path answers with bare bytes
+            blobs = {self._path(rels[0]): blobs}
+        return {self._rel(k): bytes(v) for k, v in blobs.items() if isinstance(v, bytes)}
+
+    def _listdir(self, rel: str) -> builtins.list[str]:
+        if self.is_local:
+            folder = self._local_root / rel
+            return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        try:
+            return sorted(
+                p.rstrip("/").rsplit("/", 1)[-1]
+                for p in self._fs.ls(self._path(rel), detail=False)
+            )
+        except FileNotFoundError:
+            return []
+
+    def _replace(self, rel: str, data: bytes, *, durable: bool = False) -> None:
+        """Write a small file so readers see the old or the new content, never a mix."""
+        if not self.is_local:
+            self._fs.pipe_file(self._path(rel), data)  # one PUT: atomic on object stores
+            return
+        final = self._local_root / rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        if durable:
+            fsync_directory(final.parent)
+
+    def _create(self, rel: str, data: bytes) -> bool:
+        """Create a file only if absent (a conditional write); False if it already exists."""
+        try:
+            self._fs.pipe_file(self._path(rel), data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+
+    def _remove(self, rel: str) -> None:
+        if self.is_local:
+            path = self._local_root / rel
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self._fs.rm(self._path(rel), recursive=True)
+
+    @contextlib.contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """Turn the storage library's errors into one :class:`StoreError` with a hint."""
+        try:
+            yield
+        except PersistkitError:
+            raise
+        except PermissionError as exc:
+            raise StoreError(
+                f"permission denied in the store {self.url}: {exc}",
+                hint="check the folder's permissions or your credentials",
+            ) from exc
+        except Exception as exc:
+            if not (isinstance(exc, OSError) or _from_storage_library(exc)):
+                raise
+            raise StoreError(
+                f"the store {self.url} failed: {type(exc).__name__}: {exc}",
+                hint="check the URL, that the storage is reachable, and the AWS_* settings",
+            ) from exc
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _from_storage_library(exc: BaseException) -> bool:
+    module = type(exc).__module__.split(".")[0]
+    return module in {"botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "urllib3"}
+
+
+def _is_name(text: str) -> bool:
+    try:
+        validate_name(text)
+    except RefError:
+        return False
+    return True
+
+
+def _check_tag(key: str, value: str | None) -> None:
+    validate_name(key.lower(), what="tag key")
+    if value is not None and (not isinstance(value, str) or len(value) > _MAX_TAG_VALUE):
+        raise RefError(
+            f"the value of tag {key!r} must be text of at most {_MAX_TAG_VALUE} characters",
+            hint="store long or structured data in metadata= at save time",
+        )
+
+
+def _json_object(data: bytes | None) -> dict[str, Any]:
+    if not data:
+        return {}
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _string_values(data: dict[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _dumps(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    for key in ("LastModified", "mtime", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+    return time.time()
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "-") or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _ranges(numbers: builtins.list[int]) -> str:
     if len(numbers) == 1:
         return f"version {numbers[0]}"
     return f"versions {numbers[0]}-{numbers[-1]}"
+
+
+def fetch_url(
+    url: str, *, storage_options: dict[str, Any] | None = None
+) -> tuple[Path, Manifest]:
+    """Download the artifact at a remote URL into the cache: its local folder and manifest.
+
+    ``url`` is a version inside a store (``s3://bucket/prefix/<name>/<version>``) or any
+    folder holding ``persistkit.json`` beside its payload files.
+    """
+    trimmed = url.rstrip("/")
+    head, _, version = trimmed.rpartition("/")
+    root, _, name = head.rpartition("/")
+    if version.isdigit() and _is_name(name) and not root.endswith(":/"):
+        store = Store(root, storage_options=storage_options)
+        with contextlib.suppress(VersionNotFoundError):
+            path, manifest, _, _ = store.fetch(Ref(name, version=int(version)))
+            return path, manifest
+    folder = Store(trimmed, storage_options=storage_options)
+    with folder._storage_errors():
+        raw = folder._read(MANIFEST_NAME)
+        if raw is None:
+            raise ArtifactNotFoundError(
+                f"{url} holds no {MANIFEST_NAME}, so it is not a persistkit artifact",
+                hint="give the URL of an artifact folder, or a store and a ref (--store URL)",
+            )
+        manifest = Manifest.from_json(raw)
+        return cache.fetch(folder._fs, folder._root, manifest, raw, manifest_digest(manifest)), (
+            manifest
+        )

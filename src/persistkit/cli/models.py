@@ -1,4 +1,4 @@
-"""Commands that read models and backends: backends, ls, show, verify."""
+"""Store commands (ls, show, verify, alias, tag, rm, cp) and ``backends``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from persistkit.cli.options import json_option, print_json, store_option, table
 
 
 def register(group: click.Group) -> None:
-    for command in (backends, ls, show, verify):
+    for command in (backends, ls, show, verify, alias, tag, rm, cp):
         group.add_command(command)
 
 
@@ -47,31 +47,33 @@ def backends(as_json: bool) -> None:
     click.echo(table(rows, ["backend", "installed", "untrusted loads", "description"]))
 
 
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="No progress bars on remote transfers."
+)
+durable_option = click.option(
+    "--durable", is_flag=True, help="Also fsync files and folders (survives power loss; slower)."
+)
+
+
+def _open_store(store_url: str | None, quiet: bool = False) -> Any:
+    from persistkit import progress
+    from persistkit.store import Store
+
+    progress.set_quiet(quiet)
+    return Store(store_url)
+
+
 @click.command()
 @click.argument("name", required=False)
 @store_option
 @json_option
 def ls(name: str | None, store_url: str | None, as_json: bool) -> None:
-    """List the models in a store, or every version of NAME."""
-    from persistkit.store import Store
-
-    store = Store(store_url)
+    """List every version of every model in a store, or of NAME."""
+    store = _open_store(store_url)
     names = [name] if name else store.list()
     records: list[dict[str, Any]] = []
     for model_name in names:
-        for m in store.versions(model_name):
-            records.append(
-                {
-                    "name": m.name,
-                    "version": m.version,
-                    "backend": m.backend,
-                    "created_at": m.created_at,
-                    "aliases": [],
-                    "tags": m.tags,
-                    "size_bytes": m.total_size,
-                    "class": m.model_class,
-                }
-            )
+        records.extend(v.to_dict() for v in store.versions(model_name))
     if as_json:
         print_json(records)
         return
@@ -82,14 +84,17 @@ def ls(name: str | None, store_url: str | None, as_json: bool) -> None:
         [
             str(r["name"]),
             str(r["version"]),
+            ",".join(r["aliases"]),
             str(r["backend"]),
             str(r["created_at"]),
             _size(int(r["size_bytes"])),
-            str(r["class"] or ""),
+            ",".join(f"{k}={v}" for k, v in r["tags"].items()),
         ]
         for r in records
     ]
-    click.echo(table(rows, ["name", "version", "backend", "created", "size", "class"]))
+    click.echo(
+        table(rows, ["name", "version", "aliases", "backend", "created", "size", "tags"])
+    )
 
 
 @click.command()
@@ -97,17 +102,26 @@ def ls(name: str | None, store_url: str | None, as_json: bool) -> None:
 @store_option
 @json_option
 def show(ref: str, store_url: str | None, as_json: bool) -> None:
-    """Show the manifest of REF (name, name:3, name@alias, or a path) without loading it."""
+    """Show the manifest of REF (name, name:3, name@alias, name@sha256:HEX, or a path)
+    without loading it."""
     from persistkit.api import inspect
+    from persistkit.refs import looks_like_location
+    from persistkit.store import manifest_digest
 
-    manifest = inspect(ref, store=store_url)
+    store = None if looks_like_location(ref) else _open_store(store_url)
+    manifest = inspect(ref, store=store if store is not None else store_url)
+    digest = manifest_digest(manifest)
+    aliases = []
+    if store is not None and manifest.name and manifest.version:
+        aliases = [a for a, v in store.aliases(manifest.name).items() if v == manifest.version]
     if as_json:
-        print_json(manifest.to_dict())
+        print_json({**manifest.to_dict(), "digest": digest, "aliases": aliases})
         return
     env = manifest.environment
     lines = [
         f"name:       {manifest.name or '-'}"
         + (f":{manifest.version}" if manifest.version else ""),
+        f"digest:     {digest}",
         f"backend:    {manifest.backend} {manifest.backend_options or ''}".rstrip(),
         f"class:      {manifest.model_class or '-'}",
         f"created:    {manifest.created_at}",
@@ -120,6 +134,8 @@ def show(ref: str, store_url: str | None, as_json: bool) -> None:
         for role in ("inputs", "outputs"):
             for spec in manifest.signature.get(role, []):
                 lines.append(f"{role[:-1]}:      {spec['name']} {spec['datatype']} {spec['shape']}")
+    if aliases:
+        lines.append("aliases:    " + ", ".join(aliases))
     if manifest.tags:
         lines.append("tags:       " + ", ".join(f"{k}={v}" for k, v in manifest.tags.items()))
     if manifest.metadata:
@@ -131,14 +147,110 @@ def show(ref: str, store_url: str | None, as_json: bool) -> None:
 @click.command()
 @click.argument("ref")
 @store_option
+@json_option
+@quiet_option
 @click.option("--trust", is_flag=True, help="Trust the artifact entirely (runs its code).")
-def verify(ref: str, store_url: str | None, trust: bool) -> None:
+def verify(ref: str, store_url: str | None, as_json: bool, quiet: bool, trust: bool) -> None:
     """Check every file's sha256, reload REF and prove its stored example's predictions
     are bitwise identical. Exit 1 if anything differs."""
     from persistkit.api import verify as verify_artifact
 
-    report = verify_artifact(ref, store=store_url, trusted=trust)
+    store = _open_store(store_url, quiet)
+    report = verify_artifact(ref, store=store, trusted=trust)
+    if as_json:
+        print_json(
+            {
+                "uri": report.uri,
+                "files_checked": report.files_checked,
+                "example_checked": report.example_checked,
+                "identical": report.identical,
+            }
+        )
+        return
     click.echo(f"ok: {report}")
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("alias_name", metavar="ALIAS")
+@store_option
+@json_option
+@durable_option
+def alias(ref: str, alias_name: str, store_url: str | None, as_json: bool, durable: bool) -> None:
+    """Point NAME@ALIAS at the version REF resolves to (moves it if it exists)."""
+    store = _open_store(store_url)
+    name, _ = store.resolve(ref)
+    version = store.alias(ref, alias_name, durable=durable)
+    if as_json:
+        print_json({"name": name, "alias": alias_name, "version": version})
+        return
+    click.echo(f"{name}@{alias_name} -> {name}:{version}")
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("assignment", metavar="KEY=VALUE")
+@store_option
+@json_option
+@durable_option
+def tag(ref: str, assignment: str, store_url: str | None, as_json: bool, durable: bool) -> None:
+    """Set tag KEY to VALUE on the version REF resolves to.
+
+    \b
+    Examples:
+      persistkit tag digits:3 stage=prod
+      persistkit tag digits@prod reviewed_by=alice
+    """
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise click.UsageError(f"expected KEY=VALUE, got {assignment!r}")
+    store = _open_store(store_url)
+    name, version = store.resolve(ref)
+    tags = store.tag(ref, key, value, durable=durable)
+    if as_json:
+        print_json({"name": name, "version": version, "tags": tags})
+        return
+    click.echo(f"{name}:{version} " + ", ".join(f"{k}={v}" for k, v in tags.items()))
+
+
+@click.command()
+@click.argument("ref")
+@store_option
+@json_option
+@click.option("--force", is_flag=True, help="Delete even if aliases point at it (removes them).")
+def rm(ref: str, store_url: str | None, as_json: bool, force: bool) -> None:
+    """Delete the version REF resolves to. Its number is never reused."""
+    store = _open_store(store_url)
+    name, version = store.resolve(ref)
+    store.delete(ref, force=force)
+    if as_json:
+        print_json({"name": name, "version": version, "deleted": True})
+        return
+    click.echo(f"deleted {name}:{version}")
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("dest_store", metavar="DEST_STORE")
+@store_option
+@json_option
+@quiet_option
+@durable_option
+def cp(
+    ref: str, dest_store: str, store_url: str | None, as_json: bool, quiet: bool, durable: bool
+) -> None:
+    """Copy REF to the store DEST_STORE (a folder or URL): one version (NAME:3, NAME@prod)
+    or every version (a bare NAME). Each becomes a new version there; digests are kept."""
+    store = _open_store(store_url, quiet)
+    copies = store.copy(ref, dest_store, durable=durable)
+    records = [
+        {"name": a.name, "version": a.version, "store": dest_store} for a in copies
+    ]
+    if as_json:
+        print_json(records)
+        return
+    for r in records:
+        click.echo(f"copied to {r['store']}: {r['name']}:{r['version']}")
 
 
 def _size(n: int) -> str:
