@@ -1,1 +1,207 @@
-"""The safetensors backend (in progress)."""
+"""The ``safetensors`` backend: tensors in a standard ``.safetensors`` file, no pickle at all.
+
+Three layouts, recorded in the manifest's backend options as ``layout``:
+
+* ``module``: an ``nn.Module``'s weights, plus a recipe (class import path, JSON constructor
+  arguments or a factory's import path, tied-weight groups) in the manifest. Loading builds the
+  module on the ``meta`` device and assigns the memory-mapped tensors: no random init, no copy.
+* ``tensors``: a dict of torch tensors (a state dict).
+* ``numpy``: a dict of numpy arrays, through ``safetensors.numpy`` (torch not needed).
+
+Every file is checked by persistkit's strict header validator before the library reads it.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+from persistkit import Backend, BackendInfo, Recommendation, hookimpl
+from persistkit.errors import CannotSaveError, FormatError
+from persistkit.safety import read_safetensors_header
+
+LAYOUTS = ("module", "tensors", "numpy")
+_MAX_SNIFFED_HEADER = 100_000_000
+
+
+def _is_torch_module(model: Any) -> bool:
+    from persistkit_torch.detect import is_torch_module
+
+    return is_torch_module(model)
+
+
+def _is_tensor_dict(model: Any) -> bool:
+    from persistkit_torch.detect import is_tensor_dict
+
+    return is_tensor_dict(model)
+
+
+def is_array_dict(model: Any) -> bool:
+    """True for a non-empty dict of string names to numeric numpy arrays."""
+    if not isinstance(model, dict) or not model:
+        return False
+    import numpy as np
+
+    return all(
+        isinstance(k, str) and isinstance(v, np.ndarray) and v.dtype.kind in "biuf"
+        for k, v in model.items()
+    )
+
+
+class SafetensorsBackend(Backend):
+    info = BackendInfo(
+        "safetensors",
+        description="safetensors: weights only, no pickle (safe), memory-mapped; nn.Module "
+        "rebuilt from its recorded class and arguments; also dicts of tensors or numpy arrays",
+        safe=True,
+        requires=("safetensors",),
+        extra="safetensors",
+        suffixes=(".safetensors",),
+    )
+    file_name = "model.safetensors"
+
+    def can_save(self, model: Any) -> bool:
+        if is_array_dict(model) or _is_tensor_dict(model):
+            return True
+        if not _is_torch_module(model):
+            return False
+        from persistkit_torch.rebuild import recipe_for
+
+        try:
+            recipe_for(model, {}, backend=self.info.name)
+        except CannotSaveError:
+            return False
+        return True
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        if path.name.lower().endswith(self.info.suffixes):
+            return True
+        if len(head) < 10:
+            return False
+        (length,) = struct.unpack("<Q", head[:8])
+        return 2 <= length <= _MAX_SNIFFED_HEADER and head[8:10] in (b'{"', b"{}")
+
+    def save(self, model: Any, path: Path, options: dict[str, Any]) -> None:
+        if is_array_dict(model):
+            from safetensors.numpy import save_file as save_numpy
+
+            options["layout"] = "numpy"
+            _write(lambda: save_numpy(model, str(path)), model)
+            return
+        if _is_tensor_dict(model):
+            layout, state = "tensors", model
+        elif _is_torch_module(model):
+            layout, state = "module", None
+        else:
+            raise CannotSaveError(
+                f"safetensors stores torch modules and dicts of tensors or numpy arrays, not a "
+                f"{type(model).__qualname__}",
+                hint="pick another backend (`persistkit backends` lists them)",
+            )
+        from safetensors.torch import save_file
+
+        from persistkit_torch.rebuild import (
+            RECIPE_KEY,
+            recipe_for,
+            storable_tensors,
+            tied_groups,
+        )
+
+        if layout == "module":
+            recipe = recipe_for(model, options, backend=self.info.name)
+            options.pop("init_kwargs", None)
+            options.pop("factory", None)
+            # recorded in the manifest's backend options (api.save writes them after this hook)
+            options[RECIPE_KEY] = recipe.to_json()
+            tied = recipe.tied
+            state = model.state_dict()
+        else:
+            tied = tied_groups(state)
+            options["tied"] = [list(group) for group in tied]
+        options["layout"] = layout
+        tensors = storable_tensors(state, tied)
+        _write(lambda: save_file(tensors, str(path), metadata={"format": "pt"}), model)
+
+    def load(self, path: Path, manifest: Any, options: dict[str, Any], policy: Any) -> Any:
+        read_safetensors_header(path)  # strict structural check before any tensor is mapped
+        layout = options.get("layout")
+        if layout is not None and layout not in LAYOUTS:
+            raise FormatError(
+                f"the manifest records an unknown safetensors layout {layout!r}",
+                hint="upgrade persistkit, or check where the artifact came from",
+            )
+        if layout == "numpy" or (layout is None and not _torch_installed()):
+            from safetensors.numpy import load_file as load_numpy
+
+            return _read(lambda: load_numpy(str(path)), path)
+        from safetensors.torch import load_file
+
+        from persistkit_torch.rebuild import (
+            RECIPE_KEY,
+            ModuleRecipe,
+            build_module,
+            retie_state,
+        )
+
+        device = options.get("map_location", "cpu")
+        tensors = _read(lambda: load_file(str(path), device=device), path)
+        if layout == "module":
+            recipe = ModuleRecipe.from_json(options.get(RECIPE_KEY))
+            return build_module(recipe, tensors, policy, options)
+        if layout is None and options.get("model_class") is not None:
+            # a bare file plus the class (and arguments) the user names
+            cls = options["model_class"]
+            recipe = ModuleRecipe(
+                getattr(cls, "__module__", ""),
+                getattr(cls, "__qualname__", ""),
+                dict(options.get("init_kwargs") or {}),
+            )
+            return build_module(recipe, tensors, policy, options)
+        tied = options.get("tied") or []
+        return retie_state(tensors, tuple(tuple(g) for g in tied))
+
+    @hookimpl
+    def persistkit_recommend(self, model: Any) -> list[Recommendation] | None:
+        if is_array_dict(model) or _is_tensor_dict(model):
+            return [
+                Recommendation(
+                    "safetensors",
+                    60,
+                    "a dict of arrays is exactly what safetensors stores: no pickle, memory-mapped",
+                )
+            ]
+        return None
+
+
+def _torch_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def _write(action: Any, model: Any) -> None:
+    try:
+        action()
+    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
+        raise CannotSaveError(
+            f"safetensors cannot store this {type(model).__qualname__}: {exc}",
+            hint="safetensors stores dense numeric arrays only; pick another backend",
+        ) from None
+
+
+def _read(action: Any, path: Path) -> Any:
+    try:
+        return action()
+    except Exception as exc:
+        if type(exc).__name__ == "SafetensorError" or isinstance(exc, (OSError, ValueError)):
+            raise FormatError(
+                f"{path.name} could not be read as safetensors: {exc}",
+                hint="the file is corrupted; restore it or save the model again",
+            ) from None
+        raise
+
+
+plugin = SafetensorsBackend()
+
+__all__ = ["LAYOUTS", "SafetensorsBackend", "is_array_dict", "plugin"]

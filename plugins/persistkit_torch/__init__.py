@@ -1,1 +1,182 @@
-"""The torch backend and PyTorch adapter (in progress)."""
+"""The ``torch`` backend and the PyTorch adapter.
+
+Backend ``torch``: ``torch.save`` of the whole module (a pickle: loading it runs code, so an
+artifact not sealed by your key loads only through ``policy.load_torch``), or with
+``mode="state_dict"`` the weights alone, loaded with ``weights_only=True`` and put into a
+module rebuilt from the class and constructor arguments recorded in the manifest. Loads map
+tensors to the CPU unless ``map_location=`` says otherwise.
+
+Adapter: freeze (eval mode, no gradients), predict (numpy in, numpy out), describe, and votes
+(``safetensors`` for importable classes, ``torch`` otherwise). Importing this module does not
+import torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import persistkit
+from persistkit import Backend, BackendInfo, Recommendation
+from persistkit.errors import (
+    ArtifactError,
+    CannotSaveError,
+    FormatError,
+    UntrustedArtifactError,
+)
+from persistkit_torch import adapter
+from persistkit_torch.detect import is_tensor_dict, is_torch_module
+from persistkit_torch.rebuild import RECIPE_KEY, ModuleRecipe, build_module, recipe_for
+
+MODES = ("module", "state_dict")
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+class TorchPlugin(Backend):
+    """The ``torch`` backend plus the adapter hooks for ``nn.Module`` models."""
+
+    info = BackendInfo(
+        "torch",
+        description="torch.save: the whole module (a pickle; untrusted files are refused) or "
+        'mode="state_dict" (weights only, loaded with weights_only=True)',
+        restricted=True,
+        requires=("torch",),
+        extra="torch",
+        suffixes=(".pt", ".pth"),
+    )
+    file_name = "model.pt"
+
+    # -- backend ------------------------------------------------------------------------------
+    def can_save(self, model: Any) -> bool:
+        return is_torch_module(model) or is_tensor_dict(model)
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        if path.name.lower().endswith(self.info.suffixes):
+            return True
+        return head.startswith(_ZIP_MAGIC) and b"data.pkl" in head
+
+    def save(self, model: Any, path: Path, options: dict[str, Any]) -> None:
+        import torch
+
+        mode = "state_dict" if is_tensor_dict(model) else options.get("mode", "module")
+        if mode not in MODES:
+            raise CannotSaveError(
+                f"unknown torch backend mode {mode!r}",
+                hint='pass mode="module" (the default) or mode="state_dict"',
+            )
+        if not self.can_save(model):
+            raise CannotSaveError(
+                f"the torch backend saves nn.Module models and dicts of tensors, not a "
+                f"{type(model).__qualname__}",
+                hint="pick another backend (`persistkit backends` lists them)",
+            )
+        payload = model
+        if mode == "state_dict" and is_torch_module(model):
+            recipe = recipe_for(model, options, backend="torch")
+            options.pop("init_kwargs", None)
+            options.pop("factory", None)
+            # recorded in the manifest's backend options (api.save writes them after this hook)
+            options[RECIPE_KEY] = recipe.to_json()
+            payload = model.state_dict()
+        options["mode"] = mode
+        try:
+            torch.save(payload, path)
+        except Exception as exc:  # torch.save fails by pickling: lambdas, open files, locks...
+            raise CannotSaveError(
+                f"torch.save cannot store this {type(model).__qualname__}: "
+                f"{type(exc).__name__}: {exc}",
+                hint='save it with backend="safetensors" (weights plus the class), or '
+                'mode="state_dict"',
+            ) from None
+
+    def load(self, path: Path, manifest: Any, options: dict[str, Any], policy: Any) -> Any:
+        mode = options.get("mode")
+        map_location = options.get("map_location", "cpu")
+        if mode == "state_dict":
+            state = _weights_only_load(path, map_location, mmap=True)
+            if RECIPE_KEY in options:
+                recipe = ModuleRecipe.from_json(options[RECIPE_KEY])
+                return build_module(recipe, state, policy, options)
+            return state
+        if mode == "module":
+            if policy.trust_all:
+                return _full_load(path, map_location, mmap=True)
+            return policy.load_torch(path, map_location=map_location)
+        if mode is not None:
+            raise FormatError(
+                f"the manifest records an unknown torch backend mode {mode!r}",
+                hint="upgrade persistkit, or check where the artifact came from",
+            )
+        # a bare .pt file from another tool: a weights-only file loads safely; a whole
+        # pickled module needs trust
+        if policy.trust_all:
+            return _full_load(path, map_location, mmap=False)
+        try:
+            return _weights_only_load(path, map_location, mmap=False)
+        except UntrustedArtifactError:
+            return policy.load_torch(path, map_location=map_location)
+
+    # -- adapter ------------------------------------------------------------------------------
+    @persistkit.hookimpl
+    def persistkit_freeze(self, model: Any) -> Any | None:
+        return adapter.freeze(model) if is_torch_module(model) else None
+
+    @persistkit.hookimpl
+    def persistkit_predict(self, model: Any, inputs: Any, options: dict[str, Any]) -> Any | None:
+        return adapter.predict(model, inputs, options) if is_torch_module(model) else None
+
+    @persistkit.hookimpl
+    def persistkit_describe(self, model: Any) -> dict[str, Any] | None:
+        return adapter.describe(model) if is_torch_module(model) else None
+
+    @persistkit.hookimpl
+    def persistkit_recommend(self, model: Any) -> list[Recommendation] | None:
+        return adapter.recommend(model) if is_torch_module(model) else None
+
+
+def _weights_only_load(path: Path, map_location: Any, *, mmap: bool) -> Any:
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UntrustedArtifactError(
+            f"{path.name} holds more than tensors: torch's weights-only reader refused it "
+            f"({first})",
+            hint="if you trust its source, pass trusted=True (that runs this file's code)",
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise _corrupt(path, exc) from None
+
+
+def _full_load(path: Path, map_location: Any, *, mmap: bool) -> Any:
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
+    except (AttributeError, ModuleNotFoundError, ImportError) as exc:
+        raise ArtifactError(
+            f"{path.name} is a pickled module whose code cannot be found here: {exc}",
+            hint="make the model's class importable under the same name it had when saved "
+            '(save with backend="safetensors" to depend only on an import path)',
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        raise _corrupt(path, exc) from None
+
+
+def _corrupt(path: Path, exc: BaseException) -> FormatError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return FormatError(
+        f"{path.name} is not a readable PyTorch file (truncated or corrupted): {first}",
+        hint="restore the file or save the model again",
+    )
+
+
+plugin = TorchPlugin()
+
+__all__ = ["MODES", "TorchPlugin", "plugin"]

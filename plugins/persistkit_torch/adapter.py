@@ -1,0 +1,168 @@
+"""The PyTorch adapter: freeze, predict, describe and backend votes for ``nn.Module`` models.
+
+torch is imported only when one of these is called with a torch model (which means the caller
+already imported torch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import persistkit
+from persistkit import Recommendation
+from persistkit.errors import InputError
+from persistkit_torch.detect import importable_name, is_tensor
+
+_INDEX_LAYERS = ("Embedding", "EmbeddingBag")
+
+
+def freeze(model: Any) -> Any:
+    """Put ``model`` in eval mode and turn off gradients for all its parameters, in place.
+
+    Returns the same module. It does NOT compile (``torch.compile``), quantize, fuse layers,
+    change dtypes or move the module to another device: the frozen module computes exactly what
+    the trained one computes in eval mode.
+    """
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def predict(model: Any, inputs: Any, options: dict[str, Any]) -> Any:
+    """Run ``model`` (or its method ``options["method"]``) under ``torch.inference_mode()``.
+
+    Inputs may be tensors, numpy arrays or (nested) lists. Floating inputs are cast to the
+    dtype of the module's floating parameters and moved to their device; integer inputs keep
+    their dtype when the module has an embedding layer (they are indices), otherwise they are
+    cast too. Tensor outputs come back as numpy arrays (bfloat16 and other dtypes numpy lacks
+    as float32); tuples, lists and dicts of tensors as the same containers of arrays.
+    """
+    import torch
+
+    method = options.get("method")
+    func = getattr(model, method, None) if method else model
+    if func is None:
+        raise InputError(
+            f"{type(model).__name__} has no method {method!r}",
+            hint="leave method= out to call the module's forward()",
+        )
+    x = _as_input(model, inputs)
+    try:
+        with torch.inference_mode():
+            out = func(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"{type(model).__name__} rejected inputs of shape {tuple(x.shape)} and dtype "
+            f"{x.dtype}: {detail}",
+            hint="pass a batch shaped like the example the model was saved with "
+            "(`persistkit show` lists its signature)",
+        ) from None
+    return _to_numpy(out)
+
+
+def _as_input(model: Any, inputs: Any) -> Any:
+    import numpy as np
+    import torch
+
+    if is_tensor(inputs):
+        x = inputs
+    else:
+        array = persistkit.to_numpy(inputs)
+        if array.dtype == object or array.dtype.kind in "USV":
+            raise InputError(
+                f"a PyTorch model needs numeric inputs, got {array.dtype} values",
+                hint="pass a numeric numpy array, a tensor, or a nested list of numbers",
+            )
+        x = torch.from_numpy(np.array(array, copy=True, order="C"))
+    dtype, device = _parameter_dtype_device(model)
+    if dtype is not None and (x.is_floating_point() or not _takes_indices(model)):
+        x = x.to(dtype=dtype)
+    if device is not None:
+        x = x.to(device=device)
+    return x
+
+
+def _parameter_dtype_device(model: Any) -> tuple[Any, Any]:
+    device = None
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        device = device or tensor.device
+        if tensor.is_floating_point():
+            return tensor.dtype, tensor.device
+    return None, device
+
+
+def _takes_indices(model: Any) -> bool:
+    return any(type(m).__name__ in _INDEX_LAYERS for m in model.modules())
+
+
+def _to_numpy(out: Any) -> Any:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        out = out.detach().cpu()
+        if out.dtype in (torch.bfloat16,) or not _numpy_has(out.dtype):
+            out = out.float()
+        return out.numpy()
+    if isinstance(out, (list, tuple)):
+        return type(out)(_to_numpy(o) for o in out) if type(out) in (list, tuple) else out
+    if isinstance(out, dict):
+        return {k: _to_numpy(v) for k, v in out.items()}
+    return out
+
+
+def _numpy_has(dtype: Any) -> bool:
+    import torch
+
+    try:
+        torch.empty(0, dtype=dtype).numpy()
+    except (TypeError, RuntimeError):
+        return False
+    return True
+
+
+def describe(model: Any) -> dict[str, Any]:
+    """Family ``torch``, torch version, parameter count, and the devices and dtypes of the
+    parameters and buffers; a note when the class cannot be imported by name."""
+    import torch
+
+    tensors = list(model.parameters()) + list(model.buffers())
+    facts: dict[str, Any] = {
+        "family": "torch",
+        "libraries": {"torch": torch.__version__},
+        "torch_version": torch.__version__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "devices": sorted({str(t.device) for t in tensors}),
+        "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors}),
+    }
+    if importable_name(type(model)) is None:
+        facts["notes"] = [
+            f"{type(model).__qualname__} is defined in {type(model).__module__} (not an "
+            "importable module), so it was stored with torch.save as a whole pickled module; "
+            "loading it needs the same class definition in the loading program, and "
+            "trusted=True unless the artifact is sealed by your key"
+        ]
+    return facts
+
+
+def recommend(model: Any) -> list[Recommendation]:
+    """safetensors first for importable classes (safe, memory-mapped); torch otherwise."""
+    if importable_name(type(model)) is not None:
+        return [
+            Recommendation(
+                "safetensors",
+                70,
+                "the class is importable, so the weights go in a safetensors file (no pickle: "
+                "loads without trusted=, memory-mapped) with the class and its arguments in "
+                "the manifest",
+            ),
+            Recommendation("torch", 50, "torch.save of the whole module"),
+        ]
+    return [
+        Recommendation(
+            "torch",
+            70,
+            f"{type(model).__qualname__} is defined in {type(model).__module__} and cannot be "
+            "imported by name, so only torch.save of the whole module can store it",
+        )
+    ]
