@@ -12,6 +12,7 @@ class CloudpickleBackend(PickleProtocolBackend):
         "cloudpickle",
         description="cloudpickle: also lambdas, closures, notebook classes (by value)",
         restricted=True,
+        append_only=True,
         requires=("cloudpickle",),
         extra="cloudpickle",
     )

@@ -12,6 +12,7 @@ class DillBackend(PickleProtocolBackend):
         "dill",
         description="dill: serializes most of Python, including interactive definitions",
         restricted=True,
+        append_only=True,
         requires=("dill",),
         extra="dill",
     )

@@ -16,6 +16,7 @@ class JoblibBackend(Backend):
         "joblib",
         description="joblib: pickle with fast raw numpy buffers, optional compression",
         restricted=True,
+        append_only=True,
         requires=("joblib",),
         extra="joblib",
         suffixes=(".joblib", ".jl", ".joblib.gz", ".joblib.z", ".joblib.lz4"),

@@ -19,6 +19,7 @@ class PickleBackend(PickleProtocolBackend):
         "pickle",
         description="Python's pickle (protocol 5); fast, everywhere, code-bearing",
         restricted=True,
+        append_only=True,
         suffixes=(".pkl", ".pickle"),
     )
     module_name = "pickle"

@@ -1,85 +1,293 @@
-"""Artifact directories on local disk: hashing payload files, checking them, publishing."""
+"""Artifact directories on local disk: hashing payload files (while they are written),
+checking them, publishing."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from persistkit.errors import ArtifactError, IntegrityError
 from persistkit.manifest import MANIFEST_NAME, FileEntry, Manifest, check_relative_path
+from persistkit.verified import (
+    FileIdentity,
+    already_verified,
+    fine_ctime_after_stat,
+    forget_verified,
+    rehash_forced,
+    remember_verified,
+)
 
-_CHUNK = 4 * 1024 * 1024
+# 1 MiB reads stay in the CPU cache between the page-cache copy and sha256 (measured fastest)
+_CHUNK = 1024 * 1024
+# how long the save-time hasher sleeps when it has caught up with the writer
+_POLL_SECONDS = 0.002
 
 
 def hash_file(path: Path) -> tuple[int, str]:
     """Return ``(size, sha256 hex)`` of a file, reading it in large chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb", buffering=0) as fh:
-        buf = bytearray(_CHUNK)
-        view = memoryview(buf)
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-            size += n
-    return size, digest.hexdigest()
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        digest = hashlib.sha256()
+        size = _hash_range(fd, digest, 0, None, bytearray(_CHUNK))
+        return size, digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _hash_range(
+    fd: int, digest: hashlib._Hash, start: int, stop: int | None, buf: bytearray
+) -> int:
+    """Feed ``digest`` the bytes of ``fd`` from ``start`` up to ``stop`` (or EOF); return the
+    offset reached. Both the read and the hash release the GIL, so this runs alongside a
+    backend writing in another thread."""
+    view = memoryview(buf)
+    pos = start
+    while stop is None or pos < stop:
+        want = len(buf) if stop is None else min(len(buf), stop - pos)
+        n = os.preadv(fd, [view[:want]], pos)
+        if not n:
+            break
+        digest.update(view[:n])
+        pos += n
+    return pos
 
 
 def file_entries(directory: Path, names: Iterable[str]) -> list[FileEntry]:
     """Hash each listed file of ``directory`` into manifest entries (in the given order)."""
     entries = []
     for name in names:
-        check_relative_path(name)
-        path = directory / name
-        if not path.is_file():
-            raise ArtifactError(f"the backend reported writing {name!r} but it is not there")
+        path = _listed_file(directory, name)
         size, digest = hash_file(path)
         entries.append(FileEntry(path=name, size=size, sha256=digest))
     return entries
 
 
+def _listed_file(directory: Path, name: str) -> Path:
+    check_relative_path(name)
+    path = directory / name
+    if not path.is_file():
+        raise ArtifactError(f"the backend reported writing {name!r} but it is not there")
+    return path
+
+
+@dataclass
+class _Tail:
+    """A file being hashed while it grows: an open descriptor, the digest so far, and how far
+    it has got."""
+
+    fd: int
+    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    pos: int = 0
+    broken: bool = False
+
+
+@dataclass(frozen=True)
+class HashedFile:
+    """A payload file's manifest entry plus the identity its bytes were hashed under."""
+
+    entry: FileEntry
+    identity: FileIdentity
+    stat_started_ns: int
+
+
+class PayloadHasher:
+    """Hashes the files a backend writes into ``directory`` *while* it writes them.
+
+    With ``follow=True`` a background thread tails every regular file that appears under the
+    directory and feeds its bytes to sha256 as soon as they reach the page cache, so the one
+    hashing pass overlaps serialization on the second core instead of following it, and no
+    byte is copied in memory beyond a 1 MiB read buffer. That is correct only for backends
+    that write each file front to back and never seek back to patch it
+    (``BackendInfo.append_only``); a file that shrinks, or that the thread could not follow,
+    is hashed again from the start by :meth:`entries`. With ``follow=False`` every file is
+    hashed after the backend returns.
+
+    Use as a context manager around the backend's save, then call :meth:`entries`.
+    """
+
+    def __init__(self, directory: Path, *, follow: bool) -> None:
+        self.directory = directory
+        self.follow = follow
+        self._tails: dict[tuple[int, int], _Tail] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed = False
+        self._buf = bytearray(_CHUNK)
+
+    def __enter__(self) -> PayloadHasher:
+        if self.follow:
+            self._thread = threading.Thread(
+                target=self._run, name="persistkit-hash-while-writing", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._halt()
+        if exc_info[0] is not None:
+            self._close()
+
+    def entries(self, names: Iterable[str]) -> list[HashedFile]:
+        """Finish hashing the listed files (relative names) and return their entries."""
+        self._halt()
+        try:
+            hashed = [self._finish(name) for name in names]
+        finally:
+            self._close()
+        if hashed:  # learn, while still in the staging folder, if fresh records can be kept
+            fine_ctime_after_stat(self.directory, hashed[0].identity.dev)
+        return hashed
+
+    # -- the follower thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self._advance_all():
+                    self._stop.wait(_POLL_SECONDS)
+        except Exception:
+            # never let a follower problem cost correctness: hash everything afterwards
+            self._failed = True
+
+    def _advance_all(self) -> bool:
+        progressed = False
+        for path in _regular_files(self.directory):
+            tail = self._tail_for(path)
+            if tail is None or tail.broken:
+                continue
+            size = os.fstat(tail.fd).st_size
+            if size < tail.pos:
+                tail.broken = True  # truncated and rewritten: hash it from scratch later
+                continue
+            if size > tail.pos:
+                # a bounded step per file, so several growing files all make progress
+                tail.pos = _hash_range(
+                    tail.fd, tail.digest, tail.pos, min(size, tail.pos + 16 * _CHUNK), self._buf
+                )
+                progressed = True
+        return progressed
+
+    def _tail_for(self, path: str) -> _Tail | None:
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        key = (st.st_dev, st.st_ino)
+        tail = self._tails.get(key)
+        if tail is not None and os.fstat(tail.fd).st_nlink > 0:
+            return tail
+        if tail is not None:  # deleted, and its inode number reused by a new file
+            os.close(tail.fd)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != key:
+            os.close(fd)
+            return None
+        tail = self._tails[key] = _Tail(fd)
+        return tail
+
+    def _halt(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _close(self) -> None:
+        for tail in self._tails.values():
+            os.close(tail.fd)
+        self._tails.clear()
+
+    # -- finishing ---------------------------------------------------------------------------
+    def _finish(self, name: str) -> HashedFile:
+        path = _listed_file(self.directory, name)
+        started = time.time_ns()
+        st = os.stat(path)
+        tail = None if self._failed else self._tails.get((st.st_dev, st.st_ino))
+        if tail is not None and not tail.broken and os.fstat(tail.fd).st_nlink > 0:
+            # the writer is done: the stat above is the identity the finished hash belongs to
+            pos = _hash_range(tail.fd, tail.digest, tail.pos, None, self._buf)
+            if pos == st.st_size:
+                entry = FileEntry(path=name, size=pos, sha256=tail.digest.hexdigest())
+                return HashedFile(entry, FileIdentity.of(st), started)
+        size, digest = hash_file(path)
+        return HashedFile(
+            FileEntry(path=name, size=size, sha256=digest), FileIdentity.of(st), started
+        )
+
+
+def _regular_files(directory: Path) -> list[str]:
+    found = []
+    stack = [os.fspath(directory)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for item in it:
+                    if item.is_dir(follow_symlinks=False):
+                        stack.append(item.path)
+                    elif item.is_file(follow_symlinks=False):
+                        found.append(item.path)
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def remember_saved(directory: Path, hashed: Iterable[HashedFile]) -> None:
+    """After publishing, record the files hashed while saving as verified, so the first load
+    of a fresh save does not hash them again (only if they are unchanged since)."""
+    if rehash_forced():
+        return
+    for item in hashed:
+        remember_verified(
+            directory / item.entry.path,
+            item.entry.sha256,
+            item.identity,
+            stat_started_ns=item.stat_started_ns,
+        )
+
+
 def check_files(directory: Path, manifest: Manifest) -> None:
-    """Raise :class:`IntegrityError` naming the first file whose size or sha256 is wrong."""
+    """Raise :class:`IntegrityError` naming the first file whose size or sha256 is wrong.
+
+    A file verified earlier and unchanged since (see :mod:`persistkit.verified`) is not hashed
+    again; ``PERSISTKIT_REHASH=1`` hashes every file every time.
+    """
     for entry in manifest.files:
         path = directory / entry.path
+        started = time.time_ns()
         try:
-            actual_size = path.stat().st_size
+            st = os.stat(path)
         except FileNotFoundError:
             raise IntegrityError(
                 f"{entry.path!r} is listed in the manifest but missing from {directory}",
                 hint="the artifact is incomplete; restore it from its store or save again",
             ) from None
-        if actual_size != entry.size:
+        if st.st_size != entry.size:
             raise IntegrityError(
-                f"{entry.path!r} is {actual_size} bytes but the manifest says {entry.size}: "
+                f"{entry.path!r} is {st.st_size} bytes but the manifest says {entry.size}: "
                 "the file is truncated or was modified",
                 hint="restore the artifact from its store or save the model again",
             )
-        if _already_verified(path, entry):
+        if already_verified(st, entry.sha256):
             continue
         _size, digest = hash_file(path)
         if digest != entry.sha256:
+            forget_verified(path)
             raise IntegrityError(
                 f"{entry.path!r} does not match its sha256 in the manifest "
                 f"(expected {entry.sha256[:12]}…, got {digest[:12]}…): it was modified",
                 hint="do not load a tampered file; restore it or save the model again",
             )
-        _remember_verified(path, entry)
-
-
-def _already_verified(path: Path, entry: FileEntry) -> bool:
-    from persistkit.verified import already_verified
-
-    return already_verified(path, entry.sha256)
-
-
-def _remember_verified(path: Path, entry: FileEntry) -> None:
-    from persistkit.verified import remember_verified
-
-    remember_verified(path, entry.sha256)
+        if not rehash_forced():
+            remember_verified(path, digest, FileIdentity.of(st), stat_started_ns=started)
 
 
 def write_manifest(directory: Path, manifest: Manifest, *, durable: bool = False) -> None:

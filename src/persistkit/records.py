@@ -22,6 +22,9 @@ class BackendInfo:
     ``requires`` are importable module names; when one is missing the backend is listed as
     unavailable and ``extra`` names what to install (``pip install "persistkit[EXTRA]"``).
     ``suffixes`` are file-name endings of bare files (no manifest) this backend can read.
+    ``append_only`` promises that ``save`` writes each file front to back and never seeks back
+    to patch it, so the core may hash files while they are being written (much faster saves);
+    leave it ``False`` for formats that patch headers in place (e.g. zip via ``zipfile``).
     """
 
     name: str
@@ -31,6 +34,7 @@ class BackendInfo:
     requires: tuple[str, ...] = ()
     extra: str | None = None
     suffixes: tuple[str, ...] = ()
+    append_only: bool = False
     plugin: str = ""
 
     @property

@@ -1,48 +1,176 @@
-"""A per-user record of files whose sha256 was already checked, to skip re-hashing them.
+"""A per-user record of files whose sha256 was already checked, so loads need not re-hash them.
 
-A file is skipped only if its identity — device, inode, size, mtime and ctime (in ns) — is the
-same as when it was hashed. Any write through the file system changes mtime/ctime, so this
-catches every ordinary modification, and a replaced file has a new inode or ctime. It does not
-protect against someone who can reset ctime (root with a changed clock, or raw block-device
-writes): such a person can also edit the record itself. Set ``PERSISTKIT_REHASH=1`` to always
-re-hash.
+A file counts as verified only while its identity — device, inode, size, mtime and ctime (ns) —
+is exactly what it was when its bytes were hashed. Any write through the file system sets ctime
+(which no user can set back), and a replaced file has a new inode, so an ordinary modification
+always forces a re-hash. Two races are closed on purpose:
+
+* the identity is taken *before* hashing and must be unchanged *after* it, so a write during
+  hashing is never recorded as verified;
+* a write in the same clock tick as the last one could leave ctime unchanged on a file system
+  with coarse timestamps, so a file is recorded only when its timestamps are settled: either
+  its ctime is older than the tick (``_SETTLE_NS``), or the file system gives a fresh,
+  fine-grained ctime to any change after a stat (Linux >= 6.13 "multigrain" timestamps on
+  ext4, xfs, btrfs, tmpfs), which is probed once per device.
+
+What it does not protect against (see ``docs/performance.md``): root resetting the clock,
+writes to the raw block device, storage bit rot, a process that had the file mapped writable
+when it was verified, and anyone who can write to the record itself (``$PERSISTKIT_HOME``).
+Set ``PERSISTKIT_REHASH=1`` to always re-hash.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from persistkit import config
 
+RECORD_FORMAT = "v2"
+# Coarse file-system clocks tick at most every 10 ms (HZ=100); 100 ms leaves room for clock
+# reads that lag the tick. Whole-second timestamps (FAT, old ext3, some network file systems)
+# need more than the second they are rounded to.
+_SETTLE_NS = 100_000_000
+_SETTLE_COARSE_NS = 2_100_000_000
+_FINE_DELTA_NS = 1_000_000
 
-def _record_path(path: Path, st: os.stat_result) -> Path:
-    key = f"{st.st_dev}:{st.st_ino}:{os.path.abspath(path)}".encode()
-    return config.home() / "verified" / hashlib.sha256(key).hexdigest()[:32]
+_fine_ctime_devices: dict[int, bool] = {}
+_probe_lock = threading.Lock()
 
 
-def _identity(st: os.stat_result, sha256: str) -> str:
-    return f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {sha256}"
+@dataclass(frozen=True)
+class FileIdentity:
+    """What must stay the same for a verified file to stay verified."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def line(self, sha256: str) -> str:
+        return (
+            f"{RECORD_FORMAT} {self.dev} {self.ino} {self.size} {self.mtime_ns} "
+            f"{self.ctime_ns} {sha256}\n"
+        )
 
 
-def already_verified(path: Path, sha256: str) -> bool:
-    if os.environ.get("PERSISTKIT_REHASH"):
+def rehash_forced() -> bool:
+    """True when ``PERSISTKIT_REHASH`` asks for every file to be hashed on every load."""
+    return os.environ.get("PERSISTKIT_REHASH", "") not in ("", "0")
+
+
+def records_dir() -> Path:
+    return config.home() / "verified"
+
+
+def _record_path(identity: FileIdentity) -> Path:
+    # keyed by device and inode, not path: a record made in a save's staging folder stays
+    # valid after the folder is renamed into the store (renaming a folder leaves its files'
+    # ctime alone)
+    return records_dir() / f"{identity.dev:x}-{identity.ino:x}"
+
+
+def already_verified(st: os.stat_result, sha256: str) -> bool:
+    """True when the file ``st`` describes was verified to hold ``sha256`` and is unchanged."""
+    if rehash_forced():
         return False
+    identity = FileIdentity.of(st)
     try:
-        st = os.stat(path)
-        return _record_path(path, st).read_text() == _identity(st, sha256)
-    except OSError:
+        with open(_record_path(identity), encoding="ascii") as fh:
+            return fh.read(512) == identity.line(sha256)
+    except (OSError, UnicodeDecodeError):
         return False
 
 
-def remember_verified(path: Path, sha256: str) -> None:
+def remember_verified(
+    path: Path, sha256: str, hashed: FileIdentity, *, stat_started_ns: int
+) -> bool:
+    """Record that ``path`` held ``sha256`` when it had identity ``hashed``.
+
+    ``hashed`` must have been read (a stat) before the bytes were hashed, and
+    ``stat_started_ns`` is ``time.time_ns()`` just before that stat. Nothing is recorded if the
+    file changed since, or if its timestamps are too fresh to prove a later change would show.
+    Returns whether a record was written; failures (read-only home) only cost a later re-hash.
+    """
     try:
-        st = os.stat(path)
-        record = _record_path(path, st)
-        record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
-        tmp.write_text(_identity(st, sha256))
+        now = FileIdentity.of(os.stat(path))
+        if now != hashed or not _settled(hashed, stat_started_ns):
+            return False
+        folder = records_dir()
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        record = _record_path(hashed)
+        tmp = record.with_name(f".{record.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "w", encoding="ascii") as fh:
+            fh.write(hashed.line(sha256))
         os.replace(tmp, record)
+        return True
     except OSError:
-        pass  # a read-only home only costs a re-hash next time
+        return False
+
+
+def forget_verified(path: Path) -> None:
+    """Drop the record of ``path`` (if any), e.g. when it failed a check."""
+    with contextlib.suppress(OSError):
+        _record_path(FileIdentity.of(os.stat(path))).unlink()
+
+
+def _settled(identity: FileIdentity, stat_started_ns: int) -> bool:
+    coarse = identity.ctime_ns % 1_000_000_000 == 0
+    age = stat_started_ns - identity.ctime_ns
+    if age > (_SETTLE_COARSE_NS if coarse else _SETTLE_NS):
+        return True
+    # only a probe already made (by a save, in its staging folder) counts: loads never write
+    # scratch files into artifact folders
+    return not coarse and _fine_ctime_devices.get(identity.dev, False)
+
+
+def fine_ctime_after_stat(directory: Path, dev: int) -> bool:
+    """Whether the file system of ``directory`` gives a distinct ctime to any change made
+    after a stat, however soon (probed once per device and process with a scratch file in
+    ``directory``, which must be on device ``dev``)."""
+    with _probe_lock:
+        known = _fine_ctime_devices.get(dev)
+        if known is not None:
+            return known
+        result = _probe_fine_ctime(directory, dev)
+        _fine_ctime_devices[dev] = result
+        return result
+
+
+def _probe_fine_ctime(directory: Path, dev: int) -> bool:
+    try:
+        fd, name = tempfile.mkstemp(prefix=".ctime-probe-", dir=directory)
+    except OSError:
+        return False  # read-only folder: fall back to waiting out the tick
+    try:
+        if os.fstat(fd).st_dev != dev:
+            return False
+        os.write(fd, b"x")  # the creation time may be coarse; measure changes after a stat
+        for _ in range(3):
+            before = os.fstat(fd).st_ctime_ns
+            os.write(fd, b"x")
+            delta = os.fstat(fd).st_ctime_ns - before
+            # a coarse clock moves in whole ticks (>= 1 ms) or not at all
+            if not 0 < delta < _FINE_DELTA_NS:
+                return False
+        return True
+    finally:
+        os.close(fd)
+        os.unlink(name)
+
+
+def stat_now(path: Path) -> tuple[os.stat_result, int]:
+    """``(os.stat(path), time.time_ns() taken just before it)``, as ``remember_verified``
+    wants them."""
+    started = time.time_ns()
+    return os.stat(path), started
