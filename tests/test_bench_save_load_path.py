@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sklearn_helpers import tiny_forest
 
 import persistkit
 from persistkit import artifact, verified
@@ -19,6 +18,7 @@ from persistkit.artifact import HashedFile, PayloadHasher, check_files
 from persistkit.errors import ArtifactError, IntegrityError
 from persistkit.manifest import read_manifest
 from persistkit.verified import FileIdentity
+from sklearn_helpers import tiny_forest
 
 
 def _sha(path: Path) -> str:

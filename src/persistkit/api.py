@@ -20,10 +20,12 @@ import numpy as np
 from persistkit import __version__
 from persistkit.arrays import arrays_identical, to_numpy
 from persistkit.artifact import (
+    PayloadHasher,
     check_files,
     file_entries,
     fsync_tree,
     publish_directory,
+    remember_saved,
     staging_directory,
     write_manifest,
 )
@@ -142,12 +144,15 @@ def save(
             )
         staging = staging_directory(final.parent, final.name)
     try:
-        files = _write_payload(model, chosen, staging, backend_options, plugins)
+        # hash each payload file while the backend writes it (one pass, on another core)
+        with PayloadHasher(staging, follow=info.append_only) as hasher:
+            files = _write_payload(model, chosen, staging, backend_options, plugins)
+        hashed = hasher.entries(files)
         example_files, signature = _write_example(model, example, staging)
         manifest = Manifest(
             backend=chosen,
             backend_options=_jsonable(backend_options),
-            files=file_entries(staging, files + example_files),
+            files=[h.entry for h in hashed] + file_entries(staging, example_files),
             model={k: v for k, v in described.items() if k != "libraries"},
             environment=environment(described.get("libraries", {})),
             metadata=dict(metadata or {}),
@@ -170,6 +175,7 @@ def save(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    remember_saved(artifact.path, hashed)  # so loading this fresh save needs no re-hash
     del info
     if check:
         verify(artifact.path, trusted=True)
