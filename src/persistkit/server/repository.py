@@ -90,6 +90,8 @@ class ModelRepository:
             if parsed.alias is not None:
                 aliases.add(parsed.alias)
         model = load(pinned, store=self.store, trusted=self.trusted)
+        if version is not None and not looks_like_location(ref):
+            aliases |= self._aliases_of(name, version)
         return ServedModel(
             name=name,
             version=version,
@@ -98,6 +100,11 @@ class ModelRepository:
             signature=Signature.from_manifest(manifest.signature),
             aliases=aliases,
         )
+
+    def _aliases_of(self, name: str, version: int) -> set[str]:
+        from persistkit.store import Store
+
+        return {a for a, v in Store(self.store).aliases(name).items() if v == version}
 
     def models(self) -> list[ServedModel]:
         """Every loaded model version, by name then version."""

@@ -1,0 +1,76 @@
+"""Helpers for the predict and serve tests: a digits model trained on 0–255 pixels, pictures of
+digits, and a real uvicorn server on a free loopback port running in a thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Digits:
+    """8×8 digit pictures as 0–255 uint8 pixels, the same as flat float rows, and labels."""
+
+    pictures: np.ndarray  # (n, 8, 8) uint8
+    rows: np.ndarray  # (n, 64) float64: the pixels the model is trained on
+    labels: np.ndarray
+
+
+def digits() -> Digits:
+    """scikit-learn's bundled digits (values 0–16) scaled to whole 0–255 pixel values, so a
+    PNG written from them holds exactly the pixels the model was trained on."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    pictures = np.round(data.images * 255 / 16).astype(np.uint8)
+    return Digits(pictures, pictures.reshape(len(pictures), -1).astype(np.float64), data.target)
+
+
+def train_digits_model(data: Digits) -> Any:
+    """A quick classifier with predict_proba (k-nearest neighbours fits instantly)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(n_neighbors=3).fit(data.rows, data.labels)
+
+
+def write_png(picture: np.ndarray, path: Path) -> Path:
+    from PIL import Image
+
+    Image.fromarray(picture).save(path)
+    return path
+
+
+@dataclass
+class RunningServer:
+    url: str  # http://127.0.0.1:PORT
+    host_port: str  # 127.0.0.1:PORT, as tritonclient wants it
+    app: Any
+
+
+@contextmanager
+def running_server(app: Any) -> Iterator[RunningServer]:
+    """Run ``app`` with uvicorn on 127.0.0.1 and a free port in a thread; stop it after."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield RunningServer(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
