@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from serve_helpers import Digits, digits, train_digits_model, write_png
 
 import persistkit
 from persistkit.cli import main
+from serve_helpers import Digits, digits, train_digits_model, write_png
 
 
 @pytest.fixture(scope="module")
