@@ -43,6 +43,7 @@ class TorchPlugin(Backend):
         requires=("torch",),
         extra="torch",
         suffixes=(".pt", ".pth"),
+        append_only=True,  # torch's zip writer is strictly sequential (it can write to pipes)
     )
     file_name = "model.pt"
 
