@@ -83,8 +83,8 @@ def persistkit_save(
     Called by ``save`` after freeze. ``options`` are the backend options the user passed; the
     hook may add or replace JSON-serialisable entries (e.g. what it needs to rebuild the model),
     and ``save`` records ``options`` in the manifest afterwards, so ``persistkit_load`` gets
-    them back. Return the file names written (relative to ``directory``), or ``None`` if ``backend`` is
-    not this plugin's; stops at the first non-``None`` result. Raise
+    them back. Return the file names written (relative to ``directory``), or ``None`` if
+    ``backend`` is not this plugin's; stops at the first non-``None`` result. Raise
     :class:`persistkit.errors.CannotSaveError` with a hint if the model cannot be saved.
     """
 
