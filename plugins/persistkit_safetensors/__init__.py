@@ -58,7 +58,6 @@ class SafetensorsBackend(Backend):
         requires=("safetensors",),
         extra="safetensors",
         suffixes=(".safetensors",),
-        append_only=True,  # header first, then each tensor in order
     )
     file_name = "model.safetensors"
 
