@@ -1,0 +1,239 @@
+"""`persistkit serve` speaks the Open Inference Protocol V2 REST API, checked with a real
+client (tritonclient.http) in JSON and binary mode against a real uvicorn server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from starlette.testclient import TestClient
+from tritonclient.utils import InferenceServerException
+
+import persistkit
+from persistkit.server import ModelRepository, create_app
+from persistkit.server.app import CONFIG_ENV, app_from_environment
+from serve_helpers import Digits, RunningServer, digits, running_server, train_digits_model
+
+
+@dataclass
+class Served:
+    server: RunningServer
+    client: triton.InferenceServerClient
+    data: Digits
+    model: Any  # version 2 of "digits", also aliased "prod"
+    store: Path
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One server for the module: digits:1 (answers 0 for everything), digits:2 = digits@prod
+    (a real classifier)."""
+    data = digits()
+    model = train_digits_model(data)
+    store_dir = tmp_path_factory.mktemp("serve-store")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PERSISTKIT_HOME", str(tmp_path_factory.mktemp("serve-home")))
+        store = persistkit.Store(store_dir)
+        store.save(_always_zero, "digits", example=data.rows[:3], backend="pickle")
+        store.save(model, "digits", example=data.rows[:5])
+        store.alias("digits:2", "prod")
+        repository = ModelRepository(["digits:1", "digits"], store=str(store_dir))
+        with running_server(create_app(repository)) as server:
+            client = triton.InferenceServerClient(server.host_port)
+            yield Served(server, client, data, model, store_dir)
+            client.close()
+
+
+def _always_zero(x: np.ndarray) -> np.ndarray:
+    return np.zeros(len(x), dtype=np.int64)
+
+
+def infer_input(array: np.ndarray, *, binary: bool, datatype: str = "FP64") -> Any:
+    tensor = triton.InferInput("input-0", list(array.shape), datatype)
+    tensor.set_data_from_numpy(array, binary_data=binary)
+    return tensor
+
+
+# --- health and metadata -----------------------------------------------------------------
+
+
+def test_server_is_live_and_ready_after_loading(served: Served) -> None:
+    assert served.client.is_server_live()
+    assert served.client.is_server_ready()
+
+
+def test_each_served_version_is_ready(served: Served) -> None:
+    assert served.client.is_model_ready("digits")
+    assert served.client.is_model_ready("digits", "1")
+    assert served.client.is_model_ready("digits", "2")
+    assert not served.client.is_model_ready("digits", "3")
+
+
+def test_server_metadata_names_the_binary_extension(served: Served) -> None:
+    metadata = served.client.get_server_metadata()
+    assert metadata["name"] == "persistkit"
+    assert "binary_tensor_data" in metadata["extensions"]
+
+
+def test_model_metadata_comes_from_the_signature(served: Served) -> None:
+    assert served.client.get_model_metadata("digits") == {
+        "name": "digits",
+        "versions": ["1", "2"],
+        "platform": "sklearn_joblib",
+        "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 64]}],
+        "outputs": [{"name": "output-0", "datatype": "INT64", "shape": [-1]}],
+    }
+
+
+def test_versioned_metadata_describes_that_version(served: Served) -> None:
+    assert served.client.get_model_metadata("digits", "1")["platform"] == "callable_pickle"
+
+
+# --- inference ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_infer_answers_as_model_predict(served: Served, binary: bool) -> None:
+    rows = served.data.rows[100:116]
+    result = served.client.infer("digits", [infer_input(rows, binary=binary)])
+    assert np.array_equal(result.as_numpy("output-0"), served.model.predict(rows))
+
+
+@pytest.mark.parametrize("binary_output", [False, True], ids=["json-output", "binary-output"])
+def test_requested_output_comes_back_in_the_requested_encoding(
+    served: Served, binary_output: bool
+) -> None:
+    rows = served.data.rows[:4]
+    output = triton.InferRequestedOutput("output-0", binary_data=binary_output)
+    result = served.client.infer("digits", [infer_input(rows, binary=True)], outputs=[output])
+    response = result.get_response()["outputs"][0]
+    assert ("data" in response) is not binary_output
+    assert result.as_numpy("output-0").tolist() == served.model.predict(rows).tolist()
+
+
+def test_infer_echoes_the_request_id_and_names_the_version(served: Served) -> None:
+    result = served.client.infer(
+        "digits", [infer_input(served.data.rows[:1], binary=False)], request_id="req-42"
+    )
+    response = result.get_response()
+    assert response["id"] == "req-42"
+    assert (response["model_name"], response["model_version"]) == ("digits", "2")
+
+
+def test_version_segment_picks_the_version(served: Served) -> None:
+    rows = served.data.rows[1:6]
+    result = served.client.infer("digits", [infer_input(rows, binary=True)], model_version="1")
+    assert result.as_numpy("output-0").tolist() == [0] * 5
+    assert result.get_response()["model_version"] == "1"
+
+
+def test_alias_in_the_version_segment_picks_the_aliased_version(served: Served) -> None:
+    rows = served.data.rows[1:6]
+    result = served.client.infer("digits", [infer_input(rows, binary=True)], model_version="prod")
+    assert result.get_response()["model_version"] == "2"
+    assert np.array_equal(result.as_numpy("output-0"), served.model.predict(rows))
+
+
+def test_alias_moved_after_start_up_is_followed_when_that_version_is_loaded(
+    served: Served,
+) -> None:
+    persistkit.Store(served.store).alias("digits:1", "canary")
+    metadata = served.client.get_model_metadata("digits", "canary")
+    assert metadata["name"] == "digits"
+    result = served.client.infer(
+        "digits", [infer_input(served.data.rows[:2], binary=False)], model_version="canary"
+    )
+    assert result.get_response()["model_version"] == "1"
+
+
+def test_unknown_model_is_an_error_the_client_reports(served: Served) -> None:
+    with pytest.raises(InferenceServerException, match="no model named 'nope'") as info:
+        served.client.infer("nope", [infer_input(served.data.rows[:1], binary=True)])
+    assert info.value.status() == "404"
+
+
+def test_wrong_datatype_is_an_error_the_client_reports(served: Served) -> None:
+    rows = served.data.rows[:1].astype(np.float32)
+    with pytest.raises(InferenceServerException, match="FP32 but the model takes FP64"):
+        served.client.infer("digits", [infer_input(rows, binary=True, datatype="FP32")])
+
+
+def test_batch_of_pictures_uploaded_as_uint8_is_refused_for_a_float_model(served: Served) -> None:
+    pictures = served.data.pictures[:2].reshape(2, 64)
+    with pytest.raises(InferenceServerException) as info:
+        served.client.infer("digits", [infer_input(pictures, binary=True, datatype="UINT8")])
+    assert info.value.status() == "400"
+
+
+# --- start-up ----------------------------------------------------------------------------
+
+
+def test_ready_is_false_until_models_have_loaded(tmp_path: Path) -> None:
+    persistkit.save(_always_zero, "zeros", example=np.zeros((2, 3)), backend="pickle")
+    repository = ModelRepository(["zeros"])
+    client = TestClient(create_app(repository))  # no `with`: the lifespan has not run
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").status_code == 503
+    assert client.get("/v2/models/zeros/ready").status_code == 503
+    with client:  # start-up loads the models
+        assert client.get("/v2/health/ready").status_code == 200
+        assert client.get("/v2/models/zeros/ready").status_code == 200
+
+
+def test_worker_processes_build_the_app_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    persistkit.save(_always_zero, "zeros", example=np.zeros((2, 3)), backend="pickle")
+    config = {"refs": ["zeros"], "store": None, "trusted": False, "max_body_bytes": 1024}
+    monkeypatch.setenv(CONFIG_ENV, json.dumps(config))
+    with TestClient(app_from_environment()) as client:
+        body = {
+            "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [2, 3], "data": [0] * 6}]
+        }
+        response = client.post("/v2/models/zeros/infer", content=json.dumps(body))
+        assert response.json()["outputs"][0]["data"] == [0, 0]
+
+
+def test_a_ref_that_cannot_load_fails_start_up(tmp_path: Path) -> None:
+    repository = ModelRepository(["missing"])
+    with pytest.raises(persistkit.errors.VersionNotFoundError), TestClient(create_app(repository)):
+        pass
+    assert not repository.ready
+
+
+def test_serve_command_refuses_a_missing_model_with_one_line() -> None:
+    from click.testing import CliRunner
+
+    from persistkit.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "missing", "--port", "1"])
+    assert result.exit_code == 1
+    assert "no model named 'missing'" in result.output
+
+
+def test_plain_http_client_gets_json_without_sending_content_type(served: Served) -> None:
+    body = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "datatype": "FP64",
+                "shape": [1, 64],
+                "data": served.data.rows[9].tolist(),
+            }
+        ]
+    }
+    response = httpx.post(
+        f"{served.server.url}/v2/models/digits/infer", content=json.dumps(body).encode()
+    )
+    assert response.status_code == 200
+    assert (
+        response.json()["outputs"][0]["data"]
+        == served.model.predict(served.data.rows[9:10]).tolist()
+    )
