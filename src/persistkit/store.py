@@ -571,7 +571,8 @@ class Store:
     # -- internals: stale staging ----------------------------------------------------------
     def _clean_staging(self, parent: Path) -> None:
         """Remove staging folders left by dead writers on this host, or older than
-        ``stale_after`` seconds (a writer on another host sharing the folder)."""
+        ``stale_after`` seconds (a writer on another host, or a reused pid); never this
+        process's own."""
         if not parent.is_dir():
             return
         now = time.time()
@@ -584,6 +585,8 @@ class Store:
                 age = now - child.stat().st_mtime
             except OSError:
                 continue
+            if host == _host() and int(pid) == os.getpid():
+                continue  # this process's own saves (other threads) are in flight
             dead = host == _host() and not _pid_alive(int(pid))
             if dead or age > self.stale_after:
                 shutil.rmtree(child, ignore_errors=True)
@@ -640,8 +643,7 @@ class Store:
             return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
         try:
             return sorted(
-                p.rstrip("/").rsplit("/", 1)[-1]
-                for p in self._fs.ls(self._path(rel), detail=False)
+                p.rstrip("/").rsplit("/", 1)[-1] for p in self._fs.ls(self._path(rel), detail=False)
             )
         except FileNotFoundError:
             return []
@@ -777,9 +779,7 @@ def _ranges(numbers: builtins.list[int]) -> str:
     return f"versions {numbers[0]}-{numbers[-1]}"
 
 
-def fetch_url(
-    url: str, *, storage_options: dict[str, Any] | None = None
-) -> tuple[Path, Manifest]:
+def fetch_url(url: str, *, storage_options: dict[str, Any] | None = None) -> tuple[Path, Manifest]:
     """Download the artifact at a remote URL into the cache: its local folder and manifest.
 
     ``url`` is a version inside a store (``s3://bucket/prefix/<name>/<version>``) or any

@@ -92,9 +92,7 @@ def ls(name: str | None, store_url: str | None, as_json: bool) -> None:
         ]
         for r in records
     ]
-    click.echo(
-        table(rows, ["name", "version", "aliases", "backend", "created", "size", "tags"])
-    )
+    click.echo(table(rows, ["name", "version", "aliases", "backend", "created", "size", "tags"]))
 
 
 @click.command()
@@ -243,9 +241,7 @@ def cp(
     or every version (a bare NAME). Each becomes a new version there; digests are kept."""
     store = _open_store(store_url, quiet)
     copies = store.copy(ref, dest_store, durable=durable)
-    records = [
-        {"name": a.name, "version": a.version, "store": dest_store} for a in copies
-    ]
+    records = [{"name": a.name, "version": a.version, "store": dest_store} for a in copies]
     if as_json:
         print_json(records)
         return

@@ -1,0 +1,77 @@
+"""Helpers for the store tests: a slow, safe test backend and a child-process saver.
+
+Run as a script, this module saves one model into a store and prints the new version::
+
+    python tests/store_helpers.py URL NAME [--chunks N] [--delay S] [--start-at T]
+
+``--start-at`` waits until that ``time.time()`` so several children save at the same moment;
+``--chunks``/``--delay`` make the payload write slow so a test can kill it mid-save.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import persistkit
+from persistkit.manager import build_plugins, reset_plugins
+from persistkit.manifest import Manifest
+
+CHUNK = b"persistkit-store-test-" * 4096  # ~90 KB
+
+
+class SlowBytes(persistkit.Backend):
+    """Saves ``bytes`` in chunks, optionally sleeping between them; safe to load."""
+
+    info = persistkit.BackendInfo("slowbytes", description="test bytes", safe=True)
+    file_name = "payload.bin"
+    chunks = 4
+    delay = 0.0
+
+    def can_save(self, model: Any) -> bool:
+        return isinstance(model, bytes)
+
+    def save(self, model: Any, path: Path, options: dict[str, Any]) -> None:
+        with open(path, "wb") as fh:
+            for _ in range(self.chunks):
+                fh.write(model)
+                fh.flush()
+                time.sleep(self.delay)
+
+    def load(self, path: Path, manifest: Manifest, options: dict[str, Any], policy: Any) -> Any:
+        data = path.read_bytes()
+        return data[: len(data) // self.chunks] if self.chunks else data
+
+
+def use_slow_bytes(chunks: int = 4, delay: float = 0.0) -> SlowBytes:
+    """Install a plugin manager with the entry-point plugins plus a SlowBytes backend."""
+    backend = SlowBytes()
+    backend.chunks = chunks
+    backend.delay = delay
+    reset_plugins(build_plugins(backend))
+    return backend
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("name")
+    parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--start-at", type=float, default=0.0)
+    parser.add_argument("--saves", type=int, default=1)
+    args = parser.parse_args(argv)
+    use_slow_bytes(args.chunks, args.delay)
+    store = persistkit.Store(args.url)
+    time.sleep(max(0.0, args.start_at - time.time()))
+    for i in range(args.saves):
+        art = store.save(f"{args.name}-{i}".encode() * 100, args.name, backend="slowbytes")
+        print(art.version, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
