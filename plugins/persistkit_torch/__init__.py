@@ -13,6 +13,7 @@ import torch.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +144,12 @@ def _weights_only_load(path: Path, map_location: Any, *, mmap: bool) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        needed = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        shown = f" (it would import {', '.join(needed)})" if needed else ""
         raise UntrustedArtifactError(
-            f"{path.name} holds more than tensors: torch's weights-only reader refused it "
-            f"({first})",
+            f"{path.name} holds more than tensors: torch's weights-only reader refused it" + shown,
             hint="if you trust its source, pass trusted=True (that runs this file's code)",
+            globals_needed=needed,
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise _corrupt(path, exc) from None
