@@ -80,6 +80,23 @@ def test_a_file_written_under_a_temporary_name_then_renamed_is_hashed(tmp_path: 
     assert hashed[0].entry.sha256 == _sha(tmp_path / "m.bin")
 
 
+def test_a_file_extended_to_its_final_size_first_then_filled_in_order_is_hashed(
+    tmp_path: Path,
+) -> None:
+    chunks = [os.urandom(1_000_000) for _ in range(12)]
+
+    def write() -> None:  # what safetensors does: ftruncate to the full size, then write
+        with open(tmp_path / "m.bin", "wb") as fh:
+            fh.truncate(sum(len(c) for c in chunks))
+            for chunk in chunks:
+                fh.write(chunk)
+                fh.flush()
+                time.sleep(0.004)
+
+    hashed = _hash_while(tmp_path, write, ["m.bin"])
+    assert hashed[0].entry.sha256 == _sha(tmp_path / "m.bin")
+
+
 def test_without_following_files_are_hashed_after_the_write(tmp_path: Path) -> None:
     hashed = _hash_while(
         tmp_path, lambda: (tmp_path / "m.bin").write_bytes(b"abc"), ["m.bin"], follow=False

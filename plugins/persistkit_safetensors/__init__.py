@@ -58,6 +58,9 @@ class SafetensorsBackend(Backend):
         requires=("safetensors",),
         extra="safetensors",
         suffixes=(".safetensors",),
+        # header, then each tensor in order (into a file first extended to its full size,
+        # which the core's hasher handles)
+        append_only=True,
     )
     file_name = "model.safetensors"
 

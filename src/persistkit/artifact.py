@@ -28,6 +28,9 @@ from persistkit.verified import (
 _CHUNK = 1024 * 1024
 # how long the save-time hasher sleeps when it has caught up with the writer
 _POLL_SECONDS = 0.002
+# how far behind the first hole of a preallocated file the hasher stays (larger than any
+# file-system block or huge page that could be reported as data while partly written)
+_PREALLOCATION_LAG = 4 * 1024 * 1024
 
 
 def hash_file(path: Path) -> tuple[int, str]:
@@ -161,14 +164,15 @@ class PayloadHasher:
             tail = self._tail_for(path)
             if tail is None or tail.broken:
                 continue
-            size = os.fstat(tail.fd).st_size
-            if size < tail.pos:
+            st = os.fstat(tail.fd)
+            if st.st_size < tail.pos:
                 tail.broken = True  # truncated and rewritten: hash it from scratch later
                 continue
-            if size > tail.pos:
+            written = _written_prefix(tail.fd, st, tail.pos)
+            if written > tail.pos:
                 # a bounded step per file, so several growing files all make progress
                 tail.pos = _hash_range(
-                    tail.fd, tail.digest, tail.pos, min(size, tail.pos + 16 * _CHUNK), self._buf
+                    tail.fd, tail.digest, tail.pos, min(written, tail.pos + 16 * _CHUNK), self._buf
                 )
                 progressed = True
         return progressed
@@ -222,6 +226,26 @@ class PayloadHasher:
         return HashedFile(
             FileEntry(path=name, size=size, sha256=digest), FileIdentity.of(st), started
         )
+
+
+def _written_prefix(fd: int, st: os.stat_result, pos: int) -> int:
+    """How far an append-only writer has surely written ``fd``.
+
+    Usually the size. But some writers first extend the file to its final size (``ftruncate``,
+    as safetensors does) and then fill it in order: the unwritten rest is a hole, so stop
+    ``_PREALLOCATION_LAG`` short of the first hole (or of the allocated bytes, where holes
+    cannot be seen) — the block being filled right now may be only partly written.
+    """
+    size = st.st_size
+    try:
+        hole = os.lseek(fd, pos, os.SEEK_HOLE)
+    except (OSError, AttributeError):
+        hole = size
+    allocated = st.st_blocks * 512
+    frontier = min(hole, allocated)
+    if frontier >= size:
+        return size
+    return max(pos, frontier - _PREALLOCATION_LAG)
 
 
 def _regular_files(directory: Path) -> list[str]:
