@@ -1,0 +1,252 @@
+"""Read joblib files without ``joblib.load``: under the trust policy, within limits.
+
+A joblib file is a pickle stream, optionally compressed as a whole (zlib, gzip, bz2, xz,
+lzma, lz4), in which every numpy array is replaced by a ``NumpyArrayWrapper`` whose ``BUILD``
+is followed by the array's raw bytes (or, for arrays of Python objects, by a nested pickle
+stream). Files from joblib < 0.10 keep arrays in companion ``.npy`` files instead.
+
+The reader decompresses under a size cap and a ratio cap, audits the *whole* stream with
+:func:`persistkit.safety.pickle_audit.audit_pickle` (which locates every array segment),
+refuses untrusted globals, then rewrites the stream into a plain pickle in which each array
+is a persistent id, and runs the restricted C unpickler on it. Array bytes are read with
+``numpy.frombuffer`` (companion files with ``numpy.load(allow_pickle=False)``); object arrays go
+through the restricted unpickler too.
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import re
+import struct
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from persistkit.errors import FormatError
+from persistkit.safety.pickle_audit import (
+    JOBLIB_ARRAY_WRAPPER,
+    JOBLIB_OLD_ARRAY_WRAPPER,
+    ArraySegment,
+    PickleAudit,
+    audit_pickle,
+)
+from persistkit.safety.unpickler import load_audited
+
+if TYPE_CHECKING:
+    from persistkit.safety.policy import TrustPolicy
+
+_ZFILE_PREFIX = b"ZF"
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZ", "bz2"),
+    (b"\xfd7zXZ", "xz"),
+    (b"\x5d\x00", "lzma"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+    (b"\x78", "zlib"),
+)
+_COMPANION_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,255}\.npy$")
+
+
+def compression_of(head: bytes) -> str | None:
+    """The compression a joblib file starts with (by magic bytes), or ``None``."""
+    if head.startswith(_ZFILE_PREFIX):
+        return "zfile"
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def decompress(raw: bytes, method: str, policy: TrustPolicy, *, what: str) -> bytes:
+    """Decompress ``raw`` with a size cap and a ratio cap; refuse truncated or padded input."""
+    from persistkit.safety.policy import RATIO_FLOOR_BYTES
+
+    limit = min(
+        policy.max_decompressed_bytes,
+        max(RATIO_FLOOR_BYTES, len(raw) * policy.max_compression_ratio),
+    )
+    decompressor: Any
+    if method in ("zlib", "gzip"):
+        decompressor = zlib.decompressobj(zlib.MAX_WBITS | (16 if method == "gzip" else 0))
+    elif method == "bz2":
+        decompressor = bz2.BZ2Decompressor()
+    elif method in ("xz", "lzma"):
+        fmt = lzma.FORMAT_XZ if method == "xz" else lzma.FORMAT_ALONE
+        decompressor = lzma.LZMADecompressor(format=fmt)
+    elif method == "lz4":
+        try:
+            import lz4.frame
+        except ImportError:
+            raise FormatError(
+                f"the {what} is lz4-compressed and the lz4 package is not installed",
+                hint="pip install lz4",
+            ) from None
+        decompressor = lz4.frame.LZ4FrameDecompressor()
+    else:
+        raise FormatError(
+            f"the {what} uses joblib's pre-0.9.3 'ZF' compression, which persistkit does not read",
+            hint="re-save the model with a current joblib in a trusted environment",
+        )
+    try:
+        out = decompressor.decompress(raw, limit + 1)
+    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+        raise FormatError(
+            f"the {what} is corrupted: its {method} data does not decompress ({exc})",
+            hint="the file is damaged; restore it from its source",
+        ) from None
+    except RuntimeError as exc:  # lz4 reports bad frames as RuntimeError
+        raise FormatError(
+            f"the {what} is corrupted: its {method} data does not decompress ({exc})"
+        ) from None
+    if len(out) > limit:
+        raise FormatError(
+            f"the {what} decompresses to more than {limit} bytes "
+            f"({len(raw)} bytes compressed): refusing a possible decompression bomb",
+            hint="raise TrustPolicy.max_decompressed_bytes/max_compression_ratio if the "
+            "file is genuine",
+        )
+    if not decompressor.eof:
+        raise FormatError(
+            f"the {what} is truncated: its {method} stream ends early",
+            hint="the file is incomplete; restore it from its source",
+        )
+    if decompressor.unused_data:
+        raise FormatError(f"the {what} has data after the end of its {method} stream")
+    return bytes(out)
+
+
+def read_joblib(path: Path, policy: TrustPolicy) -> Any:
+    """Load the joblib file at ``path`` under ``policy`` (see the module docstring)."""
+    what = f"joblib file {path.name}"
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise FormatError(f"cannot read {path}: {exc.strerror}") from None
+    method = compression_of(raw[:8])
+    data = raw if method is None else decompress(raw, method, policy, what=what)
+    del raw
+    audit = audit_pickle(data, joblib=True, what=what)
+    wrappers = {JOBLIB_ARRAY_WRAPPER, JOBLIB_OLD_ARRAY_WRAPPER}
+    policy.refuse([pair for pair in audit.globals if pair not in wrappers], what=what)
+    companions = {
+        seg.filename: _check_companion(path.parent, seg, policy, what)
+        for seg in audit.arrays
+        if seg.kind == "companion"
+    }
+    stream = _plain_stream(data, audit)
+    built: list[Any] = []
+
+    class ArrayWrapperPlaceholder:
+        """Stands where joblib's wrapper class would be imported; only keeps its state."""
+
+        def __setstate__(self, state: Any) -> None:
+            self.state = state
+            built.append(self)
+
+    def array_for(pid: Any) -> Any:
+        if not isinstance(pid, int) or not 0 <= pid < len(audit.arrays) or pid >= len(built):
+            raise FormatError(f"the {what} refers to an array that is not there")
+        segment = audit.arrays[pid]
+        state = getattr(built[pid], "state", None)
+        if segment.kind == "companion":
+            return companions[segment.filename]
+        return _array(data, segment, state, policy, what)
+
+    return load_audited(
+        stream,
+        audit,
+        policy,
+        what=what,
+        replacements={pair: ArrayWrapperPlaceholder for pair in wrappers},
+        persistent_load=array_for,
+    )
+
+
+def _plain_stream(data: bytes, audit: PickleAudit) -> bytes:
+    """The joblib stream as a plain pickle: frames dropped, array data replaced by
+    ``POP; BININT k; BINPERSID`` (the placeholder gives way to persistent id ``k``)."""
+    cuts: list[tuple[int, int, bytes]] = [(start, end, b"") for start, end in audit.frames]
+    for index, (build_end, segment) in enumerate(zip(audit.build_ends, audit.arrays)):
+        end = build_end if segment.kind == "companion" else segment.end
+        cuts.append((build_end, end, b"0J" + struct.pack("<i", index) + b"Q"))
+    cuts.sort()
+    pieces: list[bytes] = []
+    pos = 0
+    for start, end, replacement in cuts:
+        pieces.append(data[pos:start])
+        pieces.append(replacement)
+        pos = end
+    pieces.append(data[pos : audit.end])
+    return b"".join(pieces)
+
+
+def _array(data: bytes, segment: ArraySegment, state: Any, policy: TrustPolicy, what: str) -> Any:
+    import numpy as np
+
+    if not isinstance(state, dict) or not isinstance(state.get("dtype"), np.dtype):
+        raise FormatError(f"the {what} has an array wrapper without a numpy dtype")
+    dtype = state["dtype"]
+    if tuple(state.get("shape", ())) != segment.shape or state.get("order", "C") != segment.order:
+        raise FormatError(f"the {what} describes an array inconsistently")
+    if segment.kind == "nested":
+        nested = data[segment.offset : segment.end]
+        array = load_audited(nested, audit_pickle(nested, what=what), policy, what=what)
+        if not isinstance(array, np.ndarray) or array.shape != segment.shape:
+            raise FormatError(f"the {what} holds an object array that is not an array")
+        return array
+    if dtype.itemsize != segment.itemsize or dtype.hasobject:
+        raise FormatError(f"the {what} describes an array's dtype inconsistently")
+    count = 1
+    for n in segment.shape:
+        count *= n
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=segment.offset).copy()
+    if segment.order == "F":
+        array = flat.reshape(segment.shape[::-1]).transpose()
+    else:
+        array = flat.reshape(segment.shape)
+    if not dtype.isnative:
+        array = array.astype(dtype.newbyteorder("="))
+    return array
+
+
+def _check_companion(directory: Path, segment: ArraySegment, policy: TrustPolicy, what: str) -> Any:
+    """Read an old joblib companion ``.npy`` file (no pickles; object arrays audited)."""
+    import numpy as np
+
+    name = segment.filename
+    if not _COMPANION_NAME.match(name) or name.startswith("."):
+        raise FormatError(f"the {what} names a companion file {name!r} outside its folder")
+    path = directory / name
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FormatError(
+            f"the {what} needs its companion file {name}, which is missing",
+            hint="old joblib files come with .npy files beside them; copy them too",
+        ) from None
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise FormatError(f"the companion file {name} is corrupted: {exc}") from None
+    # an object array: .npy header, then a plain pickle stream
+    with open(path, "rb") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            np.lib.format._check_version(version)  # type: ignore[attr-defined]
+            _shape, _fortran, dtype = np.lib.format._read_array_header(  # type: ignore[attr-defined]
+                fh, version
+            )
+        except (ValueError, OSError) as exc:
+            raise FormatError(f"the companion file {name} is corrupted: {exc}") from None
+        rest = fh.read()
+    if not dtype.hasobject:
+        raise FormatError(f"the companion file {name} is corrupted")
+    array = load_audited(
+        rest,
+        audit_pickle(rest, what=f"companion file {name}"),
+        policy,
+        what=f"companion file {name}",
+    )
+    if not isinstance(array, np.ndarray):
+        raise FormatError(f"the companion file {name} does not hold an array")
+    return array
