@@ -2,7 +2,9 @@
 
 Run as a script, this module saves one model into a store and prints the new version::
 
-    python tests/store_helpers.py URL NAME [--chunks N] [--delay S] [--start-at T]
+    python tests/store_helpers.py URL NAME [--chunks N] [--delay S] [--start-at T] [--saves K]
+
+and prints one line per save: ``<version> <text>``, the model being ``<text>`` * 100 in bytes.
 
 ``--start-at`` waits until that ``time.time()`` so several children save at the same moment;
 ``--chunks``/``--delay`` make the payload write slow so a test can kill it mid-save.
@@ -11,6 +13,7 @@ Run as a script, this module saves one model into a store and prints the new ver
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -68,8 +71,9 @@ def main(argv: list[str]) -> int:
     store = persistkit.Store(args.url)
     time.sleep(max(0.0, args.start_at - time.time()))
     for i in range(args.saves):
-        art = store.save(f"{args.name}-{i}".encode() * 100, args.name, backend="slowbytes")
-        print(art.version, flush=True)
+        text = f"{args.name}-{os.getpid()}-{i}"
+        art = store.save(text.encode() * 100, args.name, backend="slowbytes")
+        print(art.version, text, flush=True)
     return 0
 
 

@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -64,6 +65,7 @@ _PAYLOAD = ".payload"
 _ALIASES = "aliases"
 _MAX_TAG_VALUE = 1024
 _MAX_CLAIMS = 10_000
+_MEMORY_CREATE_LOCK = threading.Lock()
 
 
 def manifest_digest(manifest: Manifest) -> str:
@@ -668,7 +670,12 @@ class Store:
     def _create(self, rel: str, data: bytes) -> bool:
         """Create a file only if absent (a conditional write); False if it already exists."""
         try:
-            self._fs.pipe_file(self._path(rel), data, mode="create")
+            if "memory" in _protocols(self._fs):
+                # the in-process memory file system checks and creates in two steps
+                with _MEMORY_CREATE_LOCK:
+                    self._fs.pipe_file(self._path(rel), data, mode="create")
+            else:
+                self._fs.pipe_file(self._path(rel), data, mode="create")
         except FileExistsError:
             return False
         return True
@@ -707,6 +714,11 @@ class Store:
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
 def _from_storage_library(exc: BaseException) -> bool:
