@@ -143,7 +143,7 @@ async def load(
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
         for _ in range(20):  # warm up connections and the model
-            await client.post(url, content=body, headers=headers)
+            await (client.post(url, content=body, headers=headers) if body else client.get(url))
         start = time.perf_counter()
 
         async def worker() -> None:
@@ -151,7 +151,10 @@ async def load(
             while remaining > 0 and time.perf_counter() - start < seconds:
                 remaining -= 1
                 t0 = time.perf_counter()
-                response = await client.post(url, content=body, headers=headers)
+                if body:
+                    response = await client.post(url, content=body, headers=headers)
+                else:
+                    response = await client.get(url)
                 if response.status_code == 200:
                     latencies.append(time.perf_counter() - t0)
                 else:
@@ -238,6 +241,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server = start_server(refs, store, port, args.workers)
         try:
             base = f"http://127.0.0.1:{port}/v2/models"
+            # the ceiling: the same load on an endpoint that does no work
+            latencies, errors, elapsed = asyncio.run(
+                load(f"http://127.0.0.1:{port}/v2/health/live", b"", {}, args.requests,
+                     args.concurrency, args.seconds)
+            )  # fmt: skip
+            results.append(summary("HTTP only: GET /v2/health/live", latencies, elapsed, errors))
             for binary in (False, True):
                 mode = "binary" if binary else "JSON"
                 results.append(
