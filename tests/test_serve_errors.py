@@ -235,3 +235,7 @@ def test_server_still_answers_after_every_bad_request(http: httpx.Client) -> Non
         assert infer(http, body).status_code == 400
     assert http.get("/v2/health/live").status_code == 200
     assert infer(http, {"inputs": [tensor()]}).status_code == 200
+
+
+def test_deeply_nested_json_is_400(http: httpx.Client) -> None:
+    assert_error(infer(http, b"[" * 60_000), 400, "not valid JSON")

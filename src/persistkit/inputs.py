@@ -245,7 +245,7 @@ def _read_json(path: Path, spec: TensorSpec | None) -> np.ndarray:
     ``"data"``."""
     try:
         value: Any = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InputError(f"{path.name} is not valid JSON: {exc}", hint="fix the file") from None
     if isinstance(value, dict):
         for key in ("instances", "inputs", "data"):

@@ -49,7 +49,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         header, binary = body[: int(header_length)], body[int(header_length) :]
     try:
         request = json.loads(header)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InputError(
             f"the request is not valid JSON: {exc}", hint="send a JSON object"
         ) from None
@@ -195,7 +195,7 @@ def _split_bytes(chunk: bytes, label: str) -> list[bytes]:
 def _from_json(data: Any, datatype: str, shape: list[int], count: int, label: str) -> np.ndarray:
     try:
         values = np.array(data)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise InputError(
             f"{label} 'data' is not a regular (nested) list", hint="send a flat list of values"
         ) from None
