@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     )
     from persistkit.arrays import arrays_identical, to_numpy
     from persistkit.backend import Backend, PickleProtocolBackend
+    from persistkit.bench import bench
     from persistkit.manifest import Manifest
     from persistkit.safety import TrustPolicy, export_key, trust_key
     from persistkit.store import Store
@@ -53,6 +54,7 @@ _LAZY = {
     "TrustPolicy": "persistkit.safety",
     "trust_key": "persistkit.safety",
     "export_key": "persistkit.safety",
+    "bench": "persistkit.bench",
 }
 
 
@@ -80,6 +82,7 @@ __all__ = [
     "__version__",
     "arrays_identical",
     "backends",
+    "bench",
     "errors",
     "export_key",
     "freeze",
