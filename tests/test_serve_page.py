@@ -118,7 +118,7 @@ def test_chromium_user_picks_a_picture_and_sees_the_answer(page: Page, tmp_path:
         try:
             tab = browser.new_page()
             tab.goto(page.server.url + "/")
-            tab.wait_for_selector("#model option")
+            tab.wait_for_selector("#model option", state="attached")
             tab.set_input_files("#picture", str(png))
             tab.click("#send")
             answer = tab.locator("#answer")
