@@ -79,6 +79,14 @@ def test_list_gives_the_names_with_versions_sorted(store: Store) -> None:
     assert store.list() == ["alpha", "zeta"]
 
 
+def test_a_name_that_prefixes_another_sees_only_its_own_versions(store: Store) -> None:
+    save(store, b"x", "m")
+    save(store, b"y", "m2")
+    save(store, b"z", "m2")
+    assert [v.version for v in store.versions("m")] == [1]
+    assert store.load("m") == b"x"
+
+
 def test_an_empty_store_lists_nothing(store: Store) -> None:
     assert store.list() == []
 
