@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -281,6 +282,14 @@ def test_copying_a_name_copies_every_version_with_digests_and_tags(
     ]
     assert dest.tags("m:2") == {"stage": "prod"}
     assert dest.load("m:1") == b"one"
+
+
+def test_deleting_one_of_two_copies_in_the_same_store_keeps_the_other(store: Store) -> None:
+    save(store, b"one")
+    store.copy("m:1", store)
+    store.delete("m:1")
+    shutil.rmtree(cache.artifacts_root(), ignore_errors=True)  # load from the store itself
+    assert store.load("m:2") == b"one"
 
 
 def test_copying_one_version_appends_it_to_the_destination(store: Store) -> None:

@@ -452,7 +452,10 @@ class Store:
                         self._remove(f"{name}/{version}/{child.name}")
             else:
                 self._remove(f"{name}/{version}/{TAGS_NAME}")
-                self._remove(f"{name}/{_PAYLOAD}/{manifest_digest(manifest)[7:]}")
+                digest = manifest_digest(manifest)
+                others = self._manifests(name, self._scan(name).published, merge_tags=False)
+                if all(manifest_digest(m) != digest for m in others):  # a copy may share it
+                    self._remove(f"{name}/{_PAYLOAD}/{digest[7:]}")
         return version
 
     def copy(
