@@ -1,9 +1,111 @@
-"""The `persistkit scan` command (not implemented yet)."""
+"""The ``persistkit scan`` command: audit a model file or artifact without loading it."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Any
+
 import click
+
+from persistkit.cli.options import json_option, print_json, store_option
 
 
 def register(group: click.Group) -> None:
     """Add this module's commands to the `persistkit` group."""
+    group.add_command(scan)
+
+
+@click.command()
+@click.argument("source")
+@store_option
+@json_option
+def scan(source: str, store_url: str | None, as_json: bool) -> None:
+    """Audit SOURCE (a model file, an artifact folder or a store ref) without loading it.
+
+    \b
+    Lists the format, sizes and every global the payload would import, split into those
+    on persistkit's allow-list and the untrusted rest. Nothing is imported or run.
+    Exit 0 when it loads under the default policy (or is sealed by a key you trust),
+    1 when loading it needs trusted=... or the file is damaged.
+    """
+    report = scan_report(source, store_url)
+    if as_json:
+        print_json(report)
+    else:
+        click.echo(_human(report))
+    sys.exit(0 if report["loads_by_default"] else 1)
+
+
+def scan_report(source: str, store_url: str | None = None) -> dict[str, Any]:
+    """The audit of ``source`` as a JSON-ready dict (what ``scan --json`` prints)."""
+    from persistkit.api import locate
+    from persistkit.safety import seal_is_valid
+    from persistkit.safety.audit import audit_file
+
+    path = Path(source).expanduser()
+    if path.is_file():
+        audits = [audit_file(path)]
+        backend, sealed, uri = None, False, str(path)
+    else:
+        found = locate(source, store_url)
+        manifest = found.manifest
+        examples = set((manifest.example or {}).values())
+        audits = [
+            audit_file(found.directory / entry.path)
+            for entry in manifest.files
+            if entry.path not in examples
+        ]
+        backend, uri = manifest.backend, found.uri
+        sealed = not found.bare and seal_is_valid(manifest)
+    clean = all(a.clean for a in audits)
+    untrusted = sorted({name for a in audits for name in a.untrusted})
+    return {
+        "source": uri,
+        "backend": backend,
+        "sealed_by_trusted_key": sealed,
+        "clean": clean,
+        "loads_by_default": clean or (sealed and not any(a.error for a in audits)),
+        "untrusted_globals": untrusted,
+        "files": [a.to_dict() for a in audits],
+    }
+
+
+def _human(report: dict[str, Any]) -> str:
+    lines = [
+        f"scan of {report['source']}"
+        + (f" (backend {report['backend']})" if report["backend"] else "")
+    ]
+    for f in report["files"]:
+        size = f"{f['size_bytes']} bytes"
+        if f["decompressed_bytes"] is not None:
+            size += f", {f['decompressed_bytes']} unpacked"
+        proto = (
+            f", pickle protocol {f['pickle_protocol']}" if f["pickle_protocol"] is not None else ""
+        )
+        lines.append(
+            f"  {Path(f['path']).name}: {f['format']}, {size}{proto}, {f['arrays']} arrays"
+        )
+        if f["error"]:
+            lines.append(f"    DAMAGED: {f['error']}")
+        lines.append(
+            f"    allowed globals ({len(f['allowed_globals'])}): "
+            + (", ".join(f["allowed_globals"]) or "-")
+        )
+        lines.append(
+            f"    UNTRUSTED globals ({len(f['untrusted_globals'])}): "
+            + (", ".join(f["untrusted_globals"]) or "-")
+        )
+    if report["sealed_by_trusted_key"]:
+        lines.append("sealed by a key you trust: it loads without trusted=")
+    if report["clean"]:
+        lines.append("verdict: clean - loads under the default policy")
+    elif any(f["error"] for f in report["files"]):
+        lines.append("verdict: damaged - it cannot be loaded")
+    elif not report["sealed_by_trusted_key"]:
+        names = ", ".join(repr(n) for n in report["untrusted_globals"])
+        lines.append(
+            f"verdict: untrusted - loading runs code; only if you trust its source, "
+            f"pass trusted=[{names}] or trusted=True"
+        )
+    return "\n".join(lines)

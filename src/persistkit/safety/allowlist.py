@@ -824,28 +824,8 @@ DEFAULT_ALLOWED_PAIRS: frozenset[tuple[str, str]] = frozenset(
             "sklearn.tree._tree",
             "__pyx_unpickle__CCPPruneController",
         ),  # same module as an observed helper
-        # --- torch ---
-        (
-            "torch",
-            "BFloat16Storage",
-        ),  # reviewed: storage type marker (replaced by the torch reader)
-        ("torch", "BoolStorage"),  # reviewed: storage type marker (replaced by the torch reader)
-        ("torch", "ByteStorage"),  # reviewed: storage type marker (replaced by the torch reader)
-        ("torch", "CharStorage"),  # reviewed: storage type marker (replaced by the torch reader)
-        (
-            "torch",
-            "ComplexDoubleStorage",
-        ),  # reviewed: storage type marker (replaced by the torch read…
-        (
-            "torch",
-            "ComplexFloatStorage",
-        ),  # reviewed: storage type marker (replaced by the torch reade…
-        ("torch", "DoubleStorage"),  # reviewed: storage type marker (replaced by the torch reader)
-        ("torch", "FloatStorage"),  # 3: torch.Embedding+LSTM, torch.Linear, torch.Sequential
-        ("torch", "HalfStorage"),  # 1: torch.tensor
-        ("torch", "IntStorage"),  # reviewed: storage type marker (replaced by the torch reader)
-        ("torch", "LongStorage"),  # 2: torch.Sequential, torch.tensor
-        ("torch", "ShortStorage"),  # reviewed: storage type marker (replaced by the torch reader)
+        # --- torch ---  (storage types such as torch.FloatStorage are NOT here: only the
+        # torch reader accepts them, replaced by inert markers, so no payload can call one)
         ("torch", "Size"),  # reviewed: tuple subclass
         ("torch", "bfloat16"),  # reviewed: torch dtype constant
         ("torch", "bool"),  # reviewed: torch dtype constant

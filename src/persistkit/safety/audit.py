@@ -1,0 +1,148 @@
+"""Audit model files without loading them: format, sizes, every global and whether it is
+allowed. This is what ``persistkit scan`` prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from persistkit.errors import PersistkitError
+from persistkit.safety.pickle_audit import (
+    JOBLIB_ARRAY_WRAPPER,
+    JOBLIB_OLD_ARRAY_WRAPPER,
+    PickleAudit,
+    audit_pickle,
+)
+from persistkit.safety.policy import TrustPolicy
+
+_JOBLIB_WRAPPERS = {JOBLIB_ARRAY_WRAPPER, JOBLIB_OLD_ARRAY_WRAPPER}
+_ZIP_MAGIC = b"PK\x03\x04"
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+@dataclass
+class FileAudit:
+    """What one file would import and whether the default policy allows all of it."""
+
+    path: str
+    format: str
+    size: int
+    decompressed_size: int | None = None
+    protocol: int | None = None
+    allowed: list[str] = field(default_factory=list)
+    untrusted: list[str] = field(default_factory=list)
+    arrays: int = 0
+    error: str | None = None
+
+    @property
+    def clean(self) -> bool:
+        return not self.untrusted and self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "size_bytes": self.size,
+            "decompressed_bytes": self.decompressed_size,
+            "pickle_protocol": self.protocol,
+            "allowed_globals": self.allowed,
+            "untrusted_globals": self.untrusted,
+            "arrays": self.arrays,
+            "error": self.error,
+            "clean": self.clean,
+        }
+
+
+def audit_file(path: Path, policy: TrustPolicy | None = None) -> FileAudit:
+    """Audit the model file at ``path`` (pickle, joblib, torch zip, safetensors, npy).
+
+    Never imports or calls anything from the file. A damaged file gets ``error`` set.
+    """
+    policy = policy or TrustPolicy()
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    result = FileAudit(str(path), _format_of(head), size)
+    try:
+        if result.format == "torch-zip":
+            _audit_torch_zip(path, result, policy)
+        elif result.format == "safetensors":
+            from persistkit.safety.safetensors_format import read_safetensors_header
+
+            result.arrays = len(read_safetensors_header(path).tensors)
+        elif result.format == "npy":
+            _audit_npy(path, result, policy)
+        else:
+            _audit_pickle_family(path, head, result, policy)
+    except PersistkitError as exc:
+        result.error = exc.message
+    return result
+
+
+def _format_of(head: bytes) -> str:
+    from persistkit.safety.joblib_reader import compression_of
+
+    if head.startswith(_ZIP_MAGIC):
+        return "torch-zip"
+    if head.startswith(_NPY_MAGIC):
+        return "npy"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 10**9:
+        return "safetensors"
+    method = compression_of(head)
+    if method is not None:
+        return f"joblib ({method})"
+    return "pickle"
+
+
+def _classify(audit: PickleAudit, result: FileAudit, policy: TrustPolicy, skip: set[Any]) -> None:
+    for pair, name in zip(audit.globals, audit.names):
+        if pair in skip:
+            continue
+        (result.allowed if policy.allows_global(*pair) else result.untrusted).append(name)
+    result.protocol = audit.protocol
+    result.arrays += len(audit.arrays)
+
+
+def _audit_pickle_family(path: Path, head: bytes, result: FileAudit, policy: TrustPolicy) -> None:
+    from persistkit.safety.joblib_reader import compression_of, decompress
+
+    data = path.read_bytes()
+    method = compression_of(head)
+    if method is not None:
+        data = decompress(data, method, policy, what=f"joblib file {path.name}")
+        result.decompressed_size = len(data)
+    audit = audit_pickle(data, joblib=True, what=f"file {path.name}")
+    if any(pair in _JOBLIB_WRAPPERS for pair in audit.globals) and method is None:
+        result.format = "joblib"
+    _classify(audit, result, policy, _JOBLIB_WRAPPERS)
+
+
+def _audit_torch_zip(path: Path, result: FileAudit, policy: TrustPolicy) -> None:
+    from persistkit.safety.torch_reader import STORAGE_MARKERS, open_torch_zip
+
+    with open_torch_zip(path) as archive:
+        data = archive.read_pickle()
+        result.decompressed_size = sum(info.file_size for info in archive.zip.infolist())
+    audit = audit_pickle(data, persistent=True, what=f"data.pkl of {path.name}")
+    _classify(audit, result, policy, set(STORAGE_MARKERS))
+    result.arrays = audit.persistent_ids
+
+
+def _audit_npy(path: Path, result: FileAudit, policy: TrustPolicy) -> None:
+    import numpy as np
+
+    from persistkit.errors import FormatError
+
+    with open(path, "rb") as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            _shape, _fortran, dtype = np.lib.format._read_array_header(  # type: ignore[attr-defined]
+                fh, version
+            )
+        except (ValueError, OSError) as exc:
+            raise FormatError(f"{path.name} is not a valid .npy file: {exc}") from None
+        rest = fh.read() if dtype.hasobject else b""
+    result.arrays = 1
+    if dtype.hasobject:
+        _classify(audit_pickle(rest, what=f"object array in {path.name}"), result, policy, set())
