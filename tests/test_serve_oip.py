@@ -4,6 +4,7 @@ client (tritonclient.http) in JSON and binary mode against a real uvicorn server
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +14,16 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from starlette.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
 import persistkit
 from persistkit.server import ModelRepository, create_app
 from persistkit.server.app import CONFIG_ENV, app_from_environment
 from serve_helpers import Digits, RunningServer, digits, running_server, train_digits_model
+
+with warnings.catch_warnings():  # starlette now prefers httpx2; httpx works the same here
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient
 
 
 @dataclass
