@@ -72,6 +72,10 @@ class UntrustedArtifactError(PersistkitError):
         super().__init__(message, hint=hint)
 
 
+class SigningKeyError(PersistkitError):
+    """A signing key given to ``trust_key`` is malformed or too short."""
+
+
 class RefError(PersistkitError):
     """A model name or ref is invalid (bad characters, too long, path tricks)."""
 

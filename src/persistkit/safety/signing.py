@@ -14,6 +14,7 @@ import secrets
 from pathlib import Path
 
 from persistkit import config
+from persistkit.errors import SigningKeyError
 from persistkit.manifest import Manifest
 
 SEAL_ALGORITHM = "hmac-sha256"
@@ -93,11 +94,22 @@ def export_key() -> str:
 def trust_key(key_hex: str) -> str:
     """Accept seals made with another person's key (hex, as printed by ``export_key``).
 
-    Returns the key id. Only do this for people whose code you would run.
+    Returns the key id. Only do this for people whose code you would run: their sealed
+    artifacts load with ``trusted=True`` semantics. Raises :class:`SigningKeyError` for a
+    malformed or short key.
     """
-    key = bytes.fromhex(key_hex.strip())
+    try:
+        key = bytes.fromhex(key_hex.strip())
+    except (ValueError, AttributeError):
+        raise SigningKeyError(
+            "a signing key must be hex digits, as printed by persistkit.export_key()",
+            hint="copy the whole key your teammate exported",
+        ) from None
     if len(key) < 16:
-        raise ValueError("a signing key must be at least 16 bytes (32 hex digits)")
+        raise SigningKeyError(
+            f"a signing key must be at least 16 bytes (32 hex digits), got {len(key)} bytes",
+            hint="copy the whole key your teammate exported",
+        )
     folder = config.keys_dir() / "trusted"
     folder.mkdir(parents=True, exist_ok=True)
     kid = key_id(key)
