@@ -1,0 +1,89 @@
+"""`persistkit scan FILE|REF`: the audit, without loading anything."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import persistkit
+from hostile.corpus import Evil
+from persistkit.cli import main
+
+
+def _scan(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["scan", *args])
+    return result.exit_code, result.output
+
+
+def test_scan_of_a_clean_joblib_file_exits_0(tmp_path: Path) -> None:
+    import joblib
+
+    path = tmp_path / "ok.joblib"
+    joblib.dump({"w": np.arange(4.0)}, path, compress=3)
+    code, out = _scan(str(path))
+    assert code == 0
+    assert "joblib (zlib)" in out and "verdict: clean" in out
+
+
+def test_scan_of_a_hostile_pickle_exits_1_and_names_the_global(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"x": Evil(str(marker))}))
+    code, out = _scan(str(path))
+    assert code == 1
+    assert "posix.system" in out and "trusted=" in out
+    assert not marker.exists()
+
+
+def test_scan_json_lists_allowed_and_untrusted_globals(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.pkl"
+    path.write_bytes(pickle.dumps({"a": np.zeros(2), "b": Evil(str(tmp_path / "m"))}))
+    code, out = _scan(str(path), "--json")
+    report = json.loads(out)
+    assert code == 1
+    assert report["untrusted_globals"] == ["posix.system"]
+    assert "numpy.dtype" in report["files"][0]["allowed_globals"]
+    assert report["files"][0]["format"] == "pickle"
+    assert report["files"][0]["size_bytes"] == path.stat().st_size
+
+
+def test_scan_of_a_store_ref_audits_its_payload(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    persistkit.save({"w": [1, 2]}, "weights", store=str(store), backend="joblib")
+    code, out = _scan("weights", "--store", str(store), "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["backend"] == "joblib" and report["sealed_by_trusted_key"] is True
+
+
+def test_scan_of_own_sealed_cloudpickle_artifact_exits_0_but_lists_globals(tmp_path: Path) -> None:
+    pytest.importorskip("cloudpickle")
+    persistkit.save(lambda x: x, tmp_path / "fn", backend="cloudpickle")
+    code, out = _scan(str(tmp_path / "fn"), "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["clean"] is False and report["untrusted_globals"]
+
+
+def test_scan_of_a_truncated_file_reports_damage(tmp_path: Path) -> None:
+    path = tmp_path / "cut.pkl"
+    path.write_bytes(pickle.dumps(list(range(100)), protocol=4)[:-7])
+    code, out = _scan(str(path))
+    assert code == 1
+    assert "DAMAGED" in out
+
+
+def test_scan_of_a_torch_file_skips_storage_markers(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "m.pt"
+    torch.save(torch.nn.Linear(2, 2), path)
+    code, out = _scan(str(path), "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["files"][0]["format"] == "torch-zip"
+    assert "torch.nn.modules.linear.Linear" in report["files"][0]["allowed_globals"]

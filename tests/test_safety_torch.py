@@ -1,0 +1,120 @@
+"""Full-module torch.save files load through the allow-listed zip reader, never torch.load."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from persistkit.errors import FormatError, UntrustedArtifactError
+from persistkit.safety import TrustPolicy
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+class UserNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: object) -> object:
+        return self.fc(x)
+
+
+def _net() -> object:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)
+    ).eval()
+
+
+def test_foreign_sequential_loads_with_identical_outputs(tmp_path: Path) -> None:
+    model = _net()
+    torch.save(model, tmp_path / "m.pt")
+    loaded = TrustPolicy().load_torch(tmp_path / "m.pt")
+    x = torch.randn(3, 1, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_tied_weights_stay_tied(tmp_path: Path) -> None:
+    shared = nn.Linear(2, 2)
+    torch.save(nn.ModuleList([shared, shared]), tmp_path / "t.pt")
+    loaded = TrustPolicy().load_torch(tmp_path / "t.pt")
+    assert loaded[0].weight is loaded[1].weight
+
+
+def test_tensor_views_and_dtypes_round_trip(tmp_path: Path) -> None:
+    base = torch.arange(10.0)
+    data = {"view": base[2:5], "half": torch.ones(3, dtype=torch.float16), "empty": torch.empty(0)}
+    torch.save(data, tmp_path / "d.pt")
+    loaded = TrustPolicy().load_torch(tmp_path / "d.pt")
+    for key, value in data.items():
+        assert torch.equal(loaded[key], value) and loaded[key].dtype == value.dtype
+
+
+def test_user_module_class_needs_trust(tmp_path: Path) -> None:
+    torch.save(UserNet(), tmp_path / "u.pt")
+    with pytest.raises(UntrustedArtifactError) as info:
+        TrustPolicy().load_torch(tmp_path / "u.pt")
+    assert info.value.globals_needed == [f"{__name__}.UserNet"]
+    loaded = TrustPolicy.from_argument([f"{__name__}.UserNet"]).load_torch(tmp_path / "u.pt")
+    assert isinstance(loaded, UserNet)
+
+
+def _rewrite(src: Path, dst: Path, change: dict[str, bytes | None], compress: int = 0) -> None:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", compress) as zout:
+        for info in zin.infolist():
+            short = info.filename.split("/", 1)[1]
+            if short in change:
+                if change[short] is not None:
+                    zout.writestr(info.filename, change[short])
+                continue
+            zout.writestr(info.filename, zin.read(info.filename))
+
+
+def test_storage_shorter_than_its_record_is_refused(tmp_path: Path) -> None:
+    torch.save(nn.Linear(4, 4), tmp_path / "m.pt")
+    with zipfile.ZipFile(tmp_path / "m.pt") as zf:
+        key = next(n.split("/", 1)[1] for n in zf.namelist() if "/data/" in n)
+    _rewrite(tmp_path / "m.pt", tmp_path / "bad.pt", {key: b"\x00" * 4})
+    with pytest.raises(FormatError, match="size"):
+        TrustPolicy().load_torch(tmp_path / "bad.pt")
+
+
+def test_missing_data_pkl_is_refused(tmp_path: Path) -> None:
+    torch.save(nn.Linear(2, 2), tmp_path / "m.pt")
+    _rewrite(tmp_path / "m.pt", tmp_path / "bad.pt", {"data.pkl": None})
+    with pytest.raises(FormatError, match="data.pkl"):
+        TrustPolicy().load_torch(tmp_path / "bad.pt")
+
+
+def test_compressed_entries_are_refused(tmp_path: Path) -> None:
+    torch.save(nn.Linear(2, 2), tmp_path / "m.pt")
+    _rewrite(tmp_path / "m.pt", tmp_path / "z.pt", {}, compress=zipfile.ZIP_DEFLATED)
+    with pytest.raises(FormatError, match="compressed"):
+        TrustPolicy().load_torch(tmp_path / "z.pt")
+
+
+def test_entry_escaping_the_archive_is_refused(tmp_path: Path) -> None:
+    torch.save(nn.Linear(2, 2), tmp_path / "m.pt")
+    with zipfile.ZipFile(tmp_path / "m.pt", "a") as zf:
+        zf.writestr("m/../../evil", b"x")
+    with pytest.raises(FormatError):
+        TrustPolicy().load_torch(tmp_path / "m.pt")
+
+
+def test_storage_type_cannot_be_called_by_a_payload(tmp_path: Path) -> None:
+    # data.pkl that calls torch.FloatStorage(10) itself, instead of using a persistent id
+    import pickle
+
+    class Bomb:
+        def __reduce__(self) -> tuple[object, tuple[int]]:
+            return torch.FloatStorage, (10,)
+
+    torch.save({"ok": torch.zeros(1)}, tmp_path / "m.pt")
+    _rewrite(tmp_path / "m.pt", tmp_path / "bomb.pt", {"data.pkl": pickle.dumps(Bomb(), 2)})
+    with pytest.raises((UntrustedArtifactError, FormatError)):
+        TrustPolicy().load_torch(tmp_path / "bomb.pt")
