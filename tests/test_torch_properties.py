@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
 import persistkit  # noqa: E402
+from persistkit.errors import FormatError, IntegrityError  # noqa: E402
 from torch_models import MLP, SmallCNN, TiedLM, train_a_few_steps  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -205,3 +206,30 @@ def test_artifacts_reproduce_outputs_bitwise_in_a_fresh_process(
         got = np.load(out)
         assert got.dtype == reference.dtype
         assert got.tobytes() == reference.tobytes(), f"{backend} {options} differs in a new process"
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    backend_index=st.integers(0, len(BACKENDS) - 1),
+    keep_fraction=st.floats(0.0, 0.999),
+)
+def test_a_payload_truncated_anywhere_is_a_persistkit_error_never_a_raw_one(
+    tmp_path: Path, backend_index: int, keep_fraction: float
+) -> None:
+    backend, options = BACKENDS[backend_index]
+    torch.manual_seed(0)
+    model = MLP([3, 5, 2], batchnorm=True)
+    path = persistkit.save(
+        model, Path(tempfile.mkdtemp(dir=tmp_path)) / "m", backend=backend, **options
+    ).path
+    payload = path / persistkit.inspect(path).primary_file
+    data = payload.read_bytes()
+    payload.write_bytes(data[: int(len(data) * keep_fraction)])
+    with pytest.raises(IntegrityError):
+        persistkit.load(path)
+    with pytest.raises(FormatError):
+        persistkit.load(path, verify=False, trusted=True)
