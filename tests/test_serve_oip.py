@@ -19,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 import persistkit
 from persistkit.server import ModelRepository, create_app
 from persistkit.server.app import CONFIG_ENV, app_from_environment
+from s3_server import S3Server, s3_env, s3_server  # noqa: F401  (fixtures)
 from serve_helpers import Digits, RunningServer, digits, running_server, train_digits_model
 
 with warnings.catch_warnings():  # starlette now prefers httpx2; httpx works the same here
@@ -241,3 +242,18 @@ def test_plain_http_client_gets_json_without_sending_content_type(served: Served
         response.json()["outputs"][0]["data"]
         == served.model.predict(served.data.rows[9:10]).tolist()
     )
+
+
+@pytest.mark.s3
+def test_models_load_from_an_s3_store_at_start_up(s3_env: S3Server) -> None:  # noqa: F811
+    url = s3_env.fresh_url()
+    store = persistkit.Store(url)
+    store.save(_always_zero, "zeros", example=np.ones((2, 3)), backend="pickle")
+    store.alias("zeros:1", "prod")
+    repository = ModelRepository(["zeros@prod"], store=url)
+    body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [2, 3], "data": [1] * 6}]}
+    with TestClient(create_app(repository)) as client:
+        assert client.get("/v2/health/ready").status_code == 200
+        response = client.post("/v2/models/zeros/versions/prod/infer", content=json.dumps(body))
+    assert response.json()["model_version"] == "1"
+    assert response.json()["outputs"][0]["data"] == [0, 0]
