@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -109,15 +108,15 @@ def test_a_reported_file_that_does_not_exist_is_an_artifact_error(tmp_path: Path
         _hash_while(tmp_path, lambda: None, ["ghost.bin"])
 
 
-def test_the_follower_thread_stops_when_the_backend_fails(tmp_path: Path) -> None:
+def test_the_follower_releases_its_files_when_the_backend_fails(tmp_path: Path) -> None:
     def fail() -> None:
-        (tmp_path / "m.bin").write_bytes(b"x")
+        _write_slowly(tmp_path / "m.bin", [b"x" * 100_000] * 5)
         raise RuntimeError("backend broke")
 
-    before = threading.active_count()
+    before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(RuntimeError), PayloadHasher(tmp_path, follow=True):
         fail()
-    assert threading.active_count() == before
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 def _count_hashes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:

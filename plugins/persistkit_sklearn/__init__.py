@@ -4,6 +4,7 @@ votes for the backends that suit estimators. scikit-learn is imported only for a
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 from typing import Any
 
@@ -75,16 +76,24 @@ def _as_input(inputs: Any) -> Any:
     return persistkit.to_numpy(inputs)
 
 
+@functools.lru_cache(maxsize=1)
+def _library_versions() -> tuple[tuple[str, str], ...]:
+    # reading package metadata costs ~2 ms per package; versions cannot change under a
+    # running process that already imported them
+    found = []
+    for dist in LIBRARIES:
+        try:
+            found.append((dist, importlib.metadata.version(dist)))
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return tuple(found)
+
+
 @persistkit.hookimpl
 def persistkit_describe(model: Any) -> dict[str, Any] | None:
     if not is_sklearn_model(model):
         return None
-    libraries = {}
-    for dist in LIBRARIES:
-        try:
-            libraries[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+    libraries = dict(_library_versions())
     facts: dict[str, Any] = {"family": "sklearn", "libraries": libraries}
     n_features = getattr(model, "n_features_in_", None)
     if n_features is not None:

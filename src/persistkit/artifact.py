@@ -3,6 +3,7 @@ checking them, publishing."""
 
 from __future__ import annotations
 
+import _thread
 import hashlib
 import os
 import shutil
@@ -38,10 +39,15 @@ def hash_file(path: Path) -> tuple[int, str]:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         digest = hashlib.sha256()
-        size = _hash_range(fd, digest, 0, None, bytearray(_CHUNK))
+        size = _hash_range(fd, digest, 0, None, _buffer_for(os.fstat(fd).st_size))
         return size, digest.hexdigest()
     finally:
         os.close(fd)
+
+
+def _buffer_for(size: int) -> bytearray:
+    # small files are common (example arrays, tiny models): do not zero 1 MiB for them
+    return bytearray(min(_CHUNK, max(size + 1, 4096)))
 
 
 def _hash_range(
@@ -120,16 +126,17 @@ class PayloadHasher:
         self.follow = follow
         self._tails: dict[tuple[int, int], _Tail] = {}
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._running: _thread.LockType | None = None
         self._failed = False
-        self._buf = bytearray(_CHUNK)
+        self._buf: bytearray | None = None  # made by the thread, only if a file grows
 
     def __enter__(self) -> PayloadHasher:
         if self.follow:
-            self._thread = threading.Thread(
-                target=self._run, name="persistkit-hash-while-writing", daemon=True
-            )
-            self._thread.start()
+            # a bare thread: threading.Thread.start() would wait (ms, on a busy machine) until
+            # the new thread runs, and small saves would pay that for nothing
+            self._running = _thread.allocate_lock()
+            self._running.acquire()
+            _thread.start_new_thread(self._run, ())
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -150,6 +157,7 @@ class PayloadHasher:
 
     # -- the follower thread ---------------------------------------------------------------
     def _run(self) -> None:
+        running = self._running
         try:
             while not self._stop.is_set():
                 if not self._advance_all():
@@ -157,6 +165,9 @@ class PayloadHasher:
         except Exception:
             # never let a follower problem cost correctness: hash everything afterwards
             self._failed = True
+        finally:
+            if running is not None:
+                running.release()
 
     def _advance_all(self) -> bool:
         progressed = False
@@ -171,6 +182,8 @@ class PayloadHasher:
             written = _written_prefix(tail.fd, st, tail.pos)
             if written > tail.pos:
                 # a bounded step per file, so several growing files all make progress
+                if self._buf is None:
+                    self._buf = bytearray(_CHUNK)
                 tail.pos = _hash_range(
                     tail.fd, tail.digest, tail.pos, min(written, tail.pos + 16 * _CHUNK), self._buf
                 )
@@ -201,9 +214,9 @@ class PayloadHasher:
 
     def _halt(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        if self._running is not None:
+            self._running.acquire()  # released by the thread when it ends
+            self._running = None
 
     def _close(self) -> None:
         for tail in self._tails.values():
@@ -218,7 +231,8 @@ class PayloadHasher:
         tail = None if self._failed else self._tails.get((st.st_dev, st.st_ino))
         if tail is not None and not tail.broken and os.fstat(tail.fd).st_nlink > 0:
             # the writer is done: the stat above is the identity the finished hash belongs to
-            pos = _hash_range(tail.fd, tail.digest, tail.pos, None, self._buf)
+            buf = self._buf or _buffer_for(st.st_size - tail.pos)
+            pos = _hash_range(tail.fd, tail.digest, tail.pos, None, buf)
             if pos == st.st_size:
                 entry = FileEntry(path=name, size=pos, sha256=tail.digest.hexdigest())
                 return HashedFile(entry, FileIdentity.of(st), started)
