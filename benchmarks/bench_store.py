@@ -120,6 +120,9 @@ def main() -> None:
             lambda: lfs.get_file(str(raw_dir / "copy.bin"), str(raw_dir / "back.bin")),
             args.repeat,
         )
+        results["pickle_dump_s"] = median_time(
+            lambda: _pickle_to(model, raw_dir / "dump.pkl"), args.repeat
+        )
         results["raw_local_put_fsync_s"] = median_time(
             lambda: _copy_fsync(payload, raw_dir / "copy-sync.bin"), args.repeat
         )
@@ -165,6 +168,7 @@ def main() -> None:
     mb = results["payload_bytes"] / 1e6
     print(f"payload: {mb:.0f} MB, medians of {args.repeat}")
     rows = [
+        ("pickle.dump to a file (serialisation)", results["pickle_dump_s"]),
         ("local  save (store)", results["local_save_s"]),
         ("local  save durable=True", results["local_save_durable_s"]),
         ("local  raw fsspec put_file", results["raw_local_put_s"]),
@@ -184,6 +188,13 @@ def main() -> None:
         wall = results[f"{kind}_{args.writers}_writers_s"]
         versions = results[f"{kind}_{args.writers}_writers_versions"]
         print(f"{kind:6s} {args.writers} concurrent writers: versions {versions} in {wall:.2f} s")
+
+
+def _pickle_to(model: Any, path: Path) -> None:
+    import pickle
+
+    with open(path, "wb") as fh:
+        pickle.dump(model, fh, protocol=5)
 
 
 def _copy_fsync(src: Path, dst: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from persistkit import config
-from persistkit.artifact import check_files, hash_file
+from persistkit.artifact import check_files
 from persistkit.errors import IntegrityError
 from persistkit.manifest import MANIFEST_NAME, Manifest
 from persistkit.progress import Progress
@@ -64,36 +64,39 @@ def fetch(
                 local = tmp / entry.path
                 local.parent.mkdir(parents=True, exist_ok=True)
                 fs.get_file(f"{payload_prefix}/{entry.path}", str(local), callback=_callback(bar))
-                size, sha = hash_file(local)
-                if size != entry.size or sha != entry.sha256:
-                    raise IntegrityError(
-                        f"{entry.path!r} downloaded from {payload_prefix} does not match its "
-                        "manifest (size or sha256 differ): the stored copy is damaged",
-                        hint="restore the version from another store, or save the model again",
-                    )
+        try:
+            # hashes every file, and records them as verified so the load that follows
+            # need not hash them again (records survive the rename into the cache)
+            check_files(tmp, manifest)
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"the copy under {payload_prefix} is damaged: {exc.message}",
+                hint="restore the version from another store, or save the model again",
+            ) from None
         (tmp / MANIFEST_NAME).write_bytes(manifest_bytes)
-        return _install(tmp, digest)
+        return _install(tmp, digest)[0]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def adopt(folder: Path, digest: str) -> Path:
     """Move a complete local artifact folder (just uploaded) into the cache; return its entry."""
-    return _install(folder, digest)
+    return _install(folder, digest)[0]
 
 
-def _install(folder: Path, digest: str) -> Path:
+def _install(folder: Path, digest: str) -> tuple[Path, bool]:
+    """Rename ``folder`` into the cache; True if it is now the entry (False: one existed)."""
     final = entry_path(digest)
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(folder, final)
     except OSError:
-        if not (final / MANIFEST_NAME).is_file():
-            # a damaged leftover without a manifest: replace it
-            _discard(final)
-            os.rename(folder, final)
-        # else another process cached the same digest first; its entry is as good as ours
-    return final
+        if (final / MANIFEST_NAME).is_file():
+            # another process cached the same digest first; its entry is checked on each use
+            return final, False
+        _discard(final)  # a damaged leftover without a manifest: replace it
+        os.rename(folder, final)
+    return final, True
 
 
 def _discard(path: Path) -> None:
