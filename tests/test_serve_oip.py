@@ -257,3 +257,38 @@ def test_models_load_from_an_s3_store_at_start_up(s3_env: S3Server) -> None:  # 
         response = client.post("/v2/models/zeros/versions/prod/infer", content=json.dumps(body))
     assert response.json()["model_version"] == "1"
     assert response.json()["outputs"][0]["data"] == [0, 0]
+
+
+def test_serve_command_runs_worker_processes_that_answer(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    store = tmp_path / "store"
+    persistkit.Store(store).save(_always_zero, "zeros", example=np.ones((2, 3)), backend="pickle")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-c", "from persistkit.cli import main; main()", "serve", "zeros",
+               "--store", str(store), "--port", str(port), "--workers", "2",
+               "--log-level", "warning"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # workers import this module
+    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    try:
+        client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.stderr.read().decode()  # type: ignore[union-attr]
+            try:
+                if client.is_server_ready():
+                    break
+            except Exception:  # not listening yet
+                pass
+            time.sleep(0.2)
+        result = client.infer("zeros", [infer_input(np.ones((4, 3)), binary=True)])
+        assert result.as_numpy("output-0").tolist() == [0, 0, 0, 0]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
