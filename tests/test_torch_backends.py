@@ -120,6 +120,18 @@ def test_recorded_arguments_rebuild_the_same_architecture(tmp_path: Path) -> Non
     assert repr(loaded) == repr(model)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
+@pytest.mark.parametrize(("backend", "options"), BACKENDS)
+def test_weights_keep_their_dtype_through_a_round_trip(
+    tmp_path: Path, backend: str, options: dict[str, Any], dtype: str
+) -> None:
+    model = trained_mlp().to(getattr(torch, dtype))
+    loaded = persistkit.load(save(model, tmp_path / "m", backend=backend, **options))
+    assert {p.dtype for p in loaded.parameters()} == {getattr(torch, dtype)}
+    x = mlp_inputs()
+    assert outputs(loaded, x).tobytes() == outputs(model, x).tobytes()
+
+
 # --- constructor arguments: init_kwargs=, factory=, clear failures --------------------------
 
 
