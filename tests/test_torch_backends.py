@@ -313,6 +313,20 @@ def test_someone_elses_safetensors_artifact_loads_once_the_class_is_named(
     assert outputs(persistkit.load(path, **how), x).tobytes() == outputs(model, x).tobytes()
 
 
+def test_someone_elses_factory_artifact_needs_the_factory_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = make_opaque()
+    path = save(model, tmp_path / "m", backend="safetensors", factory=make_opaque)
+    as_stranger(monkeypatch, tmp_path)
+    with pytest.raises(UntrustedArtifactError) as caught:
+        persistkit.load(path)
+    assert caught.value.globals_needed == ["torch_models.make_opaque"]
+    x = np.ones((2, 3), np.float32)
+    loaded = persistkit.load(path, factory=make_opaque)
+    assert outputs(loaded, x).tobytes() == outputs(model, x).tobytes()
+
+
 def test_an_untrusted_recipe_never_imports_the_module_it_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
