@@ -292,3 +292,12 @@ def test_serve_command_runs_worker_processes_that_answer(tmp_path: Path) -> None
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_an_artifact_folder_is_served_under_its_folder_name(tmp_path: Path) -> None:
+    folder = tmp_path / "my-model"
+    persistkit.save(np.negative, folder, example=np.ones((1, 2)), backend="pickle")
+    repository = ModelRepository([str(folder)])
+    repository.load()
+    served = repository.get("my-model")
+    assert (served.name, served.version, repository.versions("my-model")) == ("my-model", None, [])

@@ -115,7 +115,9 @@ class ModelRepository:
         ]
 
     def versions(self, name: str) -> list[str]:
-        return [m.version_label for m in self.models() if m.name == name]
+        """Loaded version numbers of ``name`` as strings (an artifact served from a path has
+        none)."""
+        return [m.version_label for m in self.models() if m.name == name and m.version_label]
 
     def get(self, name: str, segment: str | None = None) -> ServedModel:
         """The loaded model ``name`` at ``segment`` (a version number, an alias, ``latest``
