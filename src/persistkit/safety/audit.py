@@ -130,18 +130,10 @@ def _audit_torch_zip(path: Path, result: FileAudit, policy: TrustPolicy) -> None
 
 
 def _audit_npy(path: Path, result: FileAudit, policy: TrustPolicy) -> None:
-    import numpy as np
-
-    from persistkit.errors import FormatError
+    from persistkit.safety.joblib_reader import read_npy_header
 
     with open(path, "rb") as fh:
-        try:
-            version = np.lib.format.read_magic(fh)
-            _shape, _fortran, dtype = np.lib.format._read_array_header(  # type: ignore[attr-defined]
-                fh, version
-            )
-        except (ValueError, OSError) as exc:
-            raise FormatError(f"{path.name} is not a valid .npy file: {exc}") from None
+        dtype = read_npy_header(fh, path.name)
         rest = fh.read() if dtype.hasobject else b""
     result.arrays = 1
     if dtype.hasobject:

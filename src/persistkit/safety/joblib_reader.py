@@ -210,6 +210,23 @@ def _array(data: bytes, segment: ArraySegment, state: Any, policy: TrustPolicy, 
     return array
 
 
+def read_npy_header(fh: Any, what: str) -> Any:
+    """Read a ``.npy`` header with numpy's public readers; return the dtype it declares."""
+    import numpy as np
+
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, OSError, SyntaxError, TypeError) as exc:
+        raise FormatError(f"{what} is not a valid .npy file: {exc}") from None
+    return header[2]
+
+
 def _check_companion(directory: Path, segment: ArraySegment, policy: TrustPolicy, what: str) -> Any:
     """Read an old joblib companion ``.npy`` file (no pickles; object arrays audited)."""
     import numpy as np
@@ -230,14 +247,7 @@ def _check_companion(directory: Path, segment: ArraySegment, policy: TrustPolicy
             raise FormatError(f"the companion file {name} is corrupted: {exc}") from None
     # an object array: .npy header, then a plain pickle stream
     with open(path, "rb") as fh:
-        try:
-            version = np.lib.format.read_magic(fh)
-            np.lib.format._check_version(version)  # type: ignore[attr-defined]
-            _shape, _fortran, dtype = np.lib.format._read_array_header(  # type: ignore[attr-defined]
-                fh, version
-            )
-        except (ValueError, OSError) as exc:
-            raise FormatError(f"the companion file {name} is corrupted: {exc}") from None
+        dtype = read_npy_header(fh, f"the companion file {name}")
         rest = fh.read()
     if not dtype.hasobject:
         raise FormatError(f"the companion file {name} is corrupted")
