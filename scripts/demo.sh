@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up (a .venv in the checkout) and run the demo: train on scikit-learn's digits, save the
-# model into a store, reload it in a new process and predict one picture, from Python and the CLI.
+# model into a store, reload it in a new process and predict one picture — from Python, then
+# from the command line. Ends by printing how to serve it over HTTP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -8,11 +9,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[sklearn,images,serve]" 2>&1 \
   | grep -v "is ignored: it is neither a file nor a directory" || true
-export PERSISTKIT_STORE="${PERSISTKIT_STORE:-$(mktemp -d)/store}"
-.venv/bin/python examples/quickstart.py
+work="$(mktemp -d)"
+export PERSISTKIT_STORE="${PERSISTKIT_STORE:-$work/store}"
+.venv/bin/python examples/quickstart.py "$work"
+run() { echo; echo "\$ persistkit $*"; .venv/bin/persistkit "$@"; }
+run ls
+run predict digits "$work/one.png"
+run verify digits
+run show digits
 echo
-echo "\$ persistkit ls"
-.venv/bin/persistkit ls
-echo
-echo "\$ persistkit verify digits"
-.venv/bin/persistkit verify digits
+echo "To serve it:  PERSISTKIT_STORE=$PERSISTKIT_STORE .venv/bin/persistkit serve digits"
+echo "then open http://127.0.0.1:8000/ and pick $work/one.png"
