@@ -25,7 +25,9 @@ from store_helpers import use_slow_bytes
 HELPER = Path(__file__).with_name("store_helpers.py")
 WRITERS = 4
 SAVES_EACH = 2
-KILL_TRIALS = {"local": 12, "s3": 6}
+# PERSISTKIT_KILL_TRIALS=N runs N trials per store kind (for a longer campaign by hand)
+_TRIALS = os.environ.get("PERSISTKIT_KILL_TRIALS")
+KILL_TRIALS = {"local": int(_TRIALS or 12), "s3": int(_TRIALS or 6)}
 
 
 @pytest.fixture(params=["local", "s3"])
