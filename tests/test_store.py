@@ -436,3 +436,28 @@ def test_a_durable_save_loads_like_any_other(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     store.save(b"x", "m", backend="slowbytes", durable=True)
     assert store.load("m") == b"x"
+
+
+def test_an_artifact_folder_url_outside_any_store_loads(tmp_path: Path) -> None:
+    import fsspec
+
+    use_slow_bytes(chunks=2)
+    art = persistkit.save(b"loose", tmp_path / "artifact", backend="slowbytes")
+    url = f"memory://loose-{uuid.uuid4().hex[:8]}/artifact"
+    fsspec.filesystem("memory").put(str(art.path), url, recursive=True)
+    assert persistkit.load(url) == b"loose"
+
+
+def test_a_url_without_a_manifest_is_not_an_artifact() -> None:
+    with pytest.raises(persistkit.errors.ArtifactNotFoundError, match="holds no"):
+        persistkit.load(f"memory://nothing-{uuid.uuid4().hex[:8]}/here")
+
+
+def test_the_top_level_api_saves_and_loads_through_a_store_url() -> None:
+    use_slow_bytes(chunks=2)
+    url = f"memory://api-{uuid.uuid4().hex[:8]}"
+    persistkit.save(b"v1", "m", store=url, backend="slowbytes")
+    Store(url).alias("m:1", "prod")
+    persistkit.save(b"v2", "m", store=url, backend="slowbytes")
+    assert persistkit.load("m@prod", store=url) == b"v1"
+    assert persistkit.inspect("m", store=url).version == 2
