@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import _thread
 import hashlib
+import mmap
 import os
 import shutil
 import threading
@@ -128,7 +129,6 @@ class PayloadHasher:
         self._stop = threading.Event()
         self._running: _thread.LockType | None = None
         self._failed = False
-        self._buf: bytearray | None = None  # made by the thread, only if a file grows
 
     def __enter__(self) -> PayloadHasher:
         if self.follow:
@@ -182,11 +182,7 @@ class PayloadHasher:
             written = _written_prefix(tail.fd, st, tail.pos)
             if written > tail.pos:
                 # a bounded step per file, so several growing files all make progress
-                if self._buf is None:
-                    self._buf = bytearray(_CHUNK)
-                tail.pos = _hash_range(
-                    tail.fd, tail.digest, tail.pos, min(written, tail.pos + 16 * _CHUNK), self._buf
-                )
+                tail.pos = _hash_mapped(tail.fd, tail.digest, tail.pos, written)
                 progressed = True
         return progressed
 
@@ -231,15 +227,35 @@ class PayloadHasher:
         tail = None if self._failed else self._tails.get((st.st_dev, st.st_ino))
         if tail is not None and not tail.broken and os.fstat(tail.fd).st_nlink > 0:
             # the writer is done: the stat above is the identity the finished hash belongs to
-            buf = self._buf or _buffer_for(st.st_size - tail.pos)
-            pos = _hash_range(tail.fd, tail.digest, tail.pos, None, buf)
-            if pos == st.st_size:
+            pos = _hash_mapped(tail.fd, tail.digest, tail.pos, st.st_size)
+            if pos == st.st_size == os.fstat(tail.fd).st_size:
                 entry = FileEntry(path=name, size=pos, sha256=tail.digest.hexdigest())
                 return HashedFile(entry, FileIdentity.of(st), started)
         size, digest = hash_file(path)
         return HashedFile(
             FileEntry(path=name, size=size, sha256=digest), FileIdentity.of(st), started
         )
+
+
+def _hash_mapped(fd: int, digest: hashlib._Hash, start: int, stop: int) -> int:
+    """Feed ``digest`` bytes ``start:stop`` of ``fd`` straight from the page cache (no copy).
+
+    One ``update`` call covers everything written so far, and hashlib releases the GIL for
+    all of it, so hashing proceeds on the other core even while a backend holds the GIL in a
+    long C call; small reads would each have to win the GIL back first. Only for files in a
+    private staging folder whose writer never shrinks them: reading a mapped page beyond the
+    end of a truncated file kills the process (SIGBUS), which is why loads use ``preadv``.
+    """
+    if stop <= start:
+        return start
+    base = start - start % mmap.ALLOCATIONGRANULARITY
+    with (
+        mmap.mmap(fd, stop - base, offset=base, access=mmap.ACCESS_READ) as mapped,
+        memoryview(mapped) as view,
+        view[start - base :] as part,
+    ):
+        digest.update(part)
+    return stop
 
 
 def _written_prefix(fd: int, st: os.stat_result, pos: int) -> int:
