@@ -280,6 +280,18 @@ class _Walker:
         # stack effect to the descriptions on the stack.
         data = self.data
         stack = self.stack
+        # the opcodes that dominate real model pickles come first (memo traffic, small ints)
+        if code == 0x68:  # BINGET
+            end = self.take(pos, 1)
+            self.get(data[pos])
+            return end
+        if code == 0x94:  # MEMOIZE
+            self.put(len(self.memo))
+            return pos
+        if code == 0x4B:  # BININT1
+            end = self.take(pos, 1)
+            stack.append(data[pos])
+            return end
         marks = self.marks
         pop, pop_mark, put, get = self.pop, self.pop_mark, self.put, self.get
         push = stack.append
