@@ -127,3 +127,19 @@ def test_user_key_is_stable_across_calls() -> None:
     from persistkit.safety.signing import user_key
 
     assert user_key() == user_key()
+
+
+def test_verify_false_never_trusts_a_seal_over_a_swapped_payload(tmp_path: Path) -> None:
+    import pickle
+
+    marker = tmp_path / "ran"
+    artifact = tmp_path / "big"
+    persistkit.save(collections.Counter(range(200)), artifact, backend="pickle")
+    payload = artifact / persistkit.inspect(artifact).primary_file
+    evil = pickle.dumps(Evil(str(marker)))
+    size = payload.stat().st_size
+    assert len(evil) <= size  # same size, so only the sha256 can tell
+    payload.write_bytes(evil.ljust(size, b"\x00"))
+    with pytest.raises(persistkit.errors.IntegrityError):
+        persistkit.load(artifact, verify=False)
+    assert not marker.exists()

@@ -359,10 +359,11 @@ def load(
     plugins = get_plugins()
     found = locate(source, store)
     manifest = found.manifest
-    if not found.bare and verify:
+    sealed = not found.bare and seal_is_valid(manifest)
+    if not found.bare and (verify or sealed):
+        # a seal vouches for the recorded hashes: trusting it needs them checked, always
         check_files(found.directory, manifest)
     info = plugins.backend(manifest.backend)
-    sealed = not found.bare and seal_is_valid(manifest)
     policy = TrustPolicy.from_argument(trusted, sealed=sealed, source=found.uri)
     _check_backend_trust(info, policy)
     model = plugins.hook.persistkit_load(
