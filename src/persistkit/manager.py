@@ -8,18 +8,20 @@ warning and skipped, never fatal.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import threading
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from persistkit import hookspecs
 from persistkit.errors import BackendNotFoundError, BackendUnavailableError, PluginError
 from persistkit.records import BackendInfo
+
+if TYPE_CHECKING:
+    import importlib.metadata
 
 ENTRY_POINT_GROUP = "persistkit"
 hookimpl = pluggy.HookimplMarker("persistkit")
@@ -115,6 +117,8 @@ def _unique_name(pm: pluggy.PluginManager, plugin: object) -> str:
 
 
 def _selected_entry_points() -> list[importlib.metadata.EntryPoint]:
+    import importlib.metadata  # ~25 ms to import: only when plugins are first needed
+
     only = _names_from_env("PERSISTKIT_PLUGINS")
     skip = _names_from_env("PERSISTKIT_DISABLE_PLUGINS") or set()
     eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
