@@ -1,9 +1,14 @@
 """The safety policy: what an artifact may make us import or run when it loads.
 
 See ``docs/security.md``. Backends that read pickle-family payloads must unpickle only through
-:meth:`TrustPolicy.unpickle`.
+:meth:`TrustPolicy.unpickle` (joblib files: :meth:`TrustPolicy.load_joblib`; full-module torch
+files: :meth:`TrustPolicy.load_torch`). :func:`audit_file` and :func:`audit_pickle` describe a
+file without loading it.
 """
 
+from persistkit.safety.allowlist import allowed_names
+from persistkit.safety.audit import FileAudit, audit_file
+from persistkit.safety.pickle_audit import PickleAudit, audit_pickle
 from persistkit.safety.policy import TrustPolicy
 from persistkit.safety.safetensors_format import (
     SafetensorsHeader,
@@ -14,9 +19,14 @@ from persistkit.safety.signing import export_key, seal, seal_is_valid, trust_key
 from persistkit.safety.unpickler import restricted_load, scan_globals
 
 __all__ = [
+    "FileAudit",
+    "PickleAudit",
     "SafetensorsHeader",
     "TensorEntry",
     "TrustPolicy",
+    "allowed_names",
+    "audit_file",
+    "audit_pickle",
     "export_key",
     "read_safetensors_header",
     "restricted_load",
