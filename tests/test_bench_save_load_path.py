@@ -233,3 +233,10 @@ def test_check_files_forgets_a_record_when_the_file_fails(saved: Path) -> None:
     with pytest.raises(IntegrityError):
         check_files(saved, manifest)
     assert not verified.already_verified(os.stat(payload), manifest.files[0].sha256)
+
+
+def test_verify_always_hashes_every_file(saved: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    persistkit.load(saved)
+    calls = _count_hashes(monkeypatch)
+    persistkit.verify(saved)
+    assert len(calls) == len(read_manifest(saved).files)

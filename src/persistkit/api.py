@@ -416,7 +416,7 @@ def verify(
     """Check every file's sha256, reload the model and prove the stored example's predictions
     come out bitwise identical. Raises :class:`VerificationError` if they differ."""
     found = locate(source, store)
-    check_files(found.directory, found.manifest)
+    check_files(found.directory, found.manifest, rehash=True)  # an explicit check reads it all
     manifest = found.manifest
     model = load(found.directory, trusted=trusted, verify=False)
     if not manifest.example:

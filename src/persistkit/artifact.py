@@ -308,11 +308,11 @@ def remember_saved(directory: Path, hashed: Iterable[HashedFile]) -> None:
         )
 
 
-def check_files(directory: Path, manifest: Manifest) -> None:
+def check_files(directory: Path, manifest: Manifest, *, rehash: bool = False) -> None:
     """Raise :class:`IntegrityError` naming the first file whose size or sha256 is wrong.
 
     A file verified earlier and unchanged since (see :mod:`persistkit.verified`) is not hashed
-    again; ``PERSISTKIT_REHASH=1`` hashes every file every time.
+    again, unless ``rehash`` (or ``PERSISTKIT_REHASH=1``) asks for every byte to be read.
     """
     for entry in manifest.files:
         path = directory / entry.path
@@ -330,7 +330,7 @@ def check_files(directory: Path, manifest: Manifest) -> None:
                 "the file is truncated or was modified",
                 hint="restore the artifact from its store or save the model again",
             )
-        if already_verified(st, entry.sha256):
+        if not rehash and already_verified(st, entry.sha256):
             continue
         _size, digest = hash_file(path)
         if digest != entry.sha256:
