@@ -138,6 +138,20 @@ def test_an_example_is_generated_from_a_stored_signature() -> None:
     assert example.shape == (4, 3) and str(example.dtype) == "float32"
 
 
+@pytest.mark.torch
+def test_bench_measures_a_torch_model_with_torch_and_safetensors() -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    from torch_models import MLP
+
+    report = persistkit.bench(
+        MLP([8, 16, 3]), backends=["torch", "safetensors"], repeat=1, measure_memory=False
+    )
+    assert [r.backend for r in report.results] == ["torch", "safetensors"]
+    assert all(r.error is None and r.identical is True for r in report.results), report.table()
+    assert report.example.startswith("generated")
+
+
 # --- the command line ----------------------------------------------------------------------
 
 
