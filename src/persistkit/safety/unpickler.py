@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from persistkit.errors import FormatError, PersistkitError
+from persistkit.safety.native_checks import check_native_structures
 from persistkit.safety.pickle_audit import PickleAudit, audit_pickle, scan_globals
 
 if TYPE_CHECKING:
@@ -144,7 +145,9 @@ def load_audited(
         persistent_load=persistent_load,
     )
     try:
-        return unpickler.load()
+        result = unpickler.load()
+        check_native_structures(result, what=what)
+        return result
     except PersistkitError:
         raise
     except MemoryError:

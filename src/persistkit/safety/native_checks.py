@@ -1,0 +1,113 @@
+"""Checks on loaded objects whose native (Cython) code trusts the arrays it was given.
+
+The allow-list decides which classes a payload may build; it cannot stop a payload from
+handing an allowed class arrays that its compiled code indexes without bounds checks. A
+scikit-learn decision tree whose child index points past its node array makes ``predict``
+read out of bounds (a crash, or worse); one whose children point backwards makes it loop
+forever. After an untrusted load, every tree reachable from the result is checked: children
+of a node come after it and inside the node array, split features exist, and the value array
+has one row per node. Other native structures (KD/ball trees, distance metrics) are not
+checked yet; ``docs/security.md`` lists that limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from persistkit.errors import FormatError
+
+_MAX_VISITS = 1_000_000
+
+
+def check_native_structures(root: Any, *, what: str) -> None:
+    """Raise :class:`FormatError` if a decision tree reachable from ``root`` is malformed."""
+    import sys
+
+    tree_module = sys.modules.get("sklearn.tree._tree")
+    predictor_module = sys.modules.get("sklearn.ensemble._hist_gradient_boosting.predictor")
+    if tree_module is None and predictor_module is None:
+        return  # nothing loaded can hold a tree
+    tree_type = getattr(tree_module, "Tree", None)
+    predictor_type = getattr(predictor_module, "TreePredictor", None)
+    for obj, owner in _reachable(root):
+        if tree_type is not None and isinstance(obj, tree_type):
+            _check_tree(obj, what)
+        elif predictor_type is not None and isinstance(obj, predictor_type):
+            _check_predictor(obj, owner, what)
+
+
+def _reachable(root: Any) -> Any:
+    """Objects reachable through containers and instance ``__dict__``s, with the object
+    whose attribute held them (so a predictor can be checked against its estimator)."""
+    import numpy as np
+
+    seen: set[int] = set()
+    todo: list[tuple[Any, Any]] = [(root, None)]
+    visits = 0
+    while todo:
+        obj, owner = todo.pop()
+        if id(obj) in seen or isinstance(obj, (str, bytes, int, float, np.ndarray)):
+            continue
+        seen.add(id(obj))
+        visits += 1
+        if visits > _MAX_VISITS:
+            return
+        yield obj, owner
+        if isinstance(obj, dict):
+            todo.extend((v, owner) for v in obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            todo.extend((v, owner) for v in obj)
+        else:
+            attrs = getattr(obj, "__dict__", None)
+            if isinstance(attrs, dict):
+                todo.extend((v, obj) for v in attrs.values())
+
+
+def _check_children(left: Any, right: Any, internal: Any, what: str) -> None:
+    import numpy as np
+
+    n = len(left)
+    index = np.arange(n)
+    ok_internal = (left > index) & (left < n) & (right > index) & (right < n)
+    if not bool(np.all(ok_internal[internal])):
+        raise FormatError(
+            f"the {what} holds a decision tree whose child links point outside the tree "
+            "(predicting with it would read out of bounds)",
+            hint="the file was crafted or damaged; it is refused",
+        )
+
+
+def _check_tree(tree: Any, what: str) -> None:
+    import numpy as np
+
+    n = int(tree.node_count)
+    left = np.asarray(tree.children_left)
+    right = np.asarray(tree.children_right)
+    feature = np.asarray(tree.feature)
+    leaf = (left == -1) & (right == -1)
+    if len(left) != n or len(right) != n or len(feature) != n or tree.value.shape[0] != n:
+        raise FormatError(f"the {what} holds a decision tree with inconsistent array sizes")
+    _check_children(left, right, ~leaf, what)
+    internal_features = feature[~leaf]
+    if internal_features.size and (
+        internal_features.min() < 0 or internal_features.max() >= int(tree.n_features)
+    ):
+        raise FormatError(f"the {what} holds a decision tree that splits on a missing feature")
+
+
+def _check_predictor(predictor: Any, owner: Any, what: str) -> None:
+    import numpy as np
+
+    nodes = getattr(predictor, "nodes", None)
+    if not isinstance(nodes, np.ndarray) or nodes.dtype.names is None:
+        raise FormatError(f"the {what} holds a gradient-boosting tree without its node array")
+    internal = ~nodes["is_leaf"].astype(bool)
+    _check_children(nodes["left"].astype(np.int64), nodes["right"].astype(np.int64), internal, what)
+    features = nodes["feature_idx"][internal]
+    n_features = getattr(owner, "n_features_in_", None)
+    if features.size and (
+        features.min() < 0 or (isinstance(n_features, int) and features.max() >= n_features)
+    ):
+        raise FormatError(
+            f"the {what} holds a gradient-boosting tree that splits on a missing feature"
+        )

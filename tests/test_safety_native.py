@@ -1,0 +1,66 @@
+"""Allowed classes with native code get checked arrays: crafted trees are refused."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any
+
+import numpy as np
+import pytest
+
+from persistkit.errors import FormatError
+from persistkit.safety import TrustPolicy
+
+
+def _forest() -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    return RandomForestClassifier(n_estimators=2, max_depth=3, random_state=0).fit(X, X[:, 0] > 0)
+
+
+def _with_nodes(forest: Any, edit: Any) -> bytes:
+    """Pickle ``forest`` with its first tree's node array edited (as an attacker would)."""
+    tree = forest.estimators_[0].tree_
+    state = tree.__getstate__()
+    nodes = state["nodes"].copy()
+    edit(nodes)
+    state["nodes"] = nodes
+    from sklearn.tree._tree import Tree
+
+    crafted = Tree(tree.n_features, np.asarray(tree.n_classes), tree.n_outputs)
+    crafted.__setstate__(state)  # sklearn itself accepts it
+    forest.estimators_[0].tree_ = crafted
+    return pickle.dumps(forest, protocol=5)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("left_child", 10**6), ("right_child", 0), ("feature", 10**6), ("feature", -5)],
+)
+def test_crafted_tree_is_refused_before_predict(field: str, value: int) -> None:
+    def edit(nodes: Any) -> None:
+        nodes[field][0] = value
+
+    with pytest.raises(FormatError, match="decision tree"):
+        TrustPolicy().unpickle(io.BytesIO(_with_nodes(_forest(), edit)))
+
+
+def test_genuine_trees_pass_the_checks() -> None:
+    forest = _forest()
+    loaded = TrustPolicy().unpickle(io.BytesIO(pickle.dumps(forest)))
+    X = np.zeros((2, 3))
+    assert np.array_equal(loaded.predict(X), forest.predict(X))
+
+
+def test_crafted_gradient_boosting_tree_is_refused() -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    model = HistGradientBoostingRegressor(max_iter=3).fit(X, X[:, 0])
+    model._predictors[0][0].nodes["left"][0] = 10**6
+    with pytest.raises(FormatError, match="child links"):
+        TrustPolicy().unpickle(io.BytesIO(pickle.dumps(model)))
