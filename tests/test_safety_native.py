@@ -64,3 +64,34 @@ def test_crafted_gradient_boosting_tree_is_refused() -> None:
     model._predictors[0][0].nodes["left"][0] = 10**6
     with pytest.raises(FormatError, match="child links"):
         TrustPolicy().unpickle(io.BytesIO(pickle.dumps(model)))
+
+
+@pytest.mark.parametrize("algorithm", ["kd_tree", "ball_tree"])
+@pytest.mark.parametrize("part", ["idx_array", "node_end"])
+def test_crafted_neighbours_tree_is_refused(algorithm: str, part: str) -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    model = KNeighborsClassifier(algorithm=algorithm).fit(X, X[:, 0] > 0)
+    state = list(model._tree.__getstate__())
+    if part == "idx_array":
+        state[1] = np.full_like(state[1], 10**7)
+    else:
+        nodes = state[2].copy()
+        nodes["idx_end"][:] = 10**7
+        state[2] = nodes
+    model._tree.__setstate__(tuple(state))  # scikit-learn itself accepts it
+    with pytest.raises(FormatError, match="nearest-neighbour tree"):
+        TrustPolicy().unpickle(io.BytesIO(pickle.dumps(model)))
+
+
+@pytest.mark.parametrize("algorithm", ["kd_tree", "ball_tree"])
+def test_genuine_neighbours_trees_pass_the_checks(algorithm: str) -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 3))
+    model = KNeighborsClassifier(algorithm=algorithm).fit(X, X[:, 0] > 0)
+    loaded = TrustPolicy().unpickle(io.BytesIO(pickle.dumps(model)))
+    assert np.array_equal(loaded.predict(X), model.predict(X))

@@ -6,7 +6,8 @@ scikit-learn decision tree whose child index points past its node array makes ``
 read out of bounds (a crash, or worse); one whose children point backwards makes it loop
 forever. After an untrusted load, every tree reachable from the result is checked: children
 of a node come after it and inside the node array, split features exist, and the value array
-has one row per node. Other native structures (KD/ball trees, distance metrics) are not
+has one row per node. KD and ball trees (nearest neighbours) get their index and node arrays
+checked the same way. Other native structures (distance metrics, sparse index arrays) are not
 checked yet; ``docs/security.md`` lists that limit.
 """
 
@@ -25,15 +26,32 @@ def check_native_structures(root: Any, *, what: str) -> None:
 
     tree_module = sys.modules.get("sklearn.tree._tree")
     predictor_module = sys.modules.get("sklearn.ensemble._hist_gradient_boosting.predictor")
-    if tree_module is None and predictor_module is None:
+    if (
+        tree_module is None
+        and predictor_module is None
+        and (
+            "sklearn.neighbors._binary_tree" not in sys.modules
+            and "sklearn.neighbors._kd_tree" not in sys.modules
+            and "sklearn.neighbors._ball_tree" not in sys.modules
+        )
+    ):
         return  # nothing loaded can hold a tree
     tree_type = getattr(tree_module, "Tree", None)
     predictor_type = getattr(predictor_module, "TreePredictor", None)
+    binary_tree_types = tuple(
+        getattr(sys.modules[name], base)
+        for name in ("sklearn.neighbors._kd_tree", "sklearn.neighbors._ball_tree")
+        if name in sys.modules
+        for base in ("BinaryTree32", "BinaryTree64")
+        if hasattr(sys.modules[name], base)
+    )
     for obj, owner in _reachable(root):
         if tree_type is not None and isinstance(obj, tree_type):
             _check_tree(obj, what)
         elif predictor_type is not None and isinstance(obj, predictor_type):
             _check_predictor(obj, owner, what)
+        elif binary_tree_types and isinstance(obj, binary_tree_types):
+            _check_binary_tree(obj, what)
 
 
 def _reachable(root: Any) -> Any:
@@ -110,4 +128,37 @@ def _check_predictor(predictor: Any, owner: Any, what: str) -> None:
     ):
         raise FormatError(
             f"the {what} holds a gradient-boosting tree that splits on a missing feature"
+        )
+
+
+def _check_binary_tree(tree: Any, what: str) -> None:
+    import numpy as np
+
+    data, idx_array, node_data, node_bounds = (np.asarray(a) for a in tree.get_arrays())
+    n_samples = data.shape[0] if data.ndim == 2 else -1
+    n_nodes = len(node_data)
+    bad = (
+        n_samples < 0
+        or len(idx_array) != n_samples
+        or (idx_array.size and (idx_array.min() < 0 or idx_array.max() >= n_samples))
+        or node_data.dtype.names is None
+        or node_bounds.ndim != 3
+        or node_bounds.shape[1] != n_nodes
+        or node_bounds.shape[2] != data.shape[1]
+    )
+    if not bad and n_nodes:
+        start = node_data["idx_start"]
+        end = node_data["idx_end"]
+        internal = np.flatnonzero(node_data["is_leaf"] == 0)
+        bad = bool(
+            np.any(start < 0)
+            or np.any(end < start)
+            or np.any(end > n_samples)
+            or (internal.size and 2 * internal.max() + 2 >= n_nodes)
+        )
+    if bad:
+        raise FormatError(
+            f"the {what} holds a nearest-neighbour tree whose index arrays point outside its "
+            "data (querying it would read out of bounds)",
+            hint="the file was crafted or damaged; it is refused",
         )
