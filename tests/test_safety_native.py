@@ -95,3 +95,21 @@ def test_genuine_neighbours_trees_pass_the_checks(algorithm: str) -> None:
     model = KNeighborsClassifier(algorithm=algorithm).fit(X, X[:, 0] > 0)
     loaded = TrustPolicy().unpickle(io.BytesIO(pickle.dumps(model)))
     assert np.array_equal(loaded.predict(X), model.predict(X))
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_matrix_with_out_of_range_indices_is_refused(fmt: str) -> None:
+    import scipy.sparse as sp
+
+    matrix = sp.random(5, 5, density=0.5, format=fmt, random_state=0)
+    matrix.indices[:] = 10**7  # scipy's kernels would read out of bounds
+    with pytest.raises(FormatError, match="sparse matrix"):
+        TrustPolicy().unpickle(io.BytesIO(pickle.dumps({"components": matrix})))
+
+
+def test_genuine_sparse_matrix_loads() -> None:
+    import scipy.sparse as sp
+
+    matrix = sp.random(5, 5, density=0.5, format="csr", random_state=0)
+    loaded = TrustPolicy().unpickle(io.BytesIO(pickle.dumps(matrix)))
+    assert (loaded != matrix).nnz == 0

@@ -123,6 +123,12 @@ DEFAULT_ALLOWED_PAIRS: frozenset[tuple[str, str]] = frozenset(
         ("scipy._lib.array_api_compat.numpy._aliases", "asarray"),  # 1: SplineTransformer
         ("scipy.interpolate._bsplines", "BSpline"),  # 1: SplineTransformer
         ("scipy.sparse._csr", "csr_matrix"),  # 2: SparseRandomProjection, SpectralEmbedding
+        # reviewed: sparse containers (only store arrays; index arrays checked after load)
+        ("scipy.sparse._csr", "csr_array"),
+        ("scipy.sparse._csc", "csc_matrix"),
+        ("scipy.sparse._csc", "csc_array"),
+        ("scipy.sparse._coo", "coo_matrix"),
+        ("scipy.sparse._coo", "coo_array"),
         # --- sklearn ---
         (
             "sklearn._loss._loss",

@@ -7,8 +7,9 @@ read out of bounds (a crash, or worse); one whose children point backwards makes
 forever. After an untrusted load, every tree reachable from the result is checked: children
 of a node come after it and inside the node array, split features exist, and the value array
 has one row per node. KD and ball trees (nearest neighbours) get their index and node arrays
-checked the same way. Other native structures (distance metrics, sparse index arrays) are not
-checked yet; ``docs/security.md`` lists that limit.
+checked the same way, and scipy sparse matrices go through scipy's own full format check
+(their index arrays feed C++ kernels unchecked). Other native structures (distance metrics,
+Cython loss objects) are not checked yet; ``docs/security.md`` lists that limit.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def check_native_structures(root: Any, *, what: str) -> None:
         for base in ("BinaryTree32", "BinaryTree64")
         if hasattr(sys.modules[name], base)
     )
+    sparse_module = sys.modules.get("scipy.sparse")
+    sparse_types = (
+        (sparse_module.sparray, sparse_module.spmatrix) if sparse_module is not None else ()
+    )
     for obj, owner in _reachable(root):
         if tree_type is not None and isinstance(obj, tree_type):
             _check_tree(obj, what)
@@ -52,6 +57,8 @@ def check_native_structures(root: Any, *, what: str) -> None:
             _check_predictor(obj, owner, what)
         elif binary_tree_types and isinstance(obj, binary_tree_types):
             _check_binary_tree(obj, what)
+        elif sparse_types and isinstance(obj, sparse_types):
+            _check_sparse(obj, what)
 
 
 def _reachable(root: Any) -> Any:
@@ -162,3 +169,16 @@ def _check_binary_tree(tree: Any, what: str) -> None:
             "data (querying it would read out of bounds)",
             hint="the file was crafted or damaged; it is refused",
         )
+
+
+def _check_sparse(matrix: Any, what: str) -> None:
+    check = getattr(matrix, "check_format", None)
+    if check is None:  # coo/dok/lil keep no compressed index arrays
+        return
+    try:
+        check(full_check=True)
+    except (ValueError, TypeError, IndexError) as exc:
+        raise FormatError(
+            f"the {what} holds a sparse matrix whose index arrays are invalid ({exc})",
+            hint="the file was crafted or damaged; it is refused",
+        ) from None
