@@ -118,3 +118,43 @@ def test_storage_type_cannot_be_called_by_a_payload(tmp_path: Path) -> None:
     _rewrite(tmp_path / "m.pt", tmp_path / "bomb.pt", {"data.pkl": pickle.dumps(Bomb(), 2)})
     with pytest.raises((UntrustedArtifactError, FormatError)):
         TrustPolicy().load_torch(tmp_path / "bomb.pt")
+
+
+@pytest.mark.parametrize("numel", [0, 2])
+def test_tensor_record_reaching_past_its_storage_is_refused(tmp_path: Path, numel: int) -> None:
+    import pickle
+
+    class Oversized:
+        """A tensor whose recorded size is far larger than its storage."""
+
+        def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+            import collections
+
+            return torch._utils._rebuild_tensor_v2, (
+                Storage(),
+                0,
+                (10**6,),
+                (1,),
+                False,
+                collections.OrderedDict(),
+            )
+
+    class Storage:
+        pass
+
+    class Writer(pickle.Pickler):
+        def persistent_id(self, obj: object) -> object:
+            if isinstance(obj, Storage):
+                return ("storage", torch.FloatStorage, "0", "cpu", numel)
+            return None
+
+    torch.save({"ok": torch.zeros(1)}, tmp_path / "m.pt")
+    buffer = __import__("io").BytesIO()
+    Writer(buffer, protocol=2).dump(Oversized())
+    _rewrite(
+        tmp_path / "m.pt",
+        tmp_path / "big.pt",
+        {"data.pkl": buffer.getvalue(), "data/0": b"\x00" * (4 * numel)},
+    )
+    with pytest.raises(FormatError):
+        TrustPolicy().load_torch(tmp_path / "big.pt")

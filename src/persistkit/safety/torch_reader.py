@@ -157,13 +157,11 @@ def read_torch_zip(path: Path, policy: TrustPolicy, *, map_location: Any = "cpu"
                 itemsize = torch.empty((), dtype=dtype).element_size()
                 if archive.storage_size(key) != numel * itemsize:
                     raise archive.bad(f"storage {key!r} has a size that disagrees with its record")
-                raw = bytearray(archive.read(f"data/{key}"))
-                flat = (
-                    torch.frombuffer(raw, dtype=torch.uint8)
-                    if raw
-                    else torch.empty(0, dtype=torch.uint8)
-                )
-                storages[key] = flat.untyped_storage()
+                # a storage over our own bytearray cannot be resized, so a tensor record
+                # whose size or stride reaches past it fails instead of growing it; an empty
+                # storage gets one element of padding for the same reason
+                raw = bytearray(archive.read(f"data/{key}")) or bytearray(itemsize)
+                storages[key] = torch.frombuffer(raw, dtype=torch.uint8).untyped_storage()
             return torch.storage.TypedStorage(
                 wrap_storage=storages[key], dtype=dtype, _internal=True
             )
