@@ -182,3 +182,15 @@ def test_bare_joblib_file_with_payload_is_refused(tmp_path: Path, marker: Path) 
     with pytest.raises(UntrustedArtifactError):
         persistkit.load(path)
     assert not marker.exists()
+
+
+def test_torch_artifact_with_recomputed_hashes_is_refused(tmp_path: Path, marker: Path) -> None:
+    torch = pytest.importorskip("torch")
+    artifact = tmp_path / "art"
+    saved = persistkit.save(torch.nn.Linear(2, 2), artifact, backend="torch")
+    evil = io.BytesIO()
+    torch.save({"w": torch.zeros(2), "evil": Evil(str(marker))}, evil)
+    _swap_payload(artifact, saved.manifest.primary_file, evil.getvalue())
+    with pytest.raises(UntrustedArtifactError):
+        persistkit.load(artifact)
+    assert not marker.exists()

@@ -87,3 +87,13 @@ def test_scan_of_a_torch_file_skips_storage_markers(tmp_path: Path) -> None:
     assert code == 0
     assert report["files"][0]["format"] == "torch-zip"
     assert "torch.nn.modules.linear.Linear" in report["files"][0]["allowed_globals"]
+
+
+def test_scan_of_an_object_npy_file_audits_its_pickle(tmp_path: Path) -> None:
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([Evil(str(tmp_path / "m"))], dtype=object), allow_pickle=True)
+    code, out = _scan(str(path), "--json")
+    report = json.loads(out)
+    assert code == 1
+    assert report["files"][0]["format"] == "npy"
+    assert report["untrusted_globals"] == ["posix.system"]
