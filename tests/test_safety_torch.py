@@ -158,3 +158,13 @@ def test_tensor_record_reaching_past_its_storage_is_refused(tmp_path: Path, nume
     )
     with pytest.raises(FormatError):
         TrustPolicy().load_torch(tmp_path / "big.pt")
+
+
+def test_entry_name_that_is_not_utf8_is_a_format_error(tmp_path: Path) -> None:
+    # found by the fuzzer: zipfile raised UnicodeDecodeError from its local header check
+    torch.save(nn.Linear(2, 2), tmp_path / "m.pt")
+    data = bytearray((tmp_path / "m.pt").read_bytes())
+    data[30] = 0x80  # first byte of the first local file name
+    (tmp_path / "m.pt").write_bytes(bytes(data))
+    with pytest.raises(FormatError):
+        TrustPolicy().load_torch(tmp_path / "m.pt")

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from persistkit.safety.policy import TrustPolicy
 
 MAX_PICKLE_BYTES = 1024**3
+# what zipfile raises on damaged archives (bad names decode with ValueError; unknown
+# compression is NotImplementedError; encrypted entries RuntimeError)
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError)
 _STORAGE_DTYPES = {
     "BoolStorage": "bool",
     "ByteStorage": "uint8",
@@ -90,7 +93,7 @@ class TorchZip:
             return self.zip.read(f"{self.prefix}/{name}")
         except KeyError:
             raise self.bad(f"entry {name!r} is missing") from None
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except _ZIP_ERRORS as exc:
             raise self.bad(f"entry {name!r} is corrupted ({exc})") from None
 
     def read_optional(self, name: str) -> bytes | None:
@@ -116,7 +119,7 @@ def open_torch_zip(path: Path) -> Iterator[TorchZip]:
     """Open and validate a ``torch.save`` zip; raises :class:`FormatError` if it is not one."""
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except _ZIP_ERRORS as exc:
         raise FormatError(
             f"{path.name} is not a valid torch.save file: {exc}",
             hint="the file is damaged or is not a PyTorch model file",
