@@ -132,3 +132,18 @@ def test_pipeline_joblib_file_loads_through_persistkit_load(tmp_path: Path) -> N
     joblib.dump(model, path, compress=3)
     loaded = persistkit.load(path)
     assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+@pytest.mark.parametrize("compress", [0, 3, ("bz2", 1)])
+def test_joblib_dump_named_pkl_loads_through_persistkit_load(
+    compress: object, tmp_path: Path
+) -> None:
+    # joblib.dump(model, "model.pkl") is common; the .pkl suffix picks the pickle backend
+    import joblib
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y, _ = data()
+    model = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y)
+    path = tmp_path / "model.pkl"
+    joblib.dump(model, path, compress=compress)
+    assert np.array_equal(persistkit.load(path).predict(X), model.predict(X))

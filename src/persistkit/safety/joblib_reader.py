@@ -123,14 +123,30 @@ def read_joblib(path: Path, policy: TrustPolicy) -> Any:
         raw = path.read_bytes()
     except OSError as exc:
         raise FormatError(f"cannot read {path}: {exc.strerror}") from None
+    return load_pickle_family(raw, policy, what=what, directory=path.parent)
+
+
+def load_pickle_family(
+    raw: bytes, policy: TrustPolicy, *, what: str, directory: Path | None
+) -> Any:
+    """Load a plain pickle or a joblib stream (either may be compressed) under ``policy``.
+
+    The format is decided up front from the bytes (compression magic; joblib array wrappers
+    found by the audit), never by trying one reader after another fails: a ``model.pkl``
+    written by ``joblib.dump`` is common. ``directory`` holds old joblib companion files.
+    """
     method = compression_of(raw[:8])
     data = raw if method is None else decompress(raw, method, policy, what=what)
     del raw
     audit = audit_pickle(data, joblib=True, what=what)
+    if not audit.arrays:
+        return load_audited(data, audit, policy, what=what)
+    if directory is None and any(seg.kind == "companion" for seg in audit.arrays):
+        raise FormatError(f"the {what} needs companion .npy files, and its folder is unknown")
     wrappers = {JOBLIB_ARRAY_WRAPPER, JOBLIB_OLD_ARRAY_WRAPPER}
     policy.refuse([pair for pair in audit.globals if pair not in wrappers], what=what)
     companions = {
-        seg.filename: _check_companion(path.parent, seg, policy, what)
+        seg.filename: _check_companion(directory, seg, policy, what)  # type: ignore[arg-type]
         for seg in audit.arrays
         if seg.kind == "companion"
     }

@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from persistkit.errors import FormatError, PersistkitError
 from persistkit.safety.native_checks import check_native_structures
-from persistkit.safety.pickle_audit import PickleAudit, audit_pickle, scan_globals
+from persistkit.safety.pickle_audit import PickleAudit, scan_globals
 
 if TYPE_CHECKING:
     from persistkit.safety.policy import TrustPolicy
@@ -169,11 +169,16 @@ def restricted_load(fileobj: IO[bytes], policy: TrustPolicy, *, what: str = "pay
     """Unpickle a plain pickle stream under ``policy`` (the only way backends may unpickle).
 
     With ``policy.trust_all`` this is ``pickle.load``. Otherwise the whole stream is audited
-    first; :class:`UntrustedArtifactError` lists every global that is not allowed and
+    first (a stream written by ``joblib.dump``, compressed or not, is recognised and read as
+    joblib); :class:`UntrustedArtifactError` lists every global that is not allowed and
     :class:`FormatError` reports corrupted or truncated input.
     """
     if policy.trust_all:
         return pickle.load(fileobj)
-    data = fileobj.read()
-    audit = audit_pickle(data, what=what)
-    return load_audited(data, audit, policy, what=what)
+    from pathlib import Path
+
+    from persistkit.safety.joblib_reader import load_pickle_family
+
+    name = getattr(fileobj, "name", None)
+    directory = Path(name).parent if isinstance(name, str) else None
+    return load_pickle_family(fileobj.read(), policy, what=what, directory=directory)
