@@ -242,3 +242,19 @@ def test_every_tenth_truncation_of_a_torch_file_is_a_format_error(tmp_path: Path
         cut_path.write_bytes(data[:cut])
         with pytest.raises(FormatError):
             TrustPolicy().load_torch(cut_path)
+
+
+def test_model_its_own_library_finds_broken_is_a_format_error(tmp_path: Path) -> None:
+    # found by the fuzzer: a renamed attribute made scikit-learn's fitted check raise
+    # AttributeError inside load's freeze step
+    from sklearn.ensemble import RandomForestClassifier
+
+    import persistkit
+
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    forest = RandomForestClassifier(n_estimators=2, random_state=0).fit(X, X[:, 0] > 0)
+    del forest.criterion
+    path = tmp_path / "broken.pkl"
+    path.write_bytes(pickle.dumps(forest))
+    with pytest.raises(FormatError, match="broken"):
+        persistkit.load(path)

@@ -32,8 +32,10 @@ from persistkit.artifact import (
 from persistkit.errors import (
     ArtifactNotFoundError,
     CannotSaveError,
+    FormatError,
     InputError,
     NoAdapterError,
+    PersistkitError,
     PluginError,
     UntrustedArtifactError,
     VerificationError,
@@ -375,7 +377,18 @@ def load(
     )
     if model is None:
         raise PluginError(f"no plugin loaded backend {manifest.backend!r}")
-    return _freeze_model(model)
+    try:
+        return _freeze_model(model)
+    except PersistkitError:
+        raise
+    except Exception as exc:
+        # the payload decoded into an object that its own library finds inconsistent
+        raise FormatError(
+            f"{found.uri} loaded, but the model in it is broken: preparing it for inference "
+            f"failed ({type(exc).__name__}: {exc})",
+            hint="the file is damaged, or was written by incompatible library versions "
+            "(`persistkit show` lists them)",
+        ) from None
 
 
 def _check_backend_trust(info: BackendInfo, policy: TrustPolicy) -> None:
