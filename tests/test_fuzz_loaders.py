@@ -1,4 +1,5 @@
-"""Fuzzing: mutated model files give only PersistkitError - no crash, hang or runaway memory.
+"""Fuzzing: mutated model files and artifacts give only PersistkitError - no crash, hang or
+runaway memory.
 
 The mutation and loading run in a subprocess (tests/hostile/fuzz_worker.py) under an address
 space limit and a timeout, so a crash or a memory blow-up fails this test instead of the run.
@@ -31,6 +32,10 @@ def _seeds(folder: Path) -> Path:
     objects = {"w": np.arange(6.0).reshape(2, 3), "o": np.array([1, "a"], dtype=object)}
     joblib.dump(objects, folder / "arrays.joblib")
     joblib.dump(forest, folder / "forest-zlib.joblib", compress=3)
+    import persistkit
+
+    persistkit.save(forest, folder / "artifact-pickle", backend="pickle")
+    persistkit.save(objects["w"], folder / "artifact-joblib", backend="joblib")
     try:
         import torch
         from safetensors.torch import save_file

@@ -63,8 +63,32 @@ def mutate(data: bytes, flips: list[tuple[int, int]], cut: int | None, insert: b
     return bytes(buf)
 
 
+def mutate_artifact(
+    seed: Path, target: Path, change: Callable[[bytes], bytes], *, manifest: bool
+) -> None:
+    """Copy artifact ``seed`` to ``target`` and mutate its manifest, or its payload with the
+    manifest's size and sha256 recomputed (so the mutant reaches the payload reader)."""
+    import hashlib
+    import json
+    import shutil
+
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(seed, target)
+    manifest_path = target / "persistkit.json"
+    if manifest:
+        manifest_path.write_bytes(change(manifest_path.read_bytes()))
+        return
+    record = json.loads(manifest_path.read_text())
+    entry = record["files"][0]
+    payload = target / entry["path"]
+    payload.write_bytes(change(payload.read_bytes()))
+    entry["size"] = payload.stat().st_size
+    entry["sha256"] = hashlib.sha256(payload.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(record))
+
+
 def main(seeds_dir: Path, examples: int) -> None:
-    seeds = sorted(p for p in seeds_dir.iterdir() if p.is_file())
+    seeds = sorted(seeds_dir.iterdir())
     workdir = Path(tempfile.mkdtemp())
     outcomes: dict[str, int] = {}
     cap_memory()
@@ -84,8 +108,18 @@ def main(seeds_dir: Path, examples: int) -> None:
     )
     def fuzz(seed: Path, flips: list[tuple[int, int]], cut: int | None, insert: bytes) -> None:
         target = workdir / seed.name
-        target.write_bytes(mutate(seed.read_bytes(), flips, cut, insert))
-        for load in [*loaders_for(seed.name), audit_file]:
+        if seed.is_dir():
+            mutate_artifact(
+                seed,
+                target,
+                lambda data: mutate(data, flips, cut, insert),
+                manifest=len(insert) % 2 == 0,
+            )
+            loaders: list[Callable[[Path], Any]] = [persistkit.load]
+        else:
+            target.write_bytes(mutate(seed.read_bytes(), flips, cut, insert))
+            loaders = [*loaders_for(seed.name), audit_file]
+        for load in loaders:
             try:
                 load(target)
                 outcome = "loaded"
