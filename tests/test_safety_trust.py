@@ -143,3 +143,13 @@ def test_verify_false_never_trusts_a_seal_over_a_swapped_payload(tmp_path: Path)
     with pytest.raises(persistkit.errors.IntegrityError):
         persistkit.load(artifact, verify=False)
     assert not marker.exists()
+
+
+def test_threads_creating_the_signing_key_at_once_agree() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from persistkit.safety.signing import user_key
+
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: user_key(), range(16)))
+    assert len(keys) == 1

@@ -362,10 +362,11 @@ def load(
     found = locate(source, store)
     manifest = found.manifest
     sealed = not found.bare and seal_is_valid(manifest)
-    if not found.bare and (verify or sealed):
-        # a seal vouches for the recorded hashes: trusting it needs them checked, always
-        check_files(found.directory, manifest)
     info = plugins.backend(manifest.backend)
+    if not found.bare and (verify or (sealed and not info.safe)):
+        # a seal vouches for the recorded hashes: before it lets code-bearing formats run,
+        # the hashes are checked, even with verify=False
+        check_files(found.directory, manifest)
     policy = TrustPolicy.from_argument(trusted, sealed=sealed, source=found.uri)
     _check_backend_trust(info, policy)
     model = plugins.hook.persistkit_load(

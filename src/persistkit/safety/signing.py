@@ -35,7 +35,8 @@ def user_key() -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     key = secrets.token_bytes(_KEY_BYTES)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # unique per call: threads of one process race here too (they share the pid)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(key.hex() + "\n")
