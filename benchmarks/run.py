@@ -372,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="markdown file (default: RESULTS.md unless --quick, which prints)",
     )
+    parser.add_argument(
+        "--pairs-only", action="store_true", help="only persistkit against the raw calls"
+    )
     parser.add_argument("--json", dest="json_out", default=None, help="also write raw JSON here")
     args = parser.parse_args(argv)
     repeat = args.repeat or (1 if args.quick else 5)
@@ -408,13 +411,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"   raw {pair.library} vs persistkit", file=sys.stderr)
                 result = raw_vs_persistkit(spec.name, model, pair, repeat, scratch)
                 data["pairs"].append(result.to_dict())
-            print("   every backend (persistkit.bench)", file=sys.stderr)
-            report = persistkit.bench(model, repeat=repeat, workdir=scratch)
-            data["bench"][spec.name] = report.to_dict()
-            del model, report
+            if not args.pairs_only:
+                print("   every backend (persistkit.bench)", file=sys.stderr)
+                report = persistkit.bench(model, repeat=repeat, workdir=scratch)
+                data["bench"][spec.name] = report.to_dict()
+                del report
+            del model
             gc.collect()
         print("== start-up time", file=sys.stderr)
-        data["startup"] = startup_times(5 if args.quick else 15)
+        data["startup"] = startup_times(3 if args.quick or args.pairs_only else 15)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(os.environ["PERSISTKIT_HOME"], ignore_errors=True)

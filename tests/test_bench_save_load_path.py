@@ -20,6 +20,13 @@ from persistkit.verified import FileIdentity
 from sklearn_helpers import tiny_forest
 
 
+@pytest.fixture(autouse=True)
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the follower hash small increments, so these small files exercise following."""
+    monkeypatch.setattr(artifact, "_MIN_BATCH", 1)
+    monkeypatch.setattr(artifact, "_PREALLOCATION_LAG", 64 * 1024)
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

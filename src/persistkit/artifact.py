@@ -28,8 +28,11 @@ from persistkit.verified import (
 
 # 1 MiB reads stay in the CPU cache between the page-cache copy and sha256 (measured fastest)
 _CHUNK = 1024 * 1024
-# how long the save-time hasher sleeps when it has caught up with the writer
-_POLL_SECONDS = 0.002
+# how long the save-time hasher sleeps when it has caught up with the writer, how often it
+# looks for new files, and the least it hashes at once (the rest waits for the end)
+_POLL_SECONDS = 0.01
+_RESCAN_SECONDS = 0.02
+_MIN_BATCH = 16 * 1024 * 1024
 # how far behind the first hole of a preallocated file the hasher stays (larger than any
 # file-system block or huge page that could be reported as data while partly written)
 _PREALLOCATION_LAG = 4 * 1024 * 1024
@@ -159,7 +162,11 @@ class PayloadHasher:
     def _run(self) -> None:
         running = self._running
         try:
+            next_scan = 0.0
             while not self._stop.is_set():
+                if time.monotonic() >= next_scan:
+                    self._discover()
+                    next_scan = time.monotonic() + _RESCAN_SECONDS
                 if not self._advance_all():
                     self._stop.wait(_POLL_SECONDS)
         except Exception:
@@ -169,19 +176,27 @@ class PayloadHasher:
             if running is not None:
                 running.release()
 
+    # Every system call gives up the GIL, and winning it back from a backend busy in Python
+    # (joblib's pickler is pure Python) can take a whole switch interval (5 ms) and stalls
+    # the backend too. So the loop makes few calls: it rescans the folder only now and then,
+    # checks each known file with one fstat, and hashes only worthwhile batches.
+    def _discover(self) -> None:
+        for path in _regular_files(self.directory):
+            self._tail_for(path)
+
     def _advance_all(self) -> bool:
         progressed = False
-        for path in _regular_files(self.directory):
-            tail = self._tail_for(path)
-            if tail is None or tail.broken:
+        for tail in list(self._tails.values()):
+            if tail.broken:
                 continue
             st = os.fstat(tail.fd)
             if st.st_size < tail.pos:
                 tail.broken = True  # truncated and rewritten: hash it from scratch later
                 continue
+            if st.st_size - tail.pos < _MIN_BATCH:
+                continue
             written = _written_prefix(tail.fd, st, tail.pos)
-            if written > tail.pos:
-                # a bounded step per file, so several growing files all make progress
+            if written - tail.pos >= _MIN_BATCH:
                 tail.pos = _hash_mapped(tail.fd, tail.digest, tail.pos, written)
                 progressed = True
         return progressed
