@@ -334,7 +334,7 @@ def markdown(data: dict[str, Any], command: str) -> str:
             size = r["size_bytes"] or 0
             peak = r["peak_load_mb"]
             predict = "-" if r["predict_ms"] is None else f"{r['predict_ms']:.2f} ms"
-            ratio = f"{peak * 1e6 / size:.2f}" if peak is not None and size else "-"
+            ratio = f"{peak * 1e6 / size:.2f}" if peak is not None and size >= 1e6 else "-"
             lines.append(
                 f"| {r['backend']} | {_ms(r['save_s'])} [{_ms(r['save_s_min'])}-"
                 f"{_ms(r['save_s_max'])}] | {_ms(r['load_s'])} [{_ms(r['load_s_min'])}-"
@@ -375,9 +375,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pairs-only", action="store_true", help="only persistkit against the raw calls"
     )
+    parser.add_argument(
+        "--from-json", default=None, help="only re-render the markdown of an earlier --json run"
+    )
     parser.add_argument("--json", dest="json_out", default=None, help="also write raw JSON here")
     args = parser.parse_args(argv)
     repeat = args.repeat or (1 if args.quick else 5)
+    if args.from_json:
+        data = json.loads(Path(args.from_json).read_text())
+        text = markdown(data, data.get("command", "python benchmarks/run.py"))
+        Path(args.out or HERE / "RESULTS.md").write_text(text)
+        return 0
 
     # a private persistkit home: its own signing key and verified-file record
     os.environ["PERSISTKIT_HOME"] = tempfile.mkdtemp(prefix="pk-suite-home-")
@@ -425,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(os.environ["PERSISTKIT_HOME"], ignore_errors=True)
     data["wall_s"] = time.perf_counter() - started
     command = "python benchmarks/run.py" + (" --quick" if args.quick else "")
+    data["command"] = command
     text = markdown(data, command)
     out = args.out or (None if args.quick else str(HERE / "RESULTS.md"))
     if out:

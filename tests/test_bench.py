@@ -178,6 +178,7 @@ def test_cli_json_has_the_documented_shape(stored_digits: str) -> None:
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
+    assert set(data) == {"model", "results"}
     assert data["model"] == "digits:1"
     assert [r["backend"] for r in data["results"]] == ["pickle", "joblib"]
     for row in data["results"]:

@@ -247,3 +247,22 @@ def test_verify_always_hashes_every_file(saved: Path, monkeypatch: pytest.Monkey
     calls = _count_hashes(monkeypatch)
     persistkit.verify(saved)
     assert len(calls) == len(read_manifest(saved).files)
+
+
+def test_the_record_is_pruned_to_half_when_it_grows_past_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(verified, "MAX_RECORDS", 10)
+    monkeypatch.setattr(verified, "_writes", 0)
+    folder = verified.records_dir()
+    folder.mkdir(parents=True)
+    for i in range(30):
+        (folder / f"old-{i}").write_text("x")
+    path = tmp_path / "m.bin"
+    path.write_bytes(b"data")
+    st = os.stat(path)
+    for _ in range(256):
+        verified.remember_verified(
+            path, "a" * 64, FileIdentity.of(st), stat_started_ns=st.st_ctime_ns + 10**10
+        )
+    assert len(os.listdir(folder)) <= 16

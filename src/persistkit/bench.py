@@ -25,7 +25,7 @@ import tempfile
 import time
 import types
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -64,32 +64,27 @@ class BackendResult:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape: seconds for save/load, milliseconds for predict, MB for memory."""
-
-        def spread(value: Spread | None, scale: float, digits: int) -> dict[str, Any]:
-            if value is None:
-                return {"": None, "min": None, "max": None}
-            return {
-                "": round(value.median * scale, digits),
-                "min": round(value.low * scale, digits),
-                "max": round(value.high * scale, digits),
-            }
-
+        """The JSON shape: seconds for save/load, milliseconds for predict, MB for memory;
+        each timing also has ``_min`` and ``_max``."""
         out: dict[str, Any] = {"backend": self.backend}
-        for key, value, scale, digits in (
-            ("save_s", self.save, 1.0, 6),
-            ("load_s", self.load, 1.0, 6),
-            ("predict_ms", self.predict, 1000.0, 4),
+        for key, value, scale in (
+            ("save_s", self.save, 1.0),
+            ("load_s", self.load, 1.0),
+            ("predict_ms", self.predict, 1000.0),
         ):
-            parts = spread(value, scale, digits)
-            out[key] = parts[""]
-            out[f"{key}_min"] = parts["min"]
-            out[f"{key}_max"] = parts["max"]
+            for suffix, number in zip(("", "_min", "_max"), _spread_values(value)):
+                out[key + suffix] = None if number is None else round(number * scale, 6)
         out["size_bytes"] = self.size_bytes
         out["peak_load_mb"] = None if self.peak_load_mb is None else round(self.peak_load_mb, 1)
         out["identical"] = self.identical
         out["error"] = self.error
         return out
+
+
+def _spread_values(value: Spread | None) -> tuple[float | None, float | None, float | None]:
+    if value is None:
+        return None, None, None
+    return value.median, value.low, value.high
 
 
 @dataclass
@@ -100,18 +95,15 @@ class BenchReport:
     results: list[BackendResult]
     repeat: int
     example: str = "none"
-    machine: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"model": ..., "results": [{"backend", "save_s", "load_s", "size_bytes",
-        "peak_load_mb", "predict_ms", "identical", ...}], ...}``"""
-        return {
-            "model": self.model,
-            "repeat": self.repeat,
-            "example": self.example,
-            "machine": self.machine,
-            "results": [r.to_dict() for r in self.results],
-        }
+        """Exactly ``{"model": ..., "results": [{"backend", "save_s", "load_s", "size_bytes",
+        "peak_load_mb", "predict_ms", "identical", ...}]}``; each result also says how many
+        rounds its medians cover (``repeat``) and where its example came from."""
+        rows = [
+            {**r.to_dict(), "repeat": self.repeat, "example": self.example} for r in self.results
+        ]
+        return {"model": self.model, "results": rows}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -275,7 +267,6 @@ def bench(
         results=[results[n] for n in names],
         repeat=repeat,
         example=example_origin,
-        machine=machine_description(),
     )
 
 
@@ -557,7 +548,9 @@ def _size_text(n: int | None) -> str:
 
 
 def _mb_text(mb: float | None) -> str:
-    return "-" if mb is None else f"{mb:.0f} MB"
+    if mb is None:
+        return "-"
+    return f"{mb:.1f} MB" if mb < 10 else f"{mb:.0f} MB"
 
 
 def status_line(stream: TextIO | None = None) -> Callable[[str], None] | None:

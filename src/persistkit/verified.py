@@ -32,6 +32,7 @@ from pathlib import Path
 from persistkit import config
 
 RECORD_FORMAT = "v2"
+MAX_RECORDS = 20_000
 # Coarse file-system clocks tick at most every 10 ms (HZ=100); 100 ms leaves room for clock
 # reads that lag the tick. Whole-second timestamps (FAT, old ext3, some network file systems)
 # need more than the second they are rounded to.
@@ -113,9 +114,33 @@ def remember_verified(
         with open(tmp, "w", encoding="ascii") as fh:
             fh.write(hashed.line(sha256))
         os.replace(tmp, record)
-        return True
     except OSError:
         return False
+    _prune_now_and_then(folder)
+    return True
+
+
+_writes = 0
+
+
+def _prune_now_and_then(folder: Path) -> None:
+    """Keep the record bounded: records of deleted files are never looked up again, so once
+    there are more than ``MAX_RECORDS``, drop the oldest half (that costs at most a re-hash)."""
+    global _writes
+    _writes += 1
+    if _writes % 256:
+        return
+    try:
+        with os.scandir(folder) as it:
+            entries = [(e.stat().st_mtime_ns, e.path) for e in it if not e.name.startswith(".")]
+        if len(entries) <= MAX_RECORDS:
+            return
+        entries.sort()
+        for _mtime, path in entries[: len(entries) // 2]:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    except OSError:
+        pass
 
 
 def forget_verified(path: Path) -> None:
