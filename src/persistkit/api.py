@@ -363,7 +363,8 @@ def load(
     manifest = found.manifest
     sealed = not found.bare and seal_is_valid(manifest)
     info = plugins.backend(manifest.backend)
-    if not found.bare and (verify or (sealed and not info.safe)):
+    seal_grants_trust = sealed and not info.safe and trusted is not True
+    if not found.bare and (verify or seal_grants_trust):
         # a seal vouches for the recorded hashes: before it lets code-bearing formats run,
         # the hashes are checked, even with verify=False
         check_files(found.directory, manifest)
