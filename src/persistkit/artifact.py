@@ -30,9 +30,10 @@ from persistkit.verified import (
 _CHUNK = 1024 * 1024
 # how long the save-time hasher sleeps when it has caught up with the writer, how often it
 # looks for new files, and the least it hashes at once (the rest waits for the end)
-_POLL_SECONDS = 0.01
+# (measured on 2 cores, 200 MB torch/safetensors saves: 5 ms / 4 MiB saved the most time)
+_POLL_SECONDS = 0.005
 _RESCAN_SECONDS = 0.02
-_MIN_BATCH = 16 * 1024 * 1024
+_MIN_BATCH = 4 * 1024 * 1024
 # how far behind the first hole of a preallocated file the hasher stays (larger than any
 # file-system block or huge page that could be reported as data while partly written)
 _PREALLOCATION_LAG = 4 * 1024 * 1024
