@@ -203,3 +203,23 @@ def test_store_object_saves_and_loads_by_name(tmp_path: Path) -> None:
     art = store.save(model, "forest", example=X[:2])
     assert art.version == 1
     assert np.array_equal(store.load("forest").predict(X), model.predict(X))
+
+
+def test_a_pkl_written_by_joblib_loads_when_trusted(tmp_path: Path) -> None:
+    import joblib
+
+    model, X = tiny_forest()
+    for compress in (0, 3):
+        path = tmp_path / f"model-{compress}.pkl"
+        joblib.dump(model, path, compress=compress)
+        again = persistkit.load(path, trusted=True)
+        assert np.array_equal(again.predict(X), model.predict(X))
+
+
+def test_a_truncated_trusted_pickle_is_a_format_error(tmp_path: Path) -> None:
+    import pickle
+
+    path = tmp_path / "cut.pkl"
+    path.write_bytes(pickle.dumps({"a": list(range(100))}, protocol=5)[:40])
+    with pytest.raises(persistkit.errors.FormatError):
+        persistkit.load(path, trusted=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from persistkit.errors import FormatError
 from persistkit.manager import hookimpl
 from persistkit.manifest import Manifest
 from persistkit.records import BackendInfo
@@ -110,7 +111,35 @@ class PickleProtocolBackend(Backend):
         return 'try backend="cloudpickle" (pip install "persistkit[cloudpickle]")'
 
     def load(self, path: Path, manifest: Manifest, options: dict[str, Any], policy: Any) -> Any:
-        with open(path, "rb") as fh:
-            if policy.trust_all:
-                return self._module().load(fh)
-            return policy.unpickle(fh, what=f"{self.info.name} payload")
+        if not policy.trust_all:
+            with open(path, "rb") as fh:
+                return policy.unpickle(fh, what=f"{self.info.name} payload")
+        data = path.read_bytes()
+        if _written_by_joblib(data):
+            # a ".pkl" made by joblib.dump is common; decided from the bytes, not by retrying
+            import joblib
+
+            return joblib.load(path)
+        try:
+            return self._module().loads(data)
+        except (EOFError, ValueError, IndexError, KeyError) as exc:
+            raise FormatError(
+                f"{path.name} is not a readable {self.info.name} stream: "
+                f"{type(exc).__name__}: {exc}",
+                hint="the file is truncated or damaged; restore it or save the model again",
+            ) from None
+        except Exception as exc:
+            if type(exc).__name__ == "UnpicklingError":
+                raise FormatError(
+                    f"{path.name} is not a readable {self.info.name} stream: {exc}",
+                    hint="the file is truncated or damaged; restore it or save the model again",
+                ) from None
+            raise
+
+
+_COMPRESSION_MAGIC = (b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x04\x22\x4d\x18")
+
+
+def _written_by_joblib(data: bytes) -> bool:
+    """A joblib dump: compressed (joblib's compressors) or holding its array wrappers."""
+    return data.startswith(_COMPRESSION_MAGIC) or b"joblib.numpy_pickle" in data
