@@ -165,7 +165,7 @@ class PayloadHasher:
         try:
             next_scan = 0.0
             while not self._stop.is_set():
-                if time.monotonic() >= next_scan:
+                if not self._tails or time.monotonic() >= next_scan:
                     self._discover()
                     next_scan = time.monotonic() + _RESCAN_SECONDS
                 if not self._advance_all():
