@@ -8,7 +8,7 @@ for one backend.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 from persistkit.errors import FormatError
 from persistkit.manager import hookimpl
@@ -114,14 +114,23 @@ class PickleProtocolBackend(Backend):
         if not policy.trust_all:
             with open(path, "rb") as fh:
                 return policy.unpickle(fh, what=f"{self.info.name} payload")
-        data = path.read_bytes()
-        if _written_by_joblib(data):
-            # a ".pkl" made by joblib.dump is common; decided from the bytes, not by retrying
-            import joblib
+        stream: IO[bytes] | None = None
+        if manifest.environment.get("persistkit"):
+            # persistkit's own artifact, written by this backend's dump (and hash-checked):
+            # stream it; reading it whole first would double a large model's time and memory
+            stream = open(path, "rb")  # noqa: SIM115  closed below
+            source: Any = stream
+            unpickle = self._module().load
+        else:
+            source = path.read_bytes()
+            if _written_by_joblib(source):
+                # a ".pkl" made by joblib.dump is common; decided from the bytes, not by retrying
+                import joblib
 
-            return joblib.load(path)
+                return joblib.load(path)
+            unpickle = self._module().loads
         try:
-            return self._module().loads(data)
+            return unpickle(source)
         except (EOFError, ValueError, IndexError, KeyError) as exc:
             raise FormatError(
                 f"{path.name} is not a readable {self.info.name} stream: "
@@ -135,6 +144,9 @@ class PickleProtocolBackend(Backend):
                     hint="the file is truncated or damaged; restore it or save the model again",
                 ) from None
             raise
+        finally:
+            if stream is not None:
+                stream.close()
 
 
 _COMPRESSION_MAGIC = (b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x04\x22\x4d\x18")
