@@ -250,9 +250,21 @@ def startup_times(runs: int) -> dict[str, float]:
 def machine() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
-    from persistkit.bench import machine_description
+    try:
+        from persistkit.bench import machine_description
 
-    info = machine_description()
+        info = machine_description()
+    except ImportError:  # an older persistkit, measured for a before/after comparison
+        import platform
+
+        info = {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "memory_gib": "?",
+            "os": platform.platform(),
+            "python": platform.python_version(),
+            "persistkit": "older than persistkit.bench",
+        }
     libraries = {}
     for dist in ("numpy", "scikit-learn", "joblib", "torch", "safetensors", "cloudpickle", "dill"):
         try:
