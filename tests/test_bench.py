@@ -85,6 +85,23 @@ def test_a_backend_that_cannot_save_the_model_is_reported_not_fatal() -> None:
     assert by_name["cloudpickle"].error is None
 
 
+def test_a_backend_that_crashes_is_reported_and_the_others_still_run(
+    digits, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import persistkit_dill
+
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("dill plugin bug")
+
+    monkeypatch.setattr(persistkit_dill.plugin, "save", crash)
+    report = persistkit.bench(
+        digits[0], backends=["dill", "pickle"], repeat=1, measure_memory=False
+    )
+    by_name = {r.backend: r for r in report.results}
+    assert "dill plugin bug" in (by_name["dill"].error or "")
+    assert by_name["pickle"].error is None
+
+
 def test_repeat_below_one_is_refused(digits) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InputError, match="repeat"):
         persistkit.bench(digits[0], repeat=0)

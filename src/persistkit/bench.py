@@ -246,6 +246,10 @@ def bench(
                     results[name].error = exc.message
                     shutil.rmtree(target, ignore_errors=True)
                     continue
+                except Exception as exc:  # one broken plugin must not end the whole benchmark
+                    results[name].error = f"{type(exc).__name__}: {exc}"
+                    shutil.rmtree(target, ignore_errors=True)
+                    continue
                 previous = last_artifact.get(name)
                 if previous is not None:
                     shutil.rmtree(previous, ignore_errors=True)
