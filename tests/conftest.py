@@ -10,8 +10,9 @@ from persistkit.manager import reset_plugins
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-                  ) -> Path:
+def isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """A fresh PERSISTKIT_HOME (signing key, caches) and default store for each test."""
     home = tmp_path_factory.mktemp("pkhome")
     monkeypatch.setenv("PERSISTKIT_HOME", str(home))
