@@ -131,7 +131,8 @@ def show(ref: str, store_url: str | None, as_json: bool) -> None:
     if manifest.signature:
         for role in ("inputs", "outputs"):
             for spec in manifest.signature.get(role, []):
-                lines.append(f"{role[:-1]}:      {spec['name']} {spec['datatype']} {spec['shape']}")
+                label = f"{role[:-1]}:"
+                lines.append(f"{label:<12}{spec['name']} {spec['datatype']} {spec['shape']}")
     if aliases:
         lines.append("aliases:    " + ", ".join(aliases))
     if manifest.tags:
