@@ -38,8 +38,8 @@ class TorchPlugin(Backend):
 
     info = BackendInfo(
         "torch",
-        description="torch.save: the whole module (a pickle; untrusted files are refused) or "
-        'mode="state_dict" (weights only, loaded with weights_only=True)',
+        description="torch.save: the whole module (a pickle; untrusted files are read "
+        'through the allow-list) or mode="state_dict" (weights only, weights_only=True)',
         restricted=True,
         requires=("torch",),
         extra="torch",
