@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from click.testing import CliRunner
-from sklearn_helpers import tiny_forest
 
 import persistkit
 from persistkit.cli import main
+from sklearn_helpers import tiny_forest
 
 
 def test_show_aligns_the_signature_with_the_other_fields() -> None:
