@@ -112,6 +112,15 @@ def test_relative_paths_are_locations_not_refs(
     assert (tmp_path / "here" / "persistkit.json").is_file()
 
 
+def test_saving_straight_to_a_url_is_refused_without_writing_locally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CannotSaveError, match="not supported"):
+        persistkit.save(double, "memory://bucket/double")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_invalid_names_are_refused() -> None:
     with pytest.raises(RefError):
         persistkit.save(double, "Bad Name!")

@@ -138,12 +138,13 @@ def save(
         name = normalise_name(type(model).__name__) if location is None else location
         staging = the_store.stage(name)
     else:
-        final = Path(os.path.expanduser(str(location).removeprefix("file://"))).absolute()
-        if "://" in str(final):
+        local = str(location).removeprefix("file://")
+        if "://" in local:  # checked before Path(), which would fold "s3://" into "s3:/"
             raise CannotSaveError(
                 f"saving straight to {location} is not supported",
                 hint="save into a Store(url) instead",
             )
+        final = Path(os.path.expanduser(local)).absolute()
         staging = staging_directory(final.parent, final.name)
     try:
         # hash each payload file while the backend writes it (one pass, on another core)
