@@ -504,7 +504,7 @@ class Store:
                         if (child / MANIFEST_NAME).is_file():
                             published.add(int(child.name))
         else:
-            for rel, info in self._find(name, detail=True).items():
+            for rel, info in self._find(name).items():
                 parts = rel.split("/")
                 if len(parts) == 3 and parts[1].isdigit() and parts[1].isascii():
                     claimed.add(int(parts[1]))
@@ -527,17 +527,12 @@ class Store:
             if rel not in blobs:
                 raise VersionNotFoundError(f"{name}:{v} was deleted")
             manifest = Manifest.from_json(blobs[rel])
-            added = _json_object(tag_blobs.get(f"{name}/{v}/{TAGS_NAME}"))
-            if added:
-                manifest = replace(manifest, tags={**manifest.tags, **_string_values(added)})
+            manifest = _merge_tags(manifest, tag_blobs.get(f"{name}/{v}/{TAGS_NAME}"))
             manifests.append(replace(manifest, name=name, version=v))
         return manifests
 
     def _with_tags(self, name: str, version: int, manifest: Manifest) -> Manifest:
-        added = _json_object(self._read(f"{name}/{version}/{TAGS_NAME}"))
-        if not added:
-            return manifest
-        return replace(manifest, tags={**manifest.tags, **_string_values(added)})
+        return _merge_tags(manifest, self._read(f"{name}/{version}/{TAGS_NAME}"))
 
     def _alias_target(self, name: str, alias: str, numbers: builtins.list[int]) -> int:
         data = self._read(f"{name}/{_ALIASES}/{alias}.json")
@@ -616,7 +611,8 @@ class Store:
     def _rel(self, full: str) -> str:
         return full[len(self._root) :].lstrip("/") if self._root else full.lstrip("/")
 
-    def _find(self, rel: str, *, detail: bool = False) -> dict[str, Any]:
+    def _find(self, rel: str) -> dict[str, Any]:
+        """Every file under ``rel`` (relative path -> the file system's details)."""
         try:
             found = self._fs.find(self._path(rel) if rel else (self._root or "/"), detail=True)
         except FileNotFoundError:
@@ -756,8 +752,12 @@ def _json_object(data: bytes | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _string_values(data: dict[str, Any]) -> dict[str, str]:
-    return {str(k): str(v) for k, v in data.items()}
+def _merge_tags(manifest: Manifest, tags_blob: bytes | None) -> Manifest:
+    """``manifest`` with the tags added after publication (a ``tags.json``) merged over its own."""
+    added = _json_object(tags_blob)
+    if not added:
+        return manifest
+    return replace(manifest, tags={**manifest.tags, **{str(k): str(v) for k, v in added.items()}})
 
 
 def _dumps(data: dict[str, Any]) -> bytes:
