@@ -177,8 +177,10 @@ def verify(ref: str, store_url: str | None, as_json: bool, quiet: bool, trust: b
 @durable_option
 def alias(ref: str, alias_name: str, store_url: str | None, as_json: bool, durable: bool) -> None:
     """Point NAME@ALIAS at the version REF resolves to (moves it if it exists)."""
+    from persistkit.refs import parse_ref
+
     store = _open_store(store_url)
-    name, _ = store.resolve(ref)
+    name = parse_ref(ref).name
     version = store.alias(ref, alias_name, durable=durable)
     if as_json:
         print_json({"name": name, "alias": alias_name, "version": version})
@@ -203,9 +205,12 @@ def tag(ref: str, assignment: str, store_url: str | None, as_json: bool, durable
     key, sep, value = assignment.partition("=")
     if not sep or not key:
         raise click.UsageError(f"expected KEY=VALUE, got {assignment!r}")
+    from persistkit.refs import Ref
+
     store = _open_store(store_url)
     name, version = store.resolve(ref)
-    tags = store.tag(ref, key, value, durable=durable)
+    # tag the version printed below, even if a save moves "latest" meanwhile
+    tags = store.tag(Ref(name, version=version), key, value, durable=durable)
     if as_json:
         print_json({"name": name, "version": version, "tags": tags})
         return
@@ -219,9 +224,11 @@ def tag(ref: str, assignment: str, store_url: str | None, as_json: bool, durable
 @click.option("--force", is_flag=True, help="Delete even if aliases point at it (removes them).")
 def rm(ref: str, store_url: str | None, as_json: bool, force: bool) -> None:
     """Delete the version REF resolves to. Its number is never reused."""
+    from persistkit.refs import parse_ref
+
     store = _open_store(store_url)
-    name, version = store.resolve(ref)
-    store.delete(ref, force=force)
+    name = parse_ref(ref).name
+    version = store.delete(ref, force=force)
     if as_json:
         print_json({"name": name, "version": version, "deleted": True})
         return
