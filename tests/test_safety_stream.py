@@ -119,6 +119,20 @@ def test_bytes_constructor_refuses_a_size() -> None:
         _load(pickle.dumps(Zeros(), 2))
 
 
+@pytest.mark.parametrize("via_memo", [False, True])
+def test_build_on_an_imported_class_is_refused(via_memo: bool) -> None:
+    # BUILD on a class (not an instance) would setattr on it: a payload of allowed names only
+    # could rewrite a library class for the rest of the process
+    from scipy.interpolate import BSpline
+
+    target = b"cscipy.interpolate._bsplines\nBSpline\n" + (b"q\x00" if via_memo else b"")
+    state = b"N}X\x0b\x00\x00\x00persistkit_cnumpy\nmean\ns\x86"
+    data = b"\x80\x02" + target + (b"0h\x00" if via_memo else b"") + state + b"b."
+    with pytest.raises(UntrustedArtifactError, match="BUILD"):
+        _load(data)
+    assert not hasattr(BSpline, "persistkit_")
+
+
 # -- joblib -----------------------------------------------------------------------------------
 
 

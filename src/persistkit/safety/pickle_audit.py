@@ -409,7 +409,8 @@ class _Walker:
             self.set_into(self.top(), items, at)
         elif code == 0x90:  # ADDITEMS
             pop_mark()
-            self.top()
+            if not isinstance(self.top(), (_Object, _Opaque)):  # never a class's own add()
+                raise self.corrupt("ADDITEMS to something that is not a set", at)
         elif code == 0x91:  # FROZENSET
             pop_mark()
             push(_Opaque())
@@ -463,6 +464,15 @@ class _Walker:
         elif c == "b":
             state = pop()
             target = self.top()
+            if isinstance(target, _Global):
+                # BUILD on a class or function itself sets attributes on it: a payload of
+                # allowed names could rewrite library code for the whole process
+                raise UntrustedArtifactError(
+                    f"the {self.what} uses BUILD to set attributes on "
+                    f"{target.module}.{target.name} itself, which no pickler writes",
+                    hint="the file was crafted by hand; if you trust its source, pass "
+                    "trusted=True",
+                )
             if isinstance(target, _Object):
                 target.state = state
         elif c == "P":
