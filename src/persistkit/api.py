@@ -179,7 +179,6 @@ def save(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     remember_saved(artifact.path, hashed)  # so loading this fresh save needs no re-hash
-    del info
     if check:
         verify(artifact.path, trusted=True)
     return artifact

@@ -74,18 +74,18 @@ def fetch(
                 hint="restore the version from another store, or save the model again",
             ) from None
         (tmp / MANIFEST_NAME).write_bytes(manifest_bytes)
-        return _install(tmp, digest)[0]
+        return _install(tmp, digest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def adopt(folder: Path, digest: str) -> Path:
     """Move a complete local artifact folder (just uploaded) into the cache; return its entry."""
-    return _install(folder, digest)[0]
+    return _install(folder, digest)
 
 
-def _install(folder: Path, digest: str) -> tuple[Path, bool]:
-    """Rename ``folder`` into the cache; True if it is now the entry (False: one existed)."""
+def _install(folder: Path, digest: str) -> Path:
+    """Rename ``folder`` into the cache and return the entry (one already there is kept)."""
     final = entry_path(digest)
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -93,10 +93,10 @@ def _install(folder: Path, digest: str) -> tuple[Path, bool]:
     except OSError:
         if (final / MANIFEST_NAME).is_file():
             # another process cached the same digest first; its entry is checked on each use
-            return final, False
+            return final
         _discard(final)  # a damaged leftover without a manifest: replace it
         os.rename(folder, final)
-    return final, True
+    return final
 
 
 def _discard(path: Path) -> None:

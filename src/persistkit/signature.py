@@ -9,7 +9,6 @@ view that ``predict`` and ``serve`` use; manifests are untrusted, so it checks e
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,7 +224,3 @@ def cast_exactly(array: np.ndarray, spec: TensorSpec, *, source: str) -> np.ndar
             hint=f"pass values representable as {spec.datatype}",
         )
     return converted
-
-
-def element_count(shape: tuple[int, ...] | list[int]) -> int:
-    return math.prod(shape)

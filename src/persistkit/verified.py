@@ -25,7 +25,6 @@ import contextlib
 import os
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,10 +191,3 @@ def _probe_fine_ctime(directory: Path, dev: int) -> bool:
     finally:
         os.close(fd)
         os.unlink(name)
-
-
-def stat_now(path: Path) -> tuple[os.stat_result, int]:
-    """``(os.stat(path), time.time_ns() taken just before it)``, as ``remember_verified``
-    wants them."""
-    started = time.time_ns()
-    return os.stat(path), started
