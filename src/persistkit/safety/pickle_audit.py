@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,7 +279,8 @@ class _Walker:
         # stack effect to the descriptions on the stack.
         data = self.data
         stack = self.stack
-        # the opcodes that dominate real model pickles come first (memo traffic, small ints)
+        # the opcodes that dominate real model pickles come first (memo traffic, small ints);
+        # they have no branch below
         if code == 0x68:  # BINGET
             end = self.take(pos, 1)
             self.get(data[pos])
@@ -329,9 +329,6 @@ class _Walker:
             end = self.take(pos, 4)
             push(int.from_bytes(data[pos:end], "little", signed=True))
             pos = end
-        elif c == "K":
-            push(self.uint(pos, 1))
-            pos += 1
         elif c == "M":
             push(self.uint(pos, 2))
             pos += 2
@@ -417,9 +414,6 @@ class _Walker:
         elif c == "g":
             text, pos = self.line(pos)
             get(self.parse_int(text, "I", at))
-        elif c == "h":
-            get(self.uint(pos, 1))
-            pos += 1
         elif c == "j":
             get(self.uint(pos, 4))
             pos += 4
@@ -432,8 +426,6 @@ class _Walker:
         elif c == "r":
             put(self.uint(pos, 4))
             pos += 4
-        elif code == 0x94:  # MEMOIZE
-            put(len(self.memo))
         elif c == "c":
             module, pos = self.line(pos)
             name, pos = self.line(pos)
@@ -653,9 +645,3 @@ def _find_newline(data: Any, pos: int, size: int) -> int:
     chunk = bytes(data[pos:size])
     found = chunk.find(b"\n")
     return -1 if found < 0 else pos + found
-
-
-def iter_names(audit: PickleAudit) -> Iterator[str]:
-    """Every global of ``audit`` as ``module.qualname``."""
-    for module, name in audit.globals:
-        yield f"{module}.{name}"
