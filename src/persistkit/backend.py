@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from persistkit.errors import FormatError
+from persistkit.errors import CannotSaveError, FormatError
 from persistkit.manager import hookimpl
 from persistkit.manifest import Manifest
 from persistkit.records import BackendInfo
@@ -88,24 +88,17 @@ class PickleProtocolBackend(Backend):
         return importlib.import_module(self.module_name)
 
     def save(self, model: Any, path: Path, options: dict[str, Any]) -> None:
-        from persistkit.errors import CannotSaveError
-
         protocol = int(options.get("protocol", 5))
         try:
             with open(path, "wb") as fh:
                 self._module().dump(model, fh, protocol=protocol)
-        except (AttributeError, TypeError, ValueError, RecursionError) as exc:
+        except Exception as exc:
+            if not _is_a(exc, _PICKLING_ERRORS, "PicklingError"):
+                raise
             raise CannotSaveError(
                 f"{self.info.name} cannot serialize this {type(model).__qualname__}: {exc}",
                 hint=self.cannot_save_hint(),
             ) from None
-        except Exception as exc:
-            if type(exc).__name__ == "PicklingError":
-                raise CannotSaveError(
-                    f"{self.info.name} cannot serialize this {type(model).__qualname__}: {exc}",
-                    hint=self.cannot_save_hint(),
-                ) from None
-            raise
 
     def cannot_save_hint(self) -> str:
         return 'try backend="cloudpickle" (pip install "persistkit[cloudpickle]")'
@@ -131,22 +124,27 @@ class PickleProtocolBackend(Backend):
             unpickle = self._module().loads
         try:
             return unpickle(source)
-        except (EOFError, ValueError, IndexError, KeyError) as exc:
+        except Exception as exc:
+            if not _is_a(exc, _UNPICKLING_ERRORS, "UnpicklingError"):
+                raise
             raise FormatError(
                 f"{path.name} is not a readable {self.info.name} stream: "
                 f"{type(exc).__name__}: {exc}",
                 hint="the file is truncated or damaged; restore it or save the model again",
             ) from None
-        except Exception as exc:
-            if type(exc).__name__ == "UnpicklingError":
-                raise FormatError(
-                    f"{path.name} is not a readable {self.info.name} stream: {exc}",
-                    hint="the file is truncated or damaged; restore it or save the model again",
-                ) from None
-            raise
         finally:
             if stream is not None:
                 stream.close()
+
+
+# what a pickler raises for an object it cannot store, and an unpickler for a damaged stream;
+# pickle, cloudpickle and dill each have their own (Un)PicklingError class, matched by name
+_PICKLING_ERRORS = (AttributeError, TypeError, ValueError, RecursionError)
+_UNPICKLING_ERRORS = (EOFError, ValueError, IndexError, KeyError)
+
+
+def _is_a(exc: Exception, kinds: tuple[type[Exception], ...], class_name: str) -> bool:
+    return isinstance(exc, kinds) or type(exc).__name__ == class_name
 
 
 _COMPRESSION_MAGIC = (b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x04\x22\x4d\x18")
