@@ -107,6 +107,33 @@ def test_sparse_matrix_with_out_of_range_indices_is_refused(fmt: str) -> None:
         TrustPolicy().unpickle(io.BytesIO(pickle.dumps({"components": matrix})))
 
 
+def test_sparse_matrix_is_checked_in_a_process_without_scikit_learn() -> None:
+    # the check must not depend on scikit-learn's tree modules having been imported already
+    import subprocess
+    import sys
+
+    import scipy.sparse as sp
+
+    matrix = sp.random(5, 5, density=0.5, format="csr", random_state=0)
+    matrix.indices[:] = 10**7
+    code = (
+        "import io, sys\n"
+        "from persistkit.errors import FormatError\n"
+        "from persistkit.safety import TrustPolicy\n"
+        "try:\n"
+        "    TrustPolicy().unpickle(io.BytesIO(sys.stdin.buffer.read()))\n"
+        "except FormatError as exc:\n"
+        "    print(exc.message)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('sklearn')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], input=pickle.dumps(matrix), capture_output=True, check=True
+    )
+    refusal, sklearn_modules = result.stdout.decode().splitlines()
+    assert "sparse matrix whose index arrays are invalid" in refusal
+    assert sklearn_modules == "[]"
+
+
 def test_genuine_sparse_matrix_loads() -> None:
     import scipy.sparse as sp
 

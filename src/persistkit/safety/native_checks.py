@@ -22,23 +22,16 @@ _MAX_VISITS = 1_000_000
 
 
 def check_native_structures(root: Any, *, what: str) -> None:
-    """Raise :class:`FormatError` if a decision tree reachable from ``root`` is malformed."""
+    """Raise :class:`FormatError` if a native structure reachable from ``root`` is malformed."""
     import sys
 
-    tree_module = sys.modules.get("sklearn.tree._tree")
-    predictor_module = sys.modules.get("sklearn.ensemble._hist_gradient_boosting.predictor")
-    if (
-        tree_module is None
-        and predictor_module is None
-        and (
-            "sklearn.neighbors._binary_tree" not in sys.modules
-            and "sklearn.neighbors._kd_tree" not in sys.modules
-            and "sklearn.neighbors._ball_tree" not in sys.modules
-        )
-    ):
-        return  # nothing loaded can hold a tree
-    tree_type = getattr(tree_module, "Tree", None)
-    predictor_type = getattr(predictor_module, "TreePredictor", None)
+    # only classes already imported can be in ``root``: look them up, never import them
+    tree_type = getattr(sys.modules.get("sklearn.tree._tree"), "Tree", None)
+    predictor_type = getattr(
+        sys.modules.get("sklearn.ensemble._hist_gradient_boosting.predictor"),
+        "TreePredictor",
+        None,
+    )
     binary_tree_types = tuple(
         getattr(sys.modules[name], base)
         for name in ("sklearn.neighbors._kd_tree", "sklearn.neighbors._ball_tree")
@@ -50,6 +43,8 @@ def check_native_structures(root: Any, *, what: str) -> None:
     sparse_types = (
         (sparse_module.sparray, sparse_module.spmatrix) if sparse_module is not None else ()
     )
+    if tree_type is None and predictor_type is None and not binary_tree_types + sparse_types:
+        return  # nothing loaded can hold a checked structure
     for obj, owner in _reachable(root):
         if tree_type is not None and isinstance(obj, tree_type):
             _check_tree(obj, what)
