@@ -242,12 +242,12 @@ def bench(
                 target = scratch / f"{name}-{round_no}"
                 try:
                     _one_round(model, name, target, inputs, reference, results[name], samples[name])
-                except PersistkitError as exc:
-                    results[name].error = exc.message
-                    shutil.rmtree(target, ignore_errors=True)
-                    continue
                 except Exception as exc:  # one broken plugin must not end the whole benchmark
-                    results[name].error = f"{type(exc).__name__}: {exc}"
+                    results[name].error = (
+                        exc.message
+                        if isinstance(exc, PersistkitError)
+                        else f"{type(exc).__name__}: {exc}"
+                    )
                     shutil.rmtree(target, ignore_errors=True)
                     continue
                 previous = last_artifact.get(name)
