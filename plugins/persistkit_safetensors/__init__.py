@@ -104,20 +104,10 @@ class SafetensorsBackend(Backend):
             )
         from safetensors.torch import save_file
 
-        from persistkit_torch.rebuild import (
-            RECIPE_KEY,
-            recipe_for,
-            storable_tensors,
-            tied_groups,
-        )
+        from persistkit_torch.rebuild import record_recipe, storable_tensors, tied_groups
 
         if layout == "module":
-            recipe = recipe_for(model, options, backend=self.info.name)
-            options.pop("init_kwargs", None)
-            options.pop("factory", None)
-            # recorded in the manifest's backend options (api.save writes them after this hook)
-            options[RECIPE_KEY] = recipe.to_json()
-            tied = recipe.tied
+            tied = record_recipe(model, options, backend=self.info.name).tied
             state = model.state_dict()
         else:
             tied = tied_groups(state)

@@ -27,7 +27,7 @@ from persistkit.errors import (
 )
 from persistkit_torch import adapter
 from persistkit_torch.detect import is_tensor_dict, is_torch_module
-from persistkit_torch.rebuild import RECIPE_KEY, ModuleRecipe, build_module, recipe_for
+from persistkit_torch.rebuild import RECIPE_KEY, ModuleRecipe, build_module, record_recipe
 
 MODES = ("module", "state_dict")
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -74,11 +74,7 @@ class TorchPlugin(Backend):
             )
         payload = model
         if mode == "state_dict" and is_torch_module(model):
-            recipe = recipe_for(model, options, backend="torch")
-            options.pop("init_kwargs", None)
-            options.pop("factory", None)
-            # recorded in the manifest's backend options (api.save writes them after this hook)
-            options[RECIPE_KEY] = recipe.to_json()
+            record_recipe(model, options, backend="torch")
             payload = model.state_dict()
         options["mode"] = mode
         try:

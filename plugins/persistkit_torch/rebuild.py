@@ -122,6 +122,17 @@ def recipe_for(model: Any, options: dict[str, Any], *, backend: str) -> ModuleRe
     return recipe
 
 
+def record_recipe(model: Any, options: dict[str, Any], *, backend: str) -> ModuleRecipe:
+    """:func:`recipe_for` ``model``, recorded in ``options`` under ``RECIPE_KEY`` in place of the
+    ``init_kwargs=``/``factory=`` it was made from (``api.save`` writes the backend options
+    to the manifest after the save hook, so the load hook gets the recipe back)."""
+    recipe = recipe_for(model, options, backend=backend)
+    options.pop("init_kwargs", None)
+    options.pop("factory", None)
+    options[RECIPE_KEY] = recipe.to_json()
+    return recipe
+
+
 def recover_init_kwargs(model: Any) -> dict[str, Any]:
     """Constructor arguments read back from attributes named like ``__init__`` parameters
     (the scikit-learn convention). A parameter whose attribute is missing or not JSON keeps
