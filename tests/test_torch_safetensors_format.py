@@ -150,6 +150,13 @@ def test_headers_that_are_not_a_json_object_of_the_right_shape_are_refused(
         read_safetensors_header(path)
 
 
+def test_a_header_nested_too_deeply_for_the_json_parser_is_refused(tmp_path: Path) -> None:
+    raw = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path = write_raw(tmp_path / "n.safetensors", None, b"", raw_header=raw)
+    with pytest.raises(FormatError, match="not valid JSON"):
+        read_safetensors_header(path)
+
+
 def test_duplicate_tensor_names_in_the_header_are_refused(tmp_path: Path) -> None:
     raw = (
         b'{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},'

@@ -128,7 +128,7 @@ def parse_safetensors_header(
         raise _bad(name, "its header is not a JSON object")
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _bad(name, f"its header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
         raise _bad(name, "its header is not a JSON object")
