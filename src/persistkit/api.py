@@ -358,8 +358,20 @@ def load(
     run whatever the payload contains. Artifacts sealed by your own key are trusted.
     ``verify=False`` skips the sha256 check (sizes are still checked).
     """
+    return load_located(
+        locate(source, store), trusted=trusted, verify=verify, options=backend_options
+    )
+
+
+def load_located(
+    found: Located,
+    *,
+    trusted: bool | Iterable[str] = False,
+    verify: bool = True,
+    options: dict[str, Any] | None = None,
+) -> Any:
+    """:func:`load` for an artifact already located (so its manifest is not read again)."""
     plugins = get_plugins()
-    found = locate(source, store)
     manifest = found.manifest
     sealed = not found.bare and seal_is_valid(manifest)
     info = plugins.backend(manifest.backend)
@@ -374,7 +386,7 @@ def load(
         backend=manifest.backend,
         directory=found.directory,
         manifest=manifest,
-        options={**manifest.backend_options, **backend_options},
+        options={**manifest.backend_options, **(options or {})},
         policy=policy,
     )
     if model is None:
@@ -433,7 +445,7 @@ def verify(
     found = locate(source, store)
     check_files(found.directory, found.manifest, rehash=True)  # an explicit check reads it all
     manifest = found.manifest
-    model = load(found.directory, trusted=trusted, verify=False)
+    model = load_located(found, trusted=trusted, verify=False)
     if not manifest.example:
         return VerifyReport(found.uri, len(manifest.files), False, True)
     inputs = np.load(found.directory / manifest.example["inputs"], allow_pickle=False)

@@ -318,10 +318,10 @@ def _resolve(model_or_ref: Any, store: Any, trusted: bool | Iterable[str]) -> tu
         return model_or_ref, f"{cls.__module__}.{cls.__qualname__}", None
     import numpy as np
 
-    from persistkit.api import load, locate
+    from persistkit.api import load_located, locate
 
     found = locate(model_or_ref, store)
-    model = load(found.directory if not found.bare else found.uri, trusted=trusted)
+    model = load_located(found, trusted=trusted)
     stored = None
     if found.manifest.example and not found.bare:
         stored = np.load(found.directory / found.manifest.example["inputs"], allow_pickle=False)
