@@ -43,7 +43,7 @@ from persistkit.errors import (
 from persistkit.manager import Plugins, get_plugins
 from persistkit.manifest import MANIFEST_NAME, FileEntry, Manifest, read_manifest
 from persistkit.records import Artifact, BackendInfo
-from persistkit.refs import looks_like_location, normalise_name, parse_ref
+from persistkit.refs import looks_like_location, normalise_name
 from persistkit.safety import TrustPolicy, seal, seal_is_valid
 from persistkit.signature import signature_from_example
 from persistkit.store import Store
@@ -320,8 +320,7 @@ def locate(source: Any, store: Store | str | None = None) -> Located:
             hint="check the path; a store ref is written without slashes, like name:3",
         )
     the_store = store if isinstance(store, Store) else Store(store)
-    parse_ref(text)
-    directory, manifest, name, version = the_store.fetch(text)
+    directory, manifest, name, version = the_store.fetch(text)  # parses and checks the ref
     return Located(directory, manifest, f"{name}:{version}")
 
 
