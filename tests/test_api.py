@@ -140,6 +140,11 @@ def test_predict_loads_with_load_options_and_picks_a_method(tmp_path: Path) -> N
     assert np.array_equal(proba, model.predict_proba(X[:3]))
 
 
+def test_predict_accepts_the_artifact_save_returned(tmp_path: Path) -> None:
+    art = persistkit.save(double, tmp_path / "d")
+    assert np.array_equal(persistkit.predict(art, [1, 2]), [2, 4])
+
+
 def test_example_is_stored_with_its_predictions_and_signature(tmp_path: Path) -> None:
     model, X, _ = digits_model()
     art = persistkit.save(model, tmp_path / "m", example=X[:4])

@@ -72,13 +72,14 @@ _freeze_model = freeze  # save() and load() take a ``freeze`` argument that shad
 def predict(
     model_or_source: Any, inputs: Any, *, method: str | None = None, **load_options: Any
 ) -> Any:
-    """Predict with a model object, or load ``model_or_source`` (path, URL or ref) first.
+    """Predict with a model object, or load ``model_or_source`` (path, URL, ref or the
+    :class:`Artifact` that ``save`` returned) first.
 
     ``method`` picks another prediction method where the family has them
     (``"predict_proba"``, ``"transform"``, ...). Returns a numpy-friendly result.
     """
     model = model_or_source
-    if isinstance(model_or_source, (str, os.PathLike)):
+    if isinstance(model_or_source, (str, os.PathLike, Artifact)):
         model = load(model_or_source, **load_options)
     options = {"method": method} if method else {}
     result = get_plugins().hook.persistkit_predict(model=model, inputs=inputs, options=options)
