@@ -251,6 +251,14 @@ def test_a_deleted_version_number_is_never_reused(store: Store) -> None:
     assert save(store, b"three").version == 3
 
 
+def test_asking_for_a_deleted_version_lists_the_versions_left(store: Store) -> None:
+    for data in (b"one", b"two", b"three", b"four"):
+        save(store, data)
+    store.delete("m:2")
+    with pytest.raises(VersionNotFoundError, match=r"it has versions 1, 3-4\)"):
+        store.resolve("m:2")
+
+
 def test_deleting_an_aliased_version_is_refused(store: Store) -> None:
     save(store, b"one")
     store.alias("m:1", "prod")

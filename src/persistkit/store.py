@@ -789,9 +789,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _ranges(numbers: builtins.list[int]) -> str:
+    """``version 3`` or ``versions 1, 3-5`` (sorted numbers; deleted ones leave gaps)."""
     if len(numbers) == 1:
         return f"version {numbers[0]}"
-    return f"versions {numbers[0]}-{numbers[-1]}"
+    runs: builtins.list[builtins.list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return "versions " + ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
 def fetch_url(url: str, *, storage_options: dict[str, Any] | None = None) -> tuple[Path, Manifest]:
