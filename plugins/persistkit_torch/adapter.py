@@ -6,6 +6,8 @@ already imported torch).
 
 from __future__ import annotations
 
+import functools
+import itertools
 from typing import Any
 
 import persistkit
@@ -85,7 +87,7 @@ def _as_input(model: Any, inputs: Any) -> Any:
 
 def _parameter_dtype_device(model: Any) -> tuple[Any, Any]:
     device = None
-    for tensor in list(model.parameters()) + list(model.buffers()):
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
         device = device or tensor.device
         if tensor.is_floating_point():
             return tensor.dtype, tensor.device
@@ -111,6 +113,7 @@ def _to_numpy(out: Any) -> Any:
     return out
 
 
+@functools.cache  # a handful of dtypes; predict asks on every call
 def _numpy_has(dtype: Any) -> bool:
     import torch
 
