@@ -361,6 +361,15 @@ def test_inspect_of_a_remote_ref_reads_only_the_manifest(remote_store: Store) ->
     assert manifest.tags == {"a": "b"}
 
 
+def test_inspect_of_a_remote_version_url_reads_only_the_manifest(remote_store: Store) -> None:
+    art = save(remote_store, b"x", tags={"a": "b"})
+    remote_store._fs.rm(remote_store._path("m/.payload"), recursive=True)
+    shutil.rmtree(cache.artifacts_root())  # nor is there a copy to serve it from
+    manifest = persistkit.inspect(f"{remote_store.url}/m/1")
+    assert manifest.files == art.manifest.files
+    assert manifest.tags == {"a": "b"}
+
+
 # -- stale staging ---------------------------------------------------------------------------
 
 

@@ -46,7 +46,7 @@ from persistkit.records import Artifact, BackendInfo
 from persistkit.refs import looks_like_location, normalise_name
 from persistkit.safety import TrustPolicy, seal, seal_is_valid
 from persistkit.signature import signature_from_example
-from persistkit.store import Store
+from persistkit.store import Store, fetch_url, manifest_at_url
 
 EXAMPLE_INPUTS = "example/inputs.npy"
 EXAMPLE_OUTPUTS = "example/outputs.npy"
@@ -307,9 +307,7 @@ def locate(source: Any, store: Store | str | None = None) -> Located:
     text = os.fspath(source)
     if isinstance(source, Path) or looks_like_location(text):
         if "://" in text and not text.startswith("file://"):
-            from persistkit.store import fetch_url  # downloads into the local cache
-
-            directory, manifest = fetch_url(text)
+            directory, manifest = fetch_url(text)  # downloads into the local cache
             return Located(directory, manifest, text)
         path = Path(os.path.expanduser(text.removeprefix("file://")))
         if path.is_dir():
@@ -419,6 +417,8 @@ def inspect(source: Any, *, store: Store | str | None = None) -> Manifest:
     """The manifest of an artifact, without loading (or trusting) its payload."""
     if isinstance(source, str) and not looks_like_location(source):
         return (store if isinstance(store, Store) else Store(store)).manifest(source)
+    if isinstance(source, str) and "://" in source and not source.startswith("file://"):
+        return manifest_at_url(source)  # no download: the payload stays remote
     return locate(source, store).manifest
 
 

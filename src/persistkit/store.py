@@ -807,15 +807,40 @@ def fetch_url(url: str, *, storage_options: dict[str, Any] | None = None) -> tup
     ``url`` is a version inside a store (``s3://bucket/prefix/<name>/<version>``) or any
     folder holding ``persistkit.json`` beside its payload files.
     """
-    trimmed = url.rstrip("/")
-    head, _, version = trimmed.rpartition("/")
+    in_store = _store_version(url, storage_options)
+    if in_store is not None:
+        with contextlib.suppress(VersionNotFoundError):
+            path, manifest, _, _ = in_store[0].fetch(in_store[1])
+            return path, manifest
+    folder, raw, manifest = _artifact_folder(url, storage_options)
+    with folder._storage_errors():
+        path = cache.fetch(folder._fs, folder._root, manifest, raw, manifest_digest(manifest))
+    return path, manifest
+
+
+def manifest_at_url(url: str, *, storage_options: dict[str, Any] | None = None) -> Manifest:
+    """The manifest :func:`fetch_url` would return, without downloading the payload."""
+    in_store = _store_version(url, storage_options)
+    if in_store is not None:
+        with contextlib.suppress(VersionNotFoundError):
+            return in_store[0].manifest(in_store[1])
+    return _artifact_folder(url, storage_options)[2]
+
+
+def _store_version(url: str, storage_options: dict[str, Any] | None) -> tuple[Store, Ref] | None:
+    """The store and version named by a URL shaped ``<store>/<name>/<version>``, else None."""
+    head, _, version = url.rstrip("/").rpartition("/")
     root, _, name = head.rpartition("/")
     if version.isdigit() and _is_name(name) and not root.endswith(":/"):
-        store = Store(root, storage_options=storage_options)
-        with contextlib.suppress(VersionNotFoundError):
-            path, manifest, _, _ = store.fetch(Ref(name, version=int(version)))
-            return path, manifest
-    folder = Store(trimmed, storage_options=storage_options)
+        return Store(root, storage_options=storage_options), Ref(name, version=int(version))
+    return None
+
+
+def _artifact_folder(
+    url: str, storage_options: dict[str, Any] | None
+) -> tuple[Store, bytes, Manifest]:
+    """A remote artifact folder outside any store: the folder, its manifest's bytes, parsed."""
+    folder = Store(url.rstrip("/"), storage_options=storage_options)
     with folder._storage_errors():
         raw = folder._read(MANIFEST_NAME)
         if raw is None:
@@ -823,7 +848,4 @@ def fetch_url(url: str, *, storage_options: dict[str, Any] | None = None) -> tup
                 f"{url} holds no {MANIFEST_NAME}, so it is not a persistkit artifact",
                 hint="give the URL of an artifact folder, or a store and a ref (--store URL)",
             )
-        manifest = Manifest.from_json(raw)
-        return cache.fetch(folder._fs, folder._root, manifest, raw, manifest_digest(manifest)), (
-            manifest
-        )
+        return folder, raw, Manifest.from_json(raw)
