@@ -73,16 +73,17 @@ def predict(
     """
     import numpy as np
 
-    from persistkit.api import inspect, load
+    from persistkit.api import load_located, locate
     from persistkit.api import predict as run_model
     from persistkit.arrays import to_numpy
     from persistkit.inputs import read_inputs
     from persistkit.signature import Signature
 
     size = parse_image_size(image_size)
-    signature = Signature.from_manifest(inspect(ref, store=store_url).signature)
+    found = locate(ref, store_url)  # once: the inputs are shaped for the version that loads
+    signature = Signature.from_manifest(found.manifest.signature)
     batches = read_inputs(inputs, signature.input, image_size=size)
-    model = load(ref, store=store_url, trusted=trust)
+    model = load_located(found, trusted=trust)
     batch = np.concatenate(batches) if len(batches) > 1 else batches[0]
     predictions = to_numpy(run_model(model, batch, method=method))
     if predictions.ndim == 0 or len(predictions) != len(batch):
