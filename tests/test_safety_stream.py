@@ -133,6 +133,21 @@ def test_build_on_an_imported_class_is_refused(via_memo: bool) -> None:
     assert not hasattr(BSpline, "persistkit_")
 
 
+def test_tuples_nested_deeper_than_a_pickler_writes_are_refused() -> None:
+    # hashing a tuple nested millions deep (here: as a dict key) crashes CPython in C
+    data = b"\x80\x04}" + b")" + b"\x85" * 3000 + b"Ns."
+    with pytest.raises(FormatError, match="nest more than 1000 deep"):
+        _load(data)
+
+
+def test_objects_built_from_nested_tuples_count_towards_the_depth() -> None:
+    # slice(slice(...(None))): each call nests its argument tuple (and slices hash it)
+    depth = 600
+    data = b"\x80\x04cbuiltins\nslice\n\x94" + b"h\x00" * depth + b"N" + b"\x85R" * depth
+    with pytest.raises(FormatError, match="nest more than 1000 deep"):
+        _load(data + b"0.")
+
+
 # -- joblib -----------------------------------------------------------------------------------
 
 

@@ -46,6 +46,10 @@ _RECONSTRUCTOR = ("copyreg", "_reconstructor")
 # make the real unpickler allocate a huge memo table.
 _MEMO_SLACK = 4096
 _SIMPLE_DTYPE = re.compile(r"^[a-zA-Z?][0-9]{0,3}$")
+# Python's pickler cannot write values nested deeper than its recursion limit (1000). Deeper
+# tuples only serve to crash the process: hashing one (a dict key, a set item) recurses in C
+# without a depth check.
+_MAX_NESTING = 1000
 
 
 @dataclass(frozen=True)
@@ -98,15 +102,31 @@ class _Global:
         self.name = name
 
 
+class _Tuple(tuple):
+    """A tuple of descriptions that holds tuples or objects: it knows how deep it nests."""
+
+    depth: int
+
+
 class _Object:
     """The result of calling (REDUCE, NEWOBJ) something: we keep what made it, for joblib."""
 
-    __slots__ = ("args", "made_by", "state")
+    __slots__ = ("args", "depth", "made_by", "state")
 
     def __init__(self, made_by: Any, args: Any) -> None:
         self.made_by = made_by
         self.args = args
         self.state: Any = None
+        # what it was built from nests inside it (a namedtuple, a slice)
+        self.depth = 1 + _nesting(args)
+
+
+def _nesting(value: Any) -> int:
+    """How deep tuples and built objects nest in ``value`` (0 for anything else)."""
+    kind = type(value)
+    if kind is _Tuple or kind is _Object:
+        return value.depth
+    return 1 if kind is tuple else 0
 
 
 def mapped_global(module: str, name: str, protocol: int) -> tuple[str, str]:
@@ -377,11 +397,11 @@ class _Walker:
         elif c == "l":
             push(pop_mark())
         elif c == "t":
-            push(tuple(pop_mark()))
+            push(self.tuple_of(pop_mark(), at))
         elif code in (0x85, 0x86, 0x87):
             n = code - 0x84
             items = [pop() for _ in range(n)][::-1]
-            push(tuple(items))
+            push(self.tuple_of(items, at))
         elif c == "d":
             items = pop_mark()
             if len(items) % 2:
@@ -443,16 +463,16 @@ class _Walker:
         elif c == "R":
             args = pop()
             func = pop()
-            push(_made(func, args))
+            push(self.made(func, args, at))
         elif code == 0x81:  # NEWOBJ
             args = pop()
             cls = pop()
-            push(_made(cls, args))
+            push(self.made(cls, args, at))
         elif code == 0x92:  # NEWOBJ_EX
             pop()
             args = pop()
             cls = pop()
-            push(_made(cls, args))
+            push(self.made(cls, args, at))
         elif c == "b":
             state = pop()
             target = self.top()
@@ -503,6 +523,27 @@ class _Walker:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise self.corrupt("a GLOBAL name is not valid UTF-8", at) from None
+
+    def tuple_of(self, items: list[Any], at: int) -> tuple[Any, ...]:
+        """The description of a tuple of ``items``; refused when it nests too deeply."""
+        inner = 0
+        for item in items:
+            kind = type(item)
+            if kind is _Tuple or kind is _Object or kind is tuple:
+                inner = max(inner, _nesting(item))
+        if not inner:
+            return tuple(items)
+        if inner >= _MAX_NESTING:
+            raise self.corrupt(f"values nest more than {_MAX_NESTING} deep", at)
+        nested = _Tuple(items)
+        nested.depth = inner + 1
+        return nested
+
+    def made(self, func: Any, args: Any, at: int) -> _Object:
+        obj = _made(func, args)
+        if obj.depth > _MAX_NESTING:
+            raise self.corrupt(f"values nest more than {_MAX_NESTING} deep", at)
+        return obj
 
     def record_global(self, module: str, name: str) -> _Global:
         pair = mapped_global(module, name, self.audit.protocol)
