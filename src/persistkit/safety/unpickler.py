@@ -9,9 +9,10 @@ Order of events for an untrusted payload:
 3. only then Python's C unpickler runs, with :meth:`find_class` checking each name again (a
    second, independent gate) and resolving it by exact attribute path.
 
-Two allowed callables are wrapped with argument checks because they take other objects or
-names as arguments: ``copyreg._reconstructor`` (protocols 0-1 build every object through it)
-and ``_codecs.encode`` (protocols 0-2 store ``bytes`` through it).
+Three allowed callables are wrapped with argument checks: ``copyreg._reconstructor``
+(protocols 0-1 build every object through it; it takes a class and a base as arguments),
+``_codecs.encode`` (protocols 0-2 store ``bytes`` through it; other codecs are not data) and
+``builtins.bytes`` (data only: ``bytes(n)`` would allocate ``n`` bytes).
 """
 
 from __future__ import annotations
