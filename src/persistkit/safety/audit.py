@@ -8,15 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from persistkit.errors import PersistkitError
-from persistkit.safety.pickle_audit import (
-    JOBLIB_ARRAY_WRAPPER,
-    JOBLIB_OLD_ARRAY_WRAPPER,
-    PickleAudit,
-    audit_pickle,
-)
+from persistkit.safety.pickle_audit import JOBLIB_WRAPPERS, PickleAudit, audit_pickle
 from persistkit.safety.policy import TrustPolicy
 
-_JOBLIB_WRAPPERS = {JOBLIB_ARRAY_WRAPPER, JOBLIB_OLD_ARRAY_WRAPPER}
 _ZIP_MAGIC = b"PK\x03\x04"
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -95,7 +89,9 @@ def _format_of(head: bytes) -> str:
     return "pickle"
 
 
-def _classify(audit: PickleAudit, result: FileAudit, policy: TrustPolicy, skip: set[Any]) -> None:
+def _classify(
+    audit: PickleAudit, result: FileAudit, policy: TrustPolicy, skip: frozenset[Any] = frozenset()
+) -> None:
     for pair, name in zip(audit.globals, audit.names):
         if pair in skip:
             continue
@@ -113,9 +109,9 @@ def _audit_pickle_family(path: Path, head: bytes, result: FileAudit, policy: Tru
         data = decompress(data, method, policy, what=f"joblib file {path.name}")
         result.decompressed_size = len(data)
     audit = audit_pickle(data, joblib=True, what=f"file {path.name}")
-    if any(pair in _JOBLIB_WRAPPERS for pair in audit.globals) and method is None:
+    if any(pair in JOBLIB_WRAPPERS for pair in audit.globals) and method is None:
         result.format = "joblib"
-    _classify(audit, result, policy, _JOBLIB_WRAPPERS)
+    _classify(audit, result, policy, JOBLIB_WRAPPERS)
 
 
 def _audit_torch_zip(path: Path, result: FileAudit, policy: TrustPolicy) -> None:
@@ -125,7 +121,7 @@ def _audit_torch_zip(path: Path, result: FileAudit, policy: TrustPolicy) -> None
         data = archive.read_pickle()
         result.decompressed_size = sum(info.file_size for info in archive.zip.infolist())
     audit = audit_pickle(data, persistent=True, what=f"data.pkl of {path.name}")
-    _classify(audit, result, policy, set(STORAGE_MARKERS))
+    _classify(audit, result, policy, STORAGE_MARKERS)
     result.arrays = audit.persistent_ids
 
 
@@ -137,4 +133,4 @@ def _audit_npy(path: Path, result: FileAudit, policy: TrustPolicy) -> None:
         rest = fh.read() if dtype.hasobject else b""
     result.arrays = 1
     if dtype.hasobject:
-        _classify(audit_pickle(rest, what=f"object array in {path.name}"), result, policy, set())
+        _classify(audit_pickle(rest, what=f"object array in {path.name}"), result, policy)

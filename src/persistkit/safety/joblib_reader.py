@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from persistkit.errors import FormatError
 from persistkit.safety.pickle_audit import (
-    JOBLIB_ARRAY_WRAPPER,
-    JOBLIB_OLD_ARRAY_WRAPPER,
+    JOBLIB_WRAPPERS,
     ArraySegment,
     PickleAudit,
     audit_pickle,
@@ -143,8 +142,7 @@ def load_pickle_family(
         return load_audited(data, audit, policy, what=what)
     if directory is None and any(seg.kind == "companion" for seg in audit.arrays):
         raise FormatError(f"the {what} needs companion .npy files, and its folder is unknown")
-    wrappers = {JOBLIB_ARRAY_WRAPPER, JOBLIB_OLD_ARRAY_WRAPPER}
-    policy.refuse([pair for pair in audit.globals if pair not in wrappers], what=what)
+    policy.refuse([pair for pair in audit.globals if pair not in JOBLIB_WRAPPERS], what=what)
     companions = {
         seg.filename: _check_companion(directory, seg, policy, what)  # type: ignore[arg-type]
         for seg in audit.arrays
@@ -174,7 +172,7 @@ def load_pickle_family(
         audit,
         policy,
         what=what,
-        replacements={pair: ArrayWrapperPlaceholder for pair in wrappers},
+        replacements={pair: ArrayWrapperPlaceholder for pair in JOBLIB_WRAPPERS},
         persistent_load=array_for,
     )
 

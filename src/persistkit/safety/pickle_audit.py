@@ -40,7 +40,9 @@ _PERSISTENT_OPCODES = {ord("P"): "PERSID", ord("Q"): "BINPERSID"}
 JOBLIB_ARRAY_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
 JOBLIB_OLD_ARRAY_WRAPPER = ("joblib.numpy_pickle", "NDArrayWrapper")
 JOBLIB_ZIP_ARRAY_WRAPPER = ("joblib.numpy_pickle", "ZNDArrayWrapper")
-_JOBLIB_WRAPPERS = {JOBLIB_ARRAY_WRAPPER, JOBLIB_OLD_ARRAY_WRAPPER, JOBLIB_ZIP_ARRAY_WRAPPER}
+# the wrappers whose arrays the readers rebuild (each is replaced by a placeholder class)
+JOBLIB_WRAPPERS = frozenset({JOBLIB_ARRAY_WRAPPER, JOBLIB_OLD_ARRAY_WRAPPER})
+_JOBLIB_WRAPPERS = JOBLIB_WRAPPERS | {JOBLIB_ZIP_ARRAY_WRAPPER}
 _RECONSTRUCTOR = ("copyreg", "_reconstructor")
 # A pickler numbers memo slots 0, 1, 2, ...; a slot far beyond the ones in use only serves to
 # make the real unpickler allocate a huge memo table.
@@ -482,8 +484,7 @@ class _Walker:
                 raise UntrustedArtifactError(
                     f"the {self.what} uses BUILD to set attributes on "
                     f"{target.module}.{target.name} itself, which no pickler writes",
-                    hint="the file was crafted by hand; if you trust its source, pass "
-                    "trusted=True",
+                    hint="the file was crafted by hand; if you trust its source, pass trusted=True",
                 )
             if isinstance(target, _Object):
                 target.state = state

@@ -45,15 +45,17 @@ _STORAGE_DTYPES = {
     "ComplexDoubleStorage": "complex128",
 }
 
-# the storage type names torch writes into data.pkl, each replaced by an inert marker
-STORAGE_MARKERS = frozenset(("torch", name) for name in _STORAGE_DTYPES)
-
 
 @dataclass(frozen=True)
 class StorageType:
     """Stands where ``torch.FloatStorage`` & co. would be imported: names a dtype only."""
 
     dtype_name: str
+
+
+# the storage type names torch writes into data.pkl, each replaced by an inert marker
+_MARKERS = {("torch", name): StorageType(dtype) for name, dtype in _STORAGE_DTYPES.items()}
+STORAGE_MARKERS = frozenset(_MARKERS)
 
 
 class TorchZip:
@@ -140,7 +142,6 @@ def read_torch_zip(path: Path, policy: TrustPolicy, *, map_location: Any = "cpu"
     with open_torch_zip(path) as archive:
         data = archive.read_pickle()
         audit = audit_pickle(data, persistent=True, what=what)
-        markers = {("torch", name): StorageType(dtype) for name, dtype in _STORAGE_DTYPES.items()}
         storages: dict[str, Any] = {}
 
         def storage_for(pid: Any) -> Any:
@@ -170,7 +171,7 @@ def read_torch_zip(path: Path, policy: TrustPolicy, *, map_location: Any = "cpu"
             )
 
         model = load_audited(
-            data, audit, policy, what=what, replacements=markers, persistent_load=storage_for
+            data, audit, policy, what=what, replacements=_MARKERS, persistent_load=storage_for
         )
     if map_location not in (None, "cpu") and isinstance(model, torch.nn.Module):
         model = model.to(map_location)
