@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from persistkit.errors import FormatError, PersistkitError
 from persistkit.safety.native_checks import check_native_structures
-from persistkit.safety.pickle_audit import PickleAudit, scan_globals
+from persistkit.safety.pickle_audit import PickleAudit, mapped_global, scan_globals
 
 if TYPE_CHECKING:
     from persistkit.safety.policy import TrustPolicy
@@ -62,8 +62,6 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._persistent = persistent_load
 
     def find_class(self, module: str, name: str) -> Any:
-        from persistkit.safety.pickle_audit import mapped_global
-
         module, name = mapped_global(module, name, self._protocol)
         if (module, name) in self._replacements:
             return self._replacements[(module, name)]
