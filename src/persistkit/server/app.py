@@ -153,9 +153,12 @@ class Routes:
         )
 
     def _model(self, request: Request) -> ServedModel:
+        return self._served(request.path_params["name"], request.path_params.get("version"))
+
+    def _served(self, name: str, segment: str | None) -> ServedModel:
         if not self.repository.ready:
             raise ServerNotReadyError("models are still loading", hint="retry when ready")
-        return self.repository.get(request.path_params["name"], request.path_params.get("version"))
+        return self.repository.get(name, segment)
 
     async def model_metadata(self, request: Request) -> Response:
         served = self._model(request)
@@ -248,7 +251,9 @@ class Routes:
         """A picture in the body -> ``{"model", "version", "predictions"}``."""
         from persistkit.inputs import read_image
 
-        served = self._model_for_page(request)
+        served = self._served(
+            request.path_params["name"], request.query_params.get("version") or None
+        )
         body = await self._body(request)
         if not body:
             raise InputError("no picture was sent", hint="pick a picture file first")
@@ -262,11 +267,4 @@ class Routes:
                 "version": served.version_label,
                 "predictions": prediction.tolist(),
             }
-        )
-
-    def _model_for_page(self, request: Request) -> ServedModel:
-        if not self.repository.ready:
-            raise ServerNotReadyError("models are still loading", hint="retry when ready")
-        return self.repository.get(
-            request.path_params["name"], request.query_params.get("version") or None
         )
