@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from functools import partial
+from functools import cache, partial
 from importlib import resources
 from typing import Any
 
@@ -112,6 +112,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("request %s %s failed", request.method, request.url.path)
     return error(500, f"the model failed: {type(exc).__name__}: {exc}"[:2000])
+
+
+@cache
+def _page_html() -> str:
+    """The upload page, read from the package once."""
+    return resources.files("persistkit.server").joinpath("index.html").read_text("utf-8")
 
 
 class Routes:
@@ -231,8 +237,7 @@ class Routes:
 
     # -- the upload page --------------------------------------------------------------------
     async def page(self, request: Request) -> Response:
-        html = resources.files("persistkit.server").joinpath("index.html").read_text("utf-8")
-        return HTMLResponse(html)
+        return HTMLResponse(_page_html())
 
     async def ui_models(self, request: Request) -> Response:
         return JSONResponse(
