@@ -166,6 +166,12 @@ def test_bytes_that_are_no_picture_raise_input_error() -> None:
         read_image(b"definitely not a png", spec((-1, 64)))
 
 
+@pytest.mark.parametrize("shape", [(-1,), (-1, 8, 8)])
+def test_a_text_model_refuses_pictures_before_decoding_them(shape: tuple[int, ...]) -> None:
+    with pytest.raises(InputError, match="takes text"):
+        read_image(b"definitely not a png", spec(shape, "BYTES"))
+
+
 def test_truncated_picture_raises_input_error() -> None:
     data = png_bytes(np.zeros((64, 64), dtype=np.uint8))
     with pytest.raises(InputError):

@@ -155,6 +155,8 @@ def read_image(
     The same function serves ``persistkit predict`` and the server's upload page, so both
     give the model the same pixels.
     """
+    if spec is not None and spec.datatype == "BYTES":
+        raise InputError(f"the model takes text, not pictures like {source}", hint="pass text")
     from PIL import Image, UnidentifiedImageError
 
     layout = image_layout(spec, image_size)
@@ -187,8 +189,6 @@ def read_image(
         pixels = pixels[:, :, np.newaxis]
     elif layout.layout == "CHW":
         pixels = pixels[np.newaxis] if pixels.ndim == 2 else np.transpose(pixels, (2, 0, 1))
-    if spec is not None and spec.datatype == "BYTES":
-        raise InputError(f"the model takes text, not pictures like {source}", hint="pass text")
     return conform(pixels, spec, source=source)
 
 
