@@ -39,10 +39,10 @@ class PickleBackend(PickleProtocolBackend):
         )
 
     def sniff(self, path: Path, head: bytes) -> bool:
-        if path.name.lower().endswith(self.info.suffixes):
-            return True
-        # a bare pickle stream: PROTO opcode then a protocol number we know
-        return len(head) >= 2 and head[0] == _PICKLE_PROTOCOL_OPCODE and 2 <= head[1] <= 5
+        # by suffix, or a bare pickle stream: PROTO opcode then a protocol number we know
+        return super().sniff(path, head) or (
+            len(head) >= 2 and head[0] == _PICKLE_PROTOCOL_OPCODE and 2 <= head[1] <= 5
+        )
 
     @persistkit.hookimpl(trylast=True)
     def persistkit_recommend(self, model: Any) -> list[Recommendation]:

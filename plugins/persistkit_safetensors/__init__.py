@@ -78,7 +78,7 @@ class SafetensorsBackend(Backend):
         return True
 
     def sniff(self, path: Path, head: bytes) -> bool:
-        if path.name.lower().endswith(self.info.suffixes):
+        if super().sniff(path, head):  # by suffix
             return True
         if len(head) < 10:
             return False

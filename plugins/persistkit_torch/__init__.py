@@ -53,9 +53,7 @@ class TorchPlugin(Backend):
         return is_torch_module(model) or is_tensor_dict(model)
 
     def sniff(self, path: Path, head: bytes) -> bool:
-        if path.name.lower().endswith(self.info.suffixes):
-            return True
-        return head.startswith(_ZIP_MAGIC) and b"data.pkl" in head
+        return super().sniff(path, head) or (head.startswith(_ZIP_MAGIC) and b"data.pkl" in head)
 
     def save(self, model: Any, path: Path, options: dict[str, Any]) -> None:
         import torch
