@@ -237,3 +237,12 @@ def test_a_truncated_trusted_pickle_is_a_format_error(tmp_path: Path) -> None:
     path.write_bytes(pickle.dumps({"a": list(range(100))}, protocol=5)[:40])
     with pytest.raises(persistkit.errors.FormatError):
         persistkit.load(path, trusted=True)
+
+
+def test_verifying_a_bare_file_says_there_is_nothing_recorded_to_verify(tmp_path: Path) -> None:
+    import pickle
+
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(persistkit.errors.VerificationError, match="bare model file"):
+        persistkit.verify(path)

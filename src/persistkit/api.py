@@ -443,6 +443,13 @@ def verify(
     """Check every file's sha256, reload the model and prove the stored example's predictions
     come out bitwise identical. Raises :class:`VerificationError` if they differ."""
     found = locate(source, store)
+    if found.bare:
+        raise VerificationError(
+            f"{found.uri} is a bare model file: it has no manifest, so there are no recorded "
+            "hashes or example predictions to verify it against",
+            hint="`persistkit scan` audits it without loading; load it and save it with "
+            "persistkit.save(..., example=...) to get an artifact that verify can prove",
+        )
     check_files(found.directory, found.manifest, rehash=True)  # an explicit check reads it all
     manifest = found.manifest
     model = load_located(found, trusted=trusted, verify=False)
