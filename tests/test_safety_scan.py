@@ -97,3 +97,22 @@ def test_scan_of_an_object_npy_file_audits_its_pickle(tmp_path: Path) -> None:
     assert code == 1
     assert report["files"][0]["format"] == "npy"
     assert report["untrusted_globals"] == ["posix.system"]
+
+
+def test_scan_of_someone_elses_safetensors_module_names_the_class_it_rebuilds_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the weights file imports nothing, but loading imports the recorded class: scan must not
+    # say "loads by default" when load refuses
+    pytest.importorskip("torch")
+    from torch_helpers import as_stranger
+    from torch_models import MLP
+
+    persistkit.save(MLP([3, 2]), tmp_path / "mlp", backend="safetensors")
+    as_stranger(monkeypatch, tmp_path)
+    code, out = _scan(str(tmp_path / "mlp"), "--json")
+    report = json.loads(out)
+    assert code == 1
+    assert report["rebuild_imports"] == ["torch_models.MLP"]
+    assert report["untrusted_globals"] == ["torch_models.MLP"]
+    assert report["loads_by_default"] is False

@@ -40,10 +40,11 @@ def scan(source: str, store_url: str | None, as_json: bool) -> None:
 def scan_report(source: str, store_url: str | None = None) -> dict[str, Any]:
     """The audit of ``source`` as a JSON-ready dict (what ``scan --json`` prints)."""
     from persistkit.api import locate
-    from persistkit.safety import seal_is_valid
+    from persistkit.safety import TrustPolicy, seal_is_valid
     from persistkit.safety.audit import audit_file
 
     path = Path(source).expanduser()
+    rebuild: list[str] = []
     if path.is_file():
         audits = [audit_file(path)]
         backend, sealed, uri = None, False, str(path)
@@ -58,8 +59,11 @@ def scan_report(source: str, store_url: str | None = None) -> dict[str, Any]:
         ]
         backend, uri = manifest.backend, found.uri
         sealed = not found.bare and seal_is_valid(manifest)
-    clean = all(a.clean for a in audits)
-    untrusted = sorted({name for a in audits for name in a.untrusted})
+        rebuild = _rebuild_imports(manifest.backend_options)
+    policy = TrustPolicy()
+    untrusted_rebuild = [name for name in rebuild if not policy.allows(name)]
+    clean = all(a.clean for a in audits) and not untrusted_rebuild
+    untrusted = sorted({name for a in audits for name in a.untrusted} | set(untrusted_rebuild))
     return {
         "source": uri,
         "backend": backend,
@@ -67,8 +71,25 @@ def scan_report(source: str, store_url: str | None = None) -> dict[str, Any]:
         "clean": clean,
         "loads_by_default": clean or (sealed and not any(a.error for a in audits)),
         "untrusted_globals": untrusted,
+        "rebuild_imports": rebuild,
         "files": [a.to_dict() for a in audits],
     }
+
+
+def _rebuild_imports(backend_options: dict[str, Any]) -> list[str]:
+    """What loading imports besides the payload: the class (or factory) that a module saved
+    as weights plus a recipe (``backend_options["module"]``) is rebuilt with."""
+    recipe = backend_options.get("module")
+    if not isinstance(recipe, dict):
+        return []
+    factory = recipe.get("factory")
+    if isinstance(factory, str):
+        return [factory]
+    klass = recipe.get("class")
+    if not isinstance(klass, dict):
+        return []
+    module, qualname = klass.get("module"), klass.get("qualname")
+    return [f"{module}.{qualname}"] if isinstance(module, str) and isinstance(qualname, str) else []
 
 
 def _human(report: dict[str, Any]) -> str:
@@ -96,6 +117,9 @@ def _human(report: dict[str, Any]) -> str:
             f"    UNTRUSTED globals ({len(f['untrusted_globals'])}): "
             + (", ".join(f["untrusted_globals"]) or "-")
         )
+    for name in report["rebuild_imports"]:
+        verdict = "UNTRUSTED" if name in report["untrusted_globals"] else "allowed"
+        lines.append(f"  rebuilding the model imports {name} ({verdict})")
     if report["sealed_by_trusted_key"]:
         lines.append("sealed by a key you trust: it loads without trusted=")
     if report["clean"]:
