@@ -246,3 +246,25 @@ def test_verifying_a_bare_file_says_there_is_nothing_recorded_to_verify(tmp_path
     path.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(persistkit.errors.VerificationError, match="bare model file"):
         persistkit.verify(path)
+
+
+def test_saving_over_an_existing_path_is_refused_before_serializing(tmp_path: Path) -> None:
+    calls = []
+
+    def model(x):  # type: ignore[no-untyped-def]
+        return x
+
+    class Watched(persistkit.Backend):
+        info = persistkit.BackendInfo("watched", safe=True)
+
+        def save(self, model: object, path: Path, options: dict) -> None:
+            calls.append(path)
+            path.write_text("x")
+
+    from persistkit.manager import build_plugins, reset_plugins
+
+    reset_plugins(build_plugins(Watched()))
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(persistkit.errors.ArtifactError, match="never overwrites"):
+        persistkit.save(model, tmp_path / "taken", backend="watched")
+    assert calls == []

@@ -25,6 +25,7 @@ from persistkit.artifact import (
     file_entries,
     fsync_tree,
     publish_directory,
+    refuse_existing,
     remember_saved,
     staging_directory,
     write_manifest,
@@ -146,6 +147,7 @@ def save(
                 hint="save into a Store(url) instead",
             )
         final = Path(os.path.expanduser(local)).absolute()
+        refuse_existing(final)  # before serializing a model that could not be published
         staging = staging_directory(final.parent, final.name)
     try:
         # hash each payload file while the backend writes it (one pass, on another core)

@@ -402,14 +402,22 @@ def staging_directory(parent: Path, label: str) -> Path:
     return path
 
 
-def publish_directory(staging: Path, final: Path) -> None:
-    """Atomically move a complete artifact into place; refuse to replace an existing one."""
+def refuse_existing(final: Path) -> None:
+    """Raise :class:`ArtifactError` if ``final`` exists: saved artifacts are never replaced."""
     if final.exists():
-        shutil.rmtree(staging, ignore_errors=True)
         raise ArtifactError(
             f"{final} already exists; persistkit never overwrites a saved artifact",
             hint="save to a new path, or into a store where each save makes a new version",
         )
+
+
+def publish_directory(staging: Path, final: Path) -> None:
+    """Atomically move a complete artifact into place; refuse to replace an existing one."""
+    try:
+        refuse_existing(final)  # checked again: another writer may have published meanwhile
+    except ArtifactError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     try:
         os.rename(staging, final)
     except OSError as exc:
