@@ -79,19 +79,21 @@ class ModelRepository:
         from persistkit.api import inspect, load
 
         manifest = inspect(ref, store=self.store)
+        version = manifest.version
         aliases: set[str] = set()
         if looks_like_location(ref):
             name = manifest.name or normalise_name(ref.rstrip("/").rsplit("/", 1)[-1])
-            version, pinned = manifest.version, ref
+            pinned = ref
         else:
             parsed = parse_ref(ref)
-            name, version = parsed.name, manifest.version
+            name = parsed.name
+            # load the version inspected, even if a save or an alias move happens meanwhile
             pinned = f"{name}:{version}" if version is not None else ref
             if parsed.alias is not None:
                 aliases.add(parsed.alias)
+            if version is not None:
+                aliases |= self._aliases_of(name, version)
         model = load(pinned, store=self.store, trusted=self.trusted)
-        if version is not None and not looks_like_location(ref):
-            aliases |= self._aliases_of(name, version)
         return ServedModel(
             name=name,
             version=version,
