@@ -40,6 +40,13 @@ def test_binary_inputs_are_read_in_order_from_after_the_header() -> None:
     assert np.array_equal(request.inputs["a"], a) and np.array_equal(request.inputs["b"], b)
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "-1", "twelve"])
+def test_a_header_length_that_is_not_ascii_digits_is_a_bad_request(value: str) -> None:
+    # "²".isdigit() is true but int("²") fails: that was a 500
+    with pytest.raises(InputError, match="Inference-Header-Content-Length"):
+        parse_infer_request(b'{"inputs": []}', value)
+
+
 def test_binary_inputs_are_writable_arrays() -> None:
     body, length = binary_body([("a", "FP64", [1], np.ones(1).tobytes())])
     parse_infer_request(body, length).inputs["a"][0] = 5.0  # models may scale in place

@@ -40,13 +40,16 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     if header_length is None:
         header, binary = body, b""
     else:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        # ASCII digits only: "²".isdigit() is true, but int() refuses it
+        digits = header_length.isascii() and header_length.isdigit()
+        length = int(header_length) if digits else -1
+        if not 0 <= length <= len(body):
             raise InputError(
                 f"Inference-Header-Content-Length is {header_length[:40]!r} but the body has "
                 f"{len(body)} bytes",
                 hint="give the length in bytes of the JSON part at the start of the body",
             )
-        header, binary = body[: int(header_length)], body[int(header_length) :]
+        header, binary = body[:length], body[length:]
     try:
         request = json.loads(header)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
