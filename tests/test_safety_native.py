@@ -48,6 +48,41 @@ def test_crafted_tree_is_refused_before_predict(field: str, value: int) -> None:
         TrustPolicy().unpickle(io.BytesIO(_with_nodes(_forest(), edit)))
 
 
+def test_crafted_tree_inside_an_object_array_is_refused() -> None:
+    # gradient boosting keeps its trees in an object ndarray (estimators_)
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.tree._tree import Tree
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    model = GradientBoostingClassifier(n_estimators=2, max_depth=2, random_state=0)
+    model.fit(X, X[:, 0] > 0)
+    estimator = model.estimators_[0, 0]
+    state = estimator.tree_.__getstate__()
+    state["nodes"] = state["nodes"].copy()
+    state["nodes"]["left_child"][0] = 10**6
+    crafted = Tree(estimator.tree_.n_features, np.asarray([1]), 1)
+    crafted.__setstate__(state)
+    estimator.tree_ = crafted
+    with pytest.raises(FormatError, match="decision tree"):
+        TrustPolicy().unpickle(io.BytesIO(pickle.dumps(model)))
+
+
+def test_a_crafted_tree_cannot_hide_behind_more_objects_than_are_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from persistkit.safety import native_checks
+
+    def edit(nodes: Any) -> None:
+        nodes["left_child"][0] = 10**6
+
+    crafted_forest = pickle.loads(_with_nodes(_forest(), edit))
+    monkeypatch.setattr(native_checks, "_MAX_VISITS", 100)
+    payload = [crafted_forest, [[] for _ in range(200)]]  # the lists are visited first
+    with pytest.raises(FormatError, match="too many to check"):
+        TrustPolicy().unpickle(io.BytesIO(pickle.dumps(payload)))
+
+
 def test_genuine_trees_pass_the_checks() -> None:
     forest = _forest()
     loaded = TrustPolicy().unpickle(io.BytesIO(pickle.dumps(forest)))

@@ -45,7 +45,7 @@ def check_native_structures(root: Any, *, what: str) -> None:
     )
     if tree_type is None and predictor_type is None and not binary_tree_types + sparse_types:
         return  # nothing loaded can hold a checked structure
-    for obj, owner in _reachable(root):
+    for obj, owner in _reachable(root, what):
         if tree_type is not None and isinstance(obj, tree_type):
             _check_tree(obj, what)
         elif predictor_type is not None and isinstance(obj, predictor_type):
@@ -56,22 +56,33 @@ def check_native_structures(root: Any, *, what: str) -> None:
             _check_sparse(obj, what)
 
 
-def _reachable(root: Any) -> Any:
-    """Objects reachable through containers and instance ``__dict__``s, with the object
-    whose attribute held them (so a predictor can be checked against its estimator)."""
+def _reachable(root: Any, what: str) -> Any:
+    """Objects reachable through containers, object arrays and instance ``__dict__``s, with
+    the object whose attribute held them (so a predictor can be checked against its
+    estimator)."""
     import numpy as np
 
+    leaves = (str, bytes, int, float, np.generic)
     seen: set[int] = set()
     todo: list[tuple[Any, Any]] = [(root, None)]
     visits = 0
     while todo:
         obj, owner = todo.pop()
-        if id(obj) in seen or isinstance(obj, (str, bytes, int, float, np.ndarray)):
+        if isinstance(obj, leaves) or id(obj) in seen:
+            continue
+        if isinstance(obj, np.ndarray) and obj.dtype != object:
             continue
         seen.add(id(obj))
         visits += 1
         if visits > _MAX_VISITS:
-            return
+            # stopping here would leave whatever comes next unchecked
+            raise FormatError(
+                f"the {what} holds more than {_MAX_VISITS} objects, too many to check",
+                hint="if you trust its source, pass trusted=True",
+            )
+        if isinstance(obj, np.ndarray):  # gradient boosting keeps its trees in one
+            todo.extend((v, owner) for v in obj.flat if not isinstance(v, leaves))
+            continue
         yield obj, owner
         if isinstance(obj, dict):
             todo.extend((v, owner) for v in obj.values())
