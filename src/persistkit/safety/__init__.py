@@ -8,7 +8,7 @@ file without loading it.
 
 from persistkit.safety.allowlist import allowed_names
 from persistkit.safety.audit import FileAudit, audit_file
-from persistkit.safety.pickle_audit import PickleAudit, audit_pickle
+from persistkit.safety.pickle_audit import PickleAudit, audit_pickle, scan_globals
 from persistkit.safety.policy import TrustPolicy
 from persistkit.safety.safetensors_format import (
     SafetensorsHeader,
@@ -16,7 +16,7 @@ from persistkit.safety.safetensors_format import (
     read_safetensors_header,
 )
 from persistkit.safety.signing import export_key, seal, seal_is_valid, trust_key
-from persistkit.safety.unpickler import restricted_load, scan_globals
+from persistkit.safety.unpickler import restricted_load
 
 __all__ = [
     "FileAudit",

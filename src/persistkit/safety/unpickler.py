@@ -26,12 +26,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 from persistkit.errors import FormatError, PersistkitError
 from persistkit.safety.native_checks import check_native_structures
-from persistkit.safety.pickle_audit import PickleAudit, mapped_global, scan_globals
+from persistkit.safety.pickle_audit import PickleAudit, mapped_global
 
 if TYPE_CHECKING:
     from persistkit.safety.policy import TrustPolicy
 
-__all__ = ["RestrictedUnpickler", "load_audited", "restricted_load", "scan_globals"]
+__all__ = ["RestrictedUnpickler", "load_audited", "restricted_load"]
 
 # Bases copyreg._reconstructor may combine with an allowed class: base.__new__(cls, state)
 # and base.__init__(obj, state) of these builtins only copy plain data.
