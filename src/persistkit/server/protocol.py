@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from persistkit.errors import InputError
-from persistkit.signature import DATATYPES, MAX_RANK, Signature, TensorSpec, oip_datatype
+from persistkit.signature import DATATYPES, MAX_RANK, Signature, numpy_dtype, oip_datatype
 
 HEADER_LENGTH = "inference-header-content-length"
 # JSON scalar kinds each datatype accepts in "data" (numpy dtype kinds after np.array)
@@ -169,7 +169,7 @@ def _from_binary(
         texts = np.empty(count, dtype=object)
         texts[:] = values
         return texts.reshape(shape)
-    dtype = TensorSpec("x", datatype, ()).dtype.newbyteorder("<")
+    dtype = numpy_dtype(datatype).newbyteorder("<")
     if len(chunk) != count * dtype.itemsize:
         raise InputError(
             f"{label} has shape {shape} ({count} {datatype} values, "
@@ -214,7 +214,7 @@ def _from_json(data: Any, datatype: str, shape: list[int], count: int, label: st
         )
     if datatype == "BYTES":
         return values.astype(object).reshape(shape)
-    target = TensorSpec("x", datatype, ()).dtype
+    target = numpy_dtype(datatype)
     converted = values.astype(target).reshape(shape)
     if datatype[0] in "IU" and count and not np.array_equal(converted.ravel(), values.ravel()):
         raise InputError(
