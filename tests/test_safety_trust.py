@@ -123,6 +123,15 @@ def test_trust_key_rejects_malformed_keys(bad: str) -> None:
         persistkit.trust_key(bad)
 
 
+def test_a_damaged_signing_key_file_is_a_signing_key_error() -> None:
+    from persistkit.safety.signing import key_path, user_key
+
+    user_key()
+    key_path().write_text("not hex at all\n")
+    with pytest.raises(SigningKeyError, match="damaged"):
+        persistkit.export_key()
+
+
 def test_user_key_is_stable_across_calls() -> None:
     from persistkit.safety.signing import user_key
 

@@ -29,7 +29,7 @@ def user_key() -> bytes:
     """The user's signing key, created (mode 0600) on first use."""
     path = key_path()
     try:
-        return bytes.fromhex(path.read_text().strip())
+        return _read_key(path)
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +46,18 @@ def user_key() -> bytes:
         pass
     finally:
         tmp.unlink()
-    return bytes.fromhex(path.read_text().strip())
+    return _read_key(path)
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        raise SigningKeyError(
+            f"the signing key {path} is damaged (it is not hex digits)",
+            hint="restore it from a backup; deleting it makes a new key, and artifacts sealed "
+            "with the old one then load as someone else's",
+        ) from None
 
 
 def key_id(key: bytes) -> str:
