@@ -235,6 +235,29 @@ def test_old_joblib_companion_outside_the_folder_is_refused(tmp_path: Path) -> N
         TrustPolicy().load_joblib(tmp_path / "m.pkl")
 
 
+def test_old_joblib_companion_that_is_not_an_npy_file_is_refused(tmp_path: Path) -> None:
+    # numpy.load reads a zip as an .npz archive whatever the name says
+    np.savez(tmp_path / "m.pkl_01.npz", a=np.arange(3.0))
+    (tmp_path / "m.pkl_01.npz").rename(tmp_path / "m.pkl_01.npy")
+    (tmp_path / "m.pkl").write_bytes(b"\x80\x02" + _old_wrapper(b"m.pkl_01.npy") + b".")
+    with pytest.raises(FormatError, match="not an .npy array"):
+        TrustPolicy().load_joblib(tmp_path / "m.pkl")
+
+
+@pytest.mark.parametrize("kind", ["empty", "folder"])
+def test_old_joblib_companion_that_cannot_be_read_is_a_format_error(
+    tmp_path: Path, kind: str
+) -> None:
+    companion = tmp_path / "m.pkl_01.npy"
+    if kind == "folder":
+        companion.mkdir()
+    else:
+        companion.write_bytes(b"")
+    (tmp_path / "m.pkl").write_bytes(b"\x80\x02" + _old_wrapper(b"m.pkl_01.npy") + b".")
+    with pytest.raises(FormatError, match="cannot be read"):
+        TrustPolicy().load_joblib(tmp_path / "m.pkl")
+
+
 def test_object_array_in_companion_file_is_audited(tmp_path: Path) -> None:
     evil = np.array([__import__("collections").Counter()], dtype=object)
     np.save(tmp_path / "m.pkl_01.npy", evil, allow_pickle=True)

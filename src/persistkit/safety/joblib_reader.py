@@ -250,15 +250,22 @@ def _check_companion(directory: Path, segment: ArraySegment, policy: TrustPolicy
         raise FormatError(f"the {what} names a companion file {name!r} outside its folder")
     path = directory / name
     try:
-        return np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise FormatError(
             f"the {what} needs its companion file {name}, which is missing",
             hint="old joblib files come with .npy files beside them; copy them too",
         ) from None
+    except (EOFError, OSError) as exc:  # empty, a folder, unreadable
+        raise FormatError(f"the companion file {name} cannot be read: {exc}") from None
     except ValueError as exc:
         if "allow_pickle" not in str(exc):
             raise FormatError(f"the companion file {name} is corrupted: {exc}") from None
+    else:
+        if not isinstance(array, np.ndarray):  # numpy.load opens any zip as an .npz
+            array.close()
+            raise FormatError(f"the companion file {name} is not an .npy array")
+        return array
     # an object array: .npy header, then a plain pickle stream
     with open(path, "rb") as fh:
         dtype = read_npy_header(fh, f"the companion file {name}")
