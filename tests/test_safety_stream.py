@@ -110,6 +110,15 @@ def test_codecs_encode_is_only_latin1() -> None:
         _load(pickle.dumps(Rot(), 2))
 
 
+def test_reconstructor_base_must_be_the_builtin_itself_not_equal_to_it() -> None:
+    # np.array([object]) == object is array([True]): with `in`, it passed as the base, and
+    # ndarray.__new__ was called directly (which no pickle does)
+    inner = pickle.dumps(np.array([object], dtype=object), 2)[2:-1]
+    data = b"\x80\x02ccopyreg\n_reconstructor\ncnumpy\nndarray\n" + inner + b"K\x02K\x03\x86\x87R."
+    with pytest.raises(FormatError, match="_reconstructor"):
+        _load(data)
+
+
 def test_bytes_constructor_refuses_a_size() -> None:
     class Zeros:
         def __reduce__(self) -> tuple[object, tuple[int]]:

@@ -81,7 +81,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         return self._persistent(pid)
 
     def _checked_reconstructor(self, cls: Any, base: Any, state: Any) -> Any:
-        if not isinstance(cls, type) or base not in _RECONSTRUCT_BASES:
+        # identity, not ``in``: an object array holding ``object`` compares equal to it
+        if not isinstance(cls, type) or not any(base is b for b in _RECONSTRUCT_BASES):
             raise pickle.UnpicklingError("copyreg._reconstructor with arguments not allowed")
         if cls not in self._replacements.values() and not self._policy.allows_global(
             cls.__module__, cls.__qualname__
