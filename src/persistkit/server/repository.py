@@ -76,24 +76,22 @@ class ModelRepository:
             self._ready.set()
 
     def _load_one(self, ref: str) -> ServedModel:
-        from persistkit.api import inspect, load
+        from persistkit.api import load_located, locate
 
-        manifest = inspect(ref, store=self.store)
+        found = locate(ref, self.store)  # once: the manifest served is the model's own
+        manifest = found.manifest
         version = manifest.version
         aliases: set[str] = set()
         if looks_like_location(ref):
             name = manifest.name or normalise_name(ref.rstrip("/").rsplit("/", 1)[-1])
-            pinned = ref
         else:
             parsed = parse_ref(ref)
             name = parsed.name
-            # load the version inspected, even if a save or an alias move happens meanwhile
-            pinned = f"{name}:{version}" if version is not None else ref
             if parsed.alias is not None:
                 aliases.add(parsed.alias)
             if version is not None:
                 aliases |= self._aliases_of(name, version)
-        model = load(pinned, store=self.store, trusted=self.trusted)
+        model = load_located(found, trusted=self.trusted)
         return ServedModel(
             name=name,
             version=version,
