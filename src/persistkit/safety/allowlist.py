@@ -21,1010 +21,918 @@ module class, then reviewed by hand (comments say why each entry is here). Revie
 
 from __future__ import annotations
 
-DEFAULT_ALLOWED_PAIRS: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("copyreg", "_reconstructor"),  # wrapped: cls must be allowed, base a builtin
-        # --- _codecs ---
-        ("_codecs", "encode"),  # 182: ARDRegression, AdaBoostClassifier, AdaBoostRegressor
+from typing import Literal
+
+#: What a stream may do with an allowed global. The restricted unpickler
+#: (:mod:`persistkit.safety.vm`) enforces these by identity of the resolved object:
+#:
+#: - ``DATA_CLASS``: a class whose instances a stream may *make* (``NEWOBJ`` with no
+#:   arguments, or ``copyreg._reconstructor``) and then ``BUILD`` with validated state; it is
+#:   never called with arguments;
+#: - ``CALLED_CLASS``: a class that picklers call with arguments (``REDUCE``); the unpickler
+#:   checks those arguments before the call;
+#: - ``RECONSTRUCTOR``: a reviewed rebuild function picklers call (``REDUCE``); the unpickler
+#:   checks its arguments before the call;
+#: - ``PURE_FUNCTION``: a function a model may *hold* (``pooling_func=numpy.mean``); a stream
+#:   may never call it;
+#: - ``CONSTANT``: a value (``torch.float32``); never called, never built onto.
+Role = Literal["data class", "called class", "reconstructor", "pure function", "constant"]
+DATA_CLASS: Role = "data class"
+CALLED_CLASS: Role = "called class"
+RECONSTRUCTOR: Role = "reconstructor"
+PURE_FUNCTION: Role = "pure function"
+CONSTANT: Role = "constant"
+
+ALLOWED: dict[tuple[str, str], Role] = {
         # --- builtins ---
-        ("builtins", "object"),  # protocols 0-1: the base passed to copyreg._reconstructor
-        ("builtins", "dict"),  # protocols 0-1: Bunch's base (StackingClassifier, VotingClassifier)
-        (
-            "builtins",
-            "bytes",
-        ),  # 9: DBSCAN, HistGradientBoostingClassifier, HistGradientBoostingRegres…
-        ("builtins", "complex"),  # reviewed: plain number type
-        ("builtins", "frozenset"),  # reviewed: plain container type
-        ("builtins", "set"),  # 3: torch.Embedding+LSTM, torch.Linear, torch.Sequential
-        ("builtins", "slice"),  # 1: ColumnTransformer
+        # 9: DBSCAN, HistGradientBoostingClassifier, HistGradientBoostingRegres...
+        ("builtins", "bytes"): CALLED_CLASS,
+        ("builtins", "complex"): CALLED_CLASS,  # reviewed: plain number type
+        # protocols 0-1: Bunch's base (StackingClassifier, VotingClassifier)
+        ("builtins", "dict"): DATA_CLASS,
+        ("builtins", "frozenset"): CALLED_CLASS,  # reviewed: plain container type
+        # protocols 0-1: the base passed to copyreg._reconstructor
+        ("builtins", "object"): DATA_CLASS,
+        ("builtins", "set"): CALLED_CLASS,  # 3: torch.Embedding+LSTM, torch.Linear, torch.Sequential
+        ("builtins", "slice"): CALLED_CLASS,  # 1: ColumnTransformer
+        # --- _codecs ---
+        # 182: ARDRegression, AdaBoostClassifier, AdaBoostRegressor
+        ("_codecs", "encode"): RECONSTRUCTOR,
         # --- collections ---
-        ("collections", "OrderedDict"),  # 4: torch.Embedding+LSTM, torch.Linear, torch.Sequential
+        # 4: torch.Embedding+LSTM, torch.Linear, torch.Sequential
+        ("collections", "OrderedDict"): CALLED_CLASS,
+        # --- copyreg ---
+        ("copyreg", "_reconstructor"): RECONSTRUCTOR,  # wrapped: cls must be allowed, base a builtin
         # --- numpy ---
-        ("numpy", "bool_"),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "bytes_"),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        (
-            "numpy",
-            "complex128",
-        ),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        (
-            "numpy",
-            "complex64",
-        ),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "dtype"),  # 182: ARDRegression, AdaBoostClassifier, AdaBoostRegressor
-        ("numpy", "float16"),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "float32"),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "float64"),  # 5: FeatureHasher, HashingVectorizer, OneHotEncoder
-        ("numpy", "int16"),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "int32"),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "int64"),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "int8"),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "mean"),  # 1: FeatureAgglomeration
-        ("numpy", "ndarray"),  # 182: ARDRegression, AdaBoostClassifier, AdaBoostRegressor
-        ("numpy", "str_"),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "uint16"),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "uint32"),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "uint64"),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "uint8"),  # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        (
-            "numpy._core.multiarray",
-            "_reconstruct",
-        ),  # 182: ARDRegression, AdaBoostClassifier, AdaBoost…
-        (
-            "numpy._core.multiarray",
-            "scalar",
-        ),  # 83: ARDRegression, AdaBoostClassifier, BaggingClassifi…
-        (
-            "numpy._core.numeric",
-            "_frombuffer",
-        ),  # 181: ARDRegression, AdaBoostClassifier, AdaBoostRegr…
-        (
-            "numpy.core.multiarray",
-            "_reconstruct",
-        ),  # reviewed: numpy 1.x name of the array rebuilder
-        ("numpy.core.multiarray", "scalar"),  # reviewed: numpy 1.x name of the scalar rebuilder
-        (
-            "numpy.core.numeric",
-            "_frombuffer",
-        ),  # reviewed: numpy 1.x name of the protocol-5 array rebu…
-        ("numpy.ma", "MaskedArray"),  # 4: GridSearchCV, HalvingGridSearchCV, HalvingRandomSearchCV
-        (
-            "numpy.ma.core",
-            "_mareconstruct",
-        ),  # 4: GridSearchCV, HalvingGridSearchCV, HalvingRandomSear…
-        (
-            "numpy.random._mt19937",
-            "MT19937",
-        ),  # 10: BisectingKMeans, GaussianProcessClassifier, Gaussi…
-        (
-            "numpy.random._pcg64",
-            "PCG64",
-        ),  # 2: HistGradientBoostingClassifier, HistGradientBoostingReg…
-        (
-            "numpy.random._pickle",
-            "__bit_generator_ctor",
-        ),  # 12: BisectingKMeans, GaussianProcessClassi…
-        (
-            "numpy.random._pickle",
-            "__generator_ctor",
-        ),  # 2: HistGradientBoostingClassifier, HistGradien…
-        (
-            "numpy.random._pickle",
-            "__randomstate_ctor",
-        ),  # 10: BisectingKMeans, GaussianProcessClassifi…
-        (
-            "numpy.random.bit_generator",
-            "SeedSequence",
-        ),  # 12: BisectingKMeans, GaussianProcessClassifi…
-        (
-            "numpy.random.bit_generator",
-            "__pyx_unpickle_SeedSequence",
-        ),  # 12: BisectingKMeans, Gaussian…
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "bool_"): DATA_CLASS,
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "bytes_"): DATA_CLASS,
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "complex128"): DATA_CLASS,
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "complex64"): DATA_CLASS,
+        # 182: ARDRegression, AdaBoostClassifier, AdaBoostRegressor
+        ("numpy", "dtype"): CALLED_CLASS,
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "float16"): DATA_CLASS,
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "float32"): DATA_CLASS,
+        ("numpy", "float64"): DATA_CLASS,  # 5: FeatureHasher, HashingVectorizer, OneHotEncoder
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "int16"): DATA_CLASS,
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "int32"): DATA_CLASS,
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "int64"): DATA_CLASS,
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "int8"): DATA_CLASS,
+        ("numpy", "mean"): PURE_FUNCTION,  # 1: FeatureAgglomeration
+        # 182: ARDRegression, AdaBoostClassifier, AdaBoostRegressor
+        ("numpy", "ndarray"): DATA_CLASS,
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "str_"): DATA_CLASS,
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "uint16"): DATA_CLASS,
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "uint32"): DATA_CLASS,
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "uint64"): DATA_CLASS,
+        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+        ("numpy", "uint8"): DATA_CLASS,
+        # 182: ARDRegression, AdaBoostClassifier, AdaBoost...
+        ("numpy._core.multiarray", "_reconstruct"): RECONSTRUCTOR,
+        # 83: ARDRegression, AdaBoostClassifier, BaggingClassifi...
+        ("numpy._core.multiarray", "scalar"): RECONSTRUCTOR,
+        # 181: ARDRegression, AdaBoostClassifier, AdaBoostRegr...
+        ("numpy._core.numeric", "_frombuffer"): RECONSTRUCTOR,
+        # reviewed: numpy 1.x name of the array rebuilder
+        ("numpy.core.multiarray", "_reconstruct"): RECONSTRUCTOR,
+        # reviewed: numpy 1.x name of the scalar rebuilder
+        ("numpy.core.multiarray", "scalar"): RECONSTRUCTOR,
+        # reviewed: numpy 1.x name of the protocol-5 array rebu...
+        ("numpy.core.numeric", "_frombuffer"): RECONSTRUCTOR,
+        # 4: GridSearchCV, HalvingGridSearchCV, HalvingRandomSearchCV
+        ("numpy.ma", "MaskedArray"): DATA_CLASS,
+        # 4: GridSearchCV, HalvingGridSearchCV, HalvingRandomSear...
+        ("numpy.ma.core", "_mareconstruct"): RECONSTRUCTOR,
+        # 10: BisectingKMeans, GaussianProcessClassifier, Gaussi...
+        ("numpy.random._mt19937", "MT19937"): DATA_CLASS,
+        # 2: HistGradientBoostingClassifier, HistGradientBoostingReg...
+        ("numpy.random._pcg64", "PCG64"): DATA_CLASS,
+        # 12: BisectingKMeans, GaussianProcessClassi...
+        ("numpy.random._pickle", "__bit_generator_ctor"): RECONSTRUCTOR,
+        # 2: HistGradientBoostingClassifier, HistGradien...
+        ("numpy.random._pickle", "__generator_ctor"): RECONSTRUCTOR,
+        # 10: BisectingKMeans, GaussianProcessClassifi...
+        ("numpy.random._pickle", "__randomstate_ctor"): RECONSTRUCTOR,
+        # 12: BisectingKMeans, GaussianProcessClassifi...
+        ("numpy.random.bit_generator", "SeedSequence"): DATA_CLASS,
+        # 12: BisectingKMeans, Gaussian...
+        ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"): RECONSTRUCTOR,
         # --- scipy ---
-        ("scipy._lib.array_api_compat.numpy._aliases", "asarray"),  # 1: SplineTransformer
-        ("scipy.interpolate._bsplines", "BSpline"),  # 1: SplineTransformer
-        ("scipy.sparse._csr", "csr_matrix"),  # 2: SparseRandomProjection, SpectralEmbedding
+        # 1: SplineTransformer
+        ("scipy._lib.array_api_compat.numpy._aliases", "asarray"): PURE_FUNCTION,
+        ("scipy.interpolate._bsplines", "BSpline"): DATA_CLASS,  # 1: SplineTransformer
         # reviewed: sparse containers (only store arrays; index arrays checked after load)
-        ("scipy.sparse._csr", "csr_array"),
-        ("scipy.sparse._csc", "csc_matrix"),
-        ("scipy.sparse._csc", "csc_array"),
-        ("scipy.sparse._coo", "coo_matrix"),
-        ("scipy.sparse._coo", "coo_array"),
+        ("scipy.sparse._coo", "coo_array"): DATA_CLASS,
+        # reviewed: sparse containers (only store arrays; index arrays checked after load)
+        ("scipy.sparse._coo", "coo_matrix"): DATA_CLASS,
+        # reviewed: sparse containers (only store arrays; index arrays checked after load)
+        ("scipy.sparse._csc", "csc_array"): DATA_CLASS,
+        # reviewed: sparse containers (only store arrays; index arrays checked after load)
+        ("scipy.sparse._csc", "csc_matrix"): DATA_CLASS,
+        # reviewed: sparse containers (only store arrays; index arrays checked after load)
+        ("scipy.sparse._csr", "csr_array"): DATA_CLASS,
+        # 2: SparseRandomProjection, SpectralEmbedding
+        ("scipy.sparse._csr", "csr_matrix"): DATA_CLASS,
         # --- sklearn ---
-        (
-            "sklearn._loss._loss",
-            "CyHalfMultinomialLoss",
-        ),  # 2: GradientBoostingClassifier, HistGradien…
-        ("sklearn._loss._loss", "CyHalfPoissonLoss"),  # 1: PoissonRegressor
-        (
-            "sklearn._loss._loss",
-            "CyHalfSquaredError",
-        ),  # 2: GradientBoostingRegressor, HistGradientBoo…
-        ("sklearn._loss._loss", "CyHalfTweedieLossIdentity"),  # 1: TweedieRegressor
-        (
-            "sklearn._loss._loss",
-            "__pyx_unpickle_CyHalfMultinomialLoss",
-        ),  # 2: GradientBoostingClassifi…
-        (
-            "sklearn._loss.link",
-            "IdentityLink",
-        ),  # 3: GradientBoostingRegressor, HistGradientBoostingRe…
-        (
-            "sklearn._loss.link",
-            "Interval",
-        ),  # 6: GradientBoostingClassifier, GradientBoostingRegressor…
-        ("sklearn._loss.link", "LogLink"),  # 1: PoissonRegressor
-        (
-            "sklearn._loss.link",
-            "MultinomialLogit",
-        ),  # 2: GradientBoostingClassifier, HistGradientBoost…
-        (
-            "sklearn._loss.loss",
-            "HalfMultinomialLoss",
-        ),  # 2: GradientBoostingClassifier, HistGradientBo…
-        ("sklearn._loss.loss", "HalfPoissonLoss"),  # 1: PoissonRegressor
-        (
-            "sklearn._loss.loss",
-            "HalfSquaredError",
-        ),  # 2: GradientBoostingRegressor, HistGradientBoosti…
-        ("sklearn._loss.loss", "HalfTweedieLossIdentity"),  # 1: TweedieRegressor
-        ("sklearn.calibration", "CalibratedClassifierCV"),  # 1: CalibratedClassifierCV
-        ("sklearn.calibration", "_CalibratedClassifier"),  # 1: CalibratedClassifierCV
-        ("sklearn.calibration", "_SigmoidCalibration"),  # 1: CalibratedClassifierCV
-        ("sklearn.cluster._affinity_propagation", "AffinityPropagation"),  # 1: AffinityPropagation
-        ("sklearn.cluster._agglomerative", "AgglomerativeClustering"),  # 1: AgglomerativeClustering
-        ("sklearn.cluster._agglomerative", "FeatureAgglomeration"),  # 1: FeatureAgglomeration
-        ("sklearn.cluster._bicluster", "SpectralBiclustering"),  # 1: SpectralBiclustering
-        ("sklearn.cluster._bicluster", "SpectralCoclustering"),  # 1: SpectralCoclustering
-        ("sklearn.cluster._birch", "Birch"),  # 1: Birch
-        ("sklearn.cluster._birch", "_CFNode"),  # 1: Birch
-        ("sklearn.cluster._birch", "_CFSubcluster"),  # 1: Birch
-        ("sklearn.cluster._bisect_k_means", "BisectingKMeans"),  # 1: BisectingKMeans
-        ("sklearn.cluster._bisect_k_means", "_BisectingTree"),  # 1: BisectingKMeans
-        ("sklearn.cluster._dbscan", "DBSCAN"),  # 1: DBSCAN
-        ("sklearn.cluster._hdbscan.hdbscan", "HDBSCAN"),  # 1: HDBSCAN
-        ("sklearn.cluster._kmeans", "KMeans"),  # 1: KMeans
-        ("sklearn.cluster._kmeans", "MiniBatchKMeans"),  # 1: MiniBatchKMeans
-        ("sklearn.cluster._kmeans", "_kmeans_single_lloyd"),  # 1: BisectingKMeans
-        ("sklearn.cluster._mean_shift", "MeanShift"),  # 1: MeanShift
-        ("sklearn.cluster._optics", "OPTICS"),  # 1: OPTICS
-        ("sklearn.cluster._spectral", "SpectralClustering"),  # 1: SpectralClustering
-        ("sklearn.compose._column_transformer", "ColumnTransformer"),  # 1: ColumnTransformer
-        ("sklearn.compose._target", "TransformedTargetRegressor"),  # 1: TransformedTargetRegressor
-        ("sklearn.covariance._elliptic_envelope", "EllipticEnvelope"),  # 1: EllipticEnvelope
-        (
-            "sklearn.covariance._empirical_covariance",
-            "EmpiricalCovariance",
-        ),  # 1: EmpiricalCovariance
-        ("sklearn.covariance._graph_lasso", "GraphicalLasso"),  # 1: GraphicalLasso
-        ("sklearn.covariance._graph_lasso", "GraphicalLassoCV"),  # 1: GraphicalLassoCV
-        ("sklearn.covariance._robust_covariance", "MinCovDet"),  # 1: MinCovDet
-        ("sklearn.covariance._shrunk_covariance", "LedoitWolf"),  # 1: LedoitWolf
-        ("sklearn.covariance._shrunk_covariance", "OAS"),  # 1: OAS
-        ("sklearn.covariance._shrunk_covariance", "ShrunkCovariance"),  # 1: ShrunkCovariance
-        ("sklearn.cross_decomposition._pls", "CCA"),  # 1: CCA
-        ("sklearn.cross_decomposition._pls", "PLSCanonical"),  # 1: PLSCanonical
-        ("sklearn.cross_decomposition._pls", "PLSRegression"),  # 1: PLSRegression
-        ("sklearn.cross_decomposition._pls", "PLSSVD"),  # 1: PLSSVD
-        ("sklearn.decomposition._dict_learning", "DictionaryLearning"),  # 1: DictionaryLearning
-        (
-            "sklearn.decomposition._dict_learning",
-            "MiniBatchDictionaryLearning",
-        ),  # 1: MiniBatchDiction…
-        ("sklearn.decomposition._dict_learning", "SparseCoder"),  # estimator class
-        ("sklearn.decomposition._factor_analysis", "FactorAnalysis"),  # 1: FactorAnalysis
-        ("sklearn.decomposition._fastica", "FastICA"),  # 1: FastICA
-        ("sklearn.decomposition._incremental_pca", "IncrementalPCA"),  # 1: IncrementalPCA
-        ("sklearn.decomposition._kernel_pca", "KernelPCA"),  # 2: Isomap, KernelPCA
-        ("sklearn.decomposition._lda", "LatentDirichletAllocation"),  # 1: LatentDirichletAllocation
-        ("sklearn.decomposition._nmf", "MiniBatchNMF"),  # 1: MiniBatchNMF
-        ("sklearn.decomposition._nmf", "NMF"),  # 1: NMF
-        ("sklearn.decomposition._pca", "PCA"),  # 1: PCA
-        ("sklearn.decomposition._sparse_pca", "MiniBatchSparsePCA"),  # 1: MiniBatchSparsePCA
-        ("sklearn.decomposition._sparse_pca", "SparsePCA"),  # 1: SparsePCA
-        ("sklearn.decomposition._truncated_svd", "TruncatedSVD"),  # 1: TruncatedSVD
-        (
-            "sklearn.discriminant_analysis",
-            "LinearDiscriminantAnalysis",
-        ),  # 1: LinearDiscriminantAnalys…
-        (
-            "sklearn.discriminant_analysis",
-            "QuadraticDiscriminantAnalysis",
-        ),  # 1: QuadraticDiscriminant…
-        ("sklearn.dummy", "DummyClassifier"),  # 2: DummyClassifier, GradientBoostingClassifier
-        ("sklearn.dummy", "DummyRegressor"),  # 2: DummyRegressor, GradientBoostingRegressor
-        ("sklearn.ensemble._bagging", "BaggingClassifier"),  # 1: BaggingClassifier
-        ("sklearn.ensemble._bagging", "BaggingRegressor"),  # 1: BaggingRegressor
-        ("sklearn.ensemble._forest", "ExtraTreesClassifier"),  # 1: ExtraTreesClassifier
-        ("sklearn.ensemble._forest", "ExtraTreesRegressor"),  # 1: ExtraTreesRegressor
-        ("sklearn.ensemble._forest", "RandomForestClassifier"),  # 1: RandomForestClassifier
-        ("sklearn.ensemble._forest", "RandomForestRegressor"),  # 1: RandomForestRegressor
-        ("sklearn.ensemble._forest", "RandomTreesEmbedding"),  # 1: RandomTreesEmbedding
-        ("sklearn.ensemble._gb", "GradientBoostingClassifier"),  # 1: GradientBoostingClassifier
-        ("sklearn.ensemble._gb", "GradientBoostingRegressor"),  # 1: GradientBoostingRegressor
-        (
-            "sklearn.ensemble._hist_gradient_boosting.binning",
-            "_BinMapper",
-        ),  # 2: HistGradientBoostingC…
-        # observed in HistGradientBoosting models
-        (
-            "sklearn.ensemble._hist_gradient_boosting.gradient_boosting",
-            "HistGradientBoostingClassifier",
-        ),
-        # observed in HistGradientBoosting models
-        (
-            "sklearn.ensemble._hist_gradient_boosting.gradient_boosting",
-            "HistGradientBoostingRegressor",
-        ),
-        (
-            "sklearn.ensemble._hist_gradient_boosting.predictor",
-            "TreePredictor",
-        ),  # 2: HistGradientBoos…
-        ("sklearn.ensemble._iforest", "IsolationForest"),  # 1: IsolationForest
-        ("sklearn.ensemble._stacking", "StackingClassifier"),  # 1: StackingClassifier
-        ("sklearn.ensemble._stacking", "StackingRegressor"),  # 1: StackingRegressor
-        ("sklearn.ensemble._voting", "VotingClassifier"),  # 1: VotingClassifier
-        ("sklearn.ensemble._voting", "VotingRegressor"),  # 1: VotingRegressor
-        ("sklearn.ensemble._weight_boosting", "AdaBoostClassifier"),  # 1: AdaBoostClassifier
-        ("sklearn.ensemble._weight_boosting", "AdaBoostRegressor"),  # 1: AdaBoostRegressor
-        ("sklearn.feature_extraction._dict_vectorizer", "DictVectorizer"),  # estimator class
-        ("sklearn.feature_extraction._hash", "FeatureHasher"),  # 1: FeatureHasher
-        ("sklearn.feature_extraction.image", "PatchExtractor"),  # 1: PatchExtractor
-        ("sklearn.feature_extraction.text", "CountVectorizer"),  # estimator class
-        ("sklearn.feature_extraction.text", "HashingVectorizer"),  # 1: HashingVectorizer
-        ("sklearn.feature_extraction.text", "TfidfTransformer"),  # 1: TfidfTransformer
-        ("sklearn.feature_extraction.text", "TfidfVectorizer"),  # estimator class
-        ("sklearn.feature_selection._from_model", "SelectFromModel"),  # 1: SelectFromModel
-        ("sklearn.feature_selection._rfe", "RFE"),  # 1: RFE
-        ("sklearn.feature_selection._rfe", "RFECV"),  # 1: RFECV
-        (
-            "sklearn.feature_selection._sequential",
-            "SequentialFeatureSelector",
-        ),  # 1: SequentialFeature…
-        (
-            "sklearn.feature_selection._univariate_selection",
-            "GenericUnivariateSelect",
-        ),  # 1: GenericUn…
-        ("sklearn.feature_selection._univariate_selection", "SelectFdr"),  # 1: SelectFdr
-        ("sklearn.feature_selection._univariate_selection", "SelectFpr"),  # 1: SelectFpr
-        ("sklearn.feature_selection._univariate_selection", "SelectFwe"),  # 1: SelectFwe
-        ("sklearn.feature_selection._univariate_selection", "SelectKBest"),  # 1: SelectKBest
-        (
-            "sklearn.feature_selection._univariate_selection",
-            "SelectPercentile",
-        ),  # 1: SelectPercentile
-        (
-            "sklearn.feature_selection._univariate_selection",
-            "f_classif",
-        ),  # 6: GenericUnivariateSelect…
-        (
-            "sklearn.feature_selection._variance_threshold",
-            "VarianceThreshold",
-        ),  # 1: VarianceThreshold
-        ("sklearn.frozen._frozen", "FrozenEstimator"),  # estimator class
-        (
-            "sklearn.gaussian_process._gpc",
-            "GaussianProcessClassifier",
-        ),  # 1: GaussianProcessClassifier
-        (
-            "sklearn.gaussian_process._gpc",
-            "_BinaryGaussianProcessClassifierLaplace",
-        ),  # 1: GaussianPro…
-        (
-            "sklearn.gaussian_process._gpr",
-            "GaussianProcessRegressor",
-        ),  # 1: GaussianProcessRegressor
-        (
-            "sklearn.gaussian_process.kernels",
-            "ConstantKernel",
-        ),  # 2: GaussianProcessClassifier, Gaussi…
-        (
-            "sklearn.gaussian_process.kernels",
-            "Product",
-        ),  # 2: GaussianProcessClassifier, GaussianProce…
-        (
-            "sklearn.gaussian_process.kernels",
-            "RBF",
-        ),  # 2: GaussianProcessClassifier, GaussianProcessRe…
-        ("sklearn.impute._base", "MissingIndicator"),  # 1: MissingIndicator
-        ("sklearn.impute._base", "SimpleImputer"),  # 1: SimpleImputer
-        ("sklearn.impute._knn", "KNNImputer"),  # 1: KNNImputer
-        ("sklearn.isotonic", "IsotonicRegression"),  # estimator class
-        ("sklearn.kernel_approximation", "AdditiveChi2Sampler"),  # 1: AdditiveChi2Sampler
-        ("sklearn.kernel_approximation", "Nystroem"),  # 1: Nystroem
-        ("sklearn.kernel_approximation", "PolynomialCountSketch"),  # 1: PolynomialCountSketch
-        ("sklearn.kernel_approximation", "RBFSampler"),  # 1: RBFSampler
-        ("sklearn.kernel_approximation", "SkewedChi2Sampler"),  # 1: SkewedChi2Sampler
-        ("sklearn.kernel_ridge", "KernelRidge"),  # 1: KernelRidge
-        (
-            "sklearn.linear_model._base",
-            "LinearRegression",
-        ),  # 3: LinearRegression, RANSACRegressor, Tr…
-        ("sklearn.linear_model._bayes", "ARDRegression"),  # 1: ARDRegression
-        ("sklearn.linear_model._bayes", "BayesianRidge"),  # 1: BayesianRidge
-        ("sklearn.linear_model._coordinate_descent", "ElasticNet"),  # 1: ElasticNet
-        ("sklearn.linear_model._coordinate_descent", "ElasticNetCV"),  # 1: ElasticNetCV
-        ("sklearn.linear_model._coordinate_descent", "Lasso"),  # 1: Lasso
-        ("sklearn.linear_model._coordinate_descent", "LassoCV"),  # 1: LassoCV
-        ("sklearn.linear_model._coordinate_descent", "MultiTaskElasticNet"),  # estimator class
-        ("sklearn.linear_model._coordinate_descent", "MultiTaskElasticNetCV"),  # estimator class
-        ("sklearn.linear_model._coordinate_descent", "MultiTaskLasso"),  # estimator class
-        ("sklearn.linear_model._coordinate_descent", "MultiTaskLassoCV"),  # estimator class
-        ("sklearn.linear_model._glm.glm", "GammaRegressor"),  # estimator class
-        ("sklearn.linear_model._glm.glm", "PoissonRegressor"),  # 1: PoissonRegressor
-        ("sklearn.linear_model._glm.glm", "TweedieRegressor"),  # 1: TweedieRegressor
-        ("sklearn.linear_model._huber", "HuberRegressor"),  # 1: HuberRegressor
-        ("sklearn.linear_model._least_angle", "Lars"),  # 1: Lars
-        ("sklearn.linear_model._least_angle", "LarsCV"),  # 1: LarsCV
-        ("sklearn.linear_model._least_angle", "LassoLars"),  # 1: LassoLars
-        ("sklearn.linear_model._least_angle", "LassoLarsCV"),  # 1: LassoLarsCV
-        ("sklearn.linear_model._least_angle", "LassoLarsIC"),  # 1: LassoLarsIC
-        (
-            "sklearn.linear_model._logistic",
-            "LogisticRegression",
-        ),  # 10: CalibratedClassifierCV, Logist…
-        ("sklearn.linear_model._logistic", "LogisticRegressionCV"),  # 1: LogisticRegressionCV
-        ("sklearn.linear_model._omp", "OrthogonalMatchingPursuit"),  # 1: OrthogonalMatchingPursuit
-        (
-            "sklearn.linear_model._omp",
-            "OrthogonalMatchingPursuitCV",
-        ),  # 1: OrthogonalMatchingPursuitCV
-        (
-            "sklearn.linear_model._passive_aggressive",
-            "PassiveAggressiveClassifier",
-        ),  # 1: PassiveAggre…
-        (
-            "sklearn.linear_model._passive_aggressive",
-            "PassiveAggressiveRegressor",
-        ),  # 1: PassiveAggres…
-        ("sklearn.linear_model._perceptron", "Perceptron"),  # 1: Perceptron
-        ("sklearn.linear_model._quantile", "QuantileRegressor"),  # 1: QuantileRegressor
-        ("sklearn.linear_model._ransac", "RANSACRegressor"),  # 1: RANSACRegressor
-        (
-            "sklearn.linear_model._ridge",
-            "Ridge",
-        ),  # 6: GridSearchCV, HalvingGridSearchCV, HalvingRando…
-        ("sklearn.linear_model._ridge", "RidgeCV"),  # 2: RidgeCV, StackingRegressor
-        ("sklearn.linear_model._ridge", "RidgeClassifier"),  # 1: RidgeClassifier
-        ("sklearn.linear_model._ridge", "RidgeClassifierCV"),  # 1: RidgeClassifierCV
-        (
-            "sklearn.linear_model._sgd_fast",
-            "Hinge",
-        ),  # 4: PassiveAggressiveClassifier, Perceptron, SGD…
-        ("sklearn.linear_model._stochastic_gradient", "SGDClassifier"),  # 1: SGDClassifier
-        ("sklearn.linear_model._stochastic_gradient", "SGDOneClassSVM"),  # 1: SGDOneClassSVM
-        (
-            "sklearn.linear_model._stochastic_gradient",
-            "SGDRegressor",
-        ),  # 2: SGDRegressor, SelectFromMo…
-        ("sklearn.linear_model._theil_sen", "TheilSenRegressor"),  # 1: TheilSenRegressor
-        ("sklearn.manifold._classical_mds", "ClassicalMDS"),  # 1: ClassicalMDS
-        ("sklearn.manifold._isomap", "Isomap"),  # 1: Isomap
-        ("sklearn.manifold._locally_linear", "LocallyLinearEmbedding"),  # 1: LocallyLinearEmbedding
-        ("sklearn.manifold._mds", "MDS"),  # 1: MDS
-        ("sklearn.manifold._spectral_embedding", "SpectralEmbedding"),  # 1: SpectralEmbedding
-        ("sklearn.manifold._t_sne", "TSNE"),  # 1: TSNE
-        (
-            "sklearn.metrics._dist_metrics",
-            "EuclideanDistance64",
-        ),  # 11: Isomap, KNeighborsClassifier, …
-        (
-            "sklearn.metrics._dist_metrics",
-            "newObj",
-        ),  # 11: Isomap, KNeighborsClassifier, KNeighborsReg…
-        (
-            "sklearn.metrics._scorer",
-            "_PassthroughScorer",
-        ),  # 4: GridSearchCV, HalvingGridSearchCV, Hal…
-        (
-            "sklearn.mixture._bayesian_mixture",
-            "BayesianGaussianMixture",
-        ),  # 1: BayesianGaussianMixture
-        ("sklearn.mixture._gaussian_mixture", "GaussianMixture"),  # 1: GaussianMixture
-        (
-            "sklearn.model_selection._classification_threshold",
-            "FixedThresholdClassifier",
-        ),  # estimator…
-        (
-            "sklearn.model_selection._classification_threshold",
-            "TunedThresholdClassifierCV",
-        ),  # estimat…
-        ("sklearn.model_selection._search", "GridSearchCV"),  # 1: GridSearchCV
-        ("sklearn.model_selection._search", "RandomizedSearchCV"),  # 1: RandomizedSearchCV
-        (
-            "sklearn.model_selection._search_successive_halving",
-            "HalvingGridSearchCV",
-        ),  # 1: HalvingGri…
-        (
-            "sklearn.model_selection._search_successive_halving",
-            "HalvingRandomSearchCV",
-        ),  # 1: HalvingR…
-        (
-            "sklearn.model_selection._split",
-            "KFold",
-        ),  # 4: GridSearchCV, HalvingGridSearchCV, HalvingRa…
-        ("sklearn.multiclass", "OneVsOneClassifier"),  # 1: OneVsOneClassifier
-        (
-            "sklearn.multiclass",
-            "OneVsRestClassifier",
-        ),  # 2: GaussianProcessClassifier, OneVsRestClassi…
-        ("sklearn.multiclass", "OutputCodeClassifier"),  # 1: OutputCodeClassifier
-        ("sklearn.multiclass", "_ConstantPredictor"),  # 1: OutputCodeClassifier
-        ("sklearn.multioutput", "ClassifierChain"),  # estimator class
-        ("sklearn.multioutput", "MultiOutputClassifier"),  # estimator class
-        ("sklearn.multioutput", "MultiOutputRegressor"),  # estimator class
-        ("sklearn.multioutput", "RegressorChain"),  # estimator class
-        ("sklearn.naive_bayes", "BernoulliNB"),  # 1: BernoulliNB
-        ("sklearn.naive_bayes", "CategoricalNB"),  # 1: CategoricalNB
-        ("sklearn.naive_bayes", "ComplementNB"),  # 1: ComplementNB
-        ("sklearn.naive_bayes", "GaussianNB"),  # 1: GaussianNB
-        ("sklearn.naive_bayes", "MultinomialNB"),  # 1: MultinomialNB
-        ("sklearn.neighbors._classification", "KNeighborsClassifier"),  # 1: KNeighborsClassifier
-        (
-            "sklearn.neighbors._classification",
-            "RadiusNeighborsClassifier",
-        ),  # 1: RadiusNeighborsClassi…
-        ("sklearn.neighbors._graph", "KNeighborsTransformer"),  # 1: KNeighborsTransformer
-        ("sklearn.neighbors._graph", "RadiusNeighborsTransformer"),  # 1: RadiusNeighborsTransformer
-        (
-            "sklearn.neighbors._kd_tree",
-            "KDTree",
-        ),  # 11: Isomap, KNeighborsClassifier, KNeighborsRegres…
-        (
-            "sklearn.neighbors._kd_tree",
-            "newObj",
-        ),  # 11: Isomap, KNeighborsClassifier, KNeighborsRegres…
-        ("sklearn.neighbors._kde", "KernelDensity"),  # 1: KernelDensity
-        ("sklearn.neighbors._lof", "LocalOutlierFactor"),  # 1: LocalOutlierFactor
-        (
-            "sklearn.neighbors._nca",
-            "NeighborhoodComponentsAnalysis",
-        ),  # 1: NeighborhoodComponentsAnaly…
-        ("sklearn.neighbors._nearest_centroid", "NearestCentroid"),  # 1: NearestCentroid
-        ("sklearn.neighbors._regression", "KNeighborsRegressor"),  # 1: KNeighborsRegressor
-        (
-            "sklearn.neighbors._regression",
-            "RadiusNeighborsRegressor",
-        ),  # 1: RadiusNeighborsRegressor
-        (
-            "sklearn.neighbors._unsupervised",
-            "NearestNeighbors",
-        ),  # 3: Isomap, LocallyLinearEmbedding, …
-        ("sklearn.neural_network._multilayer_perceptron", "MLPClassifier"),  # 1: MLPClassifier
-        ("sklearn.neural_network._multilayer_perceptron", "MLPRegressor"),  # 1: MLPRegressor
-        ("sklearn.neural_network._rbm", "BernoulliRBM"),  # 1: BernoulliRBM
-        (
-            "sklearn.neural_network._stochastic_optimizers",
-            "AdamOptimizer",
-        ),  # 2: MLPClassifier, MLPReg…
-        ("sklearn.pipeline", "FeatureUnion"),  # 1: FeatureUnion
-        ("sklearn.pipeline", "Pipeline"),  # 1: Pipeline
-        ("sklearn.preprocessing._data", "Binarizer"),  # 1: Binarizer
-        ("sklearn.preprocessing._data", "KernelCenterer"),  # 2: Isomap, KernelPCA
-        ("sklearn.preprocessing._data", "MaxAbsScaler"),  # 1: MaxAbsScaler
-        ("sklearn.preprocessing._data", "MinMaxScaler"),  # 1: MinMaxScaler
-        ("sklearn.preprocessing._data", "Normalizer"),  # 1: Normalizer
-        ("sklearn.preprocessing._data", "PowerTransformer"),  # 1: PowerTransformer
-        ("sklearn.preprocessing._data", "QuantileTransformer"),  # 1: QuantileTransformer
-        ("sklearn.preprocessing._data", "RobustScaler"),  # 1: RobustScaler
-        (
-            "sklearn.preprocessing._data",
-            "StandardScaler",
-        ),  # 5: ColumnTransformer, FeatureUnion, Pipel…
-        ("sklearn.preprocessing._discretization", "KBinsDiscretizer"),  # 1: KBinsDiscretizer
-        (
-            "sklearn.preprocessing._encoders",
-            "OneHotEncoder",
-        ),  # 3: KBinsDiscretizer, OneHotEncoder, Ra…
-        ("sklearn.preprocessing._encoders", "OrdinalEncoder"),  # 1: OrdinalEncoder
-        (
-            "sklearn.preprocessing._function_transformer",
-            "FunctionTransformer",
-        ),  # 2: FunctionTransform…
-        (
-            "sklearn.preprocessing._label",
-            "LabelBinarizer",
-        ),  # 5: GaussianProcessClassifier, MLPClassif…
-        (
-            "sklearn.preprocessing._label",
-            "LabelEncoder",
-        ),  # 3: HistGradientBoostingClassifier, Stackin…
-        ("sklearn.preprocessing._label", "MultiLabelBinarizer"),  # 1: MultiLabelBinarizer
-        ("sklearn.preprocessing._polynomial", "PolynomialFeatures"),  # 1: PolynomialFeatures
-        ("sklearn.preprocessing._polynomial", "SplineTransformer"),  # 1: SplineTransformer
-        ("sklearn.preprocessing._target_encoder", "TargetEncoder"),  # 1: TargetEncoder
-        ("sklearn.random_projection", "GaussianRandomProjection"),  # 1: GaussianRandomProjection
-        ("sklearn.random_projection", "SparseRandomProjection"),  # 1: SparseRandomProjection
-        ("sklearn.semi_supervised._label_propagation", "LabelPropagation"),  # 1: LabelPropagation
-        ("sklearn.semi_supervised._label_propagation", "LabelSpreading"),  # 1: LabelSpreading
-        (
-            "sklearn.semi_supervised._self_training",
-            "SelfTrainingClassifier",
-        ),  # 1: SelfTrainingClassif…
-        ("sklearn.svm._classes", "LinearSVC"),  # 1: LinearSVC
-        ("sklearn.svm._classes", "LinearSVR"),  # 1: LinearSVR
-        ("sklearn.svm._classes", "NuSVC"),  # 1: NuSVC
-        ("sklearn.svm._classes", "NuSVR"),  # 1: NuSVR
-        ("sklearn.svm._classes", "OneClassSVM"),  # 1: OneClassSVM
-        ("sklearn.svm._classes", "SVC"),  # 1: SVC
-        ("sklearn.svm._classes", "SVR"),  # 1: SVR
-        (
-            "sklearn.tree._classes",
-            "DecisionTreeClassifier",
-        ),  # 6: AdaBoostClassifier, BaggingClassifie…
-        (
-            "sklearn.tree._classes",
-            "DecisionTreeRegressor",
-        ),  # 8: AdaBoostRegressor, BaggingRegressor, …
-        (
-            "sklearn.tree._classes",
-            "ExtraTreeClassifier",
-        ),  # 2: ExtraTreeClassifier, ExtraTreesClassifi…
-        (
-            "sklearn.tree._classes",
-            "ExtraTreeRegressor",
-        ),  # 4: ExtraTreeRegressor, ExtraTreesRegressor,…
-        (
-            "sklearn.tree._tree",
-            "Tree",
-        ),  # 20: AdaBoostClassifier, AdaBoostRegressor, BaggingClassifier
-        (
-            "sklearn.utils._bunch",
-            "Bunch",
-        ),  # 4: StackingClassifier, StackingRegressor, VotingClassifier
-        # helper classes of modules whose other classes were observed (losses, links,
-        # distance metrics, kernels, trees, CV splitters, scorers)
-        ("sklearn._loss._loss", "CyAbsoluteError"),  # same module as an observed helper
-        ("sklearn._loss._loss", "CyExponentialLoss"),  # same module as an observed helper
-        ("sklearn._loss._loss", "CyHalfBinomialLoss"),  # same module as an observed helper
-        ("sklearn._loss._loss", "CyHalfGammaLoss"),  # same module as an observed helper
-        ("sklearn._loss._loss", "CyHalfTweedieLoss"),  # same module as an observed helper
-        ("sklearn._loss._loss", "CyHuberLoss"),  # same module as an observed helper
-        ("sklearn._loss._loss", "CyLossFunction"),  # same module as an observed helper
-        ("sklearn._loss._loss", "CyPinballLoss"),  # same module as an observed helper
-        ("sklearn._loss.link", "BaseLink"),  # same module as an observed helper
-        ("sklearn._loss.link", "HalfLogitLink"),  # same module as an observed helper
-        ("sklearn._loss.link", "LogitLink"),  # same module as an observed helper
-        ("sklearn._loss.loss", "AbsoluteError"),  # same module as an observed helper
-        ("sklearn._loss.loss", "ArrayAPILossMixin"),  # same module as an observed helper
-        ("sklearn._loss.loss", "BaseLoss"),  # same module as an observed helper
-        ("sklearn._loss.loss", "ExponentialLoss"),  # same module as an observed helper
-        ("sklearn._loss.loss", "HalfBinomialLoss"),  # same module as an observed helper
-        ("sklearn._loss.loss", "HalfBinomialLossArrayAPI"),  # same module as an observed helper
-        ("sklearn._loss.loss", "HalfGammaLoss"),  # same module as an observed helper
-        ("sklearn._loss.loss", "HalfMultinomialLossArrayAPI"),  # same module as an observed helper
-        ("sklearn._loss.loss", "HalfPoissonLossArrayAPI"),  # same module as an observed helper
-        ("sklearn._loss.loss", "HalfTweedieLoss"),  # same module as an observed helper
-        ("sklearn._loss.loss", "HuberLoss"),  # same module as an observed helper
-        ("sklearn._loss.loss", "PinballLoss"),  # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "CompoundKernel"),  # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "DotProduct"),  # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "ExpSineSquared"),  # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "Exponentiation"),  # same module as an observed helper
-        (
-            "sklearn.gaussian_process.kernels",
-            "GenericKernelMixin",
-        ),  # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "Hyperparameter"),  # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "Kernel"),  # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "KernelOperator"),  # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "Matern"),  # same module as an observed helper
-        (
-            "sklearn.gaussian_process.kernels",
-            "NormalizedKernelMixin",
-        ),  # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "PairwiseKernel"),  # same module as an observed helper
-        (
-            "sklearn.gaussian_process.kernels",
-            "RationalQuadratic",
-        ),  # same module as an observed helper
-        (
-            "sklearn.gaussian_process.kernels",
-            "StationaryKernelMixin",
-        ),  # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "Sum"),  # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "WhiteKernel"),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "BrayCurtisDistance32",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "BrayCurtisDistance64",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "CanberraDistance32",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "CanberraDistance64",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "ChebyshevDistance32",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "ChebyshevDistance64",
-        ),  # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "DiceDistance32"),  # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "DiceDistance64"),  # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "DistanceMetric"),  # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "DistanceMetric32"),  # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "DistanceMetric64"),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "EuclideanDistance32",
-        ),  # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "HammingDistance32"),  # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "HammingDistance64"),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "HaversineDistance32",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "HaversineDistance64",
-        ),  # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "JaccardDistance32"),  # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "JaccardDistance64"),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "KulsinskiDistance32",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "KulsinskiDistance64",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "MahalanobisDistance32",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "MahalanobisDistance64",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "ManhattanDistance32",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "ManhattanDistance64",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "MatchingDistance32",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "MatchingDistance64",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "MinkowskiDistance32",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "MinkowskiDistance64",
-        ),  # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "PyFuncDistance32"),  # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "PyFuncDistance64"),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "RogersTanimotoDistance32",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "RogersTanimotoDistance64",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "RussellRaoDistance32",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "RussellRaoDistance64",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "SEuclideanDistance32",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "SEuclideanDistance64",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "SokalMichenerDistance32",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "SokalMichenerDistance64",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "SokalSneathDistance32",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "SokalSneathDistance64",
-        ),  # same module as an observed helper
-        (
-            "sklearn.metrics._dist_metrics",
-            "__pyx_unpickle_DistanceMetric",
-        ),  # same module as an observed helper
-        ("sklearn.metrics._scorer", "_BaseScorer"),  # same module as an observed helper
-        ("sklearn.metrics._scorer", "_CurveScorer"),  # same module as an observed helper
-        ("sklearn.metrics._scorer", "_MultimetricScorer"),  # same module as an observed helper
-        ("sklearn.metrics._scorer", "_Scorer"),  # same module as an observed helper
-        (
-            "sklearn.model_selection._split",
-            "BaseCrossValidator",
-        ),  # same module as an observed helper
-        ("sklearn.model_selection._split", "BaseShuffleSplit"),  # same module as an observed helper
-        ("sklearn.model_selection._split", "GroupKFold"),  # same module as an observed helper
-        (
-            "sklearn.model_selection._split",
-            "GroupShuffleSplit",
-        ),  # same module as an observed helper
-        (
-            "sklearn.model_selection._split",
-            "GroupsConsumerMixin",
-        ),  # same module as an observed helper
-        ("sklearn.model_selection._split", "LeaveOneGroupOut"),  # same module as an observed helper
-        ("sklearn.model_selection._split", "LeaveOneOut"),  # same module as an observed helper
-        ("sklearn.model_selection._split", "LeavePGroupsOut"),  # same module as an observed helper
-        ("sklearn.model_selection._split", "LeavePOut"),  # same module as an observed helper
-        ("sklearn.model_selection._split", "PredefinedSplit"),  # same module as an observed helper
-        ("sklearn.model_selection._split", "RepeatedKFold"),  # same module as an observed helper
-        (
-            "sklearn.model_selection._split",
-            "RepeatedStratifiedKFold",
-        ),  # same module as an observed helper
-        ("sklearn.model_selection._split", "ShuffleSplit"),  # same module as an observed helper
-        (
-            "sklearn.model_selection._split",
-            "StratifiedGroupKFold",
-        ),  # same module as an observed helper
-        ("sklearn.model_selection._split", "StratifiedKFold"),  # same module as an observed helper
-        (
-            "sklearn.model_selection._split",
-            "StratifiedShuffleSplit",
-        ),  # same module as an observed helper
-        ("sklearn.model_selection._split", "TimeSeriesSplit"),  # same module as an observed helper
-        ("sklearn.model_selection._split", "_BaseKFold"),  # same module as an observed helper
-        (
-            "sklearn.model_selection._split",
-            "_CVIterableWrapper",
-        ),  # same module as an observed helper
-        ("sklearn.model_selection._split", "_RepeatedSplits"),  # same module as an observed helper
-        (
-            "sklearn.model_selection._split",
-            "_UnsupportedGroupCVMixin",
-        ),  # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "BallTree"),  # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "BallTree32"),  # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "BallTree64"),  # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "BinaryTree32"),  # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "BinaryTree64"),  # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "NeighborsHeap32"),  # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "NeighborsHeap64"),  # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "NodeHeap"),  # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "newObj"),  # same module as an observed helper
-        ("sklearn.neighbors._kd_tree", "BinaryTree32"),  # same module as an observed helper
-        ("sklearn.neighbors._kd_tree", "BinaryTree64"),  # same module as an observed helper
-        ("sklearn.neighbors._kd_tree", "KDTree32"),  # same module as an observed helper
-        ("sklearn.neighbors._kd_tree", "KDTree64"),  # same module as an observed helper
-        ("sklearn.neighbors._kd_tree", "NeighborsHeap32"),  # same module as an observed helper
-        ("sklearn.neighbors._kd_tree", "NeighborsHeap64"),  # same module as an observed helper
-        ("sklearn.neighbors._kd_tree", "NodeHeap"),  # same module as an observed helper
-        ("sklearn.tree._tree", "BestFirstTreeBuilder"),  # same module as an observed helper
-        ("sklearn.tree._tree", "DepthFirstTreeBuilder"),  # same module as an observed helper
-        ("sklearn.tree._tree", "TreeBuilder"),  # same module as an observed helper
-        ("sklearn.tree._tree", "_AlphaPruner"),  # same module as an observed helper
-        ("sklearn.tree._tree", "_CCPPruneController"),  # same module as an observed helper
-        ("sklearn.tree._tree", "_PathFinder"),  # same module as an observed helper
-        ("sklearn.tree._tree", "__pyx_unpickle_TreeBuilder"),  # same module as an observed helper
-        (
-            "sklearn.tree._tree",
-            "__pyx_unpickle__CCPPruneController",
-        ),  # same module as an observed helper
-        # --- torch ---  (storage types such as torch.FloatStorage are NOT here: only the
-        # torch reader accepts them, replaced by inert markers, so no payload can call one)
-        ("torch", "Size"),  # reviewed: tuple subclass
-        ("torch", "bfloat16"),  # reviewed: torch dtype constant
-        ("torch", "bool"),  # reviewed: torch dtype constant
-        ("torch", "complex128"),  # reviewed: torch dtype constant
-        ("torch", "complex64"),  # reviewed: torch dtype constant
-        ("torch", "device"),  # reviewed: parses a device string only
-        ("torch", "float16"),  # reviewed: torch dtype constant
-        ("torch", "float32"),  # reviewed: torch dtype constant
-        ("torch", "float64"),  # reviewed: torch dtype constant
-        ("torch", "int16"),  # reviewed: torch dtype constant
-        ("torch", "int32"),  # reviewed: torch dtype constant
-        ("torch", "int64"),  # reviewed: torch dtype constant
-        ("torch", "int8"),  # reviewed: torch dtype constant
-        ("torch", "uint8"),  # reviewed: torch dtype constant
-        (
-            "torch._utils",
-            "_rebuild_parameter",
-        ),  # 3: torch.Embedding+LSTM, torch.Linear, torch.Sequent…
-        ("torch._utils", "_rebuild_parameter_with_state"),  # reviewed: like _rebuild_parameter
-        (
-            "torch._utils",
-            "_rebuild_tensor_v2",
-        ),  # 4: torch.Embedding+LSTM, torch.Linear, torch.Sequent…
-        ("torch.nn.modules.activation", "CELU"),  # nn.Module class
-        ("torch.nn.modules.activation", "ELU"),  # nn.Module class
-        ("torch.nn.modules.activation", "GELU"),  # 1: torch.Sequential
-        ("torch.nn.modules.activation", "GLU"),  # nn.Module class
-        ("torch.nn.modules.activation", "Hardshrink"),  # nn.Module class
-        ("torch.nn.modules.activation", "Hardsigmoid"),  # nn.Module class
-        ("torch.nn.modules.activation", "Hardswish"),  # nn.Module class
-        ("torch.nn.modules.activation", "Hardtanh"),  # nn.Module class
-        ("torch.nn.modules.activation", "LeakyReLU"),  # nn.Module class
-        ("torch.nn.modules.activation", "LogSigmoid"),  # nn.Module class
-        ("torch.nn.modules.activation", "LogSoftmax"),  # nn.Module class
-        ("torch.nn.modules.activation", "Mish"),  # nn.Module class
-        ("torch.nn.modules.activation", "MultiheadAttention"),  # nn.Module class
-        ("torch.nn.modules.activation", "PReLU"),  # nn.Module class
-        ("torch.nn.modules.activation", "RReLU"),  # nn.Module class
-        ("torch.nn.modules.activation", "ReLU"),  # 1: torch.Sequential
-        ("torch.nn.modules.activation", "ReLU6"),  # nn.Module class
-        ("torch.nn.modules.activation", "SELU"),  # nn.Module class
-        ("torch.nn.modules.activation", "SiLU"),  # nn.Module class
-        ("torch.nn.modules.activation", "Sigmoid"),  # 1: torch.Sequential
-        ("torch.nn.modules.activation", "Softmax"),  # 1: torch.Sequential
-        ("torch.nn.modules.activation", "Softmax2d"),  # nn.Module class
-        ("torch.nn.modules.activation", "Softmin"),  # nn.Module class
-        ("torch.nn.modules.activation", "Softplus"),  # nn.Module class
-        ("torch.nn.modules.activation", "Softshrink"),  # nn.Module class
-        ("torch.nn.modules.activation", "Softsign"),  # nn.Module class
-        ("torch.nn.modules.activation", "Tanh"),  # 1: torch.Sequential
-        ("torch.nn.modules.activation", "Tanhshrink"),  # nn.Module class
-        ("torch.nn.modules.activation", "Threshold"),  # nn.Module class
-        ("torch.nn.modules.adaptive", "AdaptiveLogSoftmaxWithLoss"),  # nn.Module class
-        ("torch.nn.modules.batchnorm", "BatchNorm1d"),  # nn.Module class
-        ("torch.nn.modules.batchnorm", "BatchNorm2d"),  # 1: torch.Sequential
-        ("torch.nn.modules.batchnorm", "BatchNorm3d"),  # nn.Module class
-        ("torch.nn.modules.batchnorm", "LazyBatchNorm1d"),  # nn.Module class
-        ("torch.nn.modules.batchnorm", "LazyBatchNorm2d"),  # nn.Module class
-        ("torch.nn.modules.batchnorm", "LazyBatchNorm3d"),  # nn.Module class
-        ("torch.nn.modules.batchnorm", "SyncBatchNorm"),  # nn.Module class
-        ("torch.nn.modules.channelshuffle", "ChannelShuffle"),  # nn.Module class
-        ("torch.nn.modules.container", "Container"),  # nn.Module class
-        ("torch.nn.modules.container", "ModuleDict"),  # nn.Module class
-        ("torch.nn.modules.container", "ModuleList"),  # 1: torch.Embedding+LSTM
-        ("torch.nn.modules.container", "ParameterDict"),  # nn.Module class
-        ("torch.nn.modules.container", "ParameterList"),  # nn.Module class
-        ("torch.nn.modules.container", "Sequential"),  # 1: torch.Sequential
-        ("torch.nn.modules.conv", "Conv1d"),  # nn.Module class
-        ("torch.nn.modules.conv", "Conv2d"),  # 1: torch.Sequential
-        ("torch.nn.modules.conv", "Conv3d"),  # nn.Module class
-        ("torch.nn.modules.conv", "ConvTranspose1d"),  # nn.Module class
-        ("torch.nn.modules.conv", "ConvTranspose2d"),  # nn.Module class
-        ("torch.nn.modules.conv", "ConvTranspose3d"),  # nn.Module class
-        ("torch.nn.modules.conv", "LazyConv1d"),  # nn.Module class
-        ("torch.nn.modules.conv", "LazyConv2d"),  # nn.Module class
-        ("torch.nn.modules.conv", "LazyConv3d"),  # nn.Module class
-        ("torch.nn.modules.conv", "LazyConvTranspose1d"),  # nn.Module class
-        ("torch.nn.modules.conv", "LazyConvTranspose2d"),  # nn.Module class
-        ("torch.nn.modules.conv", "LazyConvTranspose3d"),  # nn.Module class
-        ("torch.nn.modules.distance", "CosineSimilarity"),  # nn.Module class
-        ("torch.nn.modules.distance", "PairwiseDistance"),  # nn.Module class
-        ("torch.nn.modules.dropout", "AlphaDropout"),  # nn.Module class
-        ("torch.nn.modules.dropout", "Dropout"),  # 1: torch.Sequential
-        ("torch.nn.modules.dropout", "Dropout1d"),  # nn.Module class
-        ("torch.nn.modules.dropout", "Dropout2d"),  # nn.Module class
-        ("torch.nn.modules.dropout", "Dropout3d"),  # nn.Module class
-        ("torch.nn.modules.dropout", "FeatureAlphaDropout"),  # nn.Module class
-        ("torch.nn.modules.flatten", "Flatten"),  # 1: torch.Sequential
-        ("torch.nn.modules.flatten", "Unflatten"),  # nn.Module class
-        ("torch.nn.modules.fold", "Fold"),  # nn.Module class
-        ("torch.nn.modules.fold", "Unfold"),  # nn.Module class
-        ("torch.nn.modules.instancenorm", "InstanceNorm1d"),  # nn.Module class
-        ("torch.nn.modules.instancenorm", "InstanceNorm2d"),  # nn.Module class
-        ("torch.nn.modules.instancenorm", "InstanceNorm3d"),  # nn.Module class
-        ("torch.nn.modules.instancenorm", "LazyInstanceNorm1d"),  # nn.Module class
-        ("torch.nn.modules.instancenorm", "LazyInstanceNorm2d"),  # nn.Module class
-        ("torch.nn.modules.instancenorm", "LazyInstanceNorm3d"),  # nn.Module class
-        ("torch.nn.modules.linear", "Bilinear"),  # nn.Module class
-        ("torch.nn.modules.linear", "Identity"),  # nn.Module class
-        ("torch.nn.modules.linear", "LazyLinear"),  # nn.Module class
-        ("torch.nn.modules.linear", "Linear"),  # 2: torch.Linear, torch.Sequential
-        ("torch.nn.modules.loss", "BCELoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "BCEWithLogitsLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "CTCLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "CosineEmbeddingLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "CrossEntropyLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "GaussianNLLLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "HingeEmbeddingLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "HuberLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "KLDivLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "L1Loss"),  # nn.Module class
-        ("torch.nn.modules.loss", "LinearCrossEntropyLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "MSELoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "MarginRankingLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "MultiLabelMarginLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "MultiLabelSoftMarginLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "MultiMarginLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "NLLLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "NLLLoss2d"),  # nn.Module class
-        ("torch.nn.modules.loss", "PoissonNLLLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "SmoothL1Loss"),  # nn.Module class
-        ("torch.nn.modules.loss", "SoftMarginLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "TripletMarginLoss"),  # nn.Module class
-        ("torch.nn.modules.loss", "TripletMarginWithDistanceLoss"),  # nn.Module class
-        ("torch.nn.modules.module", "Module"),  # nn.Module class
-        ("torch.nn.modules.normalization", "CrossMapLRN2d"),  # nn.Module class
-        ("torch.nn.modules.normalization", "GroupNorm"),  # nn.Module class
-        ("torch.nn.modules.normalization", "LayerNorm"),  # 1: torch.Sequential
-        ("torch.nn.modules.normalization", "LocalResponseNorm"),  # nn.Module class
-        ("torch.nn.modules.normalization", "RMSNorm"),  # nn.Module class
-        ("torch.nn.modules.padding", "CircularPad1d"),  # nn.Module class
-        ("torch.nn.modules.padding", "CircularPad2d"),  # nn.Module class
-        ("torch.nn.modules.padding", "CircularPad3d"),  # nn.Module class
-        ("torch.nn.modules.padding", "ConstantPad1d"),  # nn.Module class
-        ("torch.nn.modules.padding", "ConstantPad2d"),  # nn.Module class
-        ("torch.nn.modules.padding", "ConstantPad3d"),  # nn.Module class
-        ("torch.nn.modules.padding", "ReflectionPad1d"),  # nn.Module class
-        ("torch.nn.modules.padding", "ReflectionPad2d"),  # nn.Module class
-        ("torch.nn.modules.padding", "ReflectionPad3d"),  # nn.Module class
-        ("torch.nn.modules.padding", "ReplicationPad1d"),  # nn.Module class
-        ("torch.nn.modules.padding", "ReplicationPad2d"),  # nn.Module class
-        ("torch.nn.modules.padding", "ReplicationPad3d"),  # nn.Module class
-        ("torch.nn.modules.padding", "ZeroPad1d"),  # nn.Module class
-        ("torch.nn.modules.padding", "ZeroPad2d"),  # nn.Module class
-        ("torch.nn.modules.padding", "ZeroPad3d"),  # nn.Module class
-        ("torch.nn.modules.pixelshuffle", "PixelShuffle"),  # nn.Module class
-        ("torch.nn.modules.pixelshuffle", "PixelUnshuffle"),  # nn.Module class
-        ("torch.nn.modules.pooling", "AdaptiveAvgPool1d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "AdaptiveAvgPool2d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "AdaptiveAvgPool3d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "AdaptiveMaxPool1d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "AdaptiveMaxPool2d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "AdaptiveMaxPool3d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "AvgPool1d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "AvgPool2d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "AvgPool3d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "FractionalMaxPool2d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "FractionalMaxPool3d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "LPPool1d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "LPPool2d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "LPPool3d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "MaxPool1d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "MaxPool2d"),  # 1: torch.Sequential
-        ("torch.nn.modules.pooling", "MaxPool3d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "MaxUnpool1d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "MaxUnpool2d"),  # nn.Module class
-        ("torch.nn.modules.pooling", "MaxUnpool3d"),  # nn.Module class
-        ("torch.nn.modules.rnn", "GRU"),  # 1: torch.Embedding+LSTM
-        ("torch.nn.modules.rnn", "GRUCell"),  # nn.Module class
-        ("torch.nn.modules.rnn", "LSTM"),  # 1: torch.Embedding+LSTM
-        ("torch.nn.modules.rnn", "LSTMCell"),  # nn.Module class
-        ("torch.nn.modules.rnn", "RNN"),  # nn.Module class
-        ("torch.nn.modules.rnn", "RNNBase"),  # nn.Module class
-        ("torch.nn.modules.rnn", "RNNCell"),  # nn.Module class
-        ("torch.nn.modules.rnn", "RNNCellBase"),  # nn.Module class
-        ("torch.nn.modules.sparse", "Embedding"),  # 1: torch.Embedding+LSTM
-        ("torch.nn.modules.sparse", "EmbeddingBag"),  # nn.Module class
-        ("torch.nn.modules.transformer", "Transformer"),  # nn.Module class
-        ("torch.nn.modules.transformer", "TransformerDecoder"),  # nn.Module class
-        ("torch.nn.modules.transformer", "TransformerDecoderLayer"),  # nn.Module class
-        ("torch.nn.modules.transformer", "TransformerEncoder"),  # nn.Module class
-        ("torch.nn.modules.transformer", "TransformerEncoderLayer"),  # nn.Module class
-        ("torch.nn.modules.upsampling", "Upsample"),  # nn.Module class
-        ("torch.nn.modules.upsampling", "UpsamplingBilinear2d"),  # nn.Module class
-        ("torch.nn.modules.upsampling", "UpsamplingNearest2d"),  # nn.Module class
-    }
-)
+        ("sklearn._loss._loss", "CyAbsoluteError"): DATA_CLASS,  # same module as an observed helper
+        # same module as an observed helper
+        ("sklearn._loss._loss", "CyExponentialLoss"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn._loss._loss", "CyHalfBinomialLoss"): DATA_CLASS,
+        ("sklearn._loss._loss", "CyHalfGammaLoss"): DATA_CLASS,  # same module as an observed helper
+        # 2: GradientBoostingClassifier, HistGradien...
+        ("sklearn._loss._loss", "CyHalfMultinomialLoss"): DATA_CLASS,
+        ("sklearn._loss._loss", "CyHalfPoissonLoss"): DATA_CLASS,  # 1: PoissonRegressor
+        # 2: GradientBoostingRegressor, HistGradientBoo...
+        ("sklearn._loss._loss", "CyHalfSquaredError"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn._loss._loss", "CyHalfTweedieLoss"): DATA_CLASS,
+        ("sklearn._loss._loss", "CyHalfTweedieLossIdentity"): DATA_CLASS,  # 1: TweedieRegressor
+        ("sklearn._loss._loss", "CyHuberLoss"): DATA_CLASS,  # same module as an observed helper
+        ("sklearn._loss._loss", "CyLossFunction"): DATA_CLASS,  # same module as an observed helper
+        ("sklearn._loss._loss", "CyPinballLoss"): DATA_CLASS,  # same module as an observed helper
+        # 2: GradientBoostingClassifi...
+        ("sklearn._loss._loss", "__pyx_unpickle_CyHalfMultinomialLoss"): RECONSTRUCTOR,
+        ("sklearn._loss.link", "BaseLink"): DATA_CLASS,  # same module as an observed helper
+        ("sklearn._loss.link", "HalfLogitLink"): DATA_CLASS,  # same module as an observed helper
+        # 3: GradientBoostingRegressor, HistGradientBoostingRe...
+        ("sklearn._loss.link", "IdentityLink"): DATA_CLASS,
+        # 6: GradientBoostingClassifier, GradientBoostingRegressor...
+        ("sklearn._loss.link", "Interval"): DATA_CLASS,
+        ("sklearn._loss.link", "LogLink"): DATA_CLASS,  # 1: PoissonRegressor
+        ("sklearn._loss.link", "LogitLink"): DATA_CLASS,  # same module as an observed helper
+        # 2: GradientBoostingClassifier, HistGradientBoost...
+        ("sklearn._loss.link", "MultinomialLogit"): DATA_CLASS,
+        ("sklearn._loss.loss", "AbsoluteError"): DATA_CLASS,  # same module as an observed helper
+        ("sklearn._loss.loss", "ArrayAPILossMixin"): DATA_CLASS,  # same module as an observed helper
+        ("sklearn._loss.loss", "BaseLoss"): DATA_CLASS,  # same module as an observed helper
+        ("sklearn._loss.loss", "ExponentialLoss"): DATA_CLASS,  # same module as an observed helper
+        ("sklearn._loss.loss", "HalfBinomialLoss"): DATA_CLASS,  # same module as an observed helper
+        # same module as an observed helper
+        ("sklearn._loss.loss", "HalfBinomialLossArrayAPI"): DATA_CLASS,
+        ("sklearn._loss.loss", "HalfGammaLoss"): DATA_CLASS,  # same module as an observed helper
+        # 2: GradientBoostingClassifier, HistGradientBo...
+        ("sklearn._loss.loss", "HalfMultinomialLoss"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn._loss.loss", "HalfMultinomialLossArrayAPI"): DATA_CLASS,
+        ("sklearn._loss.loss", "HalfPoissonLoss"): DATA_CLASS,  # 1: PoissonRegressor
+        # same module as an observed helper
+        ("sklearn._loss.loss", "HalfPoissonLossArrayAPI"): DATA_CLASS,
+        # 2: GradientBoostingRegressor, HistGradientBoosti...
+        ("sklearn._loss.loss", "HalfSquaredError"): DATA_CLASS,
+        ("sklearn._loss.loss", "HalfTweedieLoss"): DATA_CLASS,  # same module as an observed helper
+        ("sklearn._loss.loss", "HalfTweedieLossIdentity"): DATA_CLASS,  # 1: TweedieRegressor
+        ("sklearn._loss.loss", "HuberLoss"): DATA_CLASS,  # same module as an observed helper
+        ("sklearn._loss.loss", "PinballLoss"): DATA_CLASS,  # same module as an observed helper
+        ("sklearn.calibration", "CalibratedClassifierCV"): DATA_CLASS,  # 1: CalibratedClassifierCV
+        ("sklearn.calibration", "_CalibratedClassifier"): DATA_CLASS,  # 1: CalibratedClassifierCV
+        ("sklearn.calibration", "_SigmoidCalibration"): DATA_CLASS,  # 1: CalibratedClassifierCV
+        # 1: AffinityPropagation
+        ("sklearn.cluster._affinity_propagation", "AffinityPropagation"): DATA_CLASS,
+        # 1: AgglomerativeClustering
+        ("sklearn.cluster._agglomerative", "AgglomerativeClustering"): DATA_CLASS,
+        # 1: FeatureAgglomeration
+        ("sklearn.cluster._agglomerative", "FeatureAgglomeration"): DATA_CLASS,
+        # 1: SpectralBiclustering
+        ("sklearn.cluster._bicluster", "SpectralBiclustering"): DATA_CLASS,
+        # 1: SpectralCoclustering
+        ("sklearn.cluster._bicluster", "SpectralCoclustering"): DATA_CLASS,
+        ("sklearn.cluster._birch", "Birch"): DATA_CLASS,  # 1: Birch
+        ("sklearn.cluster._birch", "_CFNode"): DATA_CLASS,  # 1: Birch
+        ("sklearn.cluster._birch", "_CFSubcluster"): DATA_CLASS,  # 1: Birch
+        ("sklearn.cluster._bisect_k_means", "BisectingKMeans"): DATA_CLASS,  # 1: BisectingKMeans
+        ("sklearn.cluster._bisect_k_means", "_BisectingTree"): DATA_CLASS,  # 1: BisectingKMeans
+        ("sklearn.cluster._dbscan", "DBSCAN"): DATA_CLASS,  # 1: DBSCAN
+        ("sklearn.cluster._hdbscan.hdbscan", "HDBSCAN"): DATA_CLASS,  # 1: HDBSCAN
+        ("sklearn.cluster._kmeans", "KMeans"): DATA_CLASS,  # 1: KMeans
+        ("sklearn.cluster._kmeans", "MiniBatchKMeans"): DATA_CLASS,  # 1: MiniBatchKMeans
+        ("sklearn.cluster._kmeans", "_kmeans_single_lloyd"): PURE_FUNCTION,  # 1: BisectingKMeans
+        ("sklearn.cluster._mean_shift", "MeanShift"): DATA_CLASS,  # 1: MeanShift
+        ("sklearn.cluster._optics", "OPTICS"): DATA_CLASS,  # 1: OPTICS
+        ("sklearn.cluster._spectral", "SpectralClustering"): DATA_CLASS,  # 1: SpectralClustering
+        # 1: ColumnTransformer
+        ("sklearn.compose._column_transformer", "ColumnTransformer"): DATA_CLASS,
+        # 1: TransformedTargetRegressor
+        ("sklearn.compose._target", "TransformedTargetRegressor"): DATA_CLASS,
+        # 1: EllipticEnvelope
+        ("sklearn.covariance._elliptic_envelope", "EllipticEnvelope"): DATA_CLASS,
+        # 1: EmpiricalCovariance
+        ("sklearn.covariance._empirical_covariance", "EmpiricalCovariance"): DATA_CLASS,
+        ("sklearn.covariance._graph_lasso", "GraphicalLasso"): DATA_CLASS,  # 1: GraphicalLasso
+        ("sklearn.covariance._graph_lasso", "GraphicalLassoCV"): DATA_CLASS,  # 1: GraphicalLassoCV
+        ("sklearn.covariance._robust_covariance", "MinCovDet"): DATA_CLASS,  # 1: MinCovDet
+        ("sklearn.covariance._shrunk_covariance", "LedoitWolf"): DATA_CLASS,  # 1: LedoitWolf
+        ("sklearn.covariance._shrunk_covariance", "OAS"): DATA_CLASS,  # 1: OAS
+        # 1: ShrunkCovariance
+        ("sklearn.covariance._shrunk_covariance", "ShrunkCovariance"): DATA_CLASS,
+        ("sklearn.cross_decomposition._pls", "CCA"): DATA_CLASS,  # 1: CCA
+        ("sklearn.cross_decomposition._pls", "PLSCanonical"): DATA_CLASS,  # 1: PLSCanonical
+        ("sklearn.cross_decomposition._pls", "PLSRegression"): DATA_CLASS,  # 1: PLSRegression
+        ("sklearn.cross_decomposition._pls", "PLSSVD"): DATA_CLASS,  # 1: PLSSVD
+        # 1: DictionaryLearning
+        ("sklearn.decomposition._dict_learning", "DictionaryLearning"): DATA_CLASS,
+        # 1: MiniBatchDiction...
+        ("sklearn.decomposition._dict_learning", "MiniBatchDictionaryLearning"): DATA_CLASS,
+        ("sklearn.decomposition._dict_learning", "SparseCoder"): DATA_CLASS,  # estimator class
+        # 1: FactorAnalysis
+        ("sklearn.decomposition._factor_analysis", "FactorAnalysis"): DATA_CLASS,
+        ("sklearn.decomposition._fastica", "FastICA"): DATA_CLASS,  # 1: FastICA
+        # 1: IncrementalPCA
+        ("sklearn.decomposition._incremental_pca", "IncrementalPCA"): DATA_CLASS,
+        ("sklearn.decomposition._kernel_pca", "KernelPCA"): DATA_CLASS,  # 2: Isomap, KernelPCA
+        # 1: LatentDirichletAllocation
+        ("sklearn.decomposition._lda", "LatentDirichletAllocation"): DATA_CLASS,
+        ("sklearn.decomposition._nmf", "MiniBatchNMF"): DATA_CLASS,  # 1: MiniBatchNMF
+        ("sklearn.decomposition._nmf", "NMF"): DATA_CLASS,  # 1: NMF
+        ("sklearn.decomposition._pca", "PCA"): DATA_CLASS,  # 1: PCA
+        # 1: MiniBatchSparsePCA
+        ("sklearn.decomposition._sparse_pca", "MiniBatchSparsePCA"): DATA_CLASS,
+        ("sklearn.decomposition._sparse_pca", "SparsePCA"): DATA_CLASS,  # 1: SparsePCA
+        ("sklearn.decomposition._truncated_svd", "TruncatedSVD"): DATA_CLASS,  # 1: TruncatedSVD
+        # 1: LinearDiscriminantAnalys...
+        ("sklearn.discriminant_analysis", "LinearDiscriminantAnalysis"): DATA_CLASS,
+        # 1: QuadraticDiscriminant...
+        ("sklearn.discriminant_analysis", "QuadraticDiscriminantAnalysis"): DATA_CLASS,
+        # 2: DummyClassifier, GradientBoostingClassifier
+        ("sklearn.dummy", "DummyClassifier"): DATA_CLASS,
+        # 2: DummyRegressor, GradientBoostingRegressor
+        ("sklearn.dummy", "DummyRegressor"): DATA_CLASS,
+        ("sklearn.ensemble._bagging", "BaggingClassifier"): DATA_CLASS,  # 1: BaggingClassifier
+        ("sklearn.ensemble._bagging", "BaggingRegressor"): DATA_CLASS,  # 1: BaggingRegressor
+        ("sklearn.ensemble._forest", "ExtraTreesClassifier"): DATA_CLASS,  # 1: ExtraTreesClassifier
+        ("sklearn.ensemble._forest", "ExtraTreesRegressor"): DATA_CLASS,  # 1: ExtraTreesRegressor
+        # 1: RandomForestClassifier
+        ("sklearn.ensemble._forest", "RandomForestClassifier"): DATA_CLASS,
+        # 1: RandomForestRegressor
+        ("sklearn.ensemble._forest", "RandomForestRegressor"): DATA_CLASS,
+        ("sklearn.ensemble._forest", "RandomTreesEmbedding"): DATA_CLASS,  # 1: RandomTreesEmbedding
+        # 1: GradientBoostingClassifier
+        ("sklearn.ensemble._gb", "GradientBoostingClassifier"): DATA_CLASS,
+        # 1: GradientBoostingRegressor
+        ("sklearn.ensemble._gb", "GradientBoostingRegressor"): DATA_CLASS,
+        # 2: HistGradientBoostingC...
+        ("sklearn.ensemble._hist_gradient_boosting.binning", "_BinMapper"): DATA_CLASS,
+        ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting", "HistGradientBoostingClassifier"): DATA_CLASS,
+        ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting", "HistGradientBoostingRegressor"): DATA_CLASS,
+        # 2: HistGradientBoos...
+        ("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor"): DATA_CLASS,
+        ("sklearn.ensemble._iforest", "IsolationForest"): DATA_CLASS,  # 1: IsolationForest
+        ("sklearn.ensemble._stacking", "StackingClassifier"): DATA_CLASS,  # 1: StackingClassifier
+        ("sklearn.ensemble._stacking", "StackingRegressor"): DATA_CLASS,  # 1: StackingRegressor
+        ("sklearn.ensemble._voting", "VotingClassifier"): DATA_CLASS,  # 1: VotingClassifier
+        ("sklearn.ensemble._voting", "VotingRegressor"): DATA_CLASS,  # 1: VotingRegressor
+        # 1: AdaBoostClassifier
+        ("sklearn.ensemble._weight_boosting", "AdaBoostClassifier"): DATA_CLASS,
+        # 1: AdaBoostRegressor
+        ("sklearn.ensemble._weight_boosting", "AdaBoostRegressor"): DATA_CLASS,
+        # estimator class
+        ("sklearn.feature_extraction._dict_vectorizer", "DictVectorizer"): DATA_CLASS,
+        ("sklearn.feature_extraction._hash", "FeatureHasher"): DATA_CLASS,  # 1: FeatureHasher
+        ("sklearn.feature_extraction.image", "PatchExtractor"): DATA_CLASS,  # 1: PatchExtractor
+        ("sklearn.feature_extraction.text", "CountVectorizer"): DATA_CLASS,  # estimator class
+        ("sklearn.feature_extraction.text", "HashingVectorizer"): DATA_CLASS,  # 1: HashingVectorizer
+        ("sklearn.feature_extraction.text", "TfidfTransformer"): DATA_CLASS,  # 1: TfidfTransformer
+        ("sklearn.feature_extraction.text", "TfidfVectorizer"): DATA_CLASS,  # estimator class
+        # 1: SelectFromModel
+        ("sklearn.feature_selection._from_model", "SelectFromModel"): DATA_CLASS,
+        ("sklearn.feature_selection._rfe", "RFE"): DATA_CLASS,  # 1: RFE
+        ("sklearn.feature_selection._rfe", "RFECV"): DATA_CLASS,  # 1: RFECV
+        # 1: SequentialFeature...
+        ("sklearn.feature_selection._sequential", "SequentialFeatureSelector"): DATA_CLASS,
+        # 1: GenericUn...
+        ("sklearn.feature_selection._univariate_selection", "GenericUnivariateSelect"): DATA_CLASS,
+        ("sklearn.feature_selection._univariate_selection", "SelectFdr"): DATA_CLASS,  # 1: SelectFdr
+        ("sklearn.feature_selection._univariate_selection", "SelectFpr"): DATA_CLASS,  # 1: SelectFpr
+        ("sklearn.feature_selection._univariate_selection", "SelectFwe"): DATA_CLASS,  # 1: SelectFwe
+        # 1: SelectKBest
+        ("sklearn.feature_selection._univariate_selection", "SelectKBest"): DATA_CLASS,
+        # 1: SelectPercentile
+        ("sklearn.feature_selection._univariate_selection", "SelectPercentile"): DATA_CLASS,
+        # 6: GenericUnivariateSelect...
+        ("sklearn.feature_selection._univariate_selection", "f_classif"): PURE_FUNCTION,
+        # 1: VarianceThreshold
+        ("sklearn.feature_selection._variance_threshold", "VarianceThreshold"): DATA_CLASS,
+        ("sklearn.frozen._frozen", "FrozenEstimator"): DATA_CLASS,  # estimator class
+        # 1: GaussianProcessClassifier
+        ("sklearn.gaussian_process._gpc", "GaussianProcessClassifier"): DATA_CLASS,
+        # 1: GaussianPro...
+        ("sklearn.gaussian_process._gpc", "_BinaryGaussianProcessClassifierLaplace"): DATA_CLASS,
+        # 1: GaussianProcessRegressor
+        ("sklearn.gaussian_process._gpr", "GaussianProcessRegressor"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.gaussian_process.kernels", "CompoundKernel"): DATA_CLASS,
+        # 2: GaussianProcessClassifier, Gaussi...
+        ("sklearn.gaussian_process.kernels", "ConstantKernel"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.gaussian_process.kernels", "DotProduct"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.gaussian_process.kernels", "ExpSineSquared"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.gaussian_process.kernels", "Exponentiation"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.gaussian_process.kernels", "GenericKernelMixin"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.gaussian_process.kernels", "Hyperparameter"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.gaussian_process.kernels", "Kernel"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.gaussian_process.kernels", "KernelOperator"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.gaussian_process.kernels", "Matern"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.gaussian_process.kernels", "NormalizedKernelMixin"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.gaussian_process.kernels", "PairwiseKernel"): DATA_CLASS,
+        # 2: GaussianProcessClassifier, GaussianProce...
+        ("sklearn.gaussian_process.kernels", "Product"): DATA_CLASS,
+        # 2: GaussianProcessClassifier, GaussianProcessRe...
+        ("sklearn.gaussian_process.kernels", "RBF"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.gaussian_process.kernels", "RationalQuadratic"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.gaussian_process.kernels", "StationaryKernelMixin"): DATA_CLASS,
+        ("sklearn.gaussian_process.kernels", "Sum"): DATA_CLASS,  # same module as an observed helper
+        # same module as an observed helper
+        ("sklearn.gaussian_process.kernels", "WhiteKernel"): DATA_CLASS,
+        ("sklearn.impute._base", "MissingIndicator"): DATA_CLASS,  # 1: MissingIndicator
+        ("sklearn.impute._base", "SimpleImputer"): DATA_CLASS,  # 1: SimpleImputer
+        ("sklearn.impute._knn", "KNNImputer"): DATA_CLASS,  # 1: KNNImputer
+        ("sklearn.isotonic", "IsotonicRegression"): DATA_CLASS,  # estimator class
+        # 1: AdditiveChi2Sampler
+        ("sklearn.kernel_approximation", "AdditiveChi2Sampler"): DATA_CLASS,
+        ("sklearn.kernel_approximation", "Nystroem"): DATA_CLASS,  # 1: Nystroem
+        # 1: PolynomialCountSketch
+        ("sklearn.kernel_approximation", "PolynomialCountSketch"): DATA_CLASS,
+        ("sklearn.kernel_approximation", "RBFSampler"): DATA_CLASS,  # 1: RBFSampler
+        ("sklearn.kernel_approximation", "SkewedChi2Sampler"): DATA_CLASS,  # 1: SkewedChi2Sampler
+        ("sklearn.kernel_ridge", "KernelRidge"): DATA_CLASS,  # 1: KernelRidge
+        # 3: LinearRegression, RANSACRegressor, Tr...
+        ("sklearn.linear_model._base", "LinearRegression"): DATA_CLASS,
+        ("sklearn.linear_model._bayes", "ARDRegression"): DATA_CLASS,  # 1: ARDRegression
+        ("sklearn.linear_model._bayes", "BayesianRidge"): DATA_CLASS,  # 1: BayesianRidge
+        ("sklearn.linear_model._coordinate_descent", "ElasticNet"): DATA_CLASS,  # 1: ElasticNet
+        ("sklearn.linear_model._coordinate_descent", "ElasticNetCV"): DATA_CLASS,  # 1: ElasticNetCV
+        ("sklearn.linear_model._coordinate_descent", "Lasso"): DATA_CLASS,  # 1: Lasso
+        ("sklearn.linear_model._coordinate_descent", "LassoCV"): DATA_CLASS,  # 1: LassoCV
+        # estimator class
+        ("sklearn.linear_model._coordinate_descent", "MultiTaskElasticNet"): DATA_CLASS,
+        # estimator class
+        ("sklearn.linear_model._coordinate_descent", "MultiTaskElasticNetCV"): DATA_CLASS,
+        # estimator class
+        ("sklearn.linear_model._coordinate_descent", "MultiTaskLasso"): DATA_CLASS,
+        # estimator class
+        ("sklearn.linear_model._coordinate_descent", "MultiTaskLassoCV"): DATA_CLASS,
+        ("sklearn.linear_model._glm.glm", "GammaRegressor"): DATA_CLASS,  # estimator class
+        ("sklearn.linear_model._glm.glm", "PoissonRegressor"): DATA_CLASS,  # 1: PoissonRegressor
+        ("sklearn.linear_model._glm.glm", "TweedieRegressor"): DATA_CLASS,  # 1: TweedieRegressor
+        ("sklearn.linear_model._huber", "HuberRegressor"): DATA_CLASS,  # 1: HuberRegressor
+        ("sklearn.linear_model._least_angle", "Lars"): DATA_CLASS,  # 1: Lars
+        ("sklearn.linear_model._least_angle", "LarsCV"): DATA_CLASS,  # 1: LarsCV
+        ("sklearn.linear_model._least_angle", "LassoLars"): DATA_CLASS,  # 1: LassoLars
+        ("sklearn.linear_model._least_angle", "LassoLarsCV"): DATA_CLASS,  # 1: LassoLarsCV
+        ("sklearn.linear_model._least_angle", "LassoLarsIC"): DATA_CLASS,  # 1: LassoLarsIC
+        # 10: CalibratedClassifierCV, Logist...
+        ("sklearn.linear_model._logistic", "LogisticRegression"): DATA_CLASS,
+        # 1: LogisticRegressionCV
+        ("sklearn.linear_model._logistic", "LogisticRegressionCV"): DATA_CLASS,
+        # 1: OrthogonalMatchingPursuit
+        ("sklearn.linear_model._omp", "OrthogonalMatchingPursuit"): DATA_CLASS,
+        # 1: OrthogonalMatchingPursuitCV
+        ("sklearn.linear_model._omp", "OrthogonalMatchingPursuitCV"): DATA_CLASS,
+        # 1: PassiveAggre...
+        ("sklearn.linear_model._passive_aggressive", "PassiveAggressiveClassifier"): DATA_CLASS,
+        # 1: PassiveAggres...
+        ("sklearn.linear_model._passive_aggressive", "PassiveAggressiveRegressor"): DATA_CLASS,
+        ("sklearn.linear_model._perceptron", "Perceptron"): DATA_CLASS,  # 1: Perceptron
+        ("sklearn.linear_model._quantile", "QuantileRegressor"): DATA_CLASS,  # 1: QuantileRegressor
+        ("sklearn.linear_model._ransac", "RANSACRegressor"): DATA_CLASS,  # 1: RANSACRegressor
+        # 6: GridSearchCV, HalvingGridSearchCV, HalvingRando...
+        ("sklearn.linear_model._ridge", "Ridge"): DATA_CLASS,
+        ("sklearn.linear_model._ridge", "RidgeCV"): DATA_CLASS,  # 2: RidgeCV, StackingRegressor
+        ("sklearn.linear_model._ridge", "RidgeClassifier"): DATA_CLASS,  # 1: RidgeClassifier
+        ("sklearn.linear_model._ridge", "RidgeClassifierCV"): DATA_CLASS,  # 1: RidgeClassifierCV
+        # 4: PassiveAggressiveClassifier, Perceptron, SGD...
+        ("sklearn.linear_model._sgd_fast", "Hinge"): DATA_CLASS,
+        # 1: SGDClassifier
+        ("sklearn.linear_model._stochastic_gradient", "SGDClassifier"): DATA_CLASS,
+        # 1: SGDOneClassSVM
+        ("sklearn.linear_model._stochastic_gradient", "SGDOneClassSVM"): DATA_CLASS,
+        # 2: SGDRegressor, SelectFromMo...
+        ("sklearn.linear_model._stochastic_gradient", "SGDRegressor"): DATA_CLASS,
+        ("sklearn.linear_model._theil_sen", "TheilSenRegressor"): DATA_CLASS,  # 1: TheilSenRegressor
+        ("sklearn.manifold._classical_mds", "ClassicalMDS"): DATA_CLASS,  # 1: ClassicalMDS
+        ("sklearn.manifold._isomap", "Isomap"): DATA_CLASS,  # 1: Isomap
+        # 1: LocallyLinearEmbedding
+        ("sklearn.manifold._locally_linear", "LocallyLinearEmbedding"): DATA_CLASS,
+        ("sklearn.manifold._mds", "MDS"): DATA_CLASS,  # 1: MDS
+        # 1: SpectralEmbedding
+        ("sklearn.manifold._spectral_embedding", "SpectralEmbedding"): DATA_CLASS,
+        ("sklearn.manifold._t_sne", "TSNE"): DATA_CLASS,  # 1: TSNE
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "BrayCurtisDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "BrayCurtisDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "CanberraDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "CanberraDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "ChebyshevDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "ChebyshevDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "DiceDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "DiceDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "DistanceMetric"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "DistanceMetric32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "DistanceMetric64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "EuclideanDistance32"): DATA_CLASS,
+        # 11: Isomap, KNeighborsClassifier, ...
+        ("sklearn.metrics._dist_metrics", "EuclideanDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "HammingDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "HammingDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "HaversineDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "HaversineDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "JaccardDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "JaccardDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "KulsinskiDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "KulsinskiDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "MahalanobisDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "MahalanobisDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "ManhattanDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "ManhattanDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "MatchingDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "MatchingDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "MinkowskiDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "MinkowskiDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "PyFuncDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "PyFuncDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "RogersTanimotoDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "RogersTanimotoDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "RussellRaoDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "RussellRaoDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "SEuclideanDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "SEuclideanDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "SokalMichenerDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "SokalMichenerDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "SokalSneathDistance32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "SokalSneathDistance64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.metrics._dist_metrics", "__pyx_unpickle_DistanceMetric"): RECONSTRUCTOR,
+        # 11: Isomap, KNeighborsClassifier, KNeighborsReg...
+        ("sklearn.metrics._dist_metrics", "newObj"): RECONSTRUCTOR,
+        ("sklearn.metrics._scorer", "_BaseScorer"): DATA_CLASS,  # same module as an observed helper
+        ("sklearn.metrics._scorer", "_CurveScorer"): DATA_CLASS,  # same module as an observed helper
+        # same module as an observed helper
+        ("sklearn.metrics._scorer", "_MultimetricScorer"): DATA_CLASS,
+        # 4: GridSearchCV, HalvingGridSearchCV, Hal...
+        ("sklearn.metrics._scorer", "_PassthroughScorer"): DATA_CLASS,
+        ("sklearn.metrics._scorer", "_Scorer"): DATA_CLASS,  # same module as an observed helper
+        # 1: BayesianGaussianMixture
+        ("sklearn.mixture._bayesian_mixture", "BayesianGaussianMixture"): DATA_CLASS,
+        ("sklearn.mixture._gaussian_mixture", "GaussianMixture"): DATA_CLASS,  # 1: GaussianMixture
+        # estimator...
+        ("sklearn.model_selection._classification_threshold", "FixedThresholdClassifier"): DATA_CLASS,
+        # estimat...
+        ("sklearn.model_selection._classification_threshold", "TunedThresholdClassifierCV"): DATA_CLASS,
+        ("sklearn.model_selection._search", "GridSearchCV"): DATA_CLASS,  # 1: GridSearchCV
+        # 1: RandomizedSearchCV
+        ("sklearn.model_selection._search", "RandomizedSearchCV"): DATA_CLASS,
+        # 1: HalvingGri...
+        ("sklearn.model_selection._search_successive_halving", "HalvingGridSearchCV"): DATA_CLASS,
+        # 1: HalvingR...
+        ("sklearn.model_selection._search_successive_halving", "HalvingRandomSearchCV"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "BaseCrossValidator"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "BaseShuffleSplit"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "GroupKFold"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "GroupShuffleSplit"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "GroupsConsumerMixin"): DATA_CLASS,
+        # 4: GridSearchCV, HalvingGridSearchCV, HalvingRa...
+        ("sklearn.model_selection._split", "KFold"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "LeaveOneGroupOut"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "LeaveOneOut"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "LeavePGroupsOut"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "LeavePOut"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "PredefinedSplit"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "RepeatedKFold"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "RepeatedStratifiedKFold"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "ShuffleSplit"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "StratifiedGroupKFold"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "StratifiedKFold"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "StratifiedShuffleSplit"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "TimeSeriesSplit"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "_BaseKFold"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "_CVIterableWrapper"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "_RepeatedSplits"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.model_selection._split", "_UnsupportedGroupCVMixin"): DATA_CLASS,
+        ("sklearn.multiclass", "OneVsOneClassifier"): DATA_CLASS,  # 1: OneVsOneClassifier
+        # 2: GaussianProcessClassifier, OneVsRestClassi...
+        ("sklearn.multiclass", "OneVsRestClassifier"): DATA_CLASS,
+        ("sklearn.multiclass", "OutputCodeClassifier"): DATA_CLASS,  # 1: OutputCodeClassifier
+        ("sklearn.multiclass", "_ConstantPredictor"): DATA_CLASS,  # 1: OutputCodeClassifier
+        ("sklearn.multioutput", "ClassifierChain"): DATA_CLASS,  # estimator class
+        ("sklearn.multioutput", "MultiOutputClassifier"): DATA_CLASS,  # estimator class
+        ("sklearn.multioutput", "MultiOutputRegressor"): DATA_CLASS,  # estimator class
+        ("sklearn.multioutput", "RegressorChain"): DATA_CLASS,  # estimator class
+        ("sklearn.naive_bayes", "BernoulliNB"): DATA_CLASS,  # 1: BernoulliNB
+        ("sklearn.naive_bayes", "CategoricalNB"): DATA_CLASS,  # 1: CategoricalNB
+        ("sklearn.naive_bayes", "ComplementNB"): DATA_CLASS,  # 1: ComplementNB
+        ("sklearn.naive_bayes", "GaussianNB"): DATA_CLASS,  # 1: GaussianNB
+        ("sklearn.naive_bayes", "MultinomialNB"): DATA_CLASS,  # 1: MultinomialNB
+        # same module as an observed helper
+        ("sklearn.neighbors._ball_tree", "BallTree"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.neighbors._ball_tree", "BallTree32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.neighbors._ball_tree", "BallTree64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.neighbors._ball_tree", "BinaryTree32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.neighbors._ball_tree", "BinaryTree64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.neighbors._ball_tree", "NeighborsHeap32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.neighbors._ball_tree", "NeighborsHeap64"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.neighbors._ball_tree", "NodeHeap"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.neighbors._ball_tree", "newObj"): RECONSTRUCTOR,
+        # 1: KNeighborsClassifier
+        ("sklearn.neighbors._classification", "KNeighborsClassifier"): DATA_CLASS,
+        # 1: RadiusNeighborsClassi...
+        ("sklearn.neighbors._classification", "RadiusNeighborsClassifier"): DATA_CLASS,
+        # 1: KNeighborsTransformer
+        ("sklearn.neighbors._graph", "KNeighborsTransformer"): DATA_CLASS,
+        # 1: RadiusNeighborsTransformer
+        ("sklearn.neighbors._graph", "RadiusNeighborsTransformer"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.neighbors._kd_tree", "BinaryTree32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.neighbors._kd_tree", "BinaryTree64"): DATA_CLASS,
+        # 11: Isomap, KNeighborsClassifier, KNeighborsRegres...
+        ("sklearn.neighbors._kd_tree", "KDTree"): DATA_CLASS,
+        ("sklearn.neighbors._kd_tree", "KDTree32"): DATA_CLASS,  # same module as an observed helper
+        ("sklearn.neighbors._kd_tree", "KDTree64"): DATA_CLASS,  # same module as an observed helper
+        # same module as an observed helper
+        ("sklearn.neighbors._kd_tree", "NeighborsHeap32"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.neighbors._kd_tree", "NeighborsHeap64"): DATA_CLASS,
+        ("sklearn.neighbors._kd_tree", "NodeHeap"): DATA_CLASS,  # same module as an observed helper
+        # 11: Isomap, KNeighborsClassifier, KNeighborsRegres...
+        ("sklearn.neighbors._kd_tree", "newObj"): RECONSTRUCTOR,
+        ("sklearn.neighbors._kde", "KernelDensity"): DATA_CLASS,  # 1: KernelDensity
+        ("sklearn.neighbors._lof", "LocalOutlierFactor"): DATA_CLASS,  # 1: LocalOutlierFactor
+        # 1: NeighborhoodComponentsAnaly...
+        ("sklearn.neighbors._nca", "NeighborhoodComponentsAnalysis"): DATA_CLASS,
+        ("sklearn.neighbors._nearest_centroid", "NearestCentroid"): DATA_CLASS,  # 1: NearestCentroid
+        # 1: KNeighborsRegressor
+        ("sklearn.neighbors._regression", "KNeighborsRegressor"): DATA_CLASS,
+        # 1: RadiusNeighborsRegressor
+        ("sklearn.neighbors._regression", "RadiusNeighborsRegressor"): DATA_CLASS,
+        # 3: Isomap, LocallyLinearEmbedding, ...
+        ("sklearn.neighbors._unsupervised", "NearestNeighbors"): DATA_CLASS,
+        # 1: MLPClassifier
+        ("sklearn.neural_network._multilayer_perceptron", "MLPClassifier"): DATA_CLASS,
+        # 1: MLPRegressor
+        ("sklearn.neural_network._multilayer_perceptron", "MLPRegressor"): DATA_CLASS,
+        ("sklearn.neural_network._rbm", "BernoulliRBM"): DATA_CLASS,  # 1: BernoulliRBM
+        # 2: MLPClassifier, MLPReg...
+        ("sklearn.neural_network._stochastic_optimizers", "AdamOptimizer"): DATA_CLASS,
+        ("sklearn.pipeline", "FeatureUnion"): DATA_CLASS,  # 1: FeatureUnion
+        ("sklearn.pipeline", "Pipeline"): DATA_CLASS,  # 1: Pipeline
+        ("sklearn.preprocessing._data", "Binarizer"): DATA_CLASS,  # 1: Binarizer
+        ("sklearn.preprocessing._data", "KernelCenterer"): DATA_CLASS,  # 2: Isomap, KernelPCA
+        ("sklearn.preprocessing._data", "MaxAbsScaler"): DATA_CLASS,  # 1: MaxAbsScaler
+        ("sklearn.preprocessing._data", "MinMaxScaler"): DATA_CLASS,  # 1: MinMaxScaler
+        ("sklearn.preprocessing._data", "Normalizer"): DATA_CLASS,  # 1: Normalizer
+        ("sklearn.preprocessing._data", "PowerTransformer"): DATA_CLASS,  # 1: PowerTransformer
+        ("sklearn.preprocessing._data", "QuantileTransformer"): DATA_CLASS,  # 1: QuantileTransformer
+        ("sklearn.preprocessing._data", "RobustScaler"): DATA_CLASS,  # 1: RobustScaler
+        # 5: ColumnTransformer, FeatureUnion, Pipel...
+        ("sklearn.preprocessing._data", "StandardScaler"): DATA_CLASS,
+        # 1: KBinsDiscretizer
+        ("sklearn.preprocessing._discretization", "KBinsDiscretizer"): DATA_CLASS,
+        # 3: KBinsDiscretizer, OneHotEncoder, Ra...
+        ("sklearn.preprocessing._encoders", "OneHotEncoder"): DATA_CLASS,
+        ("sklearn.preprocessing._encoders", "OrdinalEncoder"): DATA_CLASS,  # 1: OrdinalEncoder
+        # 2: FunctionTransform...
+        ("sklearn.preprocessing._function_transformer", "FunctionTransformer"): DATA_CLASS,
+        # 5: GaussianProcessClassifier, MLPClassif...
+        ("sklearn.preprocessing._label", "LabelBinarizer"): DATA_CLASS,
+        # 3: HistGradientBoostingClassifier, Stackin...
+        ("sklearn.preprocessing._label", "LabelEncoder"): DATA_CLASS,
+        # 1: MultiLabelBinarizer
+        ("sklearn.preprocessing._label", "MultiLabelBinarizer"): DATA_CLASS,
+        # 1: PolynomialFeatures
+        ("sklearn.preprocessing._polynomial", "PolynomialFeatures"): DATA_CLASS,
+        # 1: SplineTransformer
+        ("sklearn.preprocessing._polynomial", "SplineTransformer"): DATA_CLASS,
+        ("sklearn.preprocessing._target_encoder", "TargetEncoder"): DATA_CLASS,  # 1: TargetEncoder
+        # 1: GaussianRandomProjection
+        ("sklearn.random_projection", "GaussianRandomProjection"): DATA_CLASS,
+        # 1: SparseRandomProjection
+        ("sklearn.random_projection", "SparseRandomProjection"): DATA_CLASS,
+        # 1: LabelPropagation
+        ("sklearn.semi_supervised._label_propagation", "LabelPropagation"): DATA_CLASS,
+        # 1: LabelSpreading
+        ("sklearn.semi_supervised._label_propagation", "LabelSpreading"): DATA_CLASS,
+        # 1: SelfTrainingClassif...
+        ("sklearn.semi_supervised._self_training", "SelfTrainingClassifier"): DATA_CLASS,
+        ("sklearn.svm._classes", "LinearSVC"): DATA_CLASS,  # 1: LinearSVC
+        ("sklearn.svm._classes", "LinearSVR"): DATA_CLASS,  # 1: LinearSVR
+        ("sklearn.svm._classes", "NuSVC"): DATA_CLASS,  # 1: NuSVC
+        ("sklearn.svm._classes", "NuSVR"): DATA_CLASS,  # 1: NuSVR
+        ("sklearn.svm._classes", "OneClassSVM"): DATA_CLASS,  # 1: OneClassSVM
+        ("sklearn.svm._classes", "SVC"): DATA_CLASS,  # 1: SVC
+        ("sklearn.svm._classes", "SVR"): DATA_CLASS,  # 1: SVR
+        # 6: AdaBoostClassifier, BaggingClassifie...
+        ("sklearn.tree._classes", "DecisionTreeClassifier"): DATA_CLASS,
+        # 8: AdaBoostRegressor, BaggingRegressor, ...
+        ("sklearn.tree._classes", "DecisionTreeRegressor"): DATA_CLASS,
+        # 2: ExtraTreeClassifier, ExtraTreesClassifi...
+        ("sklearn.tree._classes", "ExtraTreeClassifier"): DATA_CLASS,
+        # 4: ExtraTreeRegressor, ExtraTreesRegressor,...
+        ("sklearn.tree._classes", "ExtraTreeRegressor"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.tree._tree", "BestFirstTreeBuilder"): DATA_CLASS,
+        # same module as an observed helper
+        ("sklearn.tree._tree", "DepthFirstTreeBuilder"): DATA_CLASS,
+        # 20: AdaBoostClassifier, AdaBoostRegressor, BaggingClassifier
+        ("sklearn.tree._tree", "Tree"): CALLED_CLASS,
+        ("sklearn.tree._tree", "TreeBuilder"): DATA_CLASS,  # same module as an observed helper
+        ("sklearn.tree._tree", "_AlphaPruner"): DATA_CLASS,  # same module as an observed helper
+        # same module as an observed helper
+        ("sklearn.tree._tree", "_CCPPruneController"): DATA_CLASS,
+        ("sklearn.tree._tree", "_PathFinder"): DATA_CLASS,  # same module as an observed helper
+        # same module as an observed helper
+        ("sklearn.tree._tree", "__pyx_unpickle_TreeBuilder"): RECONSTRUCTOR,
+        # same module as an observed helper
+        ("sklearn.tree._tree", "__pyx_unpickle__CCPPruneController"): RECONSTRUCTOR,
+        # 4: StackingClassifier, StackingRegressor, VotingClassifier
+        ("sklearn.utils._bunch", "Bunch"): DATA_CLASS,
+        # --- torch ---
+        ("torch", "Size"): DATA_CLASS,  # reviewed: tuple subclass
+        ("torch", "bfloat16"): CONSTANT,  # reviewed: torch dtype constant
+        ("torch", "bool"): CONSTANT,  # reviewed: torch dtype constant
+        ("torch", "complex128"): CONSTANT,  # reviewed: torch dtype constant
+        ("torch", "complex64"): CONSTANT,  # reviewed: torch dtype constant
+        ("torch", "device"): DATA_CLASS,  # reviewed: parses a device string only
+        ("torch", "float16"): CONSTANT,  # reviewed: torch dtype constant
+        ("torch", "float32"): CONSTANT,  # reviewed: torch dtype constant
+        ("torch", "float64"): CONSTANT,  # reviewed: torch dtype constant
+        ("torch", "int16"): CONSTANT,  # reviewed: torch dtype constant
+        ("torch", "int32"): CONSTANT,  # reviewed: torch dtype constant
+        ("torch", "int64"): CONSTANT,  # reviewed: torch dtype constant
+        ("torch", "int8"): CONSTANT,  # reviewed: torch dtype constant
+        ("torch", "uint8"): CONSTANT,  # reviewed: torch dtype constant
+        # 3: torch.Embedding+LSTM, torch.Linear, torch.Sequent...
+        ("torch._utils", "_rebuild_parameter"): RECONSTRUCTOR,
+        # reviewed: like _rebuild_parameter
+        ("torch._utils", "_rebuild_parameter_with_state"): RECONSTRUCTOR,
+        # 4: torch.Embedding+LSTM, torch.Linear, torch.Sequent...
+        ("torch._utils", "_rebuild_tensor_v2"): RECONSTRUCTOR,
+        ("torch.nn.modules.activation", "CELU"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "ELU"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "GELU"): DATA_CLASS,  # 1: torch.Sequential
+        ("torch.nn.modules.activation", "GLU"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "Hardshrink"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "Hardsigmoid"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "Hardswish"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "Hardtanh"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "LeakyReLU"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "LogSigmoid"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "LogSoftmax"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "Mish"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "MultiheadAttention"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "PReLU"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "RReLU"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "ReLU"): DATA_CLASS,  # 1: torch.Sequential
+        ("torch.nn.modules.activation", "ReLU6"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "SELU"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "SiLU"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "Sigmoid"): DATA_CLASS,  # 1: torch.Sequential
+        ("torch.nn.modules.activation", "Softmax"): DATA_CLASS,  # 1: torch.Sequential
+        ("torch.nn.modules.activation", "Softmax2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "Softmin"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "Softplus"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "Softshrink"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "Softsign"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "Tanh"): DATA_CLASS,  # 1: torch.Sequential
+        ("torch.nn.modules.activation", "Tanhshrink"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.activation", "Threshold"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.adaptive", "AdaptiveLogSoftmaxWithLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.batchnorm", "BatchNorm1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.batchnorm", "BatchNorm2d"): DATA_CLASS,  # 1: torch.Sequential
+        ("torch.nn.modules.batchnorm", "BatchNorm3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.batchnorm", "LazyBatchNorm1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.batchnorm", "LazyBatchNorm2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.batchnorm", "LazyBatchNorm3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.batchnorm", "SyncBatchNorm"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.channelshuffle", "ChannelShuffle"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.container", "Container"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.container", "ModuleDict"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.container", "ModuleList"): DATA_CLASS,  # 1: torch.Embedding+LSTM
+        ("torch.nn.modules.container", "ParameterDict"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.container", "ParameterList"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.container", "Sequential"): DATA_CLASS,  # 1: torch.Sequential
+        ("torch.nn.modules.conv", "Conv1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.conv", "Conv2d"): DATA_CLASS,  # 1: torch.Sequential
+        ("torch.nn.modules.conv", "Conv3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.conv", "ConvTranspose1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.conv", "ConvTranspose2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.conv", "ConvTranspose3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.conv", "LazyConv1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.conv", "LazyConv2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.conv", "LazyConv3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.conv", "LazyConvTranspose1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.conv", "LazyConvTranspose2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.conv", "LazyConvTranspose3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.distance", "CosineSimilarity"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.distance", "PairwiseDistance"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.dropout", "AlphaDropout"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.dropout", "Dropout"): DATA_CLASS,  # 1: torch.Sequential
+        ("torch.nn.modules.dropout", "Dropout1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.dropout", "Dropout2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.dropout", "Dropout3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.dropout", "FeatureAlphaDropout"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.flatten", "Flatten"): DATA_CLASS,  # 1: torch.Sequential
+        ("torch.nn.modules.flatten", "Unflatten"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.fold", "Fold"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.fold", "Unfold"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.instancenorm", "InstanceNorm1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.instancenorm", "InstanceNorm2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.instancenorm", "InstanceNorm3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.instancenorm", "LazyInstanceNorm1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.instancenorm", "LazyInstanceNorm2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.instancenorm", "LazyInstanceNorm3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.linear", "Bilinear"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.linear", "Identity"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.linear", "LazyLinear"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.linear", "Linear"): DATA_CLASS,  # 2: torch.Linear, torch.Sequential
+        ("torch.nn.modules.loss", "BCELoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "BCEWithLogitsLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "CTCLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "CosineEmbeddingLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "CrossEntropyLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "GaussianNLLLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "HingeEmbeddingLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "HuberLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "KLDivLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "L1Loss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "LinearCrossEntropyLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "MSELoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "MarginRankingLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "MultiLabelMarginLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "MultiLabelSoftMarginLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "MultiMarginLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "NLLLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "NLLLoss2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "PoissonNLLLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "SmoothL1Loss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "SoftMarginLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "TripletMarginLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.loss", "TripletMarginWithDistanceLoss"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.module", "Module"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.normalization", "CrossMapLRN2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.normalization", "GroupNorm"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.normalization", "LayerNorm"): DATA_CLASS,  # 1: torch.Sequential
+        ("torch.nn.modules.normalization", "LocalResponseNorm"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.normalization", "RMSNorm"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "CircularPad1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "CircularPad2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "CircularPad3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "ConstantPad1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "ConstantPad2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "ConstantPad3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "ReflectionPad1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "ReflectionPad2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "ReflectionPad3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "ReplicationPad1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "ReplicationPad2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "ReplicationPad3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "ZeroPad1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "ZeroPad2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.padding", "ZeroPad3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pixelshuffle", "PixelShuffle"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pixelshuffle", "PixelUnshuffle"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "AdaptiveAvgPool1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "AdaptiveAvgPool2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "AdaptiveAvgPool3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "AdaptiveMaxPool1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "AdaptiveMaxPool2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "AdaptiveMaxPool3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "AvgPool1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "AvgPool2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "AvgPool3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "FractionalMaxPool2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "FractionalMaxPool3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "LPPool1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "LPPool2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "LPPool3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "MaxPool1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "MaxPool2d"): DATA_CLASS,  # 1: torch.Sequential
+        ("torch.nn.modules.pooling", "MaxPool3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "MaxUnpool1d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "MaxUnpool2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.pooling", "MaxUnpool3d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.rnn", "GRU"): DATA_CLASS,  # 1: torch.Embedding+LSTM
+        ("torch.nn.modules.rnn", "GRUCell"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.rnn", "LSTM"): DATA_CLASS,  # 1: torch.Embedding+LSTM
+        ("torch.nn.modules.rnn", "LSTMCell"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.rnn", "RNN"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.rnn", "RNNBase"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.rnn", "RNNCell"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.rnn", "RNNCellBase"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.sparse", "Embedding"): DATA_CLASS,  # 1: torch.Embedding+LSTM
+        ("torch.nn.modules.sparse", "EmbeddingBag"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.transformer", "Transformer"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.transformer", "TransformerDecoder"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.transformer", "TransformerDecoderLayer"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.transformer", "TransformerEncoder"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.transformer", "TransformerEncoderLayer"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.upsampling", "Upsample"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.upsampling", "UpsamplingBilinear2d"): DATA_CLASS,  # nn.Module class
+        ("torch.nn.modules.upsampling", "UpsamplingNearest2d"): DATA_CLASS,  # nn.Module class
+}
+DEFAULT_ALLOWED_PAIRS: frozenset[tuple[str, str]] = frozenset(ALLOWED)
 
 # Names that may appear as *classes* in a stream but must never be called directly: pickles
 # only pass them to a rebuild helper, and calling them with a huge shape allocates memory.
 NEVER_CALLED: frozenset[tuple[str, str]] = frozenset(
     {("numpy", "ndarray"), ("numpy.ma", "MaskedArray")}
 )
+
+
+def role_of(module: str, name: str) -> Role | None:
+    """The role of ``(module, name)`` on the default allow-list, or ``None`` if not on it."""
+    return ALLOWED.get((module, name))
 
 
 def is_allowed(module: str, name: str) -> bool:
