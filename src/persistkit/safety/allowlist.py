@@ -44,882 +44,900 @@ PURE_FUNCTION: Role = "pure function"
 CONSTANT: Role = "constant"
 
 ALLOWED: dict[tuple[str, str], Role] = {
-        # --- builtins ---
-        # 9: DBSCAN, HistGradientBoostingClassifier, HistGradientBoostingRegres...
-        ("builtins", "bytes"): CALLED_CLASS,
-        ("builtins", "complex"): CALLED_CLASS,  # reviewed: plain number type
-        # protocols 0-1: Bunch's base (StackingClassifier, VotingClassifier)
-        ("builtins", "dict"): DATA_CLASS,
-        ("builtins", "frozenset"): CALLED_CLASS,  # reviewed: plain container type
-        # protocols 0-1: the base passed to copyreg._reconstructor
-        ("builtins", "object"): DATA_CLASS,
-        ("builtins", "set"): CALLED_CLASS,  # 3: torch.Embedding+LSTM, torch.Linear, torch.Sequential
-        ("builtins", "slice"): CALLED_CLASS,  # 1: ColumnTransformer
-        # --- _codecs ---
-        # 182: ARDRegression, AdaBoostClassifier, AdaBoostRegressor
-        ("_codecs", "encode"): RECONSTRUCTOR,
-        # --- collections ---
-        # 4: torch.Embedding+LSTM, torch.Linear, torch.Sequential
-        ("collections", "OrderedDict"): CALLED_CLASS,
-        # --- copyreg ---
-        ("copyreg", "_reconstructor"): RECONSTRUCTOR,  # wrapped: cls must be allowed, base a builtin
-        # --- numpy ---
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "bool_"): DATA_CLASS,
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "bytes_"): DATA_CLASS,
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "complex128"): DATA_CLASS,
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "complex64"): DATA_CLASS,
-        # 182: ARDRegression, AdaBoostClassifier, AdaBoostRegressor
-        ("numpy", "dtype"): CALLED_CLASS,
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "float16"): DATA_CLASS,
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "float32"): DATA_CLASS,
-        ("numpy", "float64"): DATA_CLASS,  # 5: FeatureHasher, HashingVectorizer, OneHotEncoder
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "int16"): DATA_CLASS,
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "int32"): DATA_CLASS,
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "int64"): DATA_CLASS,
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "int8"): DATA_CLASS,
-        ("numpy", "mean"): PURE_FUNCTION,  # 1: FeatureAgglomeration
-        # 182: ARDRegression, AdaBoostClassifier, AdaBoostRegressor
-        ("numpy", "ndarray"): DATA_CLASS,
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "str_"): DATA_CLASS,
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "uint16"): DATA_CLASS,
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "uint32"): DATA_CLASS,
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "uint64"): DATA_CLASS,
-        # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
-        ("numpy", "uint8"): DATA_CLASS,
-        # 182: ARDRegression, AdaBoostClassifier, AdaBoost...
-        ("numpy._core.multiarray", "_reconstruct"): RECONSTRUCTOR,
-        # 83: ARDRegression, AdaBoostClassifier, BaggingClassifi...
-        ("numpy._core.multiarray", "scalar"): RECONSTRUCTOR,
-        # 181: ARDRegression, AdaBoostClassifier, AdaBoostRegr...
-        ("numpy._core.numeric", "_frombuffer"): RECONSTRUCTOR,
-        # reviewed: numpy 1.x name of the array rebuilder
-        ("numpy.core.multiarray", "_reconstruct"): RECONSTRUCTOR,
-        # reviewed: numpy 1.x name of the scalar rebuilder
-        ("numpy.core.multiarray", "scalar"): RECONSTRUCTOR,
-        # reviewed: numpy 1.x name of the protocol-5 array rebu...
-        ("numpy.core.numeric", "_frombuffer"): RECONSTRUCTOR,
-        # 4: GridSearchCV, HalvingGridSearchCV, HalvingRandomSearchCV
-        ("numpy.ma", "MaskedArray"): DATA_CLASS,
-        # 4: GridSearchCV, HalvingGridSearchCV, HalvingRandomSear...
-        ("numpy.ma.core", "_mareconstruct"): RECONSTRUCTOR,
-        # 10: BisectingKMeans, GaussianProcessClassifier, Gaussi...
-        ("numpy.random._mt19937", "MT19937"): DATA_CLASS,
-        # 2: HistGradientBoostingClassifier, HistGradientBoostingReg...
-        ("numpy.random._pcg64", "PCG64"): DATA_CLASS,
-        # 12: BisectingKMeans, GaussianProcessClassi...
-        ("numpy.random._pickle", "__bit_generator_ctor"): RECONSTRUCTOR,
-        # 2: HistGradientBoostingClassifier, HistGradien...
-        ("numpy.random._pickle", "__generator_ctor"): RECONSTRUCTOR,
-        # 10: BisectingKMeans, GaussianProcessClassifi...
-        ("numpy.random._pickle", "__randomstate_ctor"): RECONSTRUCTOR,
-        # 12: BisectingKMeans, GaussianProcessClassifi...
-        ("numpy.random.bit_generator", "SeedSequence"): DATA_CLASS,
-        # 12: BisectingKMeans, Gaussian...
-        ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"): RECONSTRUCTOR,
-        # --- scipy ---
-        # 1: SplineTransformer
-        ("scipy._lib.array_api_compat.numpy._aliases", "asarray"): PURE_FUNCTION,
-        ("scipy.interpolate._bsplines", "BSpline"): DATA_CLASS,  # 1: SplineTransformer
-        # reviewed: sparse containers (only store arrays; index arrays checked after load)
-        ("scipy.sparse._coo", "coo_array"): DATA_CLASS,
-        # reviewed: sparse containers (only store arrays; index arrays checked after load)
-        ("scipy.sparse._coo", "coo_matrix"): DATA_CLASS,
-        # reviewed: sparse containers (only store arrays; index arrays checked after load)
-        ("scipy.sparse._csc", "csc_array"): DATA_CLASS,
-        # reviewed: sparse containers (only store arrays; index arrays checked after load)
-        ("scipy.sparse._csc", "csc_matrix"): DATA_CLASS,
-        # reviewed: sparse containers (only store arrays; index arrays checked after load)
-        ("scipy.sparse._csr", "csr_array"): DATA_CLASS,
-        # 2: SparseRandomProjection, SpectralEmbedding
-        ("scipy.sparse._csr", "csr_matrix"): DATA_CLASS,
-        # --- sklearn ---
-        ("sklearn._loss._loss", "CyAbsoluteError"): DATA_CLASS,  # same module as an observed helper
-        # same module as an observed helper
-        ("sklearn._loss._loss", "CyExponentialLoss"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn._loss._loss", "CyHalfBinomialLoss"): DATA_CLASS,
-        ("sklearn._loss._loss", "CyHalfGammaLoss"): DATA_CLASS,  # same module as an observed helper
-        # 2: GradientBoostingClassifier, HistGradien...
-        ("sklearn._loss._loss", "CyHalfMultinomialLoss"): DATA_CLASS,
-        ("sklearn._loss._loss", "CyHalfPoissonLoss"): DATA_CLASS,  # 1: PoissonRegressor
-        # 2: GradientBoostingRegressor, HistGradientBoo...
-        ("sklearn._loss._loss", "CyHalfSquaredError"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn._loss._loss", "CyHalfTweedieLoss"): DATA_CLASS,
-        ("sklearn._loss._loss", "CyHalfTweedieLossIdentity"): DATA_CLASS,  # 1: TweedieRegressor
-        ("sklearn._loss._loss", "CyHuberLoss"): DATA_CLASS,  # same module as an observed helper
-        ("sklearn._loss._loss", "CyLossFunction"): DATA_CLASS,  # same module as an observed helper
-        ("sklearn._loss._loss", "CyPinballLoss"): DATA_CLASS,  # same module as an observed helper
-        # 2: GradientBoostingClassifi...
-        ("sklearn._loss._loss", "__pyx_unpickle_CyHalfMultinomialLoss"): RECONSTRUCTOR,
-        ("sklearn._loss.link", "BaseLink"): DATA_CLASS,  # same module as an observed helper
-        ("sklearn._loss.link", "HalfLogitLink"): DATA_CLASS,  # same module as an observed helper
-        # 3: GradientBoostingRegressor, HistGradientBoostingRe...
-        ("sklearn._loss.link", "IdentityLink"): DATA_CLASS,
-        # 6: GradientBoostingClassifier, GradientBoostingRegressor...
-        ("sklearn._loss.link", "Interval"): DATA_CLASS,
-        ("sklearn._loss.link", "LogLink"): DATA_CLASS,  # 1: PoissonRegressor
-        ("sklearn._loss.link", "LogitLink"): DATA_CLASS,  # same module as an observed helper
-        # 2: GradientBoostingClassifier, HistGradientBoost...
-        ("sklearn._loss.link", "MultinomialLogit"): DATA_CLASS,
-        ("sklearn._loss.loss", "AbsoluteError"): DATA_CLASS,  # same module as an observed helper
-        ("sklearn._loss.loss", "ArrayAPILossMixin"): DATA_CLASS,  # same module as an observed helper
-        ("sklearn._loss.loss", "BaseLoss"): DATA_CLASS,  # same module as an observed helper
-        ("sklearn._loss.loss", "ExponentialLoss"): DATA_CLASS,  # same module as an observed helper
-        ("sklearn._loss.loss", "HalfBinomialLoss"): DATA_CLASS,  # same module as an observed helper
-        # same module as an observed helper
-        ("sklearn._loss.loss", "HalfBinomialLossArrayAPI"): DATA_CLASS,
-        ("sklearn._loss.loss", "HalfGammaLoss"): DATA_CLASS,  # same module as an observed helper
-        # 2: GradientBoostingClassifier, HistGradientBo...
-        ("sklearn._loss.loss", "HalfMultinomialLoss"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn._loss.loss", "HalfMultinomialLossArrayAPI"): DATA_CLASS,
-        ("sklearn._loss.loss", "HalfPoissonLoss"): DATA_CLASS,  # 1: PoissonRegressor
-        # same module as an observed helper
-        ("sklearn._loss.loss", "HalfPoissonLossArrayAPI"): DATA_CLASS,
-        # 2: GradientBoostingRegressor, HistGradientBoosti...
-        ("sklearn._loss.loss", "HalfSquaredError"): DATA_CLASS,
-        ("sklearn._loss.loss", "HalfTweedieLoss"): DATA_CLASS,  # same module as an observed helper
-        ("sklearn._loss.loss", "HalfTweedieLossIdentity"): DATA_CLASS,  # 1: TweedieRegressor
-        ("sklearn._loss.loss", "HuberLoss"): DATA_CLASS,  # same module as an observed helper
-        ("sklearn._loss.loss", "PinballLoss"): DATA_CLASS,  # same module as an observed helper
-        ("sklearn.calibration", "CalibratedClassifierCV"): DATA_CLASS,  # 1: CalibratedClassifierCV
-        ("sklearn.calibration", "_CalibratedClassifier"): DATA_CLASS,  # 1: CalibratedClassifierCV
-        ("sklearn.calibration", "_SigmoidCalibration"): DATA_CLASS,  # 1: CalibratedClassifierCV
-        # 1: AffinityPropagation
-        ("sklearn.cluster._affinity_propagation", "AffinityPropagation"): DATA_CLASS,
-        # 1: AgglomerativeClustering
-        ("sklearn.cluster._agglomerative", "AgglomerativeClustering"): DATA_CLASS,
-        # 1: FeatureAgglomeration
-        ("sklearn.cluster._agglomerative", "FeatureAgglomeration"): DATA_CLASS,
-        # 1: SpectralBiclustering
-        ("sklearn.cluster._bicluster", "SpectralBiclustering"): DATA_CLASS,
-        # 1: SpectralCoclustering
-        ("sklearn.cluster._bicluster", "SpectralCoclustering"): DATA_CLASS,
-        ("sklearn.cluster._birch", "Birch"): DATA_CLASS,  # 1: Birch
-        ("sklearn.cluster._birch", "_CFNode"): DATA_CLASS,  # 1: Birch
-        ("sklearn.cluster._birch", "_CFSubcluster"): DATA_CLASS,  # 1: Birch
-        ("sklearn.cluster._bisect_k_means", "BisectingKMeans"): DATA_CLASS,  # 1: BisectingKMeans
-        ("sklearn.cluster._bisect_k_means", "_BisectingTree"): DATA_CLASS,  # 1: BisectingKMeans
-        ("sklearn.cluster._dbscan", "DBSCAN"): DATA_CLASS,  # 1: DBSCAN
-        ("sklearn.cluster._hdbscan.hdbscan", "HDBSCAN"): DATA_CLASS,  # 1: HDBSCAN
-        ("sklearn.cluster._kmeans", "KMeans"): DATA_CLASS,  # 1: KMeans
-        ("sklearn.cluster._kmeans", "MiniBatchKMeans"): DATA_CLASS,  # 1: MiniBatchKMeans
-        ("sklearn.cluster._kmeans", "_kmeans_single_lloyd"): PURE_FUNCTION,  # 1: BisectingKMeans
-        ("sklearn.cluster._mean_shift", "MeanShift"): DATA_CLASS,  # 1: MeanShift
-        ("sklearn.cluster._optics", "OPTICS"): DATA_CLASS,  # 1: OPTICS
-        ("sklearn.cluster._spectral", "SpectralClustering"): DATA_CLASS,  # 1: SpectralClustering
-        # 1: ColumnTransformer
-        ("sklearn.compose._column_transformer", "ColumnTransformer"): DATA_CLASS,
-        # 1: TransformedTargetRegressor
-        ("sklearn.compose._target", "TransformedTargetRegressor"): DATA_CLASS,
-        # 1: EllipticEnvelope
-        ("sklearn.covariance._elliptic_envelope", "EllipticEnvelope"): DATA_CLASS,
-        # 1: EmpiricalCovariance
-        ("sklearn.covariance._empirical_covariance", "EmpiricalCovariance"): DATA_CLASS,
-        ("sklearn.covariance._graph_lasso", "GraphicalLasso"): DATA_CLASS,  # 1: GraphicalLasso
-        ("sklearn.covariance._graph_lasso", "GraphicalLassoCV"): DATA_CLASS,  # 1: GraphicalLassoCV
-        ("sklearn.covariance._robust_covariance", "MinCovDet"): DATA_CLASS,  # 1: MinCovDet
-        ("sklearn.covariance._shrunk_covariance", "LedoitWolf"): DATA_CLASS,  # 1: LedoitWolf
-        ("sklearn.covariance._shrunk_covariance", "OAS"): DATA_CLASS,  # 1: OAS
-        # 1: ShrunkCovariance
-        ("sklearn.covariance._shrunk_covariance", "ShrunkCovariance"): DATA_CLASS,
-        ("sklearn.cross_decomposition._pls", "CCA"): DATA_CLASS,  # 1: CCA
-        ("sklearn.cross_decomposition._pls", "PLSCanonical"): DATA_CLASS,  # 1: PLSCanonical
-        ("sklearn.cross_decomposition._pls", "PLSRegression"): DATA_CLASS,  # 1: PLSRegression
-        ("sklearn.cross_decomposition._pls", "PLSSVD"): DATA_CLASS,  # 1: PLSSVD
-        # 1: DictionaryLearning
-        ("sklearn.decomposition._dict_learning", "DictionaryLearning"): DATA_CLASS,
-        # 1: MiniBatchDiction...
-        ("sklearn.decomposition._dict_learning", "MiniBatchDictionaryLearning"): DATA_CLASS,
-        ("sklearn.decomposition._dict_learning", "SparseCoder"): DATA_CLASS,  # estimator class
-        # 1: FactorAnalysis
-        ("sklearn.decomposition._factor_analysis", "FactorAnalysis"): DATA_CLASS,
-        ("sklearn.decomposition._fastica", "FastICA"): DATA_CLASS,  # 1: FastICA
-        # 1: IncrementalPCA
-        ("sklearn.decomposition._incremental_pca", "IncrementalPCA"): DATA_CLASS,
-        ("sklearn.decomposition._kernel_pca", "KernelPCA"): DATA_CLASS,  # 2: Isomap, KernelPCA
-        # 1: LatentDirichletAllocation
-        ("sklearn.decomposition._lda", "LatentDirichletAllocation"): DATA_CLASS,
-        ("sklearn.decomposition._nmf", "MiniBatchNMF"): DATA_CLASS,  # 1: MiniBatchNMF
-        ("sklearn.decomposition._nmf", "NMF"): DATA_CLASS,  # 1: NMF
-        ("sklearn.decomposition._pca", "PCA"): DATA_CLASS,  # 1: PCA
-        # 1: MiniBatchSparsePCA
-        ("sklearn.decomposition._sparse_pca", "MiniBatchSparsePCA"): DATA_CLASS,
-        ("sklearn.decomposition._sparse_pca", "SparsePCA"): DATA_CLASS,  # 1: SparsePCA
-        ("sklearn.decomposition._truncated_svd", "TruncatedSVD"): DATA_CLASS,  # 1: TruncatedSVD
-        # 1: LinearDiscriminantAnalys...
-        ("sklearn.discriminant_analysis", "LinearDiscriminantAnalysis"): DATA_CLASS,
-        # 1: QuadraticDiscriminant...
-        ("sklearn.discriminant_analysis", "QuadraticDiscriminantAnalysis"): DATA_CLASS,
-        # 2: DummyClassifier, GradientBoostingClassifier
-        ("sklearn.dummy", "DummyClassifier"): DATA_CLASS,
-        # 2: DummyRegressor, GradientBoostingRegressor
-        ("sklearn.dummy", "DummyRegressor"): DATA_CLASS,
-        ("sklearn.ensemble._bagging", "BaggingClassifier"): DATA_CLASS,  # 1: BaggingClassifier
-        ("sklearn.ensemble._bagging", "BaggingRegressor"): DATA_CLASS,  # 1: BaggingRegressor
-        ("sklearn.ensemble._forest", "ExtraTreesClassifier"): DATA_CLASS,  # 1: ExtraTreesClassifier
-        ("sklearn.ensemble._forest", "ExtraTreesRegressor"): DATA_CLASS,  # 1: ExtraTreesRegressor
-        # 1: RandomForestClassifier
-        ("sklearn.ensemble._forest", "RandomForestClassifier"): DATA_CLASS,
-        # 1: RandomForestRegressor
-        ("sklearn.ensemble._forest", "RandomForestRegressor"): DATA_CLASS,
-        ("sklearn.ensemble._forest", "RandomTreesEmbedding"): DATA_CLASS,  # 1: RandomTreesEmbedding
-        # 1: GradientBoostingClassifier
-        ("sklearn.ensemble._gb", "GradientBoostingClassifier"): DATA_CLASS,
-        # 1: GradientBoostingRegressor
-        ("sklearn.ensemble._gb", "GradientBoostingRegressor"): DATA_CLASS,
-        # 2: HistGradientBoostingC...
-        ("sklearn.ensemble._hist_gradient_boosting.binning", "_BinMapper"): DATA_CLASS,
-        ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting", "HistGradientBoostingClassifier"): DATA_CLASS,
-        ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting", "HistGradientBoostingRegressor"): DATA_CLASS,
-        # 2: HistGradientBoos...
-        ("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor"): DATA_CLASS,
-        ("sklearn.ensemble._iforest", "IsolationForest"): DATA_CLASS,  # 1: IsolationForest
-        ("sklearn.ensemble._stacking", "StackingClassifier"): DATA_CLASS,  # 1: StackingClassifier
-        ("sklearn.ensemble._stacking", "StackingRegressor"): DATA_CLASS,  # 1: StackingRegressor
-        ("sklearn.ensemble._voting", "VotingClassifier"): DATA_CLASS,  # 1: VotingClassifier
-        ("sklearn.ensemble._voting", "VotingRegressor"): DATA_CLASS,  # 1: VotingRegressor
-        # 1: AdaBoostClassifier
-        ("sklearn.ensemble._weight_boosting", "AdaBoostClassifier"): DATA_CLASS,
-        # 1: AdaBoostRegressor
-        ("sklearn.ensemble._weight_boosting", "AdaBoostRegressor"): DATA_CLASS,
-        # estimator class
-        ("sklearn.feature_extraction._dict_vectorizer", "DictVectorizer"): DATA_CLASS,
-        ("sklearn.feature_extraction._hash", "FeatureHasher"): DATA_CLASS,  # 1: FeatureHasher
-        ("sklearn.feature_extraction.image", "PatchExtractor"): DATA_CLASS,  # 1: PatchExtractor
-        ("sklearn.feature_extraction.text", "CountVectorizer"): DATA_CLASS,  # estimator class
-        ("sklearn.feature_extraction.text", "HashingVectorizer"): DATA_CLASS,  # 1: HashingVectorizer
-        ("sklearn.feature_extraction.text", "TfidfTransformer"): DATA_CLASS,  # 1: TfidfTransformer
-        ("sklearn.feature_extraction.text", "TfidfVectorizer"): DATA_CLASS,  # estimator class
-        # 1: SelectFromModel
-        ("sklearn.feature_selection._from_model", "SelectFromModel"): DATA_CLASS,
-        ("sklearn.feature_selection._rfe", "RFE"): DATA_CLASS,  # 1: RFE
-        ("sklearn.feature_selection._rfe", "RFECV"): DATA_CLASS,  # 1: RFECV
-        # 1: SequentialFeature...
-        ("sklearn.feature_selection._sequential", "SequentialFeatureSelector"): DATA_CLASS,
-        # 1: GenericUn...
-        ("sklearn.feature_selection._univariate_selection", "GenericUnivariateSelect"): DATA_CLASS,
-        ("sklearn.feature_selection._univariate_selection", "SelectFdr"): DATA_CLASS,  # 1: SelectFdr
-        ("sklearn.feature_selection._univariate_selection", "SelectFpr"): DATA_CLASS,  # 1: SelectFpr
-        ("sklearn.feature_selection._univariate_selection", "SelectFwe"): DATA_CLASS,  # 1: SelectFwe
-        # 1: SelectKBest
-        ("sklearn.feature_selection._univariate_selection", "SelectKBest"): DATA_CLASS,
-        # 1: SelectPercentile
-        ("sklearn.feature_selection._univariate_selection", "SelectPercentile"): DATA_CLASS,
-        # 6: GenericUnivariateSelect...
-        ("sklearn.feature_selection._univariate_selection", "f_classif"): PURE_FUNCTION,
-        # 1: VarianceThreshold
-        ("sklearn.feature_selection._variance_threshold", "VarianceThreshold"): DATA_CLASS,
-        ("sklearn.frozen._frozen", "FrozenEstimator"): DATA_CLASS,  # estimator class
-        # 1: GaussianProcessClassifier
-        ("sklearn.gaussian_process._gpc", "GaussianProcessClassifier"): DATA_CLASS,
-        # 1: GaussianPro...
-        ("sklearn.gaussian_process._gpc", "_BinaryGaussianProcessClassifierLaplace"): DATA_CLASS,
-        # 1: GaussianProcessRegressor
-        ("sklearn.gaussian_process._gpr", "GaussianProcessRegressor"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "CompoundKernel"): DATA_CLASS,
-        # 2: GaussianProcessClassifier, Gaussi...
-        ("sklearn.gaussian_process.kernels", "ConstantKernel"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "DotProduct"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "ExpSineSquared"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "Exponentiation"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "GenericKernelMixin"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "Hyperparameter"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "Kernel"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "KernelOperator"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "Matern"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "NormalizedKernelMixin"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "PairwiseKernel"): DATA_CLASS,
-        # 2: GaussianProcessClassifier, GaussianProce...
-        ("sklearn.gaussian_process.kernels", "Product"): DATA_CLASS,
-        # 2: GaussianProcessClassifier, GaussianProcessRe...
-        ("sklearn.gaussian_process.kernels", "RBF"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "RationalQuadratic"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "StationaryKernelMixin"): DATA_CLASS,
-        ("sklearn.gaussian_process.kernels", "Sum"): DATA_CLASS,  # same module as an observed helper
-        # same module as an observed helper
-        ("sklearn.gaussian_process.kernels", "WhiteKernel"): DATA_CLASS,
-        ("sklearn.impute._base", "MissingIndicator"): DATA_CLASS,  # 1: MissingIndicator
-        ("sklearn.impute._base", "SimpleImputer"): DATA_CLASS,  # 1: SimpleImputer
-        ("sklearn.impute._knn", "KNNImputer"): DATA_CLASS,  # 1: KNNImputer
-        ("sklearn.isotonic", "IsotonicRegression"): DATA_CLASS,  # estimator class
-        # 1: AdditiveChi2Sampler
-        ("sklearn.kernel_approximation", "AdditiveChi2Sampler"): DATA_CLASS,
-        ("sklearn.kernel_approximation", "Nystroem"): DATA_CLASS,  # 1: Nystroem
-        # 1: PolynomialCountSketch
-        ("sklearn.kernel_approximation", "PolynomialCountSketch"): DATA_CLASS,
-        ("sklearn.kernel_approximation", "RBFSampler"): DATA_CLASS,  # 1: RBFSampler
-        ("sklearn.kernel_approximation", "SkewedChi2Sampler"): DATA_CLASS,  # 1: SkewedChi2Sampler
-        ("sklearn.kernel_ridge", "KernelRidge"): DATA_CLASS,  # 1: KernelRidge
-        # 3: LinearRegression, RANSACRegressor, Tr...
-        ("sklearn.linear_model._base", "LinearRegression"): DATA_CLASS,
-        ("sklearn.linear_model._bayes", "ARDRegression"): DATA_CLASS,  # 1: ARDRegression
-        ("sklearn.linear_model._bayes", "BayesianRidge"): DATA_CLASS,  # 1: BayesianRidge
-        ("sklearn.linear_model._coordinate_descent", "ElasticNet"): DATA_CLASS,  # 1: ElasticNet
-        ("sklearn.linear_model._coordinate_descent", "ElasticNetCV"): DATA_CLASS,  # 1: ElasticNetCV
-        ("sklearn.linear_model._coordinate_descent", "Lasso"): DATA_CLASS,  # 1: Lasso
-        ("sklearn.linear_model._coordinate_descent", "LassoCV"): DATA_CLASS,  # 1: LassoCV
-        # estimator class
-        ("sklearn.linear_model._coordinate_descent", "MultiTaskElasticNet"): DATA_CLASS,
-        # estimator class
-        ("sklearn.linear_model._coordinate_descent", "MultiTaskElasticNetCV"): DATA_CLASS,
-        # estimator class
-        ("sklearn.linear_model._coordinate_descent", "MultiTaskLasso"): DATA_CLASS,
-        # estimator class
-        ("sklearn.linear_model._coordinate_descent", "MultiTaskLassoCV"): DATA_CLASS,
-        ("sklearn.linear_model._glm.glm", "GammaRegressor"): DATA_CLASS,  # estimator class
-        ("sklearn.linear_model._glm.glm", "PoissonRegressor"): DATA_CLASS,  # 1: PoissonRegressor
-        ("sklearn.linear_model._glm.glm", "TweedieRegressor"): DATA_CLASS,  # 1: TweedieRegressor
-        ("sklearn.linear_model._huber", "HuberRegressor"): DATA_CLASS,  # 1: HuberRegressor
-        ("sklearn.linear_model._least_angle", "Lars"): DATA_CLASS,  # 1: Lars
-        ("sklearn.linear_model._least_angle", "LarsCV"): DATA_CLASS,  # 1: LarsCV
-        ("sklearn.linear_model._least_angle", "LassoLars"): DATA_CLASS,  # 1: LassoLars
-        ("sklearn.linear_model._least_angle", "LassoLarsCV"): DATA_CLASS,  # 1: LassoLarsCV
-        ("sklearn.linear_model._least_angle", "LassoLarsIC"): DATA_CLASS,  # 1: LassoLarsIC
-        # 10: CalibratedClassifierCV, Logist...
-        ("sklearn.linear_model._logistic", "LogisticRegression"): DATA_CLASS,
-        # 1: LogisticRegressionCV
-        ("sklearn.linear_model._logistic", "LogisticRegressionCV"): DATA_CLASS,
-        # 1: OrthogonalMatchingPursuit
-        ("sklearn.linear_model._omp", "OrthogonalMatchingPursuit"): DATA_CLASS,
-        # 1: OrthogonalMatchingPursuitCV
-        ("sklearn.linear_model._omp", "OrthogonalMatchingPursuitCV"): DATA_CLASS,
-        # 1: PassiveAggre...
-        ("sklearn.linear_model._passive_aggressive", "PassiveAggressiveClassifier"): DATA_CLASS,
-        # 1: PassiveAggres...
-        ("sklearn.linear_model._passive_aggressive", "PassiveAggressiveRegressor"): DATA_CLASS,
-        ("sklearn.linear_model._perceptron", "Perceptron"): DATA_CLASS,  # 1: Perceptron
-        ("sklearn.linear_model._quantile", "QuantileRegressor"): DATA_CLASS,  # 1: QuantileRegressor
-        ("sklearn.linear_model._ransac", "RANSACRegressor"): DATA_CLASS,  # 1: RANSACRegressor
-        # 6: GridSearchCV, HalvingGridSearchCV, HalvingRando...
-        ("sklearn.linear_model._ridge", "Ridge"): DATA_CLASS,
-        ("sklearn.linear_model._ridge", "RidgeCV"): DATA_CLASS,  # 2: RidgeCV, StackingRegressor
-        ("sklearn.linear_model._ridge", "RidgeClassifier"): DATA_CLASS,  # 1: RidgeClassifier
-        ("sklearn.linear_model._ridge", "RidgeClassifierCV"): DATA_CLASS,  # 1: RidgeClassifierCV
-        # 4: PassiveAggressiveClassifier, Perceptron, SGD...
-        ("sklearn.linear_model._sgd_fast", "Hinge"): DATA_CLASS,
-        # 1: SGDClassifier
-        ("sklearn.linear_model._stochastic_gradient", "SGDClassifier"): DATA_CLASS,
-        # 1: SGDOneClassSVM
-        ("sklearn.linear_model._stochastic_gradient", "SGDOneClassSVM"): DATA_CLASS,
-        # 2: SGDRegressor, SelectFromMo...
-        ("sklearn.linear_model._stochastic_gradient", "SGDRegressor"): DATA_CLASS,
-        ("sklearn.linear_model._theil_sen", "TheilSenRegressor"): DATA_CLASS,  # 1: TheilSenRegressor
-        ("sklearn.manifold._classical_mds", "ClassicalMDS"): DATA_CLASS,  # 1: ClassicalMDS
-        ("sklearn.manifold._isomap", "Isomap"): DATA_CLASS,  # 1: Isomap
-        # 1: LocallyLinearEmbedding
-        ("sklearn.manifold._locally_linear", "LocallyLinearEmbedding"): DATA_CLASS,
-        ("sklearn.manifold._mds", "MDS"): DATA_CLASS,  # 1: MDS
-        # 1: SpectralEmbedding
-        ("sklearn.manifold._spectral_embedding", "SpectralEmbedding"): DATA_CLASS,
-        ("sklearn.manifold._t_sne", "TSNE"): DATA_CLASS,  # 1: TSNE
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "BrayCurtisDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "BrayCurtisDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "CanberraDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "CanberraDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "ChebyshevDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "ChebyshevDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "DiceDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "DiceDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "DistanceMetric"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "DistanceMetric32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "DistanceMetric64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "EuclideanDistance32"): DATA_CLASS,
-        # 11: Isomap, KNeighborsClassifier, ...
-        ("sklearn.metrics._dist_metrics", "EuclideanDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "HammingDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "HammingDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "HaversineDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "HaversineDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "JaccardDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "JaccardDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "KulsinskiDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "KulsinskiDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "MahalanobisDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "MahalanobisDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "ManhattanDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "ManhattanDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "MatchingDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "MatchingDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "MinkowskiDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "MinkowskiDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "PyFuncDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "PyFuncDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "RogersTanimotoDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "RogersTanimotoDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "RussellRaoDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "RussellRaoDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "SEuclideanDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "SEuclideanDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "SokalMichenerDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "SokalMichenerDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "SokalSneathDistance32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "SokalSneathDistance64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.metrics._dist_metrics", "__pyx_unpickle_DistanceMetric"): RECONSTRUCTOR,
-        # 11: Isomap, KNeighborsClassifier, KNeighborsReg...
-        ("sklearn.metrics._dist_metrics", "newObj"): RECONSTRUCTOR,
-        ("sklearn.metrics._scorer", "_BaseScorer"): DATA_CLASS,  # same module as an observed helper
-        ("sklearn.metrics._scorer", "_CurveScorer"): DATA_CLASS,  # same module as an observed helper
-        # same module as an observed helper
-        ("sklearn.metrics._scorer", "_MultimetricScorer"): DATA_CLASS,
-        # 4: GridSearchCV, HalvingGridSearchCV, Hal...
-        ("sklearn.metrics._scorer", "_PassthroughScorer"): DATA_CLASS,
-        ("sklearn.metrics._scorer", "_Scorer"): DATA_CLASS,  # same module as an observed helper
-        # 1: BayesianGaussianMixture
-        ("sklearn.mixture._bayesian_mixture", "BayesianGaussianMixture"): DATA_CLASS,
-        ("sklearn.mixture._gaussian_mixture", "GaussianMixture"): DATA_CLASS,  # 1: GaussianMixture
-        # estimator...
-        ("sklearn.model_selection._classification_threshold", "FixedThresholdClassifier"): DATA_CLASS,
-        # estimat...
-        ("sklearn.model_selection._classification_threshold", "TunedThresholdClassifierCV"): DATA_CLASS,
-        ("sklearn.model_selection._search", "GridSearchCV"): DATA_CLASS,  # 1: GridSearchCV
-        # 1: RandomizedSearchCV
-        ("sklearn.model_selection._search", "RandomizedSearchCV"): DATA_CLASS,
-        # 1: HalvingGri...
-        ("sklearn.model_selection._search_successive_halving", "HalvingGridSearchCV"): DATA_CLASS,
-        # 1: HalvingR...
-        ("sklearn.model_selection._search_successive_halving", "HalvingRandomSearchCV"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "BaseCrossValidator"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "BaseShuffleSplit"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "GroupKFold"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "GroupShuffleSplit"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "GroupsConsumerMixin"): DATA_CLASS,
-        # 4: GridSearchCV, HalvingGridSearchCV, HalvingRa...
-        ("sklearn.model_selection._split", "KFold"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "LeaveOneGroupOut"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "LeaveOneOut"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "LeavePGroupsOut"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "LeavePOut"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "PredefinedSplit"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "RepeatedKFold"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "RepeatedStratifiedKFold"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "ShuffleSplit"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "StratifiedGroupKFold"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "StratifiedKFold"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "StratifiedShuffleSplit"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "TimeSeriesSplit"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "_BaseKFold"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "_CVIterableWrapper"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "_RepeatedSplits"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.model_selection._split", "_UnsupportedGroupCVMixin"): DATA_CLASS,
-        ("sklearn.multiclass", "OneVsOneClassifier"): DATA_CLASS,  # 1: OneVsOneClassifier
-        # 2: GaussianProcessClassifier, OneVsRestClassi...
-        ("sklearn.multiclass", "OneVsRestClassifier"): DATA_CLASS,
-        ("sklearn.multiclass", "OutputCodeClassifier"): DATA_CLASS,  # 1: OutputCodeClassifier
-        ("sklearn.multiclass", "_ConstantPredictor"): DATA_CLASS,  # 1: OutputCodeClassifier
-        ("sklearn.multioutput", "ClassifierChain"): DATA_CLASS,  # estimator class
-        ("sklearn.multioutput", "MultiOutputClassifier"): DATA_CLASS,  # estimator class
-        ("sklearn.multioutput", "MultiOutputRegressor"): DATA_CLASS,  # estimator class
-        ("sklearn.multioutput", "RegressorChain"): DATA_CLASS,  # estimator class
-        ("sklearn.naive_bayes", "BernoulliNB"): DATA_CLASS,  # 1: BernoulliNB
-        ("sklearn.naive_bayes", "CategoricalNB"): DATA_CLASS,  # 1: CategoricalNB
-        ("sklearn.naive_bayes", "ComplementNB"): DATA_CLASS,  # 1: ComplementNB
-        ("sklearn.naive_bayes", "GaussianNB"): DATA_CLASS,  # 1: GaussianNB
-        ("sklearn.naive_bayes", "MultinomialNB"): DATA_CLASS,  # 1: MultinomialNB
-        # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "BallTree"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "BallTree32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "BallTree64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "BinaryTree32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "BinaryTree64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "NeighborsHeap32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "NeighborsHeap64"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "NodeHeap"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.neighbors._ball_tree", "newObj"): RECONSTRUCTOR,
-        # 1: KNeighborsClassifier
-        ("sklearn.neighbors._classification", "KNeighborsClassifier"): DATA_CLASS,
-        # 1: RadiusNeighborsClassi...
-        ("sklearn.neighbors._classification", "RadiusNeighborsClassifier"): DATA_CLASS,
-        # 1: KNeighborsTransformer
-        ("sklearn.neighbors._graph", "KNeighborsTransformer"): DATA_CLASS,
-        # 1: RadiusNeighborsTransformer
-        ("sklearn.neighbors._graph", "RadiusNeighborsTransformer"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.neighbors._kd_tree", "BinaryTree32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.neighbors._kd_tree", "BinaryTree64"): DATA_CLASS,
-        # 11: Isomap, KNeighborsClassifier, KNeighborsRegres...
-        ("sklearn.neighbors._kd_tree", "KDTree"): DATA_CLASS,
-        ("sklearn.neighbors._kd_tree", "KDTree32"): DATA_CLASS,  # same module as an observed helper
-        ("sklearn.neighbors._kd_tree", "KDTree64"): DATA_CLASS,  # same module as an observed helper
-        # same module as an observed helper
-        ("sklearn.neighbors._kd_tree", "NeighborsHeap32"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.neighbors._kd_tree", "NeighborsHeap64"): DATA_CLASS,
-        ("sklearn.neighbors._kd_tree", "NodeHeap"): DATA_CLASS,  # same module as an observed helper
-        # 11: Isomap, KNeighborsClassifier, KNeighborsRegres...
-        ("sklearn.neighbors._kd_tree", "newObj"): RECONSTRUCTOR,
-        ("sklearn.neighbors._kde", "KernelDensity"): DATA_CLASS,  # 1: KernelDensity
-        ("sklearn.neighbors._lof", "LocalOutlierFactor"): DATA_CLASS,  # 1: LocalOutlierFactor
-        # 1: NeighborhoodComponentsAnaly...
-        ("sklearn.neighbors._nca", "NeighborhoodComponentsAnalysis"): DATA_CLASS,
-        ("sklearn.neighbors._nearest_centroid", "NearestCentroid"): DATA_CLASS,  # 1: NearestCentroid
-        # 1: KNeighborsRegressor
-        ("sklearn.neighbors._regression", "KNeighborsRegressor"): DATA_CLASS,
-        # 1: RadiusNeighborsRegressor
-        ("sklearn.neighbors._regression", "RadiusNeighborsRegressor"): DATA_CLASS,
-        # 3: Isomap, LocallyLinearEmbedding, ...
-        ("sklearn.neighbors._unsupervised", "NearestNeighbors"): DATA_CLASS,
-        # 1: MLPClassifier
-        ("sklearn.neural_network._multilayer_perceptron", "MLPClassifier"): DATA_CLASS,
-        # 1: MLPRegressor
-        ("sklearn.neural_network._multilayer_perceptron", "MLPRegressor"): DATA_CLASS,
-        ("sklearn.neural_network._rbm", "BernoulliRBM"): DATA_CLASS,  # 1: BernoulliRBM
-        # 2: MLPClassifier, MLPReg...
-        ("sklearn.neural_network._stochastic_optimizers", "AdamOptimizer"): DATA_CLASS,
-        ("sklearn.pipeline", "FeatureUnion"): DATA_CLASS,  # 1: FeatureUnion
-        ("sklearn.pipeline", "Pipeline"): DATA_CLASS,  # 1: Pipeline
-        ("sklearn.preprocessing._data", "Binarizer"): DATA_CLASS,  # 1: Binarizer
-        ("sklearn.preprocessing._data", "KernelCenterer"): DATA_CLASS,  # 2: Isomap, KernelPCA
-        ("sklearn.preprocessing._data", "MaxAbsScaler"): DATA_CLASS,  # 1: MaxAbsScaler
-        ("sklearn.preprocessing._data", "MinMaxScaler"): DATA_CLASS,  # 1: MinMaxScaler
-        ("sklearn.preprocessing._data", "Normalizer"): DATA_CLASS,  # 1: Normalizer
-        ("sklearn.preprocessing._data", "PowerTransformer"): DATA_CLASS,  # 1: PowerTransformer
-        ("sklearn.preprocessing._data", "QuantileTransformer"): DATA_CLASS,  # 1: QuantileTransformer
-        ("sklearn.preprocessing._data", "RobustScaler"): DATA_CLASS,  # 1: RobustScaler
-        # 5: ColumnTransformer, FeatureUnion, Pipel...
-        ("sklearn.preprocessing._data", "StandardScaler"): DATA_CLASS,
-        # 1: KBinsDiscretizer
-        ("sklearn.preprocessing._discretization", "KBinsDiscretizer"): DATA_CLASS,
-        # 3: KBinsDiscretizer, OneHotEncoder, Ra...
-        ("sklearn.preprocessing._encoders", "OneHotEncoder"): DATA_CLASS,
-        ("sklearn.preprocessing._encoders", "OrdinalEncoder"): DATA_CLASS,  # 1: OrdinalEncoder
-        # 2: FunctionTransform...
-        ("sklearn.preprocessing._function_transformer", "FunctionTransformer"): DATA_CLASS,
-        # 5: GaussianProcessClassifier, MLPClassif...
-        ("sklearn.preprocessing._label", "LabelBinarizer"): DATA_CLASS,
-        # 3: HistGradientBoostingClassifier, Stackin...
-        ("sklearn.preprocessing._label", "LabelEncoder"): DATA_CLASS,
-        # 1: MultiLabelBinarizer
-        ("sklearn.preprocessing._label", "MultiLabelBinarizer"): DATA_CLASS,
-        # 1: PolynomialFeatures
-        ("sklearn.preprocessing._polynomial", "PolynomialFeatures"): DATA_CLASS,
-        # 1: SplineTransformer
-        ("sklearn.preprocessing._polynomial", "SplineTransformer"): DATA_CLASS,
-        ("sklearn.preprocessing._target_encoder", "TargetEncoder"): DATA_CLASS,  # 1: TargetEncoder
-        # 1: GaussianRandomProjection
-        ("sklearn.random_projection", "GaussianRandomProjection"): DATA_CLASS,
-        # 1: SparseRandomProjection
-        ("sklearn.random_projection", "SparseRandomProjection"): DATA_CLASS,
-        # 1: LabelPropagation
-        ("sklearn.semi_supervised._label_propagation", "LabelPropagation"): DATA_CLASS,
-        # 1: LabelSpreading
-        ("sklearn.semi_supervised._label_propagation", "LabelSpreading"): DATA_CLASS,
-        # 1: SelfTrainingClassif...
-        ("sklearn.semi_supervised._self_training", "SelfTrainingClassifier"): DATA_CLASS,
-        ("sklearn.svm._classes", "LinearSVC"): DATA_CLASS,  # 1: LinearSVC
-        ("sklearn.svm._classes", "LinearSVR"): DATA_CLASS,  # 1: LinearSVR
-        ("sklearn.svm._classes", "NuSVC"): DATA_CLASS,  # 1: NuSVC
-        ("sklearn.svm._classes", "NuSVR"): DATA_CLASS,  # 1: NuSVR
-        ("sklearn.svm._classes", "OneClassSVM"): DATA_CLASS,  # 1: OneClassSVM
-        ("sklearn.svm._classes", "SVC"): DATA_CLASS,  # 1: SVC
-        ("sklearn.svm._classes", "SVR"): DATA_CLASS,  # 1: SVR
-        # 6: AdaBoostClassifier, BaggingClassifie...
-        ("sklearn.tree._classes", "DecisionTreeClassifier"): DATA_CLASS,
-        # 8: AdaBoostRegressor, BaggingRegressor, ...
-        ("sklearn.tree._classes", "DecisionTreeRegressor"): DATA_CLASS,
-        # 2: ExtraTreeClassifier, ExtraTreesClassifi...
-        ("sklearn.tree._classes", "ExtraTreeClassifier"): DATA_CLASS,
-        # 4: ExtraTreeRegressor, ExtraTreesRegressor,...
-        ("sklearn.tree._classes", "ExtraTreeRegressor"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.tree._tree", "BestFirstTreeBuilder"): DATA_CLASS,
-        # same module as an observed helper
-        ("sklearn.tree._tree", "DepthFirstTreeBuilder"): DATA_CLASS,
-        # 20: AdaBoostClassifier, AdaBoostRegressor, BaggingClassifier
-        ("sklearn.tree._tree", "Tree"): CALLED_CLASS,
-        ("sklearn.tree._tree", "TreeBuilder"): DATA_CLASS,  # same module as an observed helper
-        ("sklearn.tree._tree", "_AlphaPruner"): DATA_CLASS,  # same module as an observed helper
-        # same module as an observed helper
-        ("sklearn.tree._tree", "_CCPPruneController"): DATA_CLASS,
-        ("sklearn.tree._tree", "_PathFinder"): DATA_CLASS,  # same module as an observed helper
-        # same module as an observed helper
-        ("sklearn.tree._tree", "__pyx_unpickle_TreeBuilder"): RECONSTRUCTOR,
-        # same module as an observed helper
-        ("sklearn.tree._tree", "__pyx_unpickle__CCPPruneController"): RECONSTRUCTOR,
-        # 4: StackingClassifier, StackingRegressor, VotingClassifier
-        ("sklearn.utils._bunch", "Bunch"): DATA_CLASS,
-        # --- torch ---
-        ("torch", "Size"): DATA_CLASS,  # reviewed: tuple subclass
-        ("torch", "bfloat16"): CONSTANT,  # reviewed: torch dtype constant
-        ("torch", "bool"): CONSTANT,  # reviewed: torch dtype constant
-        ("torch", "complex128"): CONSTANT,  # reviewed: torch dtype constant
-        ("torch", "complex64"): CONSTANT,  # reviewed: torch dtype constant
-        ("torch", "device"): DATA_CLASS,  # reviewed: parses a device string only
-        ("torch", "float16"): CONSTANT,  # reviewed: torch dtype constant
-        ("torch", "float32"): CONSTANT,  # reviewed: torch dtype constant
-        ("torch", "float64"): CONSTANT,  # reviewed: torch dtype constant
-        ("torch", "int16"): CONSTANT,  # reviewed: torch dtype constant
-        ("torch", "int32"): CONSTANT,  # reviewed: torch dtype constant
-        ("torch", "int64"): CONSTANT,  # reviewed: torch dtype constant
-        ("torch", "int8"): CONSTANT,  # reviewed: torch dtype constant
-        ("torch", "uint8"): CONSTANT,  # reviewed: torch dtype constant
-        # 3: torch.Embedding+LSTM, torch.Linear, torch.Sequent...
-        ("torch._utils", "_rebuild_parameter"): RECONSTRUCTOR,
-        # reviewed: like _rebuild_parameter
-        ("torch._utils", "_rebuild_parameter_with_state"): RECONSTRUCTOR,
-        # 4: torch.Embedding+LSTM, torch.Linear, torch.Sequent...
-        ("torch._utils", "_rebuild_tensor_v2"): RECONSTRUCTOR,
-        ("torch.nn.modules.activation", "CELU"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "ELU"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "GELU"): DATA_CLASS,  # 1: torch.Sequential
-        ("torch.nn.modules.activation", "GLU"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "Hardshrink"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "Hardsigmoid"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "Hardswish"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "Hardtanh"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "LeakyReLU"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "LogSigmoid"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "LogSoftmax"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "Mish"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "MultiheadAttention"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "PReLU"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "RReLU"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "ReLU"): DATA_CLASS,  # 1: torch.Sequential
-        ("torch.nn.modules.activation", "ReLU6"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "SELU"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "SiLU"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "Sigmoid"): DATA_CLASS,  # 1: torch.Sequential
-        ("torch.nn.modules.activation", "Softmax"): DATA_CLASS,  # 1: torch.Sequential
-        ("torch.nn.modules.activation", "Softmax2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "Softmin"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "Softplus"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "Softshrink"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "Softsign"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "Tanh"): DATA_CLASS,  # 1: torch.Sequential
-        ("torch.nn.modules.activation", "Tanhshrink"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.activation", "Threshold"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.adaptive", "AdaptiveLogSoftmaxWithLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.batchnorm", "BatchNorm1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.batchnorm", "BatchNorm2d"): DATA_CLASS,  # 1: torch.Sequential
-        ("torch.nn.modules.batchnorm", "BatchNorm3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.batchnorm", "LazyBatchNorm1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.batchnorm", "LazyBatchNorm2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.batchnorm", "LazyBatchNorm3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.batchnorm", "SyncBatchNorm"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.channelshuffle", "ChannelShuffle"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.container", "Container"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.container", "ModuleDict"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.container", "ModuleList"): DATA_CLASS,  # 1: torch.Embedding+LSTM
-        ("torch.nn.modules.container", "ParameterDict"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.container", "ParameterList"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.container", "Sequential"): DATA_CLASS,  # 1: torch.Sequential
-        ("torch.nn.modules.conv", "Conv1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.conv", "Conv2d"): DATA_CLASS,  # 1: torch.Sequential
-        ("torch.nn.modules.conv", "Conv3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.conv", "ConvTranspose1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.conv", "ConvTranspose2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.conv", "ConvTranspose3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.conv", "LazyConv1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.conv", "LazyConv2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.conv", "LazyConv3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.conv", "LazyConvTranspose1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.conv", "LazyConvTranspose2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.conv", "LazyConvTranspose3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.distance", "CosineSimilarity"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.distance", "PairwiseDistance"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.dropout", "AlphaDropout"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.dropout", "Dropout"): DATA_CLASS,  # 1: torch.Sequential
-        ("torch.nn.modules.dropout", "Dropout1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.dropout", "Dropout2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.dropout", "Dropout3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.dropout", "FeatureAlphaDropout"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.flatten", "Flatten"): DATA_CLASS,  # 1: torch.Sequential
-        ("torch.nn.modules.flatten", "Unflatten"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.fold", "Fold"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.fold", "Unfold"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.instancenorm", "InstanceNorm1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.instancenorm", "InstanceNorm2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.instancenorm", "InstanceNorm3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.instancenorm", "LazyInstanceNorm1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.instancenorm", "LazyInstanceNorm2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.instancenorm", "LazyInstanceNorm3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.linear", "Bilinear"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.linear", "Identity"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.linear", "LazyLinear"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.linear", "Linear"): DATA_CLASS,  # 2: torch.Linear, torch.Sequential
-        ("torch.nn.modules.loss", "BCELoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "BCEWithLogitsLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "CTCLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "CosineEmbeddingLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "CrossEntropyLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "GaussianNLLLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "HingeEmbeddingLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "HuberLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "KLDivLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "L1Loss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "LinearCrossEntropyLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "MSELoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "MarginRankingLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "MultiLabelMarginLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "MultiLabelSoftMarginLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "MultiMarginLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "NLLLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "NLLLoss2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "PoissonNLLLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "SmoothL1Loss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "SoftMarginLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "TripletMarginLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.loss", "TripletMarginWithDistanceLoss"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.module", "Module"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.normalization", "CrossMapLRN2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.normalization", "GroupNorm"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.normalization", "LayerNorm"): DATA_CLASS,  # 1: torch.Sequential
-        ("torch.nn.modules.normalization", "LocalResponseNorm"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.normalization", "RMSNorm"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "CircularPad1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "CircularPad2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "CircularPad3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "ConstantPad1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "ConstantPad2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "ConstantPad3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "ReflectionPad1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "ReflectionPad2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "ReflectionPad3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "ReplicationPad1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "ReplicationPad2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "ReplicationPad3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "ZeroPad1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "ZeroPad2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.padding", "ZeroPad3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pixelshuffle", "PixelShuffle"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pixelshuffle", "PixelUnshuffle"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "AdaptiveAvgPool1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "AdaptiveAvgPool2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "AdaptiveAvgPool3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "AdaptiveMaxPool1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "AdaptiveMaxPool2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "AdaptiveMaxPool3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "AvgPool1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "AvgPool2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "AvgPool3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "FractionalMaxPool2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "FractionalMaxPool3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "LPPool1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "LPPool2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "LPPool3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "MaxPool1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "MaxPool2d"): DATA_CLASS,  # 1: torch.Sequential
-        ("torch.nn.modules.pooling", "MaxPool3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "MaxUnpool1d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "MaxUnpool2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.pooling", "MaxUnpool3d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.rnn", "GRU"): DATA_CLASS,  # 1: torch.Embedding+LSTM
-        ("torch.nn.modules.rnn", "GRUCell"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.rnn", "LSTM"): DATA_CLASS,  # 1: torch.Embedding+LSTM
-        ("torch.nn.modules.rnn", "LSTMCell"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.rnn", "RNN"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.rnn", "RNNBase"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.rnn", "RNNCell"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.rnn", "RNNCellBase"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.sparse", "Embedding"): DATA_CLASS,  # 1: torch.Embedding+LSTM
-        ("torch.nn.modules.sparse", "EmbeddingBag"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.transformer", "Transformer"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.transformer", "TransformerDecoder"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.transformer", "TransformerDecoderLayer"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.transformer", "TransformerEncoder"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.transformer", "TransformerEncoderLayer"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.upsampling", "Upsample"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.upsampling", "UpsamplingBilinear2d"): DATA_CLASS,  # nn.Module class
-        ("torch.nn.modules.upsampling", "UpsamplingNearest2d"): DATA_CLASS,  # nn.Module class
+    # --- builtins ---
+    # 9: DBSCAN, HistGradientBoostingClassifier, HistGradientBoostingRegres...
+    ("builtins", "bytes"): CALLED_CLASS,
+    ("builtins", "complex"): CALLED_CLASS,  # reviewed: plain number type
+    # protocols 0-1: Bunch's base (StackingClassifier, VotingClassifier)
+    ("builtins", "dict"): DATA_CLASS,
+    ("builtins", "frozenset"): CALLED_CLASS,  # reviewed: plain container type
+    # protocols 0-1: the base passed to copyreg._reconstructor
+    ("builtins", "object"): DATA_CLASS,
+    # 3: torch.Embedding+LSTM, torch.Linear, torch.Sequential
+    ("builtins", "set"): CALLED_CLASS,
+    ("builtins", "slice"): CALLED_CLASS,  # 1: ColumnTransformer
+    # --- _codecs ---
+    # 182: ARDRegression, AdaBoostClassifier, AdaBoostRegressor
+    ("_codecs", "encode"): RECONSTRUCTOR,
+    # --- collections ---
+    # 4: torch.Embedding+LSTM, torch.Linear, torch.Sequential
+    ("collections", "OrderedDict"): CALLED_CLASS,
+    # --- copyreg ---
+    # wrapped: cls must be allowed, base a builtin
+    ("copyreg", "_reconstructor"): RECONSTRUCTOR,
+    # --- numpy ---
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "bool_"): DATA_CLASS,
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "bytes_"): DATA_CLASS,
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "complex128"): DATA_CLASS,
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "complex64"): DATA_CLASS,
+    # 182: ARDRegression, AdaBoostClassifier, AdaBoostRegressor
+    ("numpy", "dtype"): CALLED_CLASS,
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "float16"): DATA_CLASS,
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "float32"): DATA_CLASS,
+    ("numpy", "float64"): DATA_CLASS,  # 5: FeatureHasher, HashingVectorizer, OneHotEncoder
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "int16"): DATA_CLASS,
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "int32"): DATA_CLASS,
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "int64"): DATA_CLASS,
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "int8"): DATA_CLASS,
+    ("numpy", "mean"): PURE_FUNCTION,  # 1: FeatureAgglomeration
+    # 182: ARDRegression, AdaBoostClassifier, AdaBoostRegressor
+    ("numpy", "ndarray"): DATA_CLASS,
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "str_"): DATA_CLASS,
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "uint16"): DATA_CLASS,
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "uint32"): DATA_CLASS,
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "uint64"): DATA_CLASS,
+    # reviewed: numpy scalar type (estimators keep dtype=np.float32 etc.)
+    ("numpy", "uint8"): DATA_CLASS,
+    # 182: ARDRegression, AdaBoostClassifier, AdaBoost...
+    ("numpy._core.multiarray", "_reconstruct"): RECONSTRUCTOR,
+    # 83: ARDRegression, AdaBoostClassifier, BaggingClassifi...
+    ("numpy._core.multiarray", "scalar"): RECONSTRUCTOR,
+    # 181: ARDRegression, AdaBoostClassifier, AdaBoostRegr...
+    ("numpy._core.numeric", "_frombuffer"): RECONSTRUCTOR,
+    # reviewed: numpy 1.x name of the array rebuilder
+    ("numpy.core.multiarray", "_reconstruct"): RECONSTRUCTOR,
+    # reviewed: numpy 1.x name of the scalar rebuilder
+    ("numpy.core.multiarray", "scalar"): RECONSTRUCTOR,
+    # reviewed: numpy 1.x name of the protocol-5 array rebu...
+    ("numpy.core.numeric", "_frombuffer"): RECONSTRUCTOR,
+    # 4: GridSearchCV, HalvingGridSearchCV, HalvingRandomSearchCV
+    ("numpy.ma", "MaskedArray"): DATA_CLASS,
+    # 4: GridSearchCV, HalvingGridSearchCV, HalvingRandomSear...
+    ("numpy.ma.core", "_mareconstruct"): RECONSTRUCTOR,
+    # 10: BisectingKMeans, GaussianProcessClassifier, Gaussi...
+    ("numpy.random._mt19937", "MT19937"): DATA_CLASS,
+    # 2: HistGradientBoostingClassifier, HistGradientBoostingReg...
+    ("numpy.random._pcg64", "PCG64"): DATA_CLASS,
+    # 12: BisectingKMeans, GaussianProcessClassi...
+    ("numpy.random._pickle", "__bit_generator_ctor"): RECONSTRUCTOR,
+    # 2: HistGradientBoostingClassifier, HistGradien...
+    ("numpy.random._pickle", "__generator_ctor"): RECONSTRUCTOR,
+    # 10: BisectingKMeans, GaussianProcessClassifi...
+    ("numpy.random._pickle", "__randomstate_ctor"): RECONSTRUCTOR,
+    # 12: BisectingKMeans, GaussianProcessClassifi...
+    ("numpy.random.bit_generator", "SeedSequence"): DATA_CLASS,
+    # 12: BisectingKMeans, Gaussian...
+    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"): RECONSTRUCTOR,
+    # --- scipy ---
+    # 1: SplineTransformer
+    ("scipy._lib.array_api_compat.numpy._aliases", "asarray"): PURE_FUNCTION,
+    ("scipy.interpolate._bsplines", "BSpline"): DATA_CLASS,  # 1: SplineTransformer
+    # reviewed: sparse containers (only store arrays; index arrays checked after load)
+    ("scipy.sparse._coo", "coo_array"): DATA_CLASS,
+    # reviewed: sparse containers (only store arrays; index arrays checked after load)
+    ("scipy.sparse._coo", "coo_matrix"): DATA_CLASS,
+    # reviewed: sparse containers (only store arrays; index arrays checked after load)
+    ("scipy.sparse._csc", "csc_array"): DATA_CLASS,
+    # reviewed: sparse containers (only store arrays; index arrays checked after load)
+    ("scipy.sparse._csc", "csc_matrix"): DATA_CLASS,
+    # reviewed: sparse containers (only store arrays; index arrays checked after load)
+    ("scipy.sparse._csr", "csr_array"): DATA_CLASS,
+    # 2: SparseRandomProjection, SpectralEmbedding
+    ("scipy.sparse._csr", "csr_matrix"): DATA_CLASS,
+    # --- sklearn ---
+    ("sklearn._loss._loss", "CyAbsoluteError"): DATA_CLASS,  # same module as an observed helper
+    # same module as an observed helper
+    ("sklearn._loss._loss", "CyExponentialLoss"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn._loss._loss", "CyHalfBinomialLoss"): DATA_CLASS,
+    ("sklearn._loss._loss", "CyHalfGammaLoss"): DATA_CLASS,  # same module as an observed helper
+    # 2: GradientBoostingClassifier, HistGradien...
+    ("sklearn._loss._loss", "CyHalfMultinomialLoss"): DATA_CLASS,
+    ("sklearn._loss._loss", "CyHalfPoissonLoss"): DATA_CLASS,  # 1: PoissonRegressor
+    # 2: GradientBoostingRegressor, HistGradientBoo...
+    ("sklearn._loss._loss", "CyHalfSquaredError"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn._loss._loss", "CyHalfTweedieLoss"): DATA_CLASS,
+    ("sklearn._loss._loss", "CyHalfTweedieLossIdentity"): DATA_CLASS,  # 1: TweedieRegressor
+    ("sklearn._loss._loss", "CyHuberLoss"): DATA_CLASS,  # same module as an observed helper
+    ("sklearn._loss._loss", "CyLossFunction"): DATA_CLASS,  # same module as an observed helper
+    ("sklearn._loss._loss", "CyPinballLoss"): DATA_CLASS,  # same module as an observed helper
+    # 2: GradientBoostingClassifi...
+    ("sklearn._loss._loss", "__pyx_unpickle_CyHalfMultinomialLoss"): RECONSTRUCTOR,
+    ("sklearn._loss.link", "BaseLink"): DATA_CLASS,  # same module as an observed helper
+    ("sklearn._loss.link", "HalfLogitLink"): DATA_CLASS,  # same module as an observed helper
+    # 3: GradientBoostingRegressor, HistGradientBoostingRe...
+    ("sklearn._loss.link", "IdentityLink"): DATA_CLASS,
+    # 6: GradientBoostingClassifier, GradientBoostingRegressor...
+    ("sklearn._loss.link", "Interval"): DATA_CLASS,
+    ("sklearn._loss.link", "LogLink"): DATA_CLASS,  # 1: PoissonRegressor
+    ("sklearn._loss.link", "LogitLink"): DATA_CLASS,  # same module as an observed helper
+    # 2: GradientBoostingClassifier, HistGradientBoost...
+    ("sklearn._loss.link", "MultinomialLogit"): DATA_CLASS,
+    ("sklearn._loss.loss", "AbsoluteError"): DATA_CLASS,  # same module as an observed helper
+    # same module as an observed helper
+    ("sklearn._loss.loss", "ArrayAPILossMixin"): DATA_CLASS,
+    ("sklearn._loss.loss", "BaseLoss"): DATA_CLASS,  # same module as an observed helper
+    ("sklearn._loss.loss", "ExponentialLoss"): DATA_CLASS,  # same module as an observed helper
+    ("sklearn._loss.loss", "HalfBinomialLoss"): DATA_CLASS,  # same module as an observed helper
+    # same module as an observed helper
+    ("sklearn._loss.loss", "HalfBinomialLossArrayAPI"): DATA_CLASS,
+    ("sklearn._loss.loss", "HalfGammaLoss"): DATA_CLASS,  # same module as an observed helper
+    # 2: GradientBoostingClassifier, HistGradientBo...
+    ("sklearn._loss.loss", "HalfMultinomialLoss"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn._loss.loss", "HalfMultinomialLossArrayAPI"): DATA_CLASS,
+    ("sklearn._loss.loss", "HalfPoissonLoss"): DATA_CLASS,  # 1: PoissonRegressor
+    # same module as an observed helper
+    ("sklearn._loss.loss", "HalfPoissonLossArrayAPI"): DATA_CLASS,
+    # 2: GradientBoostingRegressor, HistGradientBoosti...
+    ("sklearn._loss.loss", "HalfSquaredError"): DATA_CLASS,
+    ("sklearn._loss.loss", "HalfTweedieLoss"): DATA_CLASS,  # same module as an observed helper
+    ("sklearn._loss.loss", "HalfTweedieLossIdentity"): DATA_CLASS,  # 1: TweedieRegressor
+    ("sklearn._loss.loss", "HuberLoss"): DATA_CLASS,  # same module as an observed helper
+    ("sklearn._loss.loss", "PinballLoss"): DATA_CLASS,  # same module as an observed helper
+    ("sklearn.calibration", "CalibratedClassifierCV"): DATA_CLASS,  # 1: CalibratedClassifierCV
+    ("sklearn.calibration", "_CalibratedClassifier"): DATA_CLASS,  # 1: CalibratedClassifierCV
+    ("sklearn.calibration", "_SigmoidCalibration"): DATA_CLASS,  # 1: CalibratedClassifierCV
+    # 1: AffinityPropagation
+    ("sklearn.cluster._affinity_propagation", "AffinityPropagation"): DATA_CLASS,
+    # 1: AgglomerativeClustering
+    ("sklearn.cluster._agglomerative", "AgglomerativeClustering"): DATA_CLASS,
+    # 1: FeatureAgglomeration
+    ("sklearn.cluster._agglomerative", "FeatureAgglomeration"): DATA_CLASS,
+    # 1: SpectralBiclustering
+    ("sklearn.cluster._bicluster", "SpectralBiclustering"): DATA_CLASS,
+    # 1: SpectralCoclustering
+    ("sklearn.cluster._bicluster", "SpectralCoclustering"): DATA_CLASS,
+    ("sklearn.cluster._birch", "Birch"): DATA_CLASS,  # 1: Birch
+    ("sklearn.cluster._birch", "_CFNode"): DATA_CLASS,  # 1: Birch
+    ("sklearn.cluster._birch", "_CFSubcluster"): DATA_CLASS,  # 1: Birch
+    ("sklearn.cluster._bisect_k_means", "BisectingKMeans"): DATA_CLASS,  # 1: BisectingKMeans
+    ("sklearn.cluster._bisect_k_means", "_BisectingTree"): DATA_CLASS,  # 1: BisectingKMeans
+    ("sklearn.cluster._dbscan", "DBSCAN"): DATA_CLASS,  # 1: DBSCAN
+    ("sklearn.cluster._hdbscan.hdbscan", "HDBSCAN"): DATA_CLASS,  # 1: HDBSCAN
+    ("sklearn.cluster._kmeans", "KMeans"): DATA_CLASS,  # 1: KMeans
+    ("sklearn.cluster._kmeans", "MiniBatchKMeans"): DATA_CLASS,  # 1: MiniBatchKMeans
+    ("sklearn.cluster._kmeans", "_kmeans_single_lloyd"): PURE_FUNCTION,  # 1: BisectingKMeans
+    ("sklearn.cluster._mean_shift", "MeanShift"): DATA_CLASS,  # 1: MeanShift
+    ("sklearn.cluster._optics", "OPTICS"): DATA_CLASS,  # 1: OPTICS
+    ("sklearn.cluster._spectral", "SpectralClustering"): DATA_CLASS,  # 1: SpectralClustering
+    # 1: ColumnTransformer
+    ("sklearn.compose._column_transformer", "ColumnTransformer"): DATA_CLASS,
+    # 1: TransformedTargetRegressor
+    ("sklearn.compose._target", "TransformedTargetRegressor"): DATA_CLASS,
+    # 1: EllipticEnvelope
+    ("sklearn.covariance._elliptic_envelope", "EllipticEnvelope"): DATA_CLASS,
+    # 1: EmpiricalCovariance
+    ("sklearn.covariance._empirical_covariance", "EmpiricalCovariance"): DATA_CLASS,
+    ("sklearn.covariance._graph_lasso", "GraphicalLasso"): DATA_CLASS,  # 1: GraphicalLasso
+    ("sklearn.covariance._graph_lasso", "GraphicalLassoCV"): DATA_CLASS,  # 1: GraphicalLassoCV
+    ("sklearn.covariance._robust_covariance", "MinCovDet"): DATA_CLASS,  # 1: MinCovDet
+    ("sklearn.covariance._shrunk_covariance", "LedoitWolf"): DATA_CLASS,  # 1: LedoitWolf
+    ("sklearn.covariance._shrunk_covariance", "OAS"): DATA_CLASS,  # 1: OAS
+    # 1: ShrunkCovariance
+    ("sklearn.covariance._shrunk_covariance", "ShrunkCovariance"): DATA_CLASS,
+    ("sklearn.cross_decomposition._pls", "CCA"): DATA_CLASS,  # 1: CCA
+    ("sklearn.cross_decomposition._pls", "PLSCanonical"): DATA_CLASS,  # 1: PLSCanonical
+    ("sklearn.cross_decomposition._pls", "PLSRegression"): DATA_CLASS,  # 1: PLSRegression
+    ("sklearn.cross_decomposition._pls", "PLSSVD"): DATA_CLASS,  # 1: PLSSVD
+    # 1: DictionaryLearning
+    ("sklearn.decomposition._dict_learning", "DictionaryLearning"): DATA_CLASS,
+    # 1: MiniBatchDiction...
+    ("sklearn.decomposition._dict_learning", "MiniBatchDictionaryLearning"): DATA_CLASS,
+    ("sklearn.decomposition._dict_learning", "SparseCoder"): DATA_CLASS,  # estimator class
+    # 1: FactorAnalysis
+    ("sklearn.decomposition._factor_analysis", "FactorAnalysis"): DATA_CLASS,
+    ("sklearn.decomposition._fastica", "FastICA"): DATA_CLASS,  # 1: FastICA
+    # 1: IncrementalPCA
+    ("sklearn.decomposition._incremental_pca", "IncrementalPCA"): DATA_CLASS,
+    ("sklearn.decomposition._kernel_pca", "KernelPCA"): DATA_CLASS,  # 2: Isomap, KernelPCA
+    # 1: LatentDirichletAllocation
+    ("sklearn.decomposition._lda", "LatentDirichletAllocation"): DATA_CLASS,
+    ("sklearn.decomposition._nmf", "MiniBatchNMF"): DATA_CLASS,  # 1: MiniBatchNMF
+    ("sklearn.decomposition._nmf", "NMF"): DATA_CLASS,  # 1: NMF
+    ("sklearn.decomposition._pca", "PCA"): DATA_CLASS,  # 1: PCA
+    # 1: MiniBatchSparsePCA
+    ("sklearn.decomposition._sparse_pca", "MiniBatchSparsePCA"): DATA_CLASS,
+    ("sklearn.decomposition._sparse_pca", "SparsePCA"): DATA_CLASS,  # 1: SparsePCA
+    ("sklearn.decomposition._truncated_svd", "TruncatedSVD"): DATA_CLASS,  # 1: TruncatedSVD
+    # 1: LinearDiscriminantAnalys...
+    ("sklearn.discriminant_analysis", "LinearDiscriminantAnalysis"): DATA_CLASS,
+    # 1: QuadraticDiscriminant...
+    ("sklearn.discriminant_analysis", "QuadraticDiscriminantAnalysis"): DATA_CLASS,
+    # 2: DummyClassifier, GradientBoostingClassifier
+    ("sklearn.dummy", "DummyClassifier"): DATA_CLASS,
+    # 2: DummyRegressor, GradientBoostingRegressor
+    ("sklearn.dummy", "DummyRegressor"): DATA_CLASS,
+    ("sklearn.ensemble._bagging", "BaggingClassifier"): DATA_CLASS,  # 1: BaggingClassifier
+    ("sklearn.ensemble._bagging", "BaggingRegressor"): DATA_CLASS,  # 1: BaggingRegressor
+    ("sklearn.ensemble._forest", "ExtraTreesClassifier"): DATA_CLASS,  # 1: ExtraTreesClassifier
+    ("sklearn.ensemble._forest", "ExtraTreesRegressor"): DATA_CLASS,  # 1: ExtraTreesRegressor
+    # 1: RandomForestClassifier
+    ("sklearn.ensemble._forest", "RandomForestClassifier"): DATA_CLASS,
+    # 1: RandomForestRegressor
+    ("sklearn.ensemble._forest", "RandomForestRegressor"): DATA_CLASS,
+    ("sklearn.ensemble._forest", "RandomTreesEmbedding"): DATA_CLASS,  # 1: RandomTreesEmbedding
+    # 1: GradientBoostingClassifier
+    ("sklearn.ensemble._gb", "GradientBoostingClassifier"): DATA_CLASS,
+    # 1: GradientBoostingRegressor
+    ("sklearn.ensemble._gb", "GradientBoostingRegressor"): DATA_CLASS,
+    # 2: HistGradientBoostingC...
+    ("sklearn.ensemble._hist_gradient_boosting.binning", "_BinMapper"): DATA_CLASS,
+    (
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting",
+        "HistGradientBoostingClassifier",
+    ): DATA_CLASS,
+    (
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting",
+        "HistGradientBoostingRegressor",
+    ): DATA_CLASS,
+    # 2: HistGradientBoos...
+    ("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor"): DATA_CLASS,
+    ("sklearn.ensemble._iforest", "IsolationForest"): DATA_CLASS,  # 1: IsolationForest
+    ("sklearn.ensemble._stacking", "StackingClassifier"): DATA_CLASS,  # 1: StackingClassifier
+    ("sklearn.ensemble._stacking", "StackingRegressor"): DATA_CLASS,  # 1: StackingRegressor
+    ("sklearn.ensemble._voting", "VotingClassifier"): DATA_CLASS,  # 1: VotingClassifier
+    ("sklearn.ensemble._voting", "VotingRegressor"): DATA_CLASS,  # 1: VotingRegressor
+    # 1: AdaBoostClassifier
+    ("sklearn.ensemble._weight_boosting", "AdaBoostClassifier"): DATA_CLASS,
+    # 1: AdaBoostRegressor
+    ("sklearn.ensemble._weight_boosting", "AdaBoostRegressor"): DATA_CLASS,
+    # estimator class
+    ("sklearn.feature_extraction._dict_vectorizer", "DictVectorizer"): DATA_CLASS,
+    ("sklearn.feature_extraction._hash", "FeatureHasher"): DATA_CLASS,  # 1: FeatureHasher
+    ("sklearn.feature_extraction.image", "PatchExtractor"): DATA_CLASS,  # 1: PatchExtractor
+    ("sklearn.feature_extraction.text", "CountVectorizer"): DATA_CLASS,  # estimator class
+    # 1: HashingVectorizer
+    ("sklearn.feature_extraction.text", "HashingVectorizer"): DATA_CLASS,
+    ("sklearn.feature_extraction.text", "TfidfTransformer"): DATA_CLASS,  # 1: TfidfTransformer
+    ("sklearn.feature_extraction.text", "TfidfVectorizer"): DATA_CLASS,  # estimator class
+    # 1: SelectFromModel
+    ("sklearn.feature_selection._from_model", "SelectFromModel"): DATA_CLASS,
+    ("sklearn.feature_selection._rfe", "RFE"): DATA_CLASS,  # 1: RFE
+    ("sklearn.feature_selection._rfe", "RFECV"): DATA_CLASS,  # 1: RFECV
+    # 1: SequentialFeature...
+    ("sklearn.feature_selection._sequential", "SequentialFeatureSelector"): DATA_CLASS,
+    # 1: GenericUn...
+    ("sklearn.feature_selection._univariate_selection", "GenericUnivariateSelect"): DATA_CLASS,
+    # 1: SelectFdr
+    ("sklearn.feature_selection._univariate_selection", "SelectFdr"): DATA_CLASS,
+    # 1: SelectFpr
+    ("sklearn.feature_selection._univariate_selection", "SelectFpr"): DATA_CLASS,
+    # 1: SelectFwe
+    ("sklearn.feature_selection._univariate_selection", "SelectFwe"): DATA_CLASS,
+    # 1: SelectKBest
+    ("sklearn.feature_selection._univariate_selection", "SelectKBest"): DATA_CLASS,
+    # 1: SelectPercentile
+    ("sklearn.feature_selection._univariate_selection", "SelectPercentile"): DATA_CLASS,
+    # 6: GenericUnivariateSelect...
+    ("sklearn.feature_selection._univariate_selection", "f_classif"): PURE_FUNCTION,
+    # 1: VarianceThreshold
+    ("sklearn.feature_selection._variance_threshold", "VarianceThreshold"): DATA_CLASS,
+    ("sklearn.frozen._frozen", "FrozenEstimator"): DATA_CLASS,  # estimator class
+    # 1: GaussianProcessClassifier
+    ("sklearn.gaussian_process._gpc", "GaussianProcessClassifier"): DATA_CLASS,
+    # 1: GaussianPro...
+    ("sklearn.gaussian_process._gpc", "_BinaryGaussianProcessClassifierLaplace"): DATA_CLASS,
+    # 1: GaussianProcessRegressor
+    ("sklearn.gaussian_process._gpr", "GaussianProcessRegressor"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "CompoundKernel"): DATA_CLASS,
+    # 2: GaussianProcessClassifier, Gaussi...
+    ("sklearn.gaussian_process.kernels", "ConstantKernel"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "DotProduct"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "ExpSineSquared"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "Exponentiation"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "GenericKernelMixin"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "Hyperparameter"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "Kernel"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "KernelOperator"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "Matern"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "NormalizedKernelMixin"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "PairwiseKernel"): DATA_CLASS,
+    # 2: GaussianProcessClassifier, GaussianProce...
+    ("sklearn.gaussian_process.kernels", "Product"): DATA_CLASS,
+    # 2: GaussianProcessClassifier, GaussianProcessRe...
+    ("sklearn.gaussian_process.kernels", "RBF"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "RationalQuadratic"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "StationaryKernelMixin"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "Sum"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.gaussian_process.kernels", "WhiteKernel"): DATA_CLASS,
+    ("sklearn.impute._base", "MissingIndicator"): DATA_CLASS,  # 1: MissingIndicator
+    ("sklearn.impute._base", "SimpleImputer"): DATA_CLASS,  # 1: SimpleImputer
+    ("sklearn.impute._knn", "KNNImputer"): DATA_CLASS,  # 1: KNNImputer
+    ("sklearn.isotonic", "IsotonicRegression"): DATA_CLASS,  # estimator class
+    # 1: AdditiveChi2Sampler
+    ("sklearn.kernel_approximation", "AdditiveChi2Sampler"): DATA_CLASS,
+    ("sklearn.kernel_approximation", "Nystroem"): DATA_CLASS,  # 1: Nystroem
+    # 1: PolynomialCountSketch
+    ("sklearn.kernel_approximation", "PolynomialCountSketch"): DATA_CLASS,
+    ("sklearn.kernel_approximation", "RBFSampler"): DATA_CLASS,  # 1: RBFSampler
+    ("sklearn.kernel_approximation", "SkewedChi2Sampler"): DATA_CLASS,  # 1: SkewedChi2Sampler
+    ("sklearn.kernel_ridge", "KernelRidge"): DATA_CLASS,  # 1: KernelRidge
+    # 3: LinearRegression, RANSACRegressor, Tr...
+    ("sklearn.linear_model._base", "LinearRegression"): DATA_CLASS,
+    ("sklearn.linear_model._bayes", "ARDRegression"): DATA_CLASS,  # 1: ARDRegression
+    ("sklearn.linear_model._bayes", "BayesianRidge"): DATA_CLASS,  # 1: BayesianRidge
+    ("sklearn.linear_model._coordinate_descent", "ElasticNet"): DATA_CLASS,  # 1: ElasticNet
+    ("sklearn.linear_model._coordinate_descent", "ElasticNetCV"): DATA_CLASS,  # 1: ElasticNetCV
+    ("sklearn.linear_model._coordinate_descent", "Lasso"): DATA_CLASS,  # 1: Lasso
+    ("sklearn.linear_model._coordinate_descent", "LassoCV"): DATA_CLASS,  # 1: LassoCV
+    # estimator class
+    ("sklearn.linear_model._coordinate_descent", "MultiTaskElasticNet"): DATA_CLASS,
+    # estimator class
+    ("sklearn.linear_model._coordinate_descent", "MultiTaskElasticNetCV"): DATA_CLASS,
+    # estimator class
+    ("sklearn.linear_model._coordinate_descent", "MultiTaskLasso"): DATA_CLASS,
+    # estimator class
+    ("sklearn.linear_model._coordinate_descent", "MultiTaskLassoCV"): DATA_CLASS,
+    ("sklearn.linear_model._glm.glm", "GammaRegressor"): DATA_CLASS,  # estimator class
+    ("sklearn.linear_model._glm.glm", "PoissonRegressor"): DATA_CLASS,  # 1: PoissonRegressor
+    ("sklearn.linear_model._glm.glm", "TweedieRegressor"): DATA_CLASS,  # 1: TweedieRegressor
+    ("sklearn.linear_model._huber", "HuberRegressor"): DATA_CLASS,  # 1: HuberRegressor
+    ("sklearn.linear_model._least_angle", "Lars"): DATA_CLASS,  # 1: Lars
+    ("sklearn.linear_model._least_angle", "LarsCV"): DATA_CLASS,  # 1: LarsCV
+    ("sklearn.linear_model._least_angle", "LassoLars"): DATA_CLASS,  # 1: LassoLars
+    ("sklearn.linear_model._least_angle", "LassoLarsCV"): DATA_CLASS,  # 1: LassoLarsCV
+    ("sklearn.linear_model._least_angle", "LassoLarsIC"): DATA_CLASS,  # 1: LassoLarsIC
+    # 10: CalibratedClassifierCV, Logist...
+    ("sklearn.linear_model._logistic", "LogisticRegression"): DATA_CLASS,
+    # 1: LogisticRegressionCV
+    ("sklearn.linear_model._logistic", "LogisticRegressionCV"): DATA_CLASS,
+    # 1: OrthogonalMatchingPursuit
+    ("sklearn.linear_model._omp", "OrthogonalMatchingPursuit"): DATA_CLASS,
+    # 1: OrthogonalMatchingPursuitCV
+    ("sklearn.linear_model._omp", "OrthogonalMatchingPursuitCV"): DATA_CLASS,
+    # 1: PassiveAggre...
+    ("sklearn.linear_model._passive_aggressive", "PassiveAggressiveClassifier"): DATA_CLASS,
+    # 1: PassiveAggres...
+    ("sklearn.linear_model._passive_aggressive", "PassiveAggressiveRegressor"): DATA_CLASS,
+    ("sklearn.linear_model._perceptron", "Perceptron"): DATA_CLASS,  # 1: Perceptron
+    ("sklearn.linear_model._quantile", "QuantileRegressor"): DATA_CLASS,  # 1: QuantileRegressor
+    ("sklearn.linear_model._ransac", "RANSACRegressor"): DATA_CLASS,  # 1: RANSACRegressor
+    # 6: GridSearchCV, HalvingGridSearchCV, HalvingRando...
+    ("sklearn.linear_model._ridge", "Ridge"): DATA_CLASS,
+    ("sklearn.linear_model._ridge", "RidgeCV"): DATA_CLASS,  # 2: RidgeCV, StackingRegressor
+    ("sklearn.linear_model._ridge", "RidgeClassifier"): DATA_CLASS,  # 1: RidgeClassifier
+    ("sklearn.linear_model._ridge", "RidgeClassifierCV"): DATA_CLASS,  # 1: RidgeClassifierCV
+    # 4: PassiveAggressiveClassifier, Perceptron, SGD...
+    ("sklearn.linear_model._sgd_fast", "Hinge"): DATA_CLASS,
+    # 1: SGDClassifier
+    ("sklearn.linear_model._stochastic_gradient", "SGDClassifier"): DATA_CLASS,
+    # 1: SGDOneClassSVM
+    ("sklearn.linear_model._stochastic_gradient", "SGDOneClassSVM"): DATA_CLASS,
+    # 2: SGDRegressor, SelectFromMo...
+    ("sklearn.linear_model._stochastic_gradient", "SGDRegressor"): DATA_CLASS,
+    # 1: TheilSenRegressor
+    ("sklearn.linear_model._theil_sen", "TheilSenRegressor"): DATA_CLASS,
+    ("sklearn.manifold._classical_mds", "ClassicalMDS"): DATA_CLASS,  # 1: ClassicalMDS
+    ("sklearn.manifold._isomap", "Isomap"): DATA_CLASS,  # 1: Isomap
+    # 1: LocallyLinearEmbedding
+    ("sklearn.manifold._locally_linear", "LocallyLinearEmbedding"): DATA_CLASS,
+    ("sklearn.manifold._mds", "MDS"): DATA_CLASS,  # 1: MDS
+    # 1: SpectralEmbedding
+    ("sklearn.manifold._spectral_embedding", "SpectralEmbedding"): DATA_CLASS,
+    ("sklearn.manifold._t_sne", "TSNE"): DATA_CLASS,  # 1: TSNE
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "BrayCurtisDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "BrayCurtisDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "CanberraDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "CanberraDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "ChebyshevDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "ChebyshevDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "DiceDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "DiceDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "DistanceMetric"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "DistanceMetric32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "DistanceMetric64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "EuclideanDistance32"): DATA_CLASS,
+    # 11: Isomap, KNeighborsClassifier, ...
+    ("sklearn.metrics._dist_metrics", "EuclideanDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "HammingDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "HammingDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "HaversineDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "HaversineDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "JaccardDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "JaccardDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "KulsinskiDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "KulsinskiDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "MahalanobisDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "MahalanobisDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "ManhattanDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "ManhattanDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "MatchingDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "MatchingDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "MinkowskiDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "MinkowskiDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "PyFuncDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "PyFuncDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "RogersTanimotoDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "RogersTanimotoDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "RussellRaoDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "RussellRaoDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "SEuclideanDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "SEuclideanDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "SokalMichenerDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "SokalMichenerDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "SokalSneathDistance32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "SokalSneathDistance64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._dist_metrics", "__pyx_unpickle_DistanceMetric"): RECONSTRUCTOR,
+    # 11: Isomap, KNeighborsClassifier, KNeighborsReg...
+    ("sklearn.metrics._dist_metrics", "newObj"): RECONSTRUCTOR,
+    ("sklearn.metrics._scorer", "_BaseScorer"): DATA_CLASS,  # same module as an observed helper
+    # same module as an observed helper
+    ("sklearn.metrics._scorer", "_CurveScorer"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.metrics._scorer", "_MultimetricScorer"): DATA_CLASS,
+    # 4: GridSearchCV, HalvingGridSearchCV, Hal...
+    ("sklearn.metrics._scorer", "_PassthroughScorer"): DATA_CLASS,
+    ("sklearn.metrics._scorer", "_Scorer"): DATA_CLASS,  # same module as an observed helper
+    # 1: BayesianGaussianMixture
+    ("sklearn.mixture._bayesian_mixture", "BayesianGaussianMixture"): DATA_CLASS,
+    ("sklearn.mixture._gaussian_mixture", "GaussianMixture"): DATA_CLASS,  # 1: GaussianMixture
+    # estimator...
+    ("sklearn.model_selection._classification_threshold", "FixedThresholdClassifier"): DATA_CLASS,
+    # estimat...
+    ("sklearn.model_selection._classification_threshold", "TunedThresholdClassifierCV"): DATA_CLASS,
+    ("sklearn.model_selection._search", "GridSearchCV"): DATA_CLASS,  # 1: GridSearchCV
+    # 1: RandomizedSearchCV
+    ("sklearn.model_selection._search", "RandomizedSearchCV"): DATA_CLASS,
+    # 1: HalvingGri...
+    ("sklearn.model_selection._search_successive_halving", "HalvingGridSearchCV"): DATA_CLASS,
+    # 1: HalvingR...
+    ("sklearn.model_selection._search_successive_halving", "HalvingRandomSearchCV"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "BaseCrossValidator"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "BaseShuffleSplit"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "GroupKFold"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "GroupShuffleSplit"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "GroupsConsumerMixin"): DATA_CLASS,
+    # 4: GridSearchCV, HalvingGridSearchCV, HalvingRa...
+    ("sklearn.model_selection._split", "KFold"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "LeaveOneGroupOut"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "LeaveOneOut"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "LeavePGroupsOut"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "LeavePOut"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "PredefinedSplit"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "RepeatedKFold"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "RepeatedStratifiedKFold"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "ShuffleSplit"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "StratifiedGroupKFold"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "StratifiedKFold"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "StratifiedShuffleSplit"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "TimeSeriesSplit"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "_BaseKFold"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "_CVIterableWrapper"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "_RepeatedSplits"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.model_selection._split", "_UnsupportedGroupCVMixin"): DATA_CLASS,
+    ("sklearn.multiclass", "OneVsOneClassifier"): DATA_CLASS,  # 1: OneVsOneClassifier
+    # 2: GaussianProcessClassifier, OneVsRestClassi...
+    ("sklearn.multiclass", "OneVsRestClassifier"): DATA_CLASS,
+    ("sklearn.multiclass", "OutputCodeClassifier"): DATA_CLASS,  # 1: OutputCodeClassifier
+    ("sklearn.multiclass", "_ConstantPredictor"): DATA_CLASS,  # 1: OutputCodeClassifier
+    ("sklearn.multioutput", "ClassifierChain"): DATA_CLASS,  # estimator class
+    ("sklearn.multioutput", "MultiOutputClassifier"): DATA_CLASS,  # estimator class
+    ("sklearn.multioutput", "MultiOutputRegressor"): DATA_CLASS,  # estimator class
+    ("sklearn.multioutput", "RegressorChain"): DATA_CLASS,  # estimator class
+    ("sklearn.naive_bayes", "BernoulliNB"): DATA_CLASS,  # 1: BernoulliNB
+    ("sklearn.naive_bayes", "CategoricalNB"): DATA_CLASS,  # 1: CategoricalNB
+    ("sklearn.naive_bayes", "ComplementNB"): DATA_CLASS,  # 1: ComplementNB
+    ("sklearn.naive_bayes", "GaussianNB"): DATA_CLASS,  # 1: GaussianNB
+    ("sklearn.naive_bayes", "MultinomialNB"): DATA_CLASS,  # 1: MultinomialNB
+    # same module as an observed helper
+    ("sklearn.neighbors._ball_tree", "BallTree"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.neighbors._ball_tree", "BallTree32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.neighbors._ball_tree", "BallTree64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.neighbors._ball_tree", "BinaryTree32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.neighbors._ball_tree", "BinaryTree64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.neighbors._ball_tree", "NeighborsHeap32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.neighbors._ball_tree", "NeighborsHeap64"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.neighbors._ball_tree", "NodeHeap"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.neighbors._ball_tree", "newObj"): RECONSTRUCTOR,
+    # 1: KNeighborsClassifier
+    ("sklearn.neighbors._classification", "KNeighborsClassifier"): DATA_CLASS,
+    # 1: RadiusNeighborsClassi...
+    ("sklearn.neighbors._classification", "RadiusNeighborsClassifier"): DATA_CLASS,
+    # 1: KNeighborsTransformer
+    ("sklearn.neighbors._graph", "KNeighborsTransformer"): DATA_CLASS,
+    # 1: RadiusNeighborsTransformer
+    ("sklearn.neighbors._graph", "RadiusNeighborsTransformer"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.neighbors._kd_tree", "BinaryTree32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.neighbors._kd_tree", "BinaryTree64"): DATA_CLASS,
+    # 11: Isomap, KNeighborsClassifier, KNeighborsRegres...
+    ("sklearn.neighbors._kd_tree", "KDTree"): DATA_CLASS,
+    ("sklearn.neighbors._kd_tree", "KDTree32"): DATA_CLASS,  # same module as an observed helper
+    ("sklearn.neighbors._kd_tree", "KDTree64"): DATA_CLASS,  # same module as an observed helper
+    # same module as an observed helper
+    ("sklearn.neighbors._kd_tree", "NeighborsHeap32"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.neighbors._kd_tree", "NeighborsHeap64"): DATA_CLASS,
+    ("sklearn.neighbors._kd_tree", "NodeHeap"): DATA_CLASS,  # same module as an observed helper
+    # 11: Isomap, KNeighborsClassifier, KNeighborsRegres...
+    ("sklearn.neighbors._kd_tree", "newObj"): RECONSTRUCTOR,
+    ("sklearn.neighbors._kde", "KernelDensity"): DATA_CLASS,  # 1: KernelDensity
+    ("sklearn.neighbors._lof", "LocalOutlierFactor"): DATA_CLASS,  # 1: LocalOutlierFactor
+    # 1: NeighborhoodComponentsAnaly...
+    ("sklearn.neighbors._nca", "NeighborhoodComponentsAnalysis"): DATA_CLASS,
+    # 1: NearestCentroid
+    ("sklearn.neighbors._nearest_centroid", "NearestCentroid"): DATA_CLASS,
+    # 1: KNeighborsRegressor
+    ("sklearn.neighbors._regression", "KNeighborsRegressor"): DATA_CLASS,
+    # 1: RadiusNeighborsRegressor
+    ("sklearn.neighbors._regression", "RadiusNeighborsRegressor"): DATA_CLASS,
+    # 3: Isomap, LocallyLinearEmbedding, ...
+    ("sklearn.neighbors._unsupervised", "NearestNeighbors"): DATA_CLASS,
+    # 1: MLPClassifier
+    ("sklearn.neural_network._multilayer_perceptron", "MLPClassifier"): DATA_CLASS,
+    # 1: MLPRegressor
+    ("sklearn.neural_network._multilayer_perceptron", "MLPRegressor"): DATA_CLASS,
+    ("sklearn.neural_network._rbm", "BernoulliRBM"): DATA_CLASS,  # 1: BernoulliRBM
+    # 2: MLPClassifier, MLPReg...
+    ("sklearn.neural_network._stochastic_optimizers", "AdamOptimizer"): DATA_CLASS,
+    ("sklearn.pipeline", "FeatureUnion"): DATA_CLASS,  # 1: FeatureUnion
+    ("sklearn.pipeline", "Pipeline"): DATA_CLASS,  # 1: Pipeline
+    ("sklearn.preprocessing._data", "Binarizer"): DATA_CLASS,  # 1: Binarizer
+    ("sklearn.preprocessing._data", "KernelCenterer"): DATA_CLASS,  # 2: Isomap, KernelPCA
+    ("sklearn.preprocessing._data", "MaxAbsScaler"): DATA_CLASS,  # 1: MaxAbsScaler
+    ("sklearn.preprocessing._data", "MinMaxScaler"): DATA_CLASS,  # 1: MinMaxScaler
+    ("sklearn.preprocessing._data", "Normalizer"): DATA_CLASS,  # 1: Normalizer
+    ("sklearn.preprocessing._data", "PowerTransformer"): DATA_CLASS,  # 1: PowerTransformer
+    # 1: QuantileTransformer
+    ("sklearn.preprocessing._data", "QuantileTransformer"): DATA_CLASS,
+    ("sklearn.preprocessing._data", "RobustScaler"): DATA_CLASS,  # 1: RobustScaler
+    # 5: ColumnTransformer, FeatureUnion, Pipel...
+    ("sklearn.preprocessing._data", "StandardScaler"): DATA_CLASS,
+    # 1: KBinsDiscretizer
+    ("sklearn.preprocessing._discretization", "KBinsDiscretizer"): DATA_CLASS,
+    # 3: KBinsDiscretizer, OneHotEncoder, Ra...
+    ("sklearn.preprocessing._encoders", "OneHotEncoder"): DATA_CLASS,
+    ("sklearn.preprocessing._encoders", "OrdinalEncoder"): DATA_CLASS,  # 1: OrdinalEncoder
+    # 2: FunctionTransform...
+    ("sklearn.preprocessing._function_transformer", "FunctionTransformer"): DATA_CLASS,
+    # 5: GaussianProcessClassifier, MLPClassif...
+    ("sklearn.preprocessing._label", "LabelBinarizer"): DATA_CLASS,
+    # 3: HistGradientBoostingClassifier, Stackin...
+    ("sklearn.preprocessing._label", "LabelEncoder"): DATA_CLASS,
+    # 1: MultiLabelBinarizer
+    ("sklearn.preprocessing._label", "MultiLabelBinarizer"): DATA_CLASS,
+    # 1: PolynomialFeatures
+    ("sklearn.preprocessing._polynomial", "PolynomialFeatures"): DATA_CLASS,
+    # 1: SplineTransformer
+    ("sklearn.preprocessing._polynomial", "SplineTransformer"): DATA_CLASS,
+    ("sklearn.preprocessing._target_encoder", "TargetEncoder"): DATA_CLASS,  # 1: TargetEncoder
+    # 1: GaussianRandomProjection
+    ("sklearn.random_projection", "GaussianRandomProjection"): DATA_CLASS,
+    # 1: SparseRandomProjection
+    ("sklearn.random_projection", "SparseRandomProjection"): DATA_CLASS,
+    # 1: LabelPropagation
+    ("sklearn.semi_supervised._label_propagation", "LabelPropagation"): DATA_CLASS,
+    # 1: LabelSpreading
+    ("sklearn.semi_supervised._label_propagation", "LabelSpreading"): DATA_CLASS,
+    # 1: SelfTrainingClassif...
+    ("sklearn.semi_supervised._self_training", "SelfTrainingClassifier"): DATA_CLASS,
+    ("sklearn.svm._classes", "LinearSVC"): DATA_CLASS,  # 1: LinearSVC
+    ("sklearn.svm._classes", "LinearSVR"): DATA_CLASS,  # 1: LinearSVR
+    ("sklearn.svm._classes", "NuSVC"): DATA_CLASS,  # 1: NuSVC
+    ("sklearn.svm._classes", "NuSVR"): DATA_CLASS,  # 1: NuSVR
+    ("sklearn.svm._classes", "OneClassSVM"): DATA_CLASS,  # 1: OneClassSVM
+    ("sklearn.svm._classes", "SVC"): DATA_CLASS,  # 1: SVC
+    ("sklearn.svm._classes", "SVR"): DATA_CLASS,  # 1: SVR
+    # 6: AdaBoostClassifier, BaggingClassifie...
+    ("sklearn.tree._classes", "DecisionTreeClassifier"): DATA_CLASS,
+    # 8: AdaBoostRegressor, BaggingRegressor, ...
+    ("sklearn.tree._classes", "DecisionTreeRegressor"): DATA_CLASS,
+    # 2: ExtraTreeClassifier, ExtraTreesClassifi...
+    ("sklearn.tree._classes", "ExtraTreeClassifier"): DATA_CLASS,
+    # 4: ExtraTreeRegressor, ExtraTreesRegressor,...
+    ("sklearn.tree._classes", "ExtraTreeRegressor"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.tree._tree", "BestFirstTreeBuilder"): DATA_CLASS,
+    # same module as an observed helper
+    ("sklearn.tree._tree", "DepthFirstTreeBuilder"): DATA_CLASS,
+    # 20: AdaBoostClassifier, AdaBoostRegressor, BaggingClassifier
+    ("sklearn.tree._tree", "Tree"): CALLED_CLASS,
+    ("sklearn.tree._tree", "TreeBuilder"): DATA_CLASS,  # same module as an observed helper
+    ("sklearn.tree._tree", "_AlphaPruner"): DATA_CLASS,  # same module as an observed helper
+    # same module as an observed helper
+    ("sklearn.tree._tree", "_CCPPruneController"): DATA_CLASS,
+    ("sklearn.tree._tree", "_PathFinder"): DATA_CLASS,  # same module as an observed helper
+    # same module as an observed helper
+    ("sklearn.tree._tree", "__pyx_unpickle_TreeBuilder"): RECONSTRUCTOR,
+    # same module as an observed helper
+    ("sklearn.tree._tree", "__pyx_unpickle__CCPPruneController"): RECONSTRUCTOR,
+    # 4: StackingClassifier, StackingRegressor, VotingClassifier
+    ("sklearn.utils._bunch", "Bunch"): DATA_CLASS,
+    # --- torch ---
+    ("torch", "Size"): DATA_CLASS,  # reviewed: tuple subclass
+    ("torch", "bfloat16"): CONSTANT,  # reviewed: torch dtype constant
+    ("torch", "bool"): CONSTANT,  # reviewed: torch dtype constant
+    ("torch", "complex128"): CONSTANT,  # reviewed: torch dtype constant
+    ("torch", "complex64"): CONSTANT,  # reviewed: torch dtype constant
+    ("torch", "device"): DATA_CLASS,  # reviewed: parses a device string only
+    ("torch", "float16"): CONSTANT,  # reviewed: torch dtype constant
+    ("torch", "float32"): CONSTANT,  # reviewed: torch dtype constant
+    ("torch", "float64"): CONSTANT,  # reviewed: torch dtype constant
+    ("torch", "int16"): CONSTANT,  # reviewed: torch dtype constant
+    ("torch", "int32"): CONSTANT,  # reviewed: torch dtype constant
+    ("torch", "int64"): CONSTANT,  # reviewed: torch dtype constant
+    ("torch", "int8"): CONSTANT,  # reviewed: torch dtype constant
+    ("torch", "uint8"): CONSTANT,  # reviewed: torch dtype constant
+    # 3: torch.Embedding+LSTM, torch.Linear, torch.Sequent...
+    ("torch._utils", "_rebuild_parameter"): RECONSTRUCTOR,
+    # reviewed: like _rebuild_parameter
+    ("torch._utils", "_rebuild_parameter_with_state"): RECONSTRUCTOR,
+    # 4: torch.Embedding+LSTM, torch.Linear, torch.Sequent...
+    ("torch._utils", "_rebuild_tensor_v2"): RECONSTRUCTOR,
+    ("torch.nn.modules.activation", "CELU"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "ELU"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "GELU"): DATA_CLASS,  # 1: torch.Sequential
+    ("torch.nn.modules.activation", "GLU"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "Hardshrink"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "Hardsigmoid"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "Hardswish"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "Hardtanh"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "LeakyReLU"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "LogSigmoid"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "LogSoftmax"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "Mish"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "MultiheadAttention"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "PReLU"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "RReLU"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "ReLU"): DATA_CLASS,  # 1: torch.Sequential
+    ("torch.nn.modules.activation", "ReLU6"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "SELU"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "SiLU"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "Sigmoid"): DATA_CLASS,  # 1: torch.Sequential
+    ("torch.nn.modules.activation", "Softmax"): DATA_CLASS,  # 1: torch.Sequential
+    ("torch.nn.modules.activation", "Softmax2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "Softmin"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "Softplus"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "Softshrink"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "Softsign"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "Tanh"): DATA_CLASS,  # 1: torch.Sequential
+    ("torch.nn.modules.activation", "Tanhshrink"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.activation", "Threshold"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.adaptive", "AdaptiveLogSoftmaxWithLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.batchnorm", "BatchNorm1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.batchnorm", "BatchNorm2d"): DATA_CLASS,  # 1: torch.Sequential
+    ("torch.nn.modules.batchnorm", "BatchNorm3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.batchnorm", "LazyBatchNorm1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.batchnorm", "LazyBatchNorm2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.batchnorm", "LazyBatchNorm3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.batchnorm", "SyncBatchNorm"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.channelshuffle", "ChannelShuffle"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.container", "Container"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.container", "ModuleDict"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.container", "ModuleList"): DATA_CLASS,  # 1: torch.Embedding+LSTM
+    ("torch.nn.modules.container", "ParameterDict"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.container", "ParameterList"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.container", "Sequential"): DATA_CLASS,  # 1: torch.Sequential
+    ("torch.nn.modules.conv", "Conv1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.conv", "Conv2d"): DATA_CLASS,  # 1: torch.Sequential
+    ("torch.nn.modules.conv", "Conv3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.conv", "ConvTranspose1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.conv", "ConvTranspose2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.conv", "ConvTranspose3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.conv", "LazyConv1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.conv", "LazyConv2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.conv", "LazyConv3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.conv", "LazyConvTranspose1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.conv", "LazyConvTranspose2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.conv", "LazyConvTranspose3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.distance", "CosineSimilarity"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.distance", "PairwiseDistance"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.dropout", "AlphaDropout"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.dropout", "Dropout"): DATA_CLASS,  # 1: torch.Sequential
+    ("torch.nn.modules.dropout", "Dropout1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.dropout", "Dropout2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.dropout", "Dropout3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.dropout", "FeatureAlphaDropout"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.flatten", "Flatten"): DATA_CLASS,  # 1: torch.Sequential
+    ("torch.nn.modules.flatten", "Unflatten"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.fold", "Fold"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.fold", "Unfold"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.instancenorm", "InstanceNorm1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.instancenorm", "InstanceNorm2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.instancenorm", "InstanceNorm3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.instancenorm", "LazyInstanceNorm1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.instancenorm", "LazyInstanceNorm2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.instancenorm", "LazyInstanceNorm3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.linear", "Bilinear"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.linear", "Identity"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.linear", "LazyLinear"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.linear", "Linear"): DATA_CLASS,  # 2: torch.Linear, torch.Sequential
+    ("torch.nn.modules.loss", "BCELoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "BCEWithLogitsLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "CTCLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "CosineEmbeddingLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "CrossEntropyLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "GaussianNLLLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "HingeEmbeddingLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "HuberLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "KLDivLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "L1Loss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "LinearCrossEntropyLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "MSELoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "MarginRankingLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "MultiLabelMarginLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "MultiLabelSoftMarginLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "MultiMarginLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "NLLLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "NLLLoss2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "PoissonNLLLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "SmoothL1Loss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "SoftMarginLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "TripletMarginLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.loss", "TripletMarginWithDistanceLoss"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.module", "Module"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.normalization", "CrossMapLRN2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.normalization", "GroupNorm"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.normalization", "LayerNorm"): DATA_CLASS,  # 1: torch.Sequential
+    ("torch.nn.modules.normalization", "LocalResponseNorm"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.normalization", "RMSNorm"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "CircularPad1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "CircularPad2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "CircularPad3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "ConstantPad1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "ConstantPad2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "ConstantPad3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "ReflectionPad1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "ReflectionPad2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "ReflectionPad3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "ReplicationPad1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "ReplicationPad2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "ReplicationPad3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "ZeroPad1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "ZeroPad2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.padding", "ZeroPad3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pixelshuffle", "PixelShuffle"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pixelshuffle", "PixelUnshuffle"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "AdaptiveAvgPool1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "AdaptiveAvgPool2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "AdaptiveAvgPool3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "AdaptiveMaxPool1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "AdaptiveMaxPool2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "AdaptiveMaxPool3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "AvgPool1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "AvgPool2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "AvgPool3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "FractionalMaxPool2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "FractionalMaxPool3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "LPPool1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "LPPool2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "LPPool3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "MaxPool1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "MaxPool2d"): DATA_CLASS,  # 1: torch.Sequential
+    ("torch.nn.modules.pooling", "MaxPool3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "MaxUnpool1d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "MaxUnpool2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.pooling", "MaxUnpool3d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.rnn", "GRU"): DATA_CLASS,  # 1: torch.Embedding+LSTM
+    ("torch.nn.modules.rnn", "GRUCell"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.rnn", "LSTM"): DATA_CLASS,  # 1: torch.Embedding+LSTM
+    ("torch.nn.modules.rnn", "LSTMCell"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.rnn", "RNN"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.rnn", "RNNBase"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.rnn", "RNNCell"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.rnn", "RNNCellBase"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.sparse", "Embedding"): DATA_CLASS,  # 1: torch.Embedding+LSTM
+    ("torch.nn.modules.sparse", "EmbeddingBag"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.transformer", "Transformer"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.transformer", "TransformerDecoder"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.transformer", "TransformerDecoderLayer"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.transformer", "TransformerEncoder"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.transformer", "TransformerEncoderLayer"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.upsampling", "Upsample"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.upsampling", "UpsamplingBilinear2d"): DATA_CLASS,  # nn.Module class
+    ("torch.nn.modules.upsampling", "UpsamplingNearest2d"): DATA_CLASS,  # nn.Module class
 }
 DEFAULT_ALLOWED_PAIRS: frozenset[tuple[str, str]] = frozenset(ALLOWED)
 
