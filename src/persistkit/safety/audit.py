@@ -13,6 +13,7 @@ from persistkit.safety.policy import TrustPolicy
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _NPY_MAGIC = b"\x93NUMPY"
+_JSON_WHITESPACE = b" \t\n\r"
 
 
 @dataclass
@@ -81,12 +82,21 @@ def _format_of(head: bytes) -> str:
         return "torch-zip"
     if head.startswith(_NPY_MAGIC):
         return "npy"
-    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 10**9:
+    if _looks_like_safetensors(head):
         return "safetensors"
     method = compression_of(head)
     if method is not None:
         return f"joblib ({method})"
     return "pickle"
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    """A plausible header length, then the JSON object, after any JSON whitespace (which the
+    reference library accepts, so ``load`` does too)."""
+    if len(head) < 9 or int.from_bytes(head[:8], "little") >= 10**9:
+        return False
+    rest = head[8:].lstrip(_JSON_WHITESPACE)
+    return rest.startswith(b"{") or not rest  # all whitespace so far: the header decides
 
 
 def _classify(

@@ -7,12 +7,25 @@ that match each tensor's byte size, tile the data section from offset 0 without 
 overlap, and end exactly at the end of the file. A file that passes can be handed to the
 ``safetensors`` library without it ever reading past the file or allocating more than the file
 holds.
+
+Numbers are bounded before any arithmetic is done with them: an integer of more than 20 digits
+(more than a u64 holds) is refused while the JSON is parsed, a shape has at most
+:data:`MAX_DIMS` dimensions each at most :data:`MAX_DIM`, and element counts are multiplied out
+one dimension at a time, stopping as soon as they pass what the file can hold — so a header of
+huge dimensions with one zero is refused in microseconds instead of computing an
+arbitrary-precision product.
+
+The JSON accepted is the JSON the reference ``safetensors`` library (serde_json) accepts: the
+four JSON whitespace characters (space, tab, LF, CR) before, inside and after the object;
+nothing else (no other whitespace, no byte-order mark, no ``NaN``/``Infinity``, no ``-0``, no
+unpaired surrogate escapes). Deliberately stricter than the reference: duplicate keys and
+unknown keys in a tensor entry (the reference silently keeps one / ignores them) and shapes of
+more than 64 dimensions (numpy cannot build them) are refused.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -24,6 +37,10 @@ from persistkit.errors import FormatError
 HEADER_LENGTH_BYTES = 8
 MAX_HEADER_BYTES = 100_000_000  # the limit the safetensors library itself enforces
 METADATA_KEY = "__metadata__"
+MAX_DIMS = 64  # numpy's limit on dimensions; the reference library accepts more
+MAX_DIM = 2**63 - 1  # the largest size numpy and torch can give a dimension
+_MAX_U64 = 2**64 - 1  # the reference computes element counts in u64 and refuses overflow
+_MAX_INT_DIGITS = len(str(_MAX_U64))
 
 # dtype name in the header -> bits per element
 DTYPE_BITS: dict[str, int] = {
@@ -124,16 +141,9 @@ def parse_safetensors_header(
     size is ``file_size``."""
     data_start = HEADER_LENGTH_BYTES + len(raw)
     data_size = file_size - data_start
-    if not raw.startswith(b"{"):
-        raise _bad(name, "its header is not a JSON object")
-    try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _bad(name, f"its header is not valid JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise _bad(name, "its header is not a JSON object")
+    header = _parse_json(raw, name)
     metadata = _metadata(header.pop(METADATA_KEY, None), name)
-    entries = [_entry(key, value, name) for key, value in header.items()]
+    entries = [_entry(key, value, name, data_size) for key, value in header.items()]
     entries.sort(key=lambda e: (e.begin, e.end))
     position = 0
     for entry in entries:
@@ -142,41 +152,111 @@ def parse_safetensors_header(
             raise _bad(name, f"tensor {entry.name!r} at offset {entry.begin} {problem}")
         position = entry.end
     if position != data_size:
-        if position > data_size:
-            raise _bad(
-                name,
-                f"its tensors need {position} bytes of data but the file holds {data_size}: "
-                "it is truncated",
-            )
         raise _bad(name, f"it has {data_size - position} trailing bytes after the last tensor")
     return SafetensorsHeader(tuple(entries), metadata, data_start, file_size)
 
 
-def _entry(key: str, value: Any, name: str) -> TensorEntry:
+def _parse_json(raw: bytes, name: str) -> dict[str, Any]:
+    """The header as a dict, parsed with the reference library's JSON rules (see the module
+    docstring); integers longer than a u64 are refused before they are converted."""
+    try:
+        header = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_strict_object,
+            parse_int=_bounded_int,
+            parse_constant=_no_constant,
+        )
+    except (UnicodeError, ValueError, RecursionError) as exc:
+        raise _bad(name, f"its header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise _bad(name, "its header is not a JSON object")
+    return header
+
+
+def _entry(key: str, value: Any, name: str, data_size: int) -> TensorEntry:
     if not isinstance(value, dict) or set(value) != _TENSOR_KEYS:
         raise _bad(name, f"tensor {key!r} must have exactly dtype, shape and data_offsets")
-    dtype, shape, offsets = value["dtype"], value["shape"], value["data_offsets"]
+    dtype, offsets = value["dtype"], value["data_offsets"]
     if dtype not in DTYPE_BITS:
         raise _bad(name, f"tensor {key!r} has unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        raise _bad(name, f"tensor {key!r} has an invalid shape {shape!r}")
+    shape = _shape(key, value["shape"], name)
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
         or not all(_is_count(o) for o in offsets)
         or offsets[0] > offsets[1]
     ):
-        raise _bad(name, f"tensor {key!r} has invalid data_offsets {offsets!r}")
-    bits = math.prod(shape) * DTYPE_BITS[dtype]
-    if bits % 8:
-        raise _bad(name, f"tensor {key!r} of {dtype} {shape} does not fill whole bytes")
-    if offsets[1] - offsets[0] != bits // 8:
+        raise _bad(name, f"tensor {key!r} has invalid data_offsets {offsets!r:.80}")
+    if offsets[1] > data_size:
         raise _bad(
             name,
-            f"tensor {key!r} of {dtype} {shape} needs {bits // 8} bytes but its "
-            f"data_offsets span {offsets[1] - offsets[0]}",
+            f"tensor {key!r} ends at data offset {offsets[1]} but the file holds {data_size} "
+            "bytes of data: it is truncated",
         )
-    return TensorEntry(key, dtype, tuple(shape), offsets[0], offsets[1])
+    _check_byte_size(key, dtype, shape, offsets[1] - offsets[0], name)
+    return TensorEntry(key, dtype, shape, offsets[0], offsets[1])
+
+
+def _shape(key: str, shape: Any, name: str) -> tuple[int, ...]:
+    """The shape as a tuple, each dimension bounded before anything is computed from it."""
+    if not isinstance(shape, list):
+        raise _bad(name, f"tensor {key!r} has an invalid shape {shape!r:.80}")
+    if len(shape) > MAX_DIMS:
+        raise _bad(
+            name, f"tensor {key!r} has {len(shape)} dimensions, more than the {MAX_DIMS} allowed"
+        )
+    for dim in shape:
+        if not _is_count(dim) or dim > MAX_DIM:
+            raise _bad(
+                name,
+                f"tensor {key!r} has an invalid dimension {dim!r:.40} "
+                f"(sizes are whole numbers from 0 to {MAX_DIM})",
+            )
+    return tuple(shape)
+
+
+def _check_byte_size(key: str, dtype: str, shape: tuple[int, ...], span: int, name: str) -> None:
+    """Check that a tensor of ``dtype`` and ``shape`` fills exactly the ``span`` bytes its
+    offsets give it (``span`` is at most the file's size)."""
+    bits = DTYPE_BITS[dtype]
+    what = f"tensor {key!r} of {dtype} {list(shape)}"
+    if 0 in shape:
+        _check_count_fits_u64(key, shape, name)
+        count = 0
+    else:
+        count = _bounded_count(shape, limit=span * 8 // bits)
+        if count is None:
+            raise _bad(name, f"{what} needs more than the {span} bytes its data_offsets span")
+    if (count * bits) % 8:
+        raise _bad(name, f"{what} does not fill whole bytes")
+    if count * bits != span * 8:
+        raise _bad(name, f"{what} needs {count * bits // 8} bytes but its data_offsets span {span}")
+
+
+def _bounded_count(shape: tuple[int, ...], *, limit: int) -> int | None:
+    """The product of ``shape`` (no zeros), or None once a partial product passes ``limit``
+    before the last dimension. Each factor is at most 2**63 and each partial product at most
+    ``limit``, so every step is a small multiplication, never a huge arbitrary-precision one."""
+    count = 1
+    for index, dim in enumerate(shape):
+        count *= dim
+        if count > limit and index < len(shape) - 1:
+            return None
+    return count
+
+
+def _check_count_fits_u64(key: str, shape: tuple[int, ...], name: str) -> None:
+    """An empty tensor's dimensions multiplied in order, as the reference library does: it
+    refuses the file when a partial product overflows a u64 before the zero is reached."""
+    count = 1
+    for dim in shape:
+        count *= dim
+        if count > _MAX_U64:
+            raise _bad(
+                name,
+                f"tensor {key!r} has a shape {list(shape)} whose element count overflows "
+                "64 bits before its zero dimension",
+            )
 
 
 def _metadata(value: Any, name: str) -> dict[str, str]:
@@ -193,13 +273,39 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _bounded_int(text: str) -> int:
+    """``parse_int`` for the header: only what fits a u64, never ``-0`` or a negative."""
+    if text.startswith("-"):
+        raise ValueError(f"negative number {text[:40]}")
+    if len(text) > _MAX_INT_DIGITS:
+        raise ValueError(f"number of {len(text)} digits, more than a 64-bit count holds")
+    return int(text)
+
+
+def _no_constant(text: str) -> Any:
+    """``parse_constant``: ``NaN`` and ``Infinity`` are not JSON."""
+    raise ValueError(f"{text} is not JSON")
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: refuses duplicate keys, and keys or string values that are not
+    valid Unicode (escaped unpaired surrogates, which Python accepts and serde refuses)."""
     result: dict[str, Any] = {}
     for key, value in pairs:
+        _check_unicode(key)
+        if isinstance(value, str):
+            _check_unicode(value)
         if key in result:
             raise ValueError(f"duplicate key {key!r}")
         result[key] = value
     return result
+
+
+def _check_unicode(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"string {text[:40]!r} holds an unpaired surrogate") from None
 
 
 def _bad(name: str, problem: str) -> FormatError:

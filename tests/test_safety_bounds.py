@@ -1,0 +1,334 @@
+"""Classes 6 and 7 of the safety issue: validators bound every number before computing with it,
+cap nesting, and accept exactly what the reference parsers accept — and `scan` agrees with
+`load` in each case.
+
+* safetensors: huge / zero-mixed / too many dimensions are refused at once (a header of huge
+  dimensions with one zero used to take minutes); the JSON header is compared with the
+  reference ``safetensors`` library on generated headers (a differential test).
+* manifests: nesting is capped (no ``RecursionError``), file sizes are bounded.
+* plain ``.npy`` / ``.npz`` files of numbers load as data; object arrays go through the audit.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import persistkit
+from persistkit.errors import FormatError
+from persistkit.safety import audit_file, read_safetensors_header
+
+safetensors = pytest.importorskip("safetensors")
+
+# --- safetensors: helpers -------------------------------------------------------------------
+
+JSON_WS = [" ", "\t", "\n", "\r", "  \n\t\r "]
+# characters Python's str.isspace() (or a BOM-aware reader) might take for whitespace, but JSON
+# (and the reference library) does not
+NOT_JSON_WS = ["\x0b", "\x0c", "\xa0", "\u2028", "\u3000", "\ufeff", "\x00", "\x1c"]
+
+
+def write_safetensors(
+    path: Path, header: bytes, data: bytes = b"", length: int | None = None
+) -> Path:
+    """A safetensors file from raw header bytes (the 8-byte length is computed unless given)."""
+    size = len(header) if length is None else length
+    path.write_bytes(struct.pack("<Q", size) + header + data)
+    return path
+
+
+def tensor_json(shape: str, begin: int = 0, end: int = 0, dtype: str = "F32") -> bytes:
+    """A one-tensor header with ``shape`` written verbatim (so "-0" or 10**30 survive)."""
+    entry = f'{{"dtype":"{dtype}","shape":{shape},"data_offsets":[{begin},{end}]}}'
+    return ('{"t":' + entry + "}").encode()
+
+
+def reference_accepts(path: Path) -> bool:
+    """The reference library's verdict on the header: ``safe_open`` validates it (JSON, dtypes,
+    offsets, sizes, coverage of the file) before any tensor is read."""
+    try:
+        with safetensors.safe_open(str(path), framework="numpy") as handle:
+            handle.keys()
+    except Exception:
+        return False
+    return True
+
+
+def persistkit_accepts(path: Path) -> bool:
+    try:
+        read_safetensors_header(path)
+    except FormatError:
+        return False
+    return True
+
+
+def scan_accepts(path: Path) -> bool:
+    result = audit_file(path)
+    return result.format == "safetensors" and result.clean
+
+
+# --- safetensors: bounds (class 6) ----------------------------------------------------------
+
+HUGE = 10**4000  # 4 001 digits: under Python's int-parsing limit, far over any size
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "shape",
+    [
+        # computing the product of these took minutes (arbitrary-precision multiplication)
+        "[" + ",".join([str(HUGE)] * 1000) + ",0]",
+        "[" + ",".join([str(HUGE - 1)] * 500) + ",0," + ",".join([str(HUGE)] * 500) + "]",
+        # larger than a u64: the reference refuses them, persistkit used to accept
+        f"[{10**30},{10**30},0]",
+        f"[{2**64},0]",
+        # partial product overflows a u64 before the zero: the reference refuses
+        f"[{2**62},4,0]",
+        f"[{2**32},{2**32},0]",
+        # larger than any framework can index
+        f"[{2**63},0]",
+        f"[0,{2**64 - 1}]",
+        # more dimensions than numpy can build
+        "[" + ",".join(["1"] * 65) + ",0]",
+        "[" + ",".join(["1"] * 100_000) + ",0]",
+        # -0 is a float to the reference, not a size
+        "[-0]",
+        "[3,-0]",
+    ],
+    ids=[
+        "1000-huge-dims-then-0",
+        "huge-dims-around-a-0",
+        "1e30-1e30-0",
+        "2^64-0",
+        "2^62-4-0",
+        "2^32-2^32-0",
+        "2^63-0",
+        "0-then-u64-max",
+        "65-dims",
+        "100k-dims",
+        "minus-zero",
+        "3-minus-zero",
+    ],
+)
+def test_absurd_empty_shapes_are_refused_at_once_as_the_reference_does(
+    tmp_path: Path, shape: str
+) -> None:
+    path = write_safetensors(tmp_path / "x.safetensors", tensor_json(shape))
+    with pytest.raises(FormatError, match="not a valid safetensors file"):
+        read_safetensors_header(path)
+    assert not scan_accepts(path)
+    with pytest.raises(FormatError):
+        persistkit.load(path)
+
+
+def _generated_absurd_shapes(seed: int, count: int) -> list[list[int]]:
+    """Shapes mixing huge, u64-edge and zero dimensions, in random order."""
+    rng = random.Random(seed)
+    pool = [2**31, 2**32, 2**32 + 1, 2**40, 2**62, 2**63, 2**63 + 1, 2**64 - 1, 2**64, 10**30]
+    shapes = []
+    for _ in range(count):
+        dims = [rng.choice(pool) for _ in range(rng.randint(2, 64))]
+        dims.insert(rng.randrange(len(dims) + 1), 0)
+        shapes.append(dims)
+    return shapes
+
+
+@pytest.mark.timeout(10)
+def test_generated_huge_dimensions_with_a_zero_get_the_reference_verdict(tmp_path: Path) -> None:
+    # below 2**63 a dimension is one numpy and torch can index; among those, the reference
+    # refuses exactly the shapes whose running product overflows a u64 before the zero
+    readable = [[0, 768], [2**40, 0], [0, 2**62, 3], [4294967297, 4294967295, 0], [2**63 - 1, 0]]
+    mismatches = []
+    for index, dims in enumerate(readable + _generated_absurd_shapes(seed=6, count=150)):
+        path = write_safetensors(tmp_path / f"g{index}.safetensors", tensor_json(str(dims)))
+        reference = reference_accepts(path) and max(dims) < 2**63
+        if not persistkit_accepts(path) == scan_accepts(path) == reference:
+            mismatches.append(dims)
+    assert mismatches == []
+    for dims in readable:  # empty tensors the reference reads keep their shape
+        path = write_safetensors(tmp_path / "e.safetensors", tensor_json(str(dims)))
+        assert read_safetensors_header(path).tensors[0].shape == tuple(dims)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("dims", [[2**62] * 64, [2**63 - 1] * 64, [2**31] * 3, [10**6] * 20])
+def test_huge_shapes_without_a_zero_are_refused_against_the_file_size(
+    tmp_path: Path, dims: list[int]
+) -> None:
+    # no zero: the count is multiplied out only until it passes the bytes the file holds
+    path = write_safetensors(tmp_path / "x.safetensors", tensor_json(str(dims), 0, 16), b"\0" * 16)
+    with pytest.raises(FormatError, match="needs more than the 16 bytes"):
+        read_safetensors_header(path)
+    assert not scan_accepts(path)
+
+
+def test_header_length_fields_the_reference_refuses_are_refused(tmp_path: Path) -> None:
+    # a guard: these were refused before the bounds work too, and must stay refused
+    for length in (0, 1, 100_000_001, 2**32, 2**63, 2**64 - 1):
+        path = write_safetensors(tmp_path / "l.safetensors", b"{}" + b" " * 6, length=length)
+        assert not reference_accepts(path)
+        with pytest.raises(FormatError):
+            read_safetensors_header(path)
+        assert not scan_accepts(path)
+
+
+# --- safetensors: the JSON header against the reference (class 7) ---------------------------
+
+BODY = '{"t":{"dtype":"F32","shape":[3],"data_offsets":[0,12]}}'
+
+
+def _with_whitespace(where: str, ws: str) -> bytes:
+    if where == "leading":
+        return (ws + BODY).encode()
+    if where == "trailing":
+        return (BODY + ws).encode()
+    return BODY.replace(":{", ":" + ws + "{", 1).replace(",", ws + "," + ws).encode()
+
+
+def test_whitespace_gets_the_reference_verdict(tmp_path: Path) -> None:
+    # the four JSON whitespace characters before, inside and after the object; nothing else,
+    # not even what str.isspace() calls whitespace, nor a byte-order mark
+    cases = [
+        (where, ws) for where in ("leading", "trailing", "inner") for ws in JSON_WS + NOT_JSON_WS
+    ]
+    for index, (where, ws) in enumerate(cases):
+        path = write_safetensors(
+            tmp_path / f"w{index}.safetensors", _with_whitespace(where, ws), b"\0" * 12
+        )
+        expected = ws in JSON_WS
+        label = f"{ws!r} {where}"
+        assert reference_accepts(path) is expected, label
+        assert persistkit_accepts(path) is expected, label
+        assert scan_accepts(path) is expected, label
+        if expected:
+            np.testing.assert_array_equal(persistkit.load(path)["t"], np.zeros(3, np.float32))
+        else:
+            with pytest.raises(FormatError):
+                persistkit.load(path)
+
+
+PYTHON_ONLY_JSON = [
+    b'{"\\ud800":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}',  # unpaired surrogate
+    b'{"__metadata__":{"k":"\\udfff"}}',
+    b'{"t":{"dtype":"F32","shape":[0],"data_offsets":[-0,0]}}',
+    b'{"t":{"dtype":"F32","shape":[-0],"data_offsets":[0,0]}}',
+    b'{"__metadata__":{"k":NaN}}',
+    b'{"t":{"dtype":"F32","shape":[Infinity],"data_offsets":[0,0]}}',
+    b'{"t":{"dtype":"F32","shape":[0],"data_offsets":[0,18446744073709551616]}}',
+    b"{" * 200_000,
+    b'{"t":' + b"[" * 200_000 + b"]" * 200_000 + b"}",
+]
+
+
+def test_json_python_reads_but_the_reference_refuses_is_refused(tmp_path: Path) -> None:
+    for index, header in enumerate(PYTHON_ONLY_JSON):
+        path = write_safetensors(tmp_path / f"j{index}.safetensors", header)
+        assert not reference_accepts(path), header[:60]
+        assert not persistkit_accepts(path), header[:60]
+        assert not scan_accepts(path), header[:60]
+
+
+def test_deliberate_strictness_beyond_the_reference(tmp_path: Path) -> None:
+    # the reference silently picks one of two duplicate keys, ignores unknown keys and builds
+    # torch tensors of 100 dimensions; persistkit refuses all three (documented in the module)
+    for header in (
+        b'{"t":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},'
+        b'"t":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}',
+        b'{"t":{"dtype":"F32","shape":[0],"data_offsets":[0,0],"x":1}}',
+        tensor_json("[" + ",".join(["1"] * 100) + "]", 0, 4),
+    ):
+        data = b"\0" * 4 if b"[0,4]" in header else b""
+        path = write_safetensors(tmp_path / "d.safetensors", header, data)
+        assert reference_accepts(path)
+        assert not persistkit_accepts(path)
+        assert not scan_accepts(path)
+
+
+@dataclass
+class GeneratedFile:
+    header: bytes
+    data: bytes
+
+
+_DIMS = ["0", "1", "2", "3", "7", "-1", "-0", "2.0", "1e1", "true", '"3"', "null", str(2**64)]
+_DTYPES = ["F32", "F16", "U8", "BOOL", "F64", "I64", "F4", "X9"]
+
+
+def _generated_file(rng: random.Random) -> GeneratedFile:
+    """A header built by hand from random parts: JSON and non-JSON whitespace, good and bad
+    dimensions, offsets that are right or wrong, optional metadata, extra or missing data."""
+
+    def ws() -> str:
+        roll = rng.random()
+        if roll < 0.6:
+            return ""
+        return rng.choice(JSON_WS) if roll < 0.9 else rng.choice(NOT_JSON_WS)
+
+    parts, position = [], 0
+    for index in range(rng.randint(0, 3)):
+        dtype = rng.choice(_DTYPES)
+        dims = [
+            rng.choice(_DIMS[:5]) if rng.random() < 0.85 else rng.choice(_DIMS)
+            for _ in range(rng.randint(0, 3))
+        ]
+        try:
+            count = math.prod(int(d) for d in dims)
+            nbytes = count * {"F32": 4, "F16": 2, "F64": 8, "I64": 8, "F4": 1}.get(dtype, 1)
+        except ValueError:
+            nbytes = 4
+        if rng.random() < 0.1:
+            nbytes += rng.choice([-1, 1])
+        nbytes = nbytes if 0 <= nbytes <= 1024 else 4  # out of range: wrong on purpose
+        shape = "[" + ws() + ("," + ws()).join(dims) + ws() + "]"
+        parts.append(
+            f'"t{index}"{ws()}:{ws()}{{"dtype":{ws()}"{dtype}","shape":{shape},'
+            f'"data_offsets":[{position},{ws()}{position + nbytes}]}}'
+        )
+        position += nbytes
+    if rng.random() < 0.3:
+        value = rng.choice(['"pt"', "1", "NaN", '"\\ud800"', '"ok"'])
+        parts.append(f'"__metadata__":{ws()}{{"format":{value}}}')
+    body = ws() + "{" + ws() + ("," + ws()).join(parts) + ws() + "}" + ws()
+    data_size = position + (rng.choice([-1, 1]) if rng.random() < 0.05 else 0)
+    return GeneratedFile(body.encode("utf-8", "surrogatepass"), b"\0" * max(data_size, 0))
+
+
+def test_generated_headers_get_the_reference_verdict_from_validator_scan_and_load(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(7)
+    mismatches, accepted = [], 0
+    for index in range(400):
+        generated = _generated_file(rng)
+        path = write_safetensors(
+            tmp_path / f"h{index}.safetensors", generated.header, generated.data
+        )
+        verdicts = (reference_accepts(path), persistkit_accepts(path), scan_accepts(path))
+        if len(set(verdicts)) != 1:
+            mismatches.append((generated.header, verdicts))
+        accepted += verdicts[0]
+    assert mismatches == []
+    assert 50 < accepted < 350  # the generator exercises both verdicts
+
+
+def test_load_agrees_with_the_reference_on_leading_whitespace_headers(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "m.safetensors"
+    save_file({"w": np.arange(6, dtype=np.float32).reshape(2, 3)}, str(path))
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = raw[8 : 8 + length]
+    padded = write_safetensors(
+        tmp_path / "p.safetensors", b"\n\t  " + header + b"\r\n", raw[8 + length :]
+    )
+    assert reference_accepts(padded)
+    loaded = persistkit.load(padded)
+    np.testing.assert_array_equal(loaded["w"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert scan_accepts(padded)
