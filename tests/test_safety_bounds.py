@@ -11,6 +11,7 @@ cap nesting, and accept exactly what the reference parsers accept — and `scan`
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import struct
@@ -21,7 +22,8 @@ import numpy as np
 import pytest
 
 import persistkit
-from persistkit.errors import FormatError
+from persistkit.errors import FormatError, ManifestError
+from persistkit.manifest import Manifest
 from persistkit.safety import audit_file, read_safetensors_header
 
 safetensors = pytest.importorskip("safetensors")
@@ -332,3 +334,72 @@ def test_load_agrees_with_the_reference_on_leading_whitespace_headers(tmp_path: 
     loaded = persistkit.load(padded)
     np.testing.assert_array_equal(loaded["w"], np.arange(6, dtype=np.float32).reshape(2, 3))
     assert scan_accepts(padded)
+
+
+# --- manifests: nesting and numbers (class 6) -----------------------------------------------
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Path:
+    persistkit.save({"w": [1.0, 2.0]}, tmp_path / "art", backend="pickle")
+    return tmp_path / "art"
+
+
+def _nest(depth: int, opener: str) -> str:
+    closer = {"[": "]", "{": "}"}[opener]
+    inner = '"x": 1' if opener == "{" else "1"
+    return opener + (('"k": {' if opener == "{" else "[") * (depth - 1)) + inner + (closer * depth)
+
+
+def _manifest_with(artifact: Path, field: str, nested: str) -> str:
+    """The artifact's manifest text with ``nested`` (raw JSON) as the value of key "deep" in
+    ``metadata`` / ``backend.options`` / ``model``, or at the top level."""
+    manifest = json.loads((artifact / "persistkit.json").read_text())
+    where = {"metadata": manifest["metadata"], "model": manifest["model"], "top": manifest}
+    where["options"] = manifest["backend"]["options"]
+    where[field]["deep"] = "NESTED-HERE"
+    return json.dumps(manifest).replace('"NESTED-HERE"', nested)
+
+
+@pytest.mark.parametrize("field", ["metadata", "options", "model", "top"])
+def test_manifest_nesting_is_capped_with_a_clear_error(artifact: Path, field: str) -> None:
+    # below the cap a nested manifest loads; at any depth above it the error names the
+    # nesting (it used to be accepted up to the recursion limit, then a raw RecursionError)
+    for depth, opener in [(3, "{"), (60, "["), (60, "{")]:
+        text = _manifest_with(artifact, field, _nest(depth, opener))
+        assert Manifest.from_json(text) is not None
+    # brackets inside strings (escaped quotes included) are text, not nesting
+    brackets = json.dumps("[{" * 10_000 + '\\"' + "[" * 100)
+    text = _manifest_with(artifact, field, brackets)
+    assert Manifest.from_json(text) is not None
+    for depth, opener in [(65, "["), (200, "{"), (999, "["), (5_000, "{"), (100_000, "[")]:
+        text = _manifest_with(artifact, field, _nest(depth, opener))
+        with pytest.raises(ManifestError, match="nested .* levels deep"):
+            Manifest.from_json(text)
+        with pytest.raises(ManifestError, match="nested .* levels deep"):
+            Manifest.from_json(text.encode())
+
+
+def test_a_deeply_nested_manifest_is_refused_by_load_and_scan(artifact: Path) -> None:
+    from click.testing import CliRunner
+
+    from persistkit.cli import main
+
+    manifest = artifact / "persistkit.json"
+    manifest.write_text(_manifest_with(artifact, "metadata", _nest(100_000, "[")))
+    with pytest.raises(ManifestError, match="nested 100002 levels deep"):
+        persistkit.load(artifact)
+    result = CliRunner().invoke(main, ["scan", str(artifact)])
+    assert result.exit_code == 1
+    assert "nested 100002 levels deep" in result.output
+    assert not isinstance(result.exception, RecursionError)
+
+
+@pytest.mark.parametrize("size", [2**63, 2**64, 10**30, 10**4000])
+def test_absurd_file_sizes_in_a_manifest_are_refused(artifact: Path, size: int) -> None:
+    text = (artifact / "persistkit.json").read_text()
+    entry = json.loads(text)["files"][0]
+    edited = text.replace(f'"size": {entry["size"]}', f'"size": {size}', 1)
+    assert edited != text
+    with pytest.raises(ManifestError, match="invalid size|not valid JSON"):
+        Manifest.from_json(edited)
