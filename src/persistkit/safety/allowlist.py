@@ -15,6 +15,11 @@ module class, then reviewed by hand (comments say why each entry is here). Revie
   ``eval``, ``exec``, ``__import__``, ``operator.attrgetter``/``methodcaller``,
   ``functools.partial``, ``importlib``, ``pkgutil``, ``pydoc``, ``runpy``, ``code``,
   ``timeit``, ``cProfile``, ``numpy.load``/``fromfile``/``memmap`` and friends;
+- nothing whose code calls a method *named* by its state or a stored callable with stored
+  arguments (scorers, stacking, chains, ``PyFuncDistance``...), nor functions that touch
+  memory unchecked when given mismatched arrays: the capability review in
+  :mod:`persistkit.safety.capabilities` (``REVIEWED``, ``STATE_CALLABLE_ATTRIBUTES``,
+  ``REMOVED``) and ``tests/test_safety_capabilities.py`` keep it that way;
 - ``copyreg._reconstructor``, ``_codecs.encode`` and ``builtins.bytes`` are allowed only
   through argument-checking wrappers in :mod:`persistkit.safety.unpickler`.
 """
@@ -222,7 +227,6 @@ ALLOWED: dict[tuple[str, str], Role] = {
     ("sklearn.cluster._hdbscan.hdbscan", "HDBSCAN"): DATA_CLASS,  # 1: HDBSCAN
     ("sklearn.cluster._kmeans", "KMeans"): DATA_CLASS,  # 1: KMeans
     ("sklearn.cluster._kmeans", "MiniBatchKMeans"): DATA_CLASS,  # 1: MiniBatchKMeans
-    ("sklearn.cluster._kmeans", "_kmeans_single_lloyd"): PURE_FUNCTION,  # 1: BisectingKMeans
     ("sklearn.cluster._mean_shift", "MeanShift"): DATA_CLASS,  # 1: MeanShift
     ("sklearn.cluster._optics", "OPTICS"): DATA_CLASS,  # 1: OPTICS
     ("sklearn.cluster._spectral", "SpectralClustering"): DATA_CLASS,  # 1: SpectralClustering
@@ -299,8 +303,6 @@ ALLOWED: dict[tuple[str, str], Role] = {
     # 2: HistGradientBoos...
     ("sklearn.ensemble._hist_gradient_boosting.predictor", "TreePredictor"): DATA_CLASS,
     ("sklearn.ensemble._iforest", "IsolationForest"): DATA_CLASS,  # 1: IsolationForest
-    ("sklearn.ensemble._stacking", "StackingClassifier"): DATA_CLASS,  # 1: StackingClassifier
-    ("sklearn.ensemble._stacking", "StackingRegressor"): DATA_CLASS,  # 1: StackingRegressor
     ("sklearn.ensemble._voting", "VotingClassifier"): DATA_CLASS,  # 1: VotingClassifier
     ("sklearn.ensemble._voting", "VotingRegressor"): DATA_CLASS,  # 1: VotingRegressor
     # 1: AdaBoostClassifier
@@ -316,8 +318,6 @@ ALLOWED: dict[tuple[str, str], Role] = {
     ("sklearn.feature_extraction.text", "HashingVectorizer"): DATA_CLASS,
     ("sklearn.feature_extraction.text", "TfidfTransformer"): DATA_CLASS,  # 1: TfidfTransformer
     ("sklearn.feature_extraction.text", "TfidfVectorizer"): DATA_CLASS,  # estimator class
-    # 1: SelectFromModel
-    ("sklearn.feature_selection._from_model", "SelectFromModel"): DATA_CLASS,
     ("sklearn.feature_selection._rfe", "RFE"): DATA_CLASS,  # 1: RFE
     ("sklearn.feature_selection._rfe", "RFECV"): DATA_CLASS,  # 1: RFECV
     # 1: SequentialFeature...
@@ -367,8 +367,6 @@ ALLOWED: dict[tuple[str, str], Role] = {
     ("sklearn.gaussian_process.kernels", "Matern"): DATA_CLASS,
     # same module as an observed helper
     ("sklearn.gaussian_process.kernels", "NormalizedKernelMixin"): DATA_CLASS,
-    # same module as an observed helper
-    ("sklearn.gaussian_process.kernels", "PairwiseKernel"): DATA_CLASS,
     # 2: GaussianProcessClassifier, GaussianProce...
     ("sklearn.gaussian_process.kernels", "Product"): DATA_CLASS,
     # 2: GaussianProcessClassifier, GaussianProcessRe...
@@ -515,10 +513,6 @@ ALLOWED: dict[tuple[str, str], Role] = {
     # same module as an observed helper
     ("sklearn.metrics._dist_metrics", "MinkowskiDistance64"): DATA_CLASS,
     # same module as an observed helper
-    ("sklearn.metrics._dist_metrics", "PyFuncDistance32"): DATA_CLASS,
-    # same module as an observed helper
-    ("sklearn.metrics._dist_metrics", "PyFuncDistance64"): DATA_CLASS,
-    # same module as an observed helper
     ("sklearn.metrics._dist_metrics", "RogersTanimotoDistance32"): DATA_CLASS,
     # same module as an observed helper
     ("sklearn.metrics._dist_metrics", "RogersTanimotoDistance64"): DATA_CLASS,
@@ -542,21 +536,12 @@ ALLOWED: dict[tuple[str, str], Role] = {
     ("sklearn.metrics._dist_metrics", "__pyx_unpickle_DistanceMetric"): RECONSTRUCTOR,
     # 11: Isomap, KNeighborsClassifier, KNeighborsReg...
     ("sklearn.metrics._dist_metrics", "newObj"): RECONSTRUCTOR,
-    ("sklearn.metrics._scorer", "_BaseScorer"): DATA_CLASS,  # same module as an observed helper
-    # same module as an observed helper
-    ("sklearn.metrics._scorer", "_CurveScorer"): DATA_CLASS,
-    # same module as an observed helper
-    ("sklearn.metrics._scorer", "_MultimetricScorer"): DATA_CLASS,
-    # 4: GridSearchCV, HalvingGridSearchCV, Hal...
+    # 4: GridSearchCV, HalvingGridSearchCV, Hal... (reviewed: calls estimator.score, a fixed
+    # name; the other scorers dispatch by a name from state and are off the list)
     ("sklearn.metrics._scorer", "_PassthroughScorer"): DATA_CLASS,
-    ("sklearn.metrics._scorer", "_Scorer"): DATA_CLASS,  # same module as an observed helper
     # 1: BayesianGaussianMixture
     ("sklearn.mixture._bayesian_mixture", "BayesianGaussianMixture"): DATA_CLASS,
     ("sklearn.mixture._gaussian_mixture", "GaussianMixture"): DATA_CLASS,  # 1: GaussianMixture
-    # estimator...
-    ("sklearn.model_selection._classification_threshold", "FixedThresholdClassifier"): DATA_CLASS,
-    # estimat...
-    ("sklearn.model_selection._classification_threshold", "TunedThresholdClassifierCV"): DATA_CLASS,
     ("sklearn.model_selection._search", "GridSearchCV"): DATA_CLASS,  # 1: GridSearchCV
     # 1: RandomizedSearchCV
     ("sklearn.model_selection._search", "RandomizedSearchCV"): DATA_CLASS,
@@ -613,10 +598,8 @@ ALLOWED: dict[tuple[str, str], Role] = {
     ("sklearn.multiclass", "OneVsRestClassifier"): DATA_CLASS,
     ("sklearn.multiclass", "OutputCodeClassifier"): DATA_CLASS,  # 1: OutputCodeClassifier
     ("sklearn.multiclass", "_ConstantPredictor"): DATA_CLASS,  # 1: OutputCodeClassifier
-    ("sklearn.multioutput", "ClassifierChain"): DATA_CLASS,  # estimator class
     ("sklearn.multioutput", "MultiOutputClassifier"): DATA_CLASS,  # estimator class
     ("sklearn.multioutput", "MultiOutputRegressor"): DATA_CLASS,  # estimator class
-    ("sklearn.multioutput", "RegressorChain"): DATA_CLASS,  # estimator class
     ("sklearn.naive_bayes", "BernoulliNB"): DATA_CLASS,  # 1: BernoulliNB
     ("sklearn.naive_bayes", "CategoricalNB"): DATA_CLASS,  # 1: CategoricalNB
     ("sklearn.naive_bayes", "ComplementNB"): DATA_CLASS,  # 1: ComplementNB
