@@ -25,7 +25,9 @@ def scan(source: str, store_url: str | None, as_json: bool) -> None:
 
     \b
     Lists the format, sizes and every global the payload would import, split into those
-    on persistkit's allow-list and the untrusted rest. Nothing is imported or run.
+    on persistkit's allow-list and the untrusted rest. A file whose globals are all allowed
+    is then built the way the default load builds it (nothing outside the allow-list is
+    imported, only reviewed callables run) and thrown away, so scan and load agree.
     Exit 0 when it loads under the default policy (or is sealed by a key you trust),
     1 when loading it needs trusted=... or the file is damaged.
     """
@@ -109,6 +111,8 @@ def _human(report: dict[str, Any]) -> str:
         )
         if f["error"]:
             lines.append(f"    DAMAGED: {f['error']}")
+        if f.get("refused"):
+            lines.append(f"    REFUSED: {f['refused']}")
         lines.append(
             f"    allowed globals ({len(f['allowed_globals'])}): "
             + (", ".join(f["allowed_globals"]) or "-")

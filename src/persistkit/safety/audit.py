@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persistkit.errors import PersistkitError
+from persistkit.errors import PersistkitError, UntrustedArtifactError
 from persistkit.safety.pickle_audit import JOBLIB_WRAPPERS, PickleAudit, audit_pickle
 from persistkit.safety.policy import TrustPolicy
 
@@ -29,10 +29,13 @@ class FileAudit:
     untrusted: list[str] = field(default_factory=list)
     arrays: int = 0
     error: str | None = None
+    # what the restricted machine refused (the stream breaks an invariant of
+    # persistkit.safety.vm: it calls what it computed, builds onto a class, ...)
+    refused: str | None = None
 
     @property
     def clean(self) -> bool:
-        return not self.untrusted and self.error is None
+        return not self.untrusted and self.error is None and self.refused is None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +48,7 @@ class FileAudit:
             "untrusted_globals": self.untrusted,
             "arrays": self.arrays,
             "error": self.error,
+            "refused": self.refused,
             "clean": self.clean,
         }
 
@@ -52,7 +56,12 @@ class FileAudit:
 def audit_file(path: Path, policy: TrustPolicy | None = None) -> FileAudit:
     """Audit the model file at ``path`` (pickle, joblib, torch zip, safetensors, npy).
 
-    Never imports or calls anything from the file. A damaged file gets ``error`` set.
+    First the stream is audited without importing anything: every global is listed and
+    classified. When all of them are allowed, the file is then built exactly as the default
+    load builds it (by :mod:`persistkit.safety.vm`, which imports only allow-listed modules
+    and calls only reviewed callables with checked arguments) and thrown away, so the verdict
+    is the load's: a stream that breaks one of the machine's invariants gets ``refused`` set,
+    a damaged file ``error``.
     """
     policy = policy or TrustPolicy()
     size = path.stat().st_size
@@ -70,9 +79,26 @@ def audit_file(path: Path, policy: TrustPolicy | None = None) -> FileAudit:
             _audit_npy(path, result, policy)
         else:
             _audit_pickle_family(path, head, result, policy)
+    except UntrustedArtifactError as exc:
+        result.refused = exc.message
     except PersistkitError as exc:
         result.error = exc.message
+    if result.clean and result.format != "safetensors":
+        _build_as_load_would(path, result, policy)
     return result
+
+
+def _build_as_load_would(path: Path, result: FileAudit, policy: TrustPolicy) -> None:
+    """Build the file with the reader the default load uses; record its verdict."""
+    try:
+        if result.format == "torch-zip":
+            policy.load_torch(path)
+        elif result.format.startswith(("pickle", "joblib")):
+            policy.load_joblib(path)
+    except UntrustedArtifactError as exc:
+        result.refused = exc.message
+    except PersistkitError as exc:
+        result.error = exc.message
 
 
 def _format_of(head: bytes) -> str:

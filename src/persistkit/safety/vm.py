@@ -137,11 +137,34 @@ class RestrictedMachine:
         data = self.data
         size = len(data)
         table = _DISPATCH
+        stack = self.stack
+        memo = self.memo
         while True:
             pos = self.pos
             if pos >= size:
                 raise self.corrupt("the stream ends before its STOP opcode")
             code = data[pos]
+            # the opcodes that dominate model pickles, inline (same rules as their handlers)
+            if code == 0x68 and pos + 1 < size:  # BINGET
+                index = data[pos + 1]
+                if index not in memo:
+                    raise self.corrupt(f"memo slot {index} is read before it is written")
+                stack.append(memo[index])
+                self.pos = pos + 2
+                continue
+            if code == 0x94 and stack and stack[-1] is not _MARK:  # MEMOIZE
+                memo[len(memo)] = stack[-1]
+                self.pos = pos + 1
+                continue
+            if code == 0x8C and pos + 1 < size:  # SHORT_BINUNICODE
+                end = pos + 2 + data[pos + 1]
+                if end <= size:
+                    try:
+                        stack.append(str(data[pos + 2 : end], "utf-8", "surrogatepass"))
+                    except UnicodeDecodeError:
+                        raise self.corrupt("a string is not valid UTF-8") from None
+                    self.pos = end
+                    continue
             self.pos = pos + 1
             handler = table[code]
             if handler is None:
@@ -325,8 +348,7 @@ class RestrictedMachine:
                 raise self.refuse("BUILD state has a key that is not a string")
             if _is_dunder(k):
                 raise self.refuse(f"BUILD state sets {k!r}")
-            attr = _class_attribute(cls, k)
-            if attr is not None and _is_behaviour(attr):
+            if _shadows_behaviour(cls, k):
                 raise self.refuse(
                     f"BUILD state replaces {cls.__qualname__}.{k}, which is a method or "
                     "descriptor of the class"
@@ -334,6 +356,18 @@ class RestrictedMachine:
 
 
 _ABSENT = object()
+_SHADOWS: dict[tuple[type, str], bool] = {}
+
+
+def _shadows_behaviour(cls: type, name: str) -> bool:
+    """True when an instance attribute ``name`` would hide a method or descriptor of ``cls``
+    (cached: classes do not change during a load, and the same keys recur per instance)."""
+    key = (cls, name)
+    found = _SHADOWS.get(key)
+    if found is None:
+        attr = _class_attribute(cls, name)
+        found = _SHADOWS[key] = attr is not None and _is_behaviour(attr)
+    return found
 
 
 def _class_attribute(cls: type, name: str) -> Any:
@@ -405,7 +439,8 @@ def _check_hooks(machine: RestrictedMachine, inst: Any, state: Any) -> None:
     hook_tables = getattr(capabilities, "MODULE_HOOK_ATTRIBUTES", frozenset())
     for name, value in state.items():
         if (name in hook_tables or "hook" in name) and (
-            not isinstance(value, dict) or len(value)
+            (isinstance(value, dict) and len(value))
+            or not (isinstance(value, dict) or value is None or type(value) is bool)
         ):
             raise machine.refuse(f"a torch module's {name} holds hooks (callables it runs)")
 
@@ -889,6 +924,14 @@ def _empty_hooks(machine: RestrictedMachine, hooks: Any) -> None:
         raise machine.refuse("a tensor carries backward hooks (callables torch would run)")
 
 
+def _storage_elements(storage: Any) -> int:
+    import warnings
+
+    with warnings.catch_warnings():  # TypedStorage.size() warns that TypedStorage is legacy
+        warnings.simplefilter("ignore")
+        return int(storage.size())
+
+
 def _check_rebuild_tensor(machine: RestrictedMachine, func: Any, args: tuple[Any, ...]) -> Any:
     import torch
 
@@ -906,7 +949,7 @@ def _check_rebuild_tensor(machine: RestrictedMachine, func: Any, args: tuple[Any
     if len(strides) != len(shape) or not _exact_int(offset) or offset < 0:
         raise machine.corrupt("a tensor's strides or offset do not match its shape")
     extent = offset + (sum((n - 1) * s for n, s in zip(shape, strides)) + 1 if count else 0)
-    if extent > storage.size():
+    if extent > _storage_elements(storage):
         raise machine.corrupt("a tensor reaches past the end of its storage")
     if type(requires_grad) is not bool:
         raise machine.corrupt("a tensor's requires_grad is not a bool")
