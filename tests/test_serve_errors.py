@@ -239,3 +239,81 @@ def test_server_still_answers_after_every_bad_request(http: httpx.Client) -> Non
 
 def test_deeply_nested_json_is_400(http: httpx.Client) -> None:
     assert_error(infer(http, b"[" * 60_000), 400, "not valid JSON")
+
+
+# --- numbers bounded before they are used (safety issue, class 6) ----------------------------
+
+_HUGE_TEXT = "1" + "0" * 5000  # as JSON, over Python's integer-parsing limit
+
+ABSURD_SHAPES = [
+    ([10**30, 0], "more than 1099511627776 values"),
+    ([0, 10**30], "more than 1099511627776 values"),
+    ([2**63, 0], "more than 1099511627776 values"),
+    ([2**62, 2**62, 0], "more than 1099511627776 values"),
+    ([2**20, 2**21, 0, 1], "more than 1099511627776 values"),
+    ([10**4000, 0], "more than 1099511627776 values"),
+    ([0] * 17, "17 dimensions, more than the 16 allowed"),
+    ([1] * 1000 + [0], "1001 dimensions"),
+    ([-1, 3], "invalid size '-1'"),
+    ([-(2**70), 0], "invalid size"),
+    ([1.0, 3], "invalid size '1.0'"),
+    ([1e300, 0], "invalid size"),
+    ([True, 3], "invalid size 'True'"),
+    (["1", 3], "invalid size '1'"),
+    ([None, 3], "invalid size 'None'"),
+    ([[1], 3], "invalid size '[1]'"),
+    (3, "no valid 'shape'"),
+]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_absurd_shapes_are_400_naming_the_problem(http: httpx.Client, binary: bool) -> None:
+    # huge (with a zero, so no data is needed), negative, non-integer, boolean or too many
+    # dimensions: each a 400 that says what is wrong, never a 500 from numpy's reshape
+    for shape, fragment in ABSURD_SHAPES:
+        for datatype in ("FP32", "BYTES", "BOOL"):
+            if binary:
+                item = tensor(shape=shape, datatype=datatype, data=None)
+                item["parameters"] = {"binary_data_size": 0}
+                header = json.dumps({"inputs": [item]}).encode()
+                response = infer(
+                    http, header, headers={"Inference-Header-Content-Length": str(len(header))}
+                )
+            else:
+                response = infer(
+                    http, {"inputs": [tensor(shape=shape, datatype=datatype, data=[])]}
+                )
+            assert response.status_code == 400, (shape, datatype, response.text)
+            assert fragment in response.json()["error"], (shape, response.text)
+    # a zero-row batch is a real request: the bounds must not refuse it
+    response = infer(http, {"inputs": [tensor(shape=[0, 3], data=[])]})
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["shape"] == [0, 3]
+
+
+BAD_BINARY_SIZES = [
+    (2**64, "claims 18446744073709551616 bytes"),
+    (10**4000, "claims 100000000000... (4001 digits) bytes"),
+    (_HUGE_TEXT, "not valid JSON"),  # over Python's integer-parsing limit
+    (-1, "invalid binary_data_size"),
+    (1.5, "invalid binary_data_size"),
+    (True, "invalid binary_data_size"),
+    ("12", "invalid binary_data_size"),
+    (13, "claims 13 bytes of binary data but only 12 remain"),
+    (8, "(3 FP32 values, 12 bytes) but 8 bytes of data"),
+]
+
+
+def test_bad_binary_data_sizes_are_400(http: httpx.Client) -> None:
+    # huge, negative, non-integer, too many or too few bytes: each a 400 with a short message
+    raw = np.zeros(3, dtype=np.float32).tobytes()
+    for size, fragment in BAD_BINARY_SIZES:
+        item = tensor(shape=[1, 3], data=None)
+        item["parameters"] = {"binary_data_size": "SIZE"}
+        number = size if size is _HUGE_TEXT else json.dumps(size)
+        header = json.dumps({"inputs": [item]}).replace('"SIZE"', number).encode()
+        response = infer(
+            http, header + raw, headers={"Inference-Header-Content-Length": str(len(header))}
+        )
+        assert_error(response, 400, fragment)
+        assert len(response.json()["error"]) < 300

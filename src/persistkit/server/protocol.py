@@ -22,6 +22,9 @@ HEADER_LENGTH = "inference-header-content-length"
 # JSON scalar kinds each datatype accepts in "data" (numpy dtype kinds after np.array)
 _JSON_KINDS = {"BOOL": "b", "BYTES": "U"}
 _INT_KINDS, _FLOAT_KINDS = "iu", "iuf"
+# the most values an input's shape may describe, zero dimensions left out: more than any
+# request body holds, far below what numpy can index (so reshape never fails)
+MAX_ELEMENTS = 2**40
 
 
 @dataclass(frozen=True)
@@ -127,15 +130,7 @@ def _parse_input(raw: Any, binary: bytes, offset: int) -> tuple[str, np.ndarray,
             f"{label} has datatype {str(datatype)[:40]!r}, which is not an OIP datatype",
             hint=f"use one of {', '.join(DATATYPES)}",
         )
-    shape = raw.get("shape")
-    if (
-        not isinstance(shape, list)
-        or len(shape) > MAX_RANK
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-    ):
-        raise InputError(
-            f"{label} has no valid 'shape' (a list of sizes >= 0)", hint="give its shape"
-        )
+    shape = _shape(raw.get("shape"), label)
     count = math.prod(shape)
     params = raw.get("parameters") or {}
     size = params.get("binary_data_size") if isinstance(params, dict) else None
@@ -144,7 +139,7 @@ def _parse_input(raw: Any, binary: bytes, offset: int) -> tuple[str, np.ndarray,
             raise InputError(f"{label} has an invalid binary_data_size", hint="give a byte count")
         if offset + size > len(binary):
             raise InputError(
-                f"{label} claims {size} bytes of binary data but only "
+                f"{label} claims {_brief(size)} bytes of binary data but only "
                 f"{len(binary) - offset} remain in the body",
                 hint="send the bytes after the JSON header",
             )
@@ -153,6 +148,43 @@ def _parse_input(raw: Any, binary: bytes, offset: int) -> tuple[str, np.ndarray,
     if "data" not in raw:
         raise InputError(f"{label} has neither 'data' nor binary data", hint="send its values")
     return name, _from_json(raw["data"], datatype, shape, count, label), 0
+
+
+def _shape(shape: Any, label: str) -> list[int]:
+    """The input's shape, every dimension bounded before anything is computed from it: at
+    most ``MAX_RANK`` whole numbers >= 0 whose non-zero product is at most
+    ``MAX_ELEMENTS`` (numpy could not build more, and no request body holds more)."""
+    if not isinstance(shape, list):
+        raise InputError(
+            f"{label} has no valid 'shape' (a list of sizes >= 0)", hint="give its shape"
+        )
+    if len(shape) > MAX_RANK:
+        raise InputError(
+            f"{label} has a shape of {len(shape)} dimensions, more than the {MAX_RANK} allowed",
+            hint="reshape the input to the model's shape",
+        )
+    for dim in shape:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+            raise InputError(
+                f"{label} has an invalid size {str(dim)[:40]!r} in its 'shape' "
+                "(sizes are whole numbers >= 0)",
+                hint="give its shape as a list of whole numbers",
+            )
+    elements = 1  # zero dimensions left out: [0, 10**30] is as absurd as [10**30]
+    for dim in shape:
+        if dim > MAX_ELEMENTS or elements * max(dim, 1) > MAX_ELEMENTS:
+            raise InputError(
+                f"{label} has a 'shape' of more than {MAX_ELEMENTS} values",
+                hint="send a smaller tensor; each size counts values",
+            )
+        elements *= max(dim, 1)
+    return shape
+
+
+def _brief(number: int) -> str:
+    """A number for a message: a huge one is cut to its first digits and its length."""
+    text = str(number)
+    return text if len(text) <= 24 else f"{text[:12]}... ({len(text)} digits)"
 
 
 def _from_binary(
