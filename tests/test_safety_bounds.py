@@ -15,6 +15,7 @@ import json
 import math
 import random
 import struct
+from contextlib import nullcontext as _no_warning
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 
 import persistkit
-from persistkit.errors import FormatError, ManifestError
+from persistkit.errors import FormatError, ManifestError, PersistkitError
 from persistkit.manifest import Manifest
 from persistkit.safety import audit_file, read_safetensors_header
 
@@ -403,3 +404,170 @@ def test_absurd_file_sizes_in_a_manifest_are_refused(artifact: Path, size: int) 
     assert edited != text
     with pytest.raises(ManifestError, match="invalid size|not valid JSON"):
         Manifest.from_json(edited)
+
+
+# --- plain .npy / .npz files are data (class 7), bounded (class 6) ---------------------------
+
+NUMERIC_ARRAYS = [
+    np.arange(12, dtype=np.float32).reshape(3, 4),
+    np.asfortranarray(np.arange(24, dtype=np.int64).reshape(2, 3, 4)),
+    np.array(2.5),
+    np.zeros((0, 7), dtype=np.uint16),
+    np.array([True, False, True]),
+    np.array([1 + 2j, 3 - 4j], dtype=np.complex128),
+    np.array(["2024-01-02"], dtype="datetime64[D]"),
+    np.zeros(3, dtype=[("x", "<f4"), ("y", "<i8")]),
+    np.arange(5, dtype=">i4"),
+    np.array([b"ab", b"c"]),
+]
+
+
+def _verdicts(path: Path, **load_options: object) -> tuple[object, bool]:
+    """What load returns (or the error it raises) and whether scan calls the file clean."""
+    try:
+        loaded: object = persistkit.load(path, **load_options)
+    except PersistkitError as exc:
+        loaded = exc
+    return loaded, audit_file(path).clean
+
+
+def test_npy_files_of_numbers_load_as_data_and_scan_clean(tmp_path: Path) -> None:
+    for index, array in enumerate(NUMERIC_ARRAYS):
+        path = tmp_path / f"a{index}.npy"
+        np.save(path, array, allow_pickle=False)
+        loaded, clean = _verdicts(path)
+        assert isinstance(loaded, np.ndarray), (array.dtype, loaded)
+        assert loaded.dtype == array.dtype and loaded.shape == array.shape
+        np.testing.assert_array_equal(loaded, array)
+        loaded[...] = loaded  # writable, as numpy.load gives it
+        assert clean
+        assert audit_file(path).format == "npy"
+
+
+@pytest.mark.parametrize("writer", [np.savez, np.savez_compressed])
+def test_npz_files_of_numbers_load_as_a_dict_and_scan_clean(tmp_path: Path, writer: object) -> None:
+    arrays = {f"k{index}": array for index, array in enumerate(NUMERIC_ARRAYS)}
+    path = tmp_path / "many.npz"
+    writer(path, **arrays)  # type: ignore[operator]
+    loaded, clean = _verdicts(path)
+    assert isinstance(loaded, dict) and sorted(loaded) == sorted(arrays)
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(loaded[name], array)
+        assert loaded[name].dtype == array.dtype
+    assert clean
+    assert audit_file(path).format == "npz"
+    # the same archive without the suffix is recognised by its content
+    bare = tmp_path / "archive"
+    bare.write_bytes(path.read_bytes())
+    assert sorted(persistkit.load(bare)) == sorted(arrays)
+
+
+def test_object_arrays_are_refused_with_the_globals_they_need_by_load_and_scan(
+    tmp_path: Path,
+) -> None:
+    from hostile.corpus import Evil
+    from persistkit.errors import UntrustedArtifactError
+
+    marker = tmp_path / "ran"
+    evil = np.array([Evil(str(marker)), 1], dtype=object)
+    np.save(tmp_path / "evil.npy", evil, allow_pickle=True)
+    np.savez(tmp_path / "evil.npz", fine=np.arange(3), evil=evil)
+    for name in ("evil.npy", "evil.npz"):
+        loaded, clean = _verdicts(tmp_path / name)
+        assert isinstance(loaded, UntrustedArtifactError), loaded
+        assert "posix.system" in loaded.globals_needed
+        assert not clean
+        assert audit_file(tmp_path / name).untrusted == ["posix.system"]
+    assert not marker.exists()
+
+
+def test_object_arrays_of_plain_values_get_the_same_verdict_from_load_and_scan(
+    tmp_path: Path,
+) -> None:
+    plain = np.array([1, "two", None, 3.5], dtype=object)
+    np.save(tmp_path / "plain.npy", plain, allow_pickle=True)
+    np.savez(tmp_path / "plain.npz", p=plain, n=np.arange(2))
+    for name in ("plain.npy", "plain.npz"):
+        loaded, clean = _verdicts(tmp_path / name)
+        assert not isinstance(loaded, PersistkitError), loaded
+        got = loaded if name.endswith(".npy") else loaded["p"]  # type: ignore[index]
+        assert list(got) == list(plain)
+        assert clean
+    trusted = persistkit.load(tmp_path / "plain.npy", trusted=True)
+    assert list(trusted) == list(plain)
+
+
+def _npy_bytes(header: str, data: bytes = b"") -> bytes:
+    """A version 1.0 .npy file with the header dict written verbatim."""
+    text = header + " " * ((64 - (len(header) + 11) % 64) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode() + data
+
+
+HOSTILE_NPY = {
+    "terabytes-claimed": _npy_bytes(
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000,), }", b"\0" * 64
+    ),
+    "huge-dims-with-data": _npy_bytes(
+        f"{{'descr': '<f8', 'fortran_order': False, 'shape': ({2**62}, {2**62}), }}", b"\0" * 8
+    ),
+    "65-dims": _npy_bytes(
+        "{'descr': '<u1', 'fortran_order': False, 'shape': (%s), }" % ("1," * 65), b"\0"
+    ),
+    "truncated": _npy_bytes(
+        "{'descr': '<i4', 'fortran_order': False, 'shape': (4,), }", b"\0" * 12
+    ),
+    "trailing-bytes": _npy_bytes(
+        "{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }", b"\0" * 12
+    ),
+    "negative-dim": _npy_bytes("{'descr': '<i4', 'fortran_order': False, 'shape': (-1,), }"),
+    "zero-size-elements": _npy_bytes(
+        "{'descr': '|V0', 'fortran_order': False, 'shape': (1000000000000,), }"
+    ),
+    "object-count-beyond-bytes": _npy_bytes(
+        "{'descr': '|O', 'fortran_order': False, 'shape': (1000000000000,), }", b"N."
+    ),
+}
+
+
+@pytest.mark.timeout(20)
+def test_hostile_npy_headers_are_refused_before_allocating_by_load_and_scan(
+    tmp_path: Path,
+) -> None:
+    # refused from the header, in time (a terabyte array is never allocated)
+    for name, content in HOSTILE_NPY.items():
+        path = tmp_path / f"{name}.npy"
+        path.write_bytes(content)
+        loaded, clean = _verdicts(path)
+        assert isinstance(loaded, FormatError), (name, loaded)
+        assert "not a valid numpy array file" in loaded.message, name
+        assert not clean, name
+        # the same array inside an .npz
+        archive = tmp_path / f"{name}.npz"
+        import zipfile
+
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("x.npy", content)
+        loaded, clean = _verdicts(archive)
+        assert isinstance(loaded, FormatError), (name, loaded)
+        assert not clean, name
+
+
+def test_npz_archives_that_are_not_plain_arrays_are_refused_by_load_and_scan(
+    tmp_path: Path,
+) -> None:
+    import zipfile
+
+    good = _npy_bytes("{'descr': '<i4', 'fortran_order': False, 'shape': (1,), }", b"\0" * 4)
+    cases = {
+        "other-member": [("x.npy", good), ("notes.txt", b"hi")],
+        "duplicate-member": [("x.npy", good), ("x.npy", good)],
+    }
+    for name, members in cases.items():
+        path = tmp_path / f"{name}.npz"
+        warns = pytest.warns(UserWarning) if name.startswith("duplicate") else _no_warning()
+        with warns, zipfile.ZipFile(path, "w") as zf:
+            for member, content in members:
+                zf.writestr(member, content)
+        loaded, clean = _verdicts(path)
+        assert isinstance(loaded, FormatError), (name, loaded)
+        assert not clean, name

@@ -151,7 +151,13 @@ def _audit_pickle_family(path: Path, head: bytes, result: FileAudit, policy: Tru
 
 
 def _audit_torch_zip(path: Path, result: FileAudit, policy: TrustPolicy) -> None:
+    from persistkit.safety.numpy_format import is_npz
     from persistkit.safety.torch_reader import STORAGE_MARKERS, open_torch_zip
+
+    if is_npz(path):  # a zip of .npy arrays is numpy's, not torch's
+        result.format = "npz"
+        _audit_npz(path, result, policy)
+        return
 
     with open_torch_zip(path) as archive:
         data = archive.read_pickle()
@@ -162,11 +168,28 @@ def _audit_torch_zip(path: Path, result: FileAudit, policy: TrustPolicy) -> None
 
 
 def _audit_npy(path: Path, result: FileAudit, policy: TrustPolicy) -> None:
-    from persistkit.safety.joblib_reader import read_npy_header
+    from persistkit.safety.numpy_format import read_npy, scan_npy
 
-    with open(path, "rb") as fh:
-        dtype = read_npy_header(fh, path.name)
-        rest = fh.read() if dtype.hasobject else b""
-    result.arrays = 1
-    if dtype.hasobject:
-        _classify(audit_pickle(rest, what=f"object array in {path.name}"), result, policy)
+    _classify_arrays(scan_npy(path), result, policy)
+    if not result.untrusted:  # build it as load would: the verdict is the load's
+        read_npy(path, policy)
+
+
+def _audit_npz(path: Path, result: FileAudit, policy: TrustPolicy) -> None:
+    """An ``.npz`` archive, checked member by member as the ``numpy`` backend loads it."""
+    from persistkit.safety.numpy_format import read_npz, scan_npz
+
+    arrays, result.decompressed_size = scan_npz(path, policy)
+    _classify_arrays(arrays, result, policy)
+    if not result.untrusted:
+        read_npz(path, policy)
+
+
+def _classify_arrays(
+    arrays: list[PickleAudit | None], result: FileAudit, policy: TrustPolicy
+) -> None:
+    """Numeric arrays (``None``) import nothing; object arrays' pickles are classified."""
+    for audit in arrays:
+        if audit is not None:
+            _classify(audit, result, policy)
+    result.arrays = len(arrays)
