@@ -154,23 +154,23 @@ ALLOWED: dict[tuple[str, str], Role] = {
     # 2: SparseRandomProjection, SpectralEmbedding
     ("scipy.sparse._csr", "csr_matrix"): DATA_CLASS,
     # --- sklearn ---
-    ("sklearn._loss._loss", "CyAbsoluteError"): DATA_CLASS,  # same module as an observed helper
+    ("sklearn._loss._loss", "CyAbsoluteError"): CALLED_CLASS,  # same module as an observed helper
     # same module as an observed helper
-    ("sklearn._loss._loss", "CyExponentialLoss"): DATA_CLASS,
+    ("sklearn._loss._loss", "CyExponentialLoss"): CALLED_CLASS,
     # same module as an observed helper
-    ("sklearn._loss._loss", "CyHalfBinomialLoss"): DATA_CLASS,
-    ("sklearn._loss._loss", "CyHalfGammaLoss"): DATA_CLASS,  # same module as an observed helper
+    ("sklearn._loss._loss", "CyHalfBinomialLoss"): CALLED_CLASS,
+    ("sklearn._loss._loss", "CyHalfGammaLoss"): CALLED_CLASS,  # same module as an observed helper
     # 2: GradientBoostingClassifier, HistGradien...
     ("sklearn._loss._loss", "CyHalfMultinomialLoss"): DATA_CLASS,
-    ("sklearn._loss._loss", "CyHalfPoissonLoss"): DATA_CLASS,  # 1: PoissonRegressor
+    ("sklearn._loss._loss", "CyHalfPoissonLoss"): CALLED_CLASS,  # 1: PoissonRegressor
     # 2: GradientBoostingRegressor, HistGradientBoo...
-    ("sklearn._loss._loss", "CyHalfSquaredError"): DATA_CLASS,
+    ("sklearn._loss._loss", "CyHalfSquaredError"): CALLED_CLASS,
     # same module as an observed helper
-    ("sklearn._loss._loss", "CyHalfTweedieLoss"): DATA_CLASS,
-    ("sklearn._loss._loss", "CyHalfTweedieLossIdentity"): DATA_CLASS,  # 1: TweedieRegressor
-    ("sklearn._loss._loss", "CyHuberLoss"): DATA_CLASS,  # same module as an observed helper
+    ("sklearn._loss._loss", "CyHalfTweedieLoss"): CALLED_CLASS,
+    ("sklearn._loss._loss", "CyHalfTweedieLossIdentity"): CALLED_CLASS,  # 1: TweedieRegressor
+    ("sklearn._loss._loss", "CyHuberLoss"): CALLED_CLASS,  # same module as an observed helper
     ("sklearn._loss._loss", "CyLossFunction"): DATA_CLASS,  # same module as an observed helper
-    ("sklearn._loss._loss", "CyPinballLoss"): DATA_CLASS,  # same module as an observed helper
+    ("sklearn._loss._loss", "CyPinballLoss"): CALLED_CLASS,  # same module as an observed helper
     # 2: GradientBoostingClassifi...
     ("sklearn._loss._loss", "__pyx_unpickle_CyHalfMultinomialLoss"): RECONSTRUCTOR,
     ("sklearn._loss.link", "BaseLink"): DATA_CLASS,  # same module as an observed helper
@@ -437,7 +437,7 @@ ALLOWED: dict[tuple[str, str], Role] = {
     ("sklearn.linear_model._ridge", "RidgeClassifier"): DATA_CLASS,  # 1: RidgeClassifier
     ("sklearn.linear_model._ridge", "RidgeClassifierCV"): DATA_CLASS,  # 1: RidgeClassifierCV
     # 4: PassiveAggressiveClassifier, Perceptron, SGD...
-    ("sklearn.linear_model._sgd_fast", "Hinge"): DATA_CLASS,
+    ("sklearn.linear_model._sgd_fast", "Hinge"): CALLED_CLASS,
     # 1: SGDClassifier
     ("sklearn.linear_model._stochastic_gradient", "SGDClassifier"): DATA_CLASS,
     # 1: SGDOneClassSVM

@@ -44,10 +44,17 @@ from persistkit.errors import FormatError, PersistkitError, UntrustedArtifactErr
 from persistkit.safety.allowlist import (
     CALLED_CLASS,
     DATA_CLASS,
+    PURE_FUNCTION,
     RECONSTRUCTOR,
     role_of,
 )
-from persistkit.safety.capabilities import defining_class, reviewed
+from persistkit.safety.capabilities import (
+    MODULE_HOOK_ATTRIBUTES,
+    STATE_CALLABLE_ATTRIBUTES,
+    defining_class,
+    reviewed,
+    state_key_shadows_method,
+)
 
 if TYPE_CHECKING:
     from persistkit.safety.policy import TrustPolicy
@@ -317,7 +324,7 @@ class RestrictedMachine:
             if type(state) is dict and type(getattr(inst, "__dict__", None)) is dict:
                 # it will update the instance's __dict__: the same rules as a plain BUILD
                 self.check_dict_state(cls, state)
-            _check_hooks(self, inst, state)
+            _check_module_state(self, inst, state)
             inst.__setstate__(state)
             return None
         dict_state, slot_state = state, None
@@ -353,42 +360,19 @@ class RestrictedMachine:
                     f"BUILD state replaces {cls.__qualname__}.{k}, which is a method or "
                     "descriptor of the class"
                 )
+        _check_called_attributes(self, cls, state)
 
 
-_ABSENT = object()
 _SHADOWS: dict[tuple[type, str], bool] = {}
 
 
 def _shadows_behaviour(cls: type, name: str) -> bool:
-    """True when an instance attribute ``name`` would hide a method or descriptor of ``cls``
-    (cached: classes do not change during a load, and the same keys recur per instance)."""
+    """:func:`capabilities.state_key_shadows_method`, cached per load-independent key."""
     key = (cls, name)
     found = _SHADOWS.get(key)
     if found is None:
-        attr = _class_attribute(cls, name)
-        found = _SHADOWS[key] = attr is not None and _is_behaviour(attr)
+        found = _SHADOWS[key] = state_key_shadows_method(cls, name)
     return found
-
-
-def _class_attribute(cls: type, name: str) -> Any:
-    for klass in cls.__mro__:
-        value = vars(klass).get(name, _ABSENT)
-        if value is not _ABSENT:
-            return value
-    return None
-
-
-def _is_behaviour(attr: Any) -> bool:
-    """True for class attributes an instance attribute must not shadow: functions, methods,
-    properties and other descriptors."""
-    import types
-
-    if isinstance(attr, (types.FunctionType, classmethod, staticmethod, property)):
-        return True
-    if isinstance(attr, (types.BuiltinFunctionType, types.MethodDescriptorType)):
-        return True
-    kind = type(attr)
-    return hasattr(kind, "__get__") and not isinstance(attr, (type, int, float, str, bytes))
 
 
 def _declared_slots(cls: type) -> set[str]:
@@ -426,23 +410,111 @@ def _describe(value: Any) -> str:
     return f"a {kind.__module__}.{kind.__qualname__}"
 
 
-# --- torch module hooks ----------------------------------------------------------------------
-def _check_hooks(machine: RestrictedMachine, inst: Any, state: Any) -> None:
-    """A torch module's hook tables hold callables its ``__call__`` runs: they must be empty."""
+# --- state a class later calls ---------------------------------------------------------------
+_RULES_BY_CLASS: dict[type, list[tuple[str, str]]] = {}
+
+
+def _rules_for(cls: type) -> list[tuple[str, str]]:
+    rules = _RULES_BY_CLASS.get(cls)
+    if rules is None:
+        rules = []
+        for klass in cls.__mro__:
+            table = STATE_CALLABLE_ATTRIBUTES.get(f"{klass.__module__}.{klass.__qualname__}")
+            if table:
+                rules.extend(table.items())
+        _RULES_BY_CLASS[cls] = rules
+    return rules
+
+
+def _check_called_attributes(machine: RestrictedMachine, cls: type, state: dict[str, Any]) -> None:
+    """Attributes a class calls or resolves by name hold only what the review allows
+    (:data:`persistkit.safety.capabilities.STATE_CALLABLE_ATTRIBUTES`)."""
+    for name, policy in _rules_for(cls):
+        if name in state and not _satisfies(machine, state[name], policy):
+            raise machine.refuse(
+                f"{cls.__qualname__}.{name} holds {_describe(state[name])}; it may only "
+                f"hold a {policy}"
+            )
+
+
+def _satisfies(machine: RestrictedMachine, value: Any, policy: str) -> bool:
+    known = machine.role(value)
+    if policy == "absent":  # derived at load time: the state may carry only its default
+        return value is None
+    if policy == "module or absent":
+        torch_nn = sys.modules.get("torch.nn")
+        return torch_nn is not None and isinstance(value, torch_nn.Module)
+    if policy == "option name":
+        return value is None or type(value) is str
+    if policy == "pure function":
+        return value is None or (known is not None and known[1] == PURE_FUNCTION)
+    if policy == "kernel instance":
+        return value is None or _is_kernel(machine, value)
+    if policy == "kernel instances":
+        return type(value) is list and all(_is_kernel(machine, v) for v in value)
+    if policy == "passthrough scorer":
+        return value is None or (
+            machine.made.get(id(value)) is value
+            and type(value).__qualname__ == "_PassthroughScorer"
+            and type(value).__module__ == "sklearn.metrics._scorer"
+        )
+    if policy == "numpy scalar type":
+        return known is not None and isinstance(value, type) and issubclass(value, _np().generic)
+    if policy == "splitter class":
+        return known is not None and known[0] in (
+            ("sklearn.model_selection._split", "KFold"),
+            ("sklearn.model_selection._split", "StratifiedKFold"),
+        )
+    if policy == "parameter names":
+        return type(value) is list and all(type(v) is str for v in value)
+    return False  # a policy this machine does not know: fail closed
+
+
+def _is_kernel(machine: RestrictedMachine, value: Any) -> bool:
+    return (
+        machine.made.get(id(value)) is value
+        and type(value).__module__ == "sklearn.gaussian_process.kernels"
+        and machine.role(type(value)) is not None
+    )
+
+
+def _check_module_state(machine: RestrictedMachine, inst: Any, state: Any) -> None:
+    """A torch module's hook tables must be empty and its child tables hold only modules,
+    parameters and tensors (``__call__`` runs hooks and reaches children through them)."""
     torch_nn = sys.modules.get("torch.nn")
     if torch_nn is None or not isinstance(inst, torch_nn.Module):
         return
+    import torch
+
     if type(state) is not dict:
         raise machine.refuse("a torch module's state is not a dict")
-    from persistkit.safety import capabilities
-
-    hook_tables = getattr(capabilities, "MODULE_HOOK_ATTRIBUTES", frozenset())
     for name, value in state.items():
-        if (name in hook_tables or "hook" in name) and (
-            (isinstance(value, dict) and len(value))
-            or not (isinstance(value, dict) or value is None or type(value) is bool)
+        if name in MODULE_HOOK_ATTRIBUTES or "hook" in name:
+            if isinstance(value, dict):
+                if value:
+                    raise machine.refuse(f"a torch module's {name} holds hooks it would run")
+            elif not (value is None or type(value) is bool):
+                raise machine.refuse(f"a torch module's {name} is not a hook table")
+    if state.get("_compiled_call_impl") is not None:
+        raise machine.refuse("a torch module replaces its __call__ (_compiled_call_impl)")
+    kinds = {
+        "_modules": torch_nn.Module,
+        "_parameters": torch_nn.Parameter,
+        "_buffers": torch.Tensor,
+    }
+    for table, kind in kinds.items():
+        entries = state.get(table)
+        if entries is None:
+            continue
+        if not isinstance(entries, dict) or not all(
+            type(k) is str and (v is None or isinstance(v, kind)) for k, v in entries.items()
         ):
-            raise machine.refuse(f"a torch module's {name} holds hooks (callables it runs)")
+            raise machine.refuse(f"a torch module's {table} holds something other than {table[1:]}")
+    non_persistent = state.get("_non_persistent_buffers_set")
+    if non_persistent is not None and not (
+        type(non_persistent) is set and all(type(v) is str for v in non_persistent)
+    ):
+        raise machine.refuse("a torch module's _non_persistent_buffers_set is not a set of names")
 
 
 # --- numpy ----------------------------------------------------------------------------------
@@ -647,7 +719,8 @@ def _build_masked(machine: RestrictedMachine, inst: Any, state: Any) -> None:
     mask_dtype = np.ma.make_mask_descr(dtype)
     if mask is not None and (type(mask) is not bytes or len(mask) != count * mask_dtype.itemsize):
         raise machine.corrupt("a masked array's mask does not match its shape")
-    if fill is not None and not isinstance(fill, (int, float, complex, str, bytes, np.generic)):
+    scalars = (int, float, complex, str, bytes, np.generic, np.ndarray)
+    if fill is not None and not isinstance(fill, scalars):
         raise machine.corrupt("a masked array's fill value is not a scalar")
     inst.__setstate__((1, shape, dtype, bool(fortran), raw, mask, fill))
 
