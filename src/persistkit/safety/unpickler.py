@@ -92,7 +92,7 @@ def load_audited(
     if policy.trust_all:
         return _load_trusted(data, what, replacements or {}, persistent_load)
     result = run_restricted(
-        data,
+        bytes(data),
         policy,
         protocol=audit.protocol,
         what=what,

@@ -287,12 +287,14 @@ class RestrictedMachine:
             raise self.refuse(f"NEWOBJ passes arguments to {pair[0]}.{pair[1]}.__new__")
         if role == CALLED_CLASS and pair not in _NEWOBJ_OK:
             raise self.refuse(f"NEWOBJ on {pair[0]}.{pair[1]}, which is only rebuilt by a call")
-        return self.make(cls.__new__(cls))
+        made: Any = cls
+        return self.make(made.__new__(made))
 
     # -- BUILD -------------------------------------------------------------------------------
-    def build(self, inst: Any, state: Any) -> None:
+    def build(self, target: Any, state: Any) -> None:
+        inst: Any = target
         key = id(inst)
-        if self.made.get(key) is not inst:
+        if self.made.get(key) is not target:
             raise self.refuse(f"BUILD on {_describe(inst)}, which the stream did not make")
         if key in self.built:
             raise self.refuse(f"a second BUILD on the same {_describe(inst)}")
@@ -954,7 +956,8 @@ def _check_new_obj(machine: RestrictedMachine, func: Any, args: tuple[Any, ...])
         or known[0][0] != func_pair[0][0]
     ):
         raise machine.refuse("newObj makes something that is not an allowed class of its module")
-    return cls.__new__(cls)
+    made: Any = cls
+    return made.__new__(made)
 
 
 def _check_tree(machine: RestrictedMachine, func: Any, args: tuple[Any, ...]) -> Any:
@@ -1035,8 +1038,9 @@ def _check_rebuild_parameter(machine: RestrictedMachine, func: Any, args: tuple[
 
     if len(args) not in (3, 4):
         raise machine.corrupt("a parameter is rebuilt with the wrong arguments")
-    data, requires_grad, hooks = args[:3]
-    if type(data) is not torch.Tensor or machine.made.get(id(data)) is not data:
+    data: Any = args[0]
+    requires_grad, hooks = args[1:3]
+    if type(data) is not torch.Tensor or machine.made.get(id(data)) is not args[0]:
         raise machine.refuse("a parameter wraps something that is not a tensor of the file")
     if type(requires_grad) is not bool:
         raise machine.corrupt("a parameter's requires_grad is not a bool")
@@ -1226,7 +1230,7 @@ def _string(m: RestrictedMachine) -> None:
     if len(text) < 2 or text[:1] not in (b"'", b'"') or text[-1:] != text[:1]:
         raise m.corrupt("a STRING argument is not quoted")
     try:
-        raw = codecs.escape_decode(text[1:-1])[0]  # type: ignore[attr-defined]
+        raw = codecs.escape_decode(text[1:-1])[0]
     except ValueError:
         raise m.corrupt("a STRING argument has a bad escape") from None
     m.stack.append(_py2_string(m, raw))
@@ -1331,14 +1335,15 @@ def _set_items(m: RestrictedMachine, target: Any, items: list[Any]) -> None:
         raise m.corrupt(f"an unhashable value is used as a dict key ({exc})") from None
 
 
-def _plain_dict(m: RestrictedMachine, target: Any) -> bool:
+def _plain_dict(m: RestrictedMachine, value: Any) -> bool:
     """An OrderedDict or an allowed dict subclass that keeps dict's own item assignment."""
-    if isinstance(target, OrderedDict):
-        return type(target).__setitem__ is OrderedDict.__setitem__
-    return (
-        isinstance(target, dict)
-        and m.made.get(id(target)) is target
-        and type(target).__setitem__ is dict.__setitem__
+    kind: Any = type(value)
+    if isinstance(value, OrderedDict):
+        return bool(kind.__setitem__ is OrderedDict.__setitem__)
+    return bool(
+        isinstance(value, dict)
+        and m.made.get(id(value)) is value
+        and kind.__setitem__ is dict.__setitem__
     )
 
 
@@ -1370,11 +1375,13 @@ def _setitems(m: RestrictedMachine) -> None:
     _set_items(m, target, items)
 
 
-def _append_to(m: RestrictedMachine, target: Any, items: list[Any]) -> None:
-    if type(target) is list or (
+def _append_to(m: RestrictedMachine, value: Any, items: list[Any]) -> None:
+    target: Any = value
+    kind: Any = type(target)
+    if kind is list or (
         isinstance(target, list)
         and m.made.get(id(target)) is target
-        and type(target).extend is list.extend
+        and kind.extend is list.extend
     ):
         list.extend(target, items)
         return
