@@ -55,11 +55,11 @@ class NumpyBackend(Backend):
             np.save(fh, model, allow_pickle=False)
 
     def load(self, path: Path, manifest: Any, options: dict[str, Any], policy: Any) -> Any:
-        from persistkit.safety.numpy_format import NPY_MAGIC, read_npy, read_npz
+        from persistkit.safety import read_npy, read_npz
 
         with open(path, "rb") as fh:
-            head = fh.read(len(NPY_MAGIC))
-        return read_npy(path, policy) if head == NPY_MAGIC else read_npz(path, policy)
+            head = fh.read(len(_NPY_MAGIC))
+        return read_npy(path, policy) if head == _NPY_MAGIC else read_npz(path, policy)
 
 
 def _zip_of_npy(head: bytes) -> bool:

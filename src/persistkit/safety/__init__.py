@@ -8,6 +8,7 @@ file without loading it.
 
 from persistkit.safety.allowlist import allowed_names
 from persistkit.safety.audit import FileAudit, audit_file
+from persistkit.safety.numpy_format import read_npy, read_npz
 from persistkit.safety.pickle_audit import PickleAudit, audit_pickle, scan_globals
 from persistkit.safety.policy import TrustPolicy
 from persistkit.safety.safetensors_format import (
@@ -28,6 +29,8 @@ __all__ = [
     "audit_file",
     "audit_pickle",
     "export_key",
+    "read_npy",
+    "read_npz",
     "read_safetensors_header",
     "restricted_load",
     "scan_globals",

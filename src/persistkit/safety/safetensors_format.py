@@ -224,9 +224,10 @@ def _check_byte_size(key: str, dtype: str, shape: tuple[int, ...], span: int, na
         _check_count_fits_u64(key, shape, name)
         count = 0
     else:
-        count = _bounded_count(shape, limit=span * 8 // bits)
-        if count is None:
+        bounded = _bounded_count(shape, limit=span * 8 // bits)
+        if bounded is None:
             raise _bad(name, f"{what} needs more than the {span} bytes its data_offsets span")
+        count = bounded
     if (count * bits) % 8:
         raise _bad(name, f"{what} does not fill whole bytes")
     if count * bits != span * 8:
