@@ -97,9 +97,19 @@ def family_of(exc: BaseException | None) -> str:
     """What a load outcome means for the scan agreement check: ``ok``, ``untrusted``
     (UntrustedArtifactError and its subclasses), ``damaged`` (any other PersistkitError)
     or ``NON`` (not a PersistkitError)."""
-    from persistkit.errors import PersistkitError, UntrustedArtifactError
+    from persistkit.errors import (
+        NotFittedError,
+        PersistkitError,
+        PluginError,
+        UntrustedArtifactError,
+    )
 
     if exc is None:
+        return "ok"
+    # raised after the payload was built, by the step that prepares a model for inference
+    # (an unfitted estimator, a payload that is None, an object too broken to prepare): scan
+    # judges the payload, so these count as built
+    if isinstance(exc, (NotFittedError, PluginError)) or "loaded, but" in str(exc):
         return "ok"
     if isinstance(exc, UntrustedArtifactError):
         return "untrusted"
@@ -252,7 +262,7 @@ def scan_verdict(path: Path) -> str:
         return outcome if outcome.startswith("NON:") else "error"
     if result.error is not None:
         return "error"
-    return "untrusted" if result.untrusted else "clean"
+    return "untrusted" if result.untrusted or result.refused else "clean"
 
 
 def run_one(seed: int, folder: Path, marker_dir: Path, watch: _Watch, log: Any) -> None:
