@@ -335,6 +335,9 @@ def test_load_agrees_with_the_reference_on_leading_whitespace_headers(tmp_path: 
     loaded = persistkit.load(padded)
     np.testing.assert_array_equal(loaded["w"], np.arange(6, dtype=np.float32).reshape(2, 3))
     assert scan_accepts(padded)
+    # without the suffix the format is recognised from the bytes, whitespace and all
+    bare = padded.rename(tmp_path / "weights.bin")
+    np.testing.assert_array_equal(persistkit.load(bare)["w"], loaded["w"])
 
 
 # --- manifests: nesting and numbers (class 6) -----------------------------------------------

@@ -83,7 +83,8 @@ class SafetensorsBackend(Backend):
         if len(head) < 10:
             return False
         (length,) = struct.unpack("<Q", head[:8])
-        return 2 <= length <= _MAX_SNIFFED_HEADER and head[8:10] in (b'{"', b"{}")
+        # the reference reader allows JSON whitespace before the header's opening brace
+        return 2 <= length <= _MAX_SNIFFED_HEADER and head[8:].lstrip(b" \t\r\n")[:1] == b"{"
 
     def save(self, model: Any, path: Path, options: dict[str, Any]) -> None:
         if is_array_dict(model):
