@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from persistkit.errors import FormatError, UntrustedArtifactError
+import persistkit
 from persistkit.safety import TrustPolicy
 
 torch = pytest.importorskip("torch")
@@ -168,3 +169,30 @@ def test_entry_name_that_is_not_utf8_is_a_format_error(tmp_path: Path) -> None:
     (tmp_path / "m.pt").write_bytes(bytes(data))
     with pytest.raises(FormatError):
         TrustPolicy().load_torch(tmp_path / "m.pt")
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        # NEWOBJ of a rebuild function (found by the grammar fuzzer: TypeError escaped load)
+        b"\x80\x02ctorch._utils\n_rebuild_parameter\n)\x81.",
+        # NEWOBJ of a class torch's own weights-only reader allows, then BUILD onto it
+        b"\x80\x02ctorch\ndevice\n)\x81}b.",
+    ],
+    ids=["newobj-of-a-function", "build-onto-device"],
+)
+def test_a_bare_torch_file_is_read_by_the_same_reader_scan_uses(
+    tmp_path: Path, stream: bytes
+) -> None:
+    import torch
+
+    from persistkit.errors import PersistkitError
+    from persistkit.safety import audit_file
+
+    torch.save({"w": torch.zeros(2)}, tmp_path / "m.pt")
+    _rewrite(tmp_path / "m.pt", tmp_path / "bad.pt", {"data.pkl": stream})
+    with pytest.raises(PersistkitError) as info:
+        persistkit.load(tmp_path / "bad.pt")
+    audit = audit_file(tmp_path / "bad.pt")
+    assert not audit.clean
+    assert isinstance(info.value, UntrustedArtifactError) == bool(audit.untrusted or audit.refused)

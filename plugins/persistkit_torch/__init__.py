@@ -103,14 +103,11 @@ class TorchPlugin(Backend):
                 f"the manifest records an unknown torch backend mode {mode!r}",
                 hint="upgrade persistkit, or check where the artifact came from",
             )
-        # a bare .pt file from another tool: a weights-only file loads safely; a whole
-        # pickled module needs trust
+        # a bare .pt file from another tool goes through persistkit's own reader, the one
+        # `scan` uses: state dicts and modules of allowed classes load, the rest is refused
         if policy.trust_all:
             return _full_load(path, map_location, mmap=False)
-        try:
-            return _weights_only_load(path, map_location, mmap=False)
-        except UntrustedArtifactError:
-            return policy.load_torch(path, map_location=map_location)
+        return policy.load_torch(path, map_location=map_location)
 
     # -- adapter ------------------------------------------------------------------------------
     @persistkit.hookimpl
@@ -145,7 +142,7 @@ def _weights_only_load(path: Path, map_location: Any, *, mmap: bool) -> Any:
             hint="if you trust its source, pass trusted=True (that runs this file's code)",
             globals_needed=needed,
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
         raise _corrupt(path, exc) from None
 
 
