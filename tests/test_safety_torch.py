@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from persistkit.errors import FormatError, UntrustedArtifactError
 import persistkit
+from persistkit.errors import FormatError, UntrustedArtifactError
 from persistkit.safety import TrustPolicy
 
 torch = pytest.importorskip("torch")
