@@ -1255,7 +1255,9 @@ def _bytes_of(width: int) -> Callable[[RestrictedMachine], None]:
 
 def _bytearray8(m: RestrictedMachine) -> None:
     n = int.from_bytes(m.read(8), "little")
-    m.stack.append(bytearray(m.read(n)))
+    start = m.pos
+    m.read(n)  # bounds-checked; the copy below is the only one (protocol-5 array data)
+    m.stack.append(bytearray(memoryview(m.data)[start : start + n]))
 
 
 def _unicode_of(width: int) -> Callable[[RestrictedMachine], None]:
