@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import persistkit
-from persistkit import artifact, verified
+from persistkit import artifact, payload, verified
 from persistkit.artifact import HashedFile, PayloadHasher, check_files
 from persistkit.errors import ArtifactError, IntegrityError
 from persistkit.manifest import read_manifest
@@ -127,14 +127,15 @@ def test_the_follower_releases_its_files_when_the_backend_fails(tmp_path: Path) 
 
 
 def _count_hashes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record the path of every file a load or verify hashes (through its open descriptor)."""
     calls: list[Path] = []
-    real = artifact.hash_file
+    real = payload.hash_opened
 
-    def counting(path: Path) -> tuple[int, str]:
-        calls.append(path)
-        return real(path)
+    def counting(opened: payload.PayloadFile) -> str:
+        calls.append(opened.path)
+        return real(opened)
 
-    monkeypatch.setattr(artifact, "hash_file", counting)
+    monkeypatch.setattr(payload, "hash_opened", counting)
     return calls
 
 

@@ -40,11 +40,13 @@ class JoblibBackend(Backend):
             raise
 
     def load(self, path: Path, manifest: Manifest, options: dict[str, Any], policy: Any) -> Any:
-        if policy.trust_all:
-            import joblib
+        return self.load_path(path, manifest, options, policy)
 
-            return joblib.load(path)
-        return policy.load_joblib(path)
+    def load_payload(
+        self, payload: Any, manifest: Manifest, options: dict[str, Any], policy: Any
+    ) -> Any:
+        # from the checked descriptor; companion files (old joblib) from the load's files
+        return policy.load_joblib_payload(payload)
 
 
 plugin = JoblibBackend()

@@ -118,7 +118,16 @@ class SafetensorsBackend(Backend):
         _write(lambda: save_file(tensors, str(path), metadata={"format": "pt"}), model)
 
     def load(self, path: Path, manifest: Any, options: dict[str, Any], policy: Any) -> Any:
-        read_safetensors_header(path)  # strict structural check before any tensor is mapped
+        return self.load_path(path, manifest, options, policy)
+
+    def load_payload(
+        self, payload: Any, manifest: Any, options: dict[str, Any], policy: Any
+    ) -> Any:
+        # the header check and safetensors' memory map both read the checked file itself
+        # (through the path naming its open descriptor), never the folder entry again
+        bound = payload.bound_path()
+        path = Path(payload.name)  # for messages
+        _check_header(bound, payload.name)  # strict structural check before any tensor is mapped
         layout = options.get("layout")
         if layout is not None and layout not in LAYOUTS:
             raise FormatError(
@@ -128,7 +137,7 @@ class SafetensorsBackend(Backend):
         if layout == "numpy" or (layout is None and not _torch_installed()):
             from safetensors.numpy import load_file as load_numpy
 
-            return _read(lambda: load_numpy(str(path)), path)
+            return _read(lambda: load_numpy(bound), path)
         from safetensors.torch import load_file
 
         from persistkit_torch.rebuild import (
@@ -139,7 +148,7 @@ class SafetensorsBackend(Backend):
         )
 
         device = options.get("map_location", "cpu")
-        tensors = _read(lambda: load_file(str(path), device=device), path)
+        tensors = _read(lambda: load_file(bound, device=device), path)
         if layout == "module":
             recipe = ModuleRecipe.from_json(options.get(RECIPE_KEY))
             return build_module(recipe, tensors, policy, options)
@@ -166,6 +175,18 @@ class SafetensorsBackend(Backend):
                 )
             ]
         return None
+
+
+def _check_header(bound: str, name: str) -> None:
+    """:func:`read_safetensors_header` on the opened file, its errors naming the file."""
+    try:
+        read_safetensors_header(bound)
+    except FormatError as exc:
+        shown = Path(bound).name
+        message = exc.message
+        if message.startswith(f"{shown} "):
+            message = name + message[len(shown) :]
+        raise FormatError(message, hint=exc.hint) from None
 
 
 def _torch_installed() -> bool:

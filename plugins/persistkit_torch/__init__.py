@@ -86,18 +86,25 @@ class TorchPlugin(Backend):
             ) from None
 
     def load(self, path: Path, manifest: Any, options: dict[str, Any], policy: Any) -> Any:
+        return self.load_path(path, manifest, options, policy)
+
+    def load_payload(
+        self, payload: Any, manifest: Any, options: dict[str, Any], policy: Any
+    ) -> Any:
+        # every read goes through the checked descriptor: torch.load gets the path naming
+        # the opened file (it memory-maps by path), persistkit's reader the descriptor
         mode = options.get("mode")
         map_location = options.get("map_location", "cpu")
         if mode == "state_dict":
-            state = _weights_only_load(path, map_location, mmap=True)
+            state = _weights_only_load(payload, map_location, mmap=True)
             if RECIPE_KEY in options:
                 recipe = ModuleRecipe.from_json(options[RECIPE_KEY])
                 return build_module(recipe, state, policy, options)
             return state
         if mode == "module":
             if policy.trust_all:
-                return _full_load(path, map_location, mmap=True)
-            return policy.load_torch(path, map_location=map_location)
+                return _full_load(payload, map_location, mmap=True)
+            return policy.load_torch_payload(payload, map_location=map_location)
         if mode is not None:
             raise FormatError(
                 f"the manifest records an unknown torch backend mode {mode!r}",
@@ -106,8 +113,8 @@ class TorchPlugin(Backend):
         # a bare .pt file from another tool goes through persistkit's own reader, the one
         # `scan` uses: state dicts and modules of allowed classes load, the rest is refused
         if policy.trust_all:
-            return _full_load(path, map_location, mmap=False)
-        return policy.load_torch(path, map_location=map_location)
+            return _full_load(payload, map_location, mmap=False)
+        return policy.load_torch_payload(payload, map_location=map_location)
 
     # -- adapter ------------------------------------------------------------------------------
     @persistkit.hookimpl
@@ -127,13 +134,38 @@ class TorchPlugin(Backend):
         return adapter.recommend(model) if is_torch_module(model) else None
 
 
-def _weights_only_load(path: Path, map_location: Any, *, mmap: bool) -> Any:
+def _refuse_duplicate_members(payload: Any) -> None:
+    """A zip naming one entry twice is refused before torch reads it: torch's reader and
+    persistkit's could pick different entries (legacy, non-zip files pass)."""
+    import zipfile
+    from collections import Counter
+
+    if payload.head(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
+        return
+    try:
+        with payload.stream() as fh, zipfile.ZipFile(fh) as archive:
+            twice = sorted(n for n, k in Counter(archive.namelist()).items() if k > 1)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # torch reports a damaged file itself
+    if twice:
+        raise FormatError(
+            f"{payload.name} is not a valid torch.save file: entry {twice[0]!r} appears more "
+            "than once (readers disagree on which one counts)",
+            hint="the file is damaged or was crafted; do not load it",
+        )
+
+
+def _weights_only_load(payload: Any, map_location: Any, *, mmap: bool) -> Any:
     import pickle
 
     import torch
 
+    path = Path(payload.name)  # for messages
+    _refuse_duplicate_members(payload)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        return torch.load(
+            payload.bound_path(), map_location=map_location, weights_only=True, mmap=mmap
+        )
     except pickle.UnpicklingError as exc:
         needed = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         shown = f" (it would import {', '.join(needed)})" if needed else ""
@@ -146,13 +178,17 @@ def _weights_only_load(path: Path, map_location: Any, *, mmap: bool) -> Any:
         raise _corrupt(path, exc) from None
 
 
-def _full_load(path: Path, map_location: Any, *, mmap: bool) -> Any:
+def _full_load(payload: Any, map_location: Any, *, mmap: bool) -> Any:
     import pickle
 
     import torch
 
+    path = Path(payload.name)  # for messages
+    _refuse_duplicate_members(payload)
     try:
-        return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
+        return torch.load(
+            payload.bound_path(), map_location=map_location, weights_only=False, mmap=mmap
+        )
     except (AttributeError, ModuleNotFoundError, ImportError) as exc:
         raise ArtifactError(
             f"{path.name} is a pickled module whose code cannot be found here: {exc}",

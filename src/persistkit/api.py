@@ -6,9 +6,11 @@ plugin hook (see :mod:`persistkit.hookspecs`).
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 import shutil
+import stat
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,13 +23,13 @@ from persistkit import __version__
 from persistkit.arrays import arrays_identical, to_numpy
 from persistkit.artifact import (
     PayloadHasher,
-    check_files,
     file_entries,
     fsync_tree,
     publish_directory,
     refuse_existing,
     remember_saved,
     staging_directory,
+    unreported_files,
     write_manifest,
 )
 from persistkit.errors import (
@@ -42,12 +44,20 @@ from persistkit.errors import (
     VerificationError,
 )
 from persistkit.manager import Plugins, get_plugins
-from persistkit.manifest import MANIFEST_NAME, FileEntry, Manifest, read_manifest
+from persistkit.manifest import MANIFEST_NAME, FileEntry, Manifest
+from persistkit.payload import (
+    PayloadFiles,
+    loading,
+    not_regular,
+    open_model_file,
+    read_artifact_manifest,
+)
 from persistkit.records import Artifact, BackendInfo
 from persistkit.refs import looks_like_location, normalise_name
 from persistkit.safety import TrustPolicy, seal, seal_is_valid
 from persistkit.signature import signature_from_example
 from persistkit.store import Store, fetch_url, manifest_at_url
+from persistkit.verified import FileIdentity
 
 EXAMPLE_INPUTS = "example/inputs.npy"
 EXAMPLE_OUTPUTS = "example/outputs.npy"
@@ -153,6 +163,9 @@ def save(
         # hash each payload file while the backend writes it (one pass, on another core)
         with PayloadHasher(staging, follow=info.append_only) as hasher:
             files = _write_payload(model, chosen, staging, backend_options, plugins)
+            # every file written is listed and hashed, also those the backend did not report
+            # (an old joblib's companion .npy files)
+            files += unreported_files(staging, files)
         hashed = hasher.entries(files)
         example_files, signature = _write_example(model, example, staging)
         manifest = Manifest(
@@ -294,54 +307,77 @@ def _write_example(
 
 @dataclass(frozen=True)
 class Located:
-    """A local artifact folder (or bare file) plus what it is called."""
+    """A local artifact folder (or bare file) plus what it is called.
+
+    For a bare file, ``identity`` is the file's identity when its format was sniffed: the
+    load refuses a file replaced since.
+    """
 
     directory: Path
     manifest: Manifest
     uri: str
     bare: bool = False
+    identity: FileIdentity | None = None
 
 
 def locate(source: Any, store: Store | str | None = None) -> Located:
     """Resolve ``source`` (path, URL, ref, or Artifact) to a local folder and its manifest."""
     if isinstance(source, Artifact):
-        return Located(source.path, read_manifest(source.path), source.uri)
+        return Located(source.path, read_artifact_manifest(source.path), source.uri)
     text = os.fspath(source)
     if isinstance(source, Path) or looks_like_location(text):
         if "://" in text and not text.startswith("file://"):
             directory, manifest = fetch_url(text)  # downloads into the local cache
             return Located(directory, manifest, text)
-        path = Path(os.path.expanduser(text.removeprefix("file://")))
-        if path.is_dir():
-            return Located(path, read_manifest(path), str(path))
-        if path.is_file():
-            return Located(path.parent, bare_manifest(path), str(path), bare=True)
-        raise ArtifactNotFoundError(
-            f"nothing exists at {path}",
-            hint="check the path; a store ref is written without slashes, like name:3",
-        )
+        return _locate_path(Path(os.path.expanduser(text.removeprefix("file://"))))
     the_store = store if isinstance(store, Store) else Store(store)
     directory, manifest, name, version = the_store.fetch(text)  # parses and checks the ref
     return Located(directory, manifest, f"{name}:{version}")
 
 
+def _locate_path(path: Path) -> Located:
+    """A local artifact folder (which may be reached through a link: the user chose the path)
+    or a bare model file (which must itself be a regular file, never a link or a FIFO)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    if mode is None or (stat.S_ISLNK(mode) and not path.exists()):
+        raise ArtifactNotFoundError(
+            f"nothing exists at {path}",
+            hint="check the path; a store ref is written without slashes, like name:3",
+        )
+    if path.is_dir():
+        return Located(path, read_artifact_manifest(path), str(path))
+    if not stat.S_ISREG(mode):
+        raise not_regular(path.name, mode)
+    manifest, identity = _sniff_bare(path)
+    return Located(path.parent, manifest, str(path), bare=True, identity=identity)
+
+
 def bare_manifest(path: Path) -> Manifest:
     """A stand-in manifest for a model file made by another tool (no hashes to check)."""
+    return _sniff_bare(path)[0]
+
+
+def _sniff_bare(path: Path) -> tuple[Manifest, FileIdentity]:
+    """The stand-in manifest of a bare file, and the identity of the file that was sniffed."""
     plugins = get_plugins()
-    with open(path, "rb") as fh:
-        head = fh.read(_SNIFF_BYTES)
+    with open_model_file(path) as opened:
+        head = os.pread(opened.fd, _SNIFF_BYTES, 0)
+        identity = opened.identity
     backend = plugins.hook.persistkit_sniff(path=path, head=head)
     if backend is None:
         raise ArtifactNotFoundError(
             f"{path.name} is not a persistkit artifact and no backend recognises its format",
             hint="`persistkit backends` lists the formats persistkit reads",
         )
-    size = path.stat().st_size
-    return Manifest(
+    manifest = Manifest(
         backend=backend,
-        files=[FileEntry(path.name, size, "0" * 64)],
+        files=[FileEntry(path.name, identity.size, "0" * 64)],
         notes=["bare file: no manifest, no integrity record"],
     )
+    return manifest, identity
 
 
 def load(
@@ -371,6 +407,29 @@ def load_located(
     options: dict[str, Any] | None = None,
 ) -> Any:
     """:func:`load` for an artifact already located (so its manifest is not read again)."""
+    with open_located(found) as files:
+        return _load_opened(found, files, trusted=trusted, verify=verify, options=options)
+
+
+def open_located(found: Located) -> PayloadFiles:
+    """Open every file the load of ``found`` reads, once, refusing links and special files
+    (see :mod:`persistkit.payload`). Close the result when done."""
+    if found.bare:
+        path = found.directory / found.manifest.files[0].path
+        return PayloadFiles.open_bare(path, found.manifest, found.identity)
+    return PayloadFiles.open_artifact(found.directory, found.manifest)
+
+
+def _load_opened(
+    found: Located,
+    files: PayloadFiles,
+    *,
+    trusted: bool | Iterable[str],
+    verify: bool,
+    options: dict[str, Any] | None,
+) -> Any:
+    """Check ``files`` as the trust at stake requires, then let the backend read them: from
+    the descriptors that were checked, never by opening the paths again."""
     plugins = get_plugins()
     manifest = found.manifest
     sealed = not found.bare and seal_is_valid(manifest)
@@ -379,16 +438,19 @@ def load_located(
     if not found.bare and (verify or seal_grants_trust):
         # a seal vouches for the recorded hashes: before it lets code-bearing formats run,
         # the hashes are checked, even with verify=False
-        check_files(found.directory, manifest)
+        files.verify()
     policy = TrustPolicy.from_argument(trusted, sealed=sealed, source=found.uri)
     _check_backend_trust(info, policy)
-    model = plugins.hook.persistkit_load(
-        backend=manifest.backend,
-        directory=found.directory,
-        manifest=manifest,
-        options={**manifest.backend_options, **(options or {})},
-        policy=policy,
-    )
+    with loading(files):
+        model = plugins.hook.persistkit_load(
+            backend=manifest.backend,
+            directory=found.directory,
+            manifest=manifest,
+            options={**manifest.backend_options, **(options or {})},
+            policy=policy,
+            files=files,
+        )
+    files.ensure_unchanged()  # an in-place write while a backend read or mapped a file
     if model is None:
         raise PluginError(f"no plugin loaded backend {manifest.backend!r}")
     try:
@@ -452,13 +514,14 @@ def verify(
             hint="`persistkit scan` audits it without loading; load it and save it with "
             "persistkit.save(..., example=...) to get an artifact that verify can prove",
         )
-    check_files(found.directory, found.manifest, rehash=True)  # an explicit check reads it all
     manifest = found.manifest
-    model = load_located(found, trusted=trusted, verify=False)
-    if not manifest.example:
-        return VerifyReport(found.uri, len(manifest.files), False, True)
-    inputs = np.load(found.directory / manifest.example["inputs"], allow_pickle=False)
-    expected = np.load(found.directory / manifest.example["outputs"], allow_pickle=False)
+    with open_located(found) as files:
+        files.verify(rehash=True)  # an explicit check reads it all
+        model = _load_opened(found, files, trusted=trusted, verify=False, options=None)
+        if not manifest.example:
+            return VerifyReport(found.uri, len(manifest.files), False, True)
+        inputs = _stored_array(files, manifest.example["inputs"])
+        expected = _stored_array(files, manifest.example["outputs"])
     actual = to_numpy(predict(model, inputs))
     if not arrays_identical(expected, actual):
         raise VerificationError(
@@ -467,6 +530,17 @@ def verify(
             "(`persistkit show` lists them); install those versions",
         )
     return VerifyReport(found.uri, len(manifest.files), True, True)
+
+
+def _stored_array(files: PayloadFiles, name: str) -> Any:
+    """An example array of the artifact, read from its checked descriptor."""
+    try:
+        return np.load(io.BytesIO(files[name].read_bytes()), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise FormatError(
+            f"the stored example {name} is not a readable .npy file: {exc}",
+            hint="restore the artifact, or save the model again with example=",
+        ) from None
 
 
 def backends() -> list[BackendInfo]:

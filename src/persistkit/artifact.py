@@ -8,6 +8,7 @@ import hashlib
 import mmap
 import os
 import shutil
+import stat
 import threading
 import time
 import uuid
@@ -15,13 +16,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from persistkit.errors import ArtifactError, IntegrityError
+from persistkit.errors import ArtifactError
 from persistkit.manifest import MANIFEST_NAME, FileEntry, Manifest, check_relative_path
+from persistkit.payload import PayloadFiles, not_regular, open_payload, refuse_special_entries
 from persistkit.verified import (
     FileIdentity,
-    already_verified,
     fine_ctime_after_stat,
-    forget_verified,
     rehash_forced,
     remember_verified,
 )
@@ -40,14 +40,12 @@ _PREALLOCATION_LAG = 4 * 1024 * 1024
 
 
 def hash_file(path: Path) -> tuple[int, str]:
-    """Return ``(size, sha256 hex)`` of a file, reading it in large chunks."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
+    """Return ``(size, sha256 hex)`` of a regular file, reading it in large chunks (a link or
+    special file at ``path`` is refused, see :mod:`persistkit.payload`)."""
+    with open_payload(path) as opened:
         digest = hashlib.sha256()
-        size = _hash_range(fd, digest, 0, None, _buffer_for(os.fstat(fd).st_size))
+        size = _hash_range(opened.fd, digest, 0, None, _buffer_for(opened.size))
         return size, digest.hexdigest()
-    finally:
-        os.close(fd)
 
 
 def _buffer_for(size: int) -> bytearray:
@@ -86,9 +84,32 @@ def file_entries(directory: Path, names: Iterable[str]) -> list[FileEntry]:
 def _listed_file(directory: Path, name: str) -> Path:
     check_relative_path(name)
     path = directory / name
-    if not path.is_file():
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is None or stat.S_ISDIR(mode):
         raise ArtifactError(f"the backend reported writing {name!r} but it is not there")
+    if not stat.S_ISREG(mode):
+        raise not_regular(name, mode, where="the artifact being saved")
     return path
+
+
+def unreported_files(directory: Path, reported: Iterable[str]) -> list[str]:
+    """Regular files under ``directory`` that are not in ``reported`` (relative names,
+    sorted), so that everything saved into an artifact is listed and hashed — e.g. the
+    companion ``.npy`` files an old joblib writes beside its pickle. A link or special file
+    written into the artifact is refused."""
+    refuse_special_entries(directory)
+    known = set(reported)
+    root = os.fspath(directory)
+    return sorted(
+        name
+        for name in (
+            os.path.relpath(p, root).replace(os.sep, "/") for p in _regular_files(directory)
+        )
+        if name not in known
+    )
 
 
 @dataclass
@@ -325,39 +346,16 @@ def remember_saved(directory: Path, hashed: Iterable[HashedFile]) -> None:
 
 
 def check_files(directory: Path, manifest: Manifest, *, rehash: bool = False) -> None:
-    """Raise :class:`IntegrityError` naming the first file whose size or sha256 is wrong.
+    """Raise :class:`IntegrityError` naming the first file whose size or sha256 is wrong, and
+    :class:`FormatError` for a link or special file in the artifact.
 
     A file verified earlier and unchanged since (see :mod:`persistkit.verified`) is not hashed
     again, unless ``rehash`` (or ``PERSISTKIT_REHASH=1``) asks for every byte to be read.
+    Loads do not use this: they keep the files open (:class:`PayloadFiles`) and read what
+    they checked.
     """
-    for entry in manifest.files:
-        path = directory / entry.path
-        started = time.time_ns()
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise IntegrityError(
-                f"{entry.path!r} is listed in the manifest but missing from {directory}",
-                hint="the artifact is incomplete; restore it from its store or save again",
-            ) from None
-        if st.st_size != entry.size:
-            raise IntegrityError(
-                f"{entry.path!r} is {st.st_size} bytes but the manifest says {entry.size}: "
-                "the file is truncated or was modified",
-                hint="restore the artifact from its store or save the model again",
-            )
-        if not rehash and already_verified(st, entry.sha256):
-            continue
-        _size, digest = hash_file(path)
-        if digest != entry.sha256:
-            forget_verified(path)
-            raise IntegrityError(
-                f"{entry.path!r} does not match its sha256 in the manifest "
-                f"(expected {entry.sha256[:12]}…, got {digest[:12]}…): it was modified",
-                hint="do not load a tampered file; restore it or save the model again",
-            )
-        if not rehash_forced():
-            remember_verified(path, digest, FileIdentity.of(st), stat_started_ns=started)
+    with PayloadFiles.open_artifact(directory, manifest) as files:
+        files.verify(rehash=rehash)
 
 
 def write_manifest(directory: Path, manifest: Manifest, *, durable: bool = False) -> None:

@@ -8,11 +8,12 @@ for one backend.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar
 
 from persistkit.errors import CannotSaveError, FormatError
 from persistkit.manager import hookimpl
 from persistkit.manifest import Manifest
+from persistkit.payload import PayloadFile, PayloadFiles, open_model_file
 from persistkit.records import BackendInfo
 
 
@@ -30,6 +31,26 @@ class Backend:
     def load(self, path: Path, manifest: Manifest, options: dict[str, Any], policy: Any) -> Any:
         """Read the model back from ``path``; untrusted payloads only through ``policy``."""
         raise NotImplementedError
+
+    def load_payload(
+        self, payload: PayloadFile, manifest: Manifest, options: dict[str, Any], policy: Any
+    ) -> Any:
+        """Read the model back from ``payload``, the opened and checked main file.
+
+        Override this (read ``payload.read_bytes()``, ``payload.stream()`` or
+        ``payload.bound_path()``) so that what loads is what was checked. The default calls
+        :meth:`load` with the path, for backends written before files were opened once.
+        """
+        return self.load(payload.path, manifest, options, policy)
+
+    def load_path(
+        self, path: Path, manifest: Manifest, options: dict[str, Any], policy: Any
+    ) -> Any:
+        """:meth:`load_payload` for a file given by path (opened here, as a regular file)."""
+        with open_model_file(path) as payload:
+            result = self.load_payload(payload, manifest, options, policy)
+            payload.ensure_unchanged()
+            return result
 
     def can_save(self, model: Any) -> bool:
         """Cheap check used by automatic backend choice; the default says yes."""
@@ -69,10 +90,13 @@ class Backend:
         manifest: Manifest,
         options: dict[str, Any],
         policy: Any,
+        files: PayloadFiles | None,
     ) -> Any | None:
         if backend != self.info.name:
             return None
-        return self.load(directory / manifest.primary_file, manifest, options, policy)
+        if files is None:  # called by something other than persistkit's load
+            return self.load_path(directory / manifest.primary_file, manifest, options, policy)
+        return self.load_payload(files.primary, manifest, options, policy)
 
 
 class PickleProtocolBackend(Backend):
@@ -104,37 +128,38 @@ class PickleProtocolBackend(Backend):
         return 'try backend="cloudpickle" (pip install "persistkit[cloudpickle]")'
 
     def load(self, path: Path, manifest: Manifest, options: dict[str, Any], policy: Any) -> Any:
-        if not policy.trust_all:
-            with open(path, "rb") as fh:
-                return policy.unpickle(fh, what=f"{self.info.name} payload")
-        stream: IO[bytes] | None = None
-        if manifest.environment.get("persistkit"):
-            # persistkit's own artifact, written by this backend's dump (and hash-checked):
-            # stream it; reading it whole first would double a large model's time and memory
-            stream = open(path, "rb")  # noqa: SIM115  closed below
-            source: Any = stream
-            unpickle = self._module().load
-        else:
-            source = path.read_bytes()
-            if _written_by_joblib(source):
-                # a ".pkl" made by joblib.dump is common; decided from the bytes, not by retrying
-                import joblib
+        return self.load_path(path, manifest, options, policy)
 
-                return joblib.load(path)
-            unpickle = self._module().loads
+    def load_payload(
+        self, payload: PayloadFile, manifest: Manifest, options: dict[str, Any], policy: Any
+    ) -> Any:
+        what = f"{self.info.name} payload"
+        if not policy.trust_all:
+            return policy.unpickle(payload.named_bytes(), what=what)
+        if manifest.environment.get("persistkit"):
+            # persistkit's own artifact, written by this backend's dump and hash-checked
+            # through this descriptor: stream it (reading it whole first would double a
+            # large model's time and memory)
+            payload.ensure_unchanged()
+            with payload.stream() as stream:
+                return self._unpickle(self._module().load, stream, payload)
+        source = payload.read_bytes()
+        if _written_by_joblib(source):
+            # a ".pkl" made by joblib.dump is common; decided from the bytes, not by retrying
+            return policy.load_joblib_payload(payload)
+        return self._unpickle(self._module().loads, source, payload)
+
+    def _unpickle(self, unpickle: Any, source: Any, payload: PayloadFile) -> Any:
         try:
             return unpickle(source)
         except Exception as exc:
             if not _is_a(exc, _UNPICKLING_ERRORS, "UnpicklingError"):
                 raise
             raise FormatError(
-                f"{path.name} is not a readable {self.info.name} stream: "
+                f"{payload.name} is not a readable {self.info.name} stream: "
                 f"{type(exc).__name__}: {exc}",
                 hint="the file is truncated or damaged; restore it or save the model again",
             ) from None
-        finally:
-            if stream is not None:
-                stream.close()
 
 
 # what a pickler raises for an object it cannot store, and an unpickler for a damaged stream;

@@ -107,14 +107,18 @@ def persistkit_load(
     manifest: Any,
     options: dict[str, Any],
     policy: Any,
+    files: Any,
 ) -> Any | None:
     """Read the model back from the local ``directory`` written by ``persistkit_save``.
 
     Called by ``load`` after the manifest and every file's sha256 were checked. ``manifest`` is
     the :class:`persistkit.Manifest`; ``policy`` the :class:`persistkit.safety.TrustPolicy`
     in force. Backends that are not ``safe`` must load untrusted payloads only through
-    ``policy`` (``policy.unpickle``). Return the model, or ``None`` if ``backend`` is not this
-    plugin's; stops at the first non-``None`` result.
+    ``policy`` (``policy.unpickle``). ``files`` (:class:`persistkit.payload.PayloadFiles`)
+    holds every listed file, already opened as a regular file and checked: read from
+    ``files[name]`` (its descriptor or bytes), not by opening the path again, or a file
+    replaced after the check would load in its place. Return the model, or ``None`` if
+    ``backend`` is not this plugin's; stops at the first non-``None`` result.
     """
 
 

@@ -80,11 +80,15 @@ def _record_path(identity: FileIdentity) -> Path:
     return records_dir() / f"{identity.dev:x}-{identity.ino:x}"
 
 
-def already_verified(st: os.stat_result, sha256: str) -> bool:
-    """True when the file ``st`` describes was verified to hold ``sha256`` and is unchanged."""
+def already_verified(st: os.stat_result | FileIdentity, sha256: str) -> bool:
+    """True when the file ``st`` describes was verified to hold ``sha256`` and is unchanged.
+
+    Pass the ``fstat`` (or its :class:`FileIdentity`) of the descriptor the caller then reads:
+    a ``stat`` of a path says nothing about what a later ``open`` of that path will find.
+    """
     if rehash_forced():
         return False
-    identity = FileIdentity.of(st)
+    identity = st if isinstance(st, FileIdentity) else FileIdentity.of(st)
     try:
         with open(_record_path(identity), encoding="ascii") as fh:
             return fh.read(512) == identity.line(sha256)
@@ -104,6 +108,27 @@ def remember_verified(
     """
     try:
         now = FileIdentity.of(os.stat(path))
+    except OSError:
+        return False
+    return _record(now, sha256, hashed, stat_started_ns)
+
+
+def remember_verified_fd(
+    fd: int, sha256: str, hashed: FileIdentity, *, stat_started_ns: int
+) -> bool:
+    """:func:`remember_verified` for an open descriptor: ``hashed`` is the ``fstat`` of ``fd``
+    taken before its bytes were hashed, and ``fd`` must still have it now."""
+    try:
+        now = FileIdentity.of(os.fstat(fd))
+    except OSError:
+        return False
+    return _record(now, sha256, hashed, stat_started_ns)
+
+
+def _record(now: FileIdentity, sha256: str, hashed: FileIdentity, stat_started_ns: int) -> bool:
+    """Write the record that the file of identity ``hashed`` holds ``sha256``, if it is
+    unchanged (``now``) and its timestamps are settled."""
+    try:
         if now != hashed or not _settled(hashed, stat_started_ns):
             return False
         folder = records_dir()
@@ -145,7 +170,13 @@ def _prune_now_and_then(folder: Path) -> None:
 def forget_verified(path: Path) -> None:
     """Drop the record of ``path`` (if any), e.g. when it failed a check."""
     with contextlib.suppress(OSError):
-        _record_path(FileIdentity.of(os.stat(path))).unlink()
+        forget_identity(FileIdentity.of(os.stat(path)))
+
+
+def forget_identity(identity: FileIdentity) -> None:
+    """Drop the record of the file with ``identity`` (if any), e.g. when it failed a check."""
+    with contextlib.suppress(OSError):
+        _record_path(identity).unlink()
 
 
 def _settled(identity: FileIdentity, stat_started_ns: int) -> bool:

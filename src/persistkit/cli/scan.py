@@ -42,8 +42,9 @@ def scan(source: str, store_url: str | None, as_json: bool) -> None:
 def scan_report(source: str, store_url: str | None = None) -> dict[str, Any]:
     """The audit of ``source`` as a JSON-ready dict (what ``scan --json`` prints)."""
     from persistkit.api import locate
+    from persistkit.payload import special_entries
     from persistkit.safety import TrustPolicy, seal_is_valid
-    from persistkit.safety.audit import audit_file
+    from persistkit.safety.audit import FileAudit, audit_file
 
     path = Path(source).expanduser()
     rebuild: list[str] = []
@@ -58,6 +59,11 @@ def scan_report(source: str, store_url: str | None = None) -> dict[str, Any]:
             audit_file(found.directory / entry.path)
             for entry in manifest.files
             if entry.path not in examples
+        ]
+        # links and special files anywhere in the folder: load refuses them too
+        audits += [
+            FileAudit(str(found.directory), "not a regular file", 0, error=problem.message)
+            for problem in special_entries(found.directory)
         ]
         backend, uri = manifest.backend, found.uri
         sealed = not found.bare and seal_is_valid(manifest)

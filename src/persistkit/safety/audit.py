@@ -3,6 +3,7 @@ allowed. This is what ``persistkit scan`` prints."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,14 @@ def audit_file(path: Path, policy: TrustPolicy | None = None) -> FileAudit:
     is the load's: a stream that breaks one of the machine's invariants gets ``refused`` set,
     a damaged file ``error``.
     """
+    from persistkit.payload import open_model_file
+
     policy = policy or TrustPolicy()
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(16)
+    try:  # a link, FIFO or device is refused as load refuses it, without reading it
+        with open_model_file(path) as opened:
+            size, head = opened.size, os.pread(opened.fd, 16, 0)
+    except PersistkitError as exc:
+        return FileAudit(str(path), "not a regular file", 0, error=exc.message)
     result = FileAudit(str(path), _format_of(head), size)
     try:
         if result.format == "torch-zip":

@@ -33,6 +33,7 @@ from persistkit.safety.pickle_audit import (
 from persistkit.safety.unpickler import load_audited
 
 if TYPE_CHECKING:
+    from persistkit.payload import PayloadFile
     from persistkit.safety.policy import TrustPolicy
 
 _ZFILE_PREFIX = b"ZF"
@@ -115,13 +116,23 @@ def decompress(raw: bytes, method: str, policy: TrustPolicy, *, what: str) -> by
     return bytes(out)
 
 
-def read_joblib(path: Path, policy: TrustPolicy) -> Any:
-    """Load the joblib file at ``path`` under ``policy`` (see the module docstring)."""
+def read_joblib(source: Path | PayloadFile, policy: TrustPolicy) -> Any:
+    """Load the joblib file ``source`` under ``policy`` (see the module docstring).
+
+    ``source`` is a checked, opened payload file (its bytes are what was hashed) or a path,
+    which is opened here as a regular file (never through a link, never a FIFO). Companion
+    files come from the load in progress (:func:`persistkit.payload.read_companion`).
+    """
+    from persistkit.payload import PayloadFile, open_model_file
+
+    if isinstance(source, PayloadFile):
+        raw = source.read_bytes()
+        path = source.path
+    else:
+        with open_model_file(Path(source)) as opened:
+            raw = opened.read_bytes()
+        path = Path(source)
     what = f"joblib file {path.name}"
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise FormatError(f"cannot read {path}: {exc.strerror}") from None
     return load_pickle_family(raw, policy, what=what, directory=path.parent)
 
 
@@ -242,21 +253,40 @@ def read_npy_header(fh: Any, what: str) -> Any:
 
 
 def _check_companion(directory: Path, segment: ArraySegment, policy: TrustPolicy, what: str) -> Any:
-    """Read an old joblib companion ``.npy`` file (no pickles; object arrays audited)."""
+    """Read an old joblib companion ``.npy`` file (no pickles; object arrays audited).
+
+    Its bytes come from :func:`persistkit.payload.read_companion`: in an artifact, a file the
+    manifest lists, checked like the others; beside a bare file, a regular file opened
+    without following links.
+    """
+    import io
+
     import numpy as np
+
+    from persistkit.errors import IntegrityError
+    from persistkit.payload import read_companion
 
     name = segment.filename
     if not _COMPANION_NAME.match(name) or name.startswith("."):
         raise FormatError(f"the {what} names a companion file {name!r} outside its folder")
-    path = directory / name
     try:
-        array = np.load(path, allow_pickle=False)
+        raw = read_companion(directory, name)
     except FileNotFoundError:
         raise FormatError(
             f"the {what} needs its companion file {name}, which is missing",
             hint="old joblib files come with .npy files beside them; copy them too",
         ) from None
-    except (EOFError, OSError) as exc:  # empty, a folder, unreadable
+    except IntegrityError:
+        raise
+    except FormatError as exc:  # a link, FIFO, device or folder
+        raise FormatError(
+            f"the companion file {name} cannot be read: {exc.message}", hint=exc.hint
+        ) from None
+    except OSError as exc:  # unreadable
+        raise FormatError(f"the companion file {name} cannot be read: {exc}") from None
+    try:
+        array = np.load(io.BytesIO(raw), allow_pickle=False)
+    except EOFError as exc:  # empty
         raise FormatError(f"the companion file {name} cannot be read: {exc}") from None
     except ValueError as exc:
         if "allow_pickle" not in str(exc):
@@ -267,9 +297,9 @@ def _check_companion(directory: Path, segment: ArraySegment, policy: TrustPolicy
             raise FormatError(f"the companion file {name} is not an .npy array")
         return array
     # an object array: .npy header, then a plain pickle stream
-    with open(path, "rb") as fh:
-        dtype = read_npy_header(fh, f"the companion file {name}")
-        rest = fh.read()
+    fh = io.BytesIO(raw)
+    dtype = read_npy_header(fh, f"the companion file {name}")
+    rest = fh.read()
     if not dtype.hasobject:
         raise FormatError(f"the companion file {name} is corrupted")
     array = load_audited(

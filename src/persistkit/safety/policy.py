@@ -87,6 +87,28 @@ class TrustPolicy:
 
         return read_joblib(Path(path), self)
 
+    def load_joblib_payload(self, payload: Any) -> Any:
+        """:meth:`load_joblib` for an opened, checked :class:`persistkit.payload.PayloadFile`:
+        reads the bytes that were checked. Trusting everything, ``joblib.load`` streams it,
+        except an old file with companion ``.npy`` files (``joblib.load`` would open those by
+        path, through links): persistkit's reader takes them from the load's checked files."""
+        from persistkit.safety.joblib_reader import compression_of, read_joblib
+
+        old = compression_of(payload.head(8)) is None and payload.contains(b"NDArrayWrapper")
+        if not self.trust_all or old:
+            return read_joblib(payload, self)
+        import joblib
+
+        payload.ensure_unchanged()
+        with payload.stream() as stream:
+            return joblib.load(stream)
+
+    def load_torch_payload(self, payload: Any, *, map_location: Any = "cpu") -> Any:
+        """:meth:`load_torch` for an opened, checked :class:`persistkit.payload.PayloadFile`."""
+        from persistkit.safety.torch_reader import read_torch_zip
+
+        return read_torch_zip(payload, self, map_location=map_location)
+
     def load_torch(self, path: Any, *, map_location: Any = "cpu") -> Any:
         """Load a full-module ``torch.save`` file (zip) under this policy, never via
         ``torch.load(weights_only=False)``: ``data.pkl`` goes through the restricted

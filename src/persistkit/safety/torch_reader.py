@@ -24,6 +24,7 @@ from persistkit.safety.pickle_audit import audit_pickle
 from persistkit.safety.unpickler import load_audited
 
 if TYPE_CHECKING:
+    from persistkit.payload import PayloadFile
     from persistkit.safety.policy import TrustPolicy
 
 MAX_PICKLE_BYTES = 1024**3
@@ -59,17 +60,22 @@ STORAGE_MARKERS = frozenset(_MARKERS)
 
 
 class TorchZip:
-    """A validated ``torch.save`` archive: one prefix, stored entries, sane sizes."""
+    """A validated ``torch.save`` archive: one prefix, stored entries, sane sizes, and no
+    name twice (two readers of one file could otherwise pick different entries)."""
 
-    def __init__(self, path: Path, archive: zipfile.ZipFile) -> None:
+    def __init__(self, path: Path, archive: zipfile.ZipFile, file_size: int) -> None:
         self.path = path
         self.zip = archive
         names = archive.namelist()
+        twice = duplicate_names(names)
+        if twice:
+            raise self.bad(
+                f"entry {twice[0]!r} appears more than once (readers disagree on which one counts)"
+            )
         prefixes = {name.split("/", 1)[0] for name in names}
         if len(prefixes) != 1 or not names:
             raise self.bad("its entries do not share one top-level folder")
         self.prefix = prefixes.pop()
-        file_size = path.stat().st_size
         for info in archive.infolist():
             pure = PurePosixPath(info.filename)
             if pure.is_absolute() or ".." in pure.parts or "\\" in info.filename:
@@ -116,30 +122,60 @@ class TorchZip:
         return info.file_size
 
 
+def duplicate_names(names: list[str]) -> list[str]:
+    """The entry names that occur more than once in a zip's central directory."""
+    seen: set[str] = set()
+    twice = []
+    for name in names:
+        if name in seen:
+            twice.append(name)
+        seen.add(name)
+    return twice
+
+
 @contextmanager
-def open_torch_zip(path: Path) -> Iterator[TorchZip]:
-    """Open and validate a ``torch.save`` zip; raises :class:`FormatError` if it is not one."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except _ZIP_ERRORS as exc:
-        raise FormatError(
-            f"{path.name} is not a valid torch.save file: {exc}",
-            hint="the file is damaged or is not a PyTorch model file",
-        ) from None
-    with archive:
-        yield TorchZip(path, archive)
+def _payload(source: Path | PayloadFile) -> Iterator[PayloadFile]:
+    """``source`` if it is an opened payload file, else the file at that path opened as one
+    (a regular file, not through a link) and closed afterwards."""
+    from persistkit.payload import PayloadFile, open_model_file
+
+    if isinstance(source, PayloadFile):
+        yield source
+        return
+    with open_model_file(Path(source)) as opened:
+        yield opened
 
 
-def read_torch_zip(path: Path, policy: TrustPolicy, *, map_location: Any = "cpu") -> Any:
-    """Load the ``torch.save`` file at ``path`` under ``policy`` (see the module docstring).
+@contextmanager
+def open_torch_zip(source: Path | PayloadFile) -> Iterator[TorchZip]:
+    """Open and validate a ``torch.save`` zip, reading it through one descriptor (the checked
+    one, when given an opened payload file); raises :class:`FormatError` if it is not one."""
+    with _payload(source) as payload, payload.stream() as fh:
+        try:
+            archive = zipfile.ZipFile(fh)
+        except _ZIP_ERRORS as exc:
+            raise FormatError(
+                f"{payload.path.name} is not a valid torch.save file: {exc}",
+                hint="the file is damaged or is not a PyTorch model file",
+            ) from None
+        with archive:
+            yield TorchZip(payload.path, archive, payload.size)
+
+
+def read_torch_zip(
+    source: Path | PayloadFile, policy: TrustPolicy, *, map_location: Any = "cpu"
+) -> Any:
+    """Load the ``torch.save`` file ``source`` (a path, or an opened and checked payload
+    file) under ``policy`` (see the module docstring).
 
     Tensors are built on the CPU; a module is then moved with ``.to(map_location)`` when
     ``map_location`` names another device.
     """
     import torch
 
-    what = f"data.pkl of {path.name}"
-    with open_torch_zip(path) as archive:
+    shown = source.name if isinstance(source, Path) else source.path.name
+    what = f"data.pkl of {shown}"
+    with open_torch_zip(source) as archive:
         data = archive.read_pickle()
         audit = audit_pickle(data, persistent=True, what=what)
         storages: dict[str, Any] = {}
