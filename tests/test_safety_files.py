@@ -154,6 +154,34 @@ def test_non_regular_payload_in_a_store_version_is_refused(tmp_path: Path) -> No
     assert _scan("m:1", "--store", str(tmp_path / "store")).exit_code == 1
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_non_regular_manifest_in_a_store_version_is_refused(tmp_path: Path, kind: str) -> None:
+    store = persistkit.Store(tmp_path / "store")
+    art = store.save(dict(ORIGINAL), "m", backend="pickle")
+    _make_special(art.path / "persistkit.json", kind, tmp_path / "outside")
+    # a link is refused as such; a FIFO or device is no manifest, so no version (no hang)
+    with pytest.raises(PersistkitError, match=NOT_REGULAR if kind == "symlink" else None):
+        store.load("m:1")
+
+
+def test_fifo_tags_file_in_a_store_version_is_refused(tmp_path: Path) -> None:
+    store = persistkit.Store(tmp_path / "store")
+    art = store.save(dict(ORIGINAL), "m", backend="pickle")
+    os.mkfifo(art.path / "tags.json")
+    with pytest.raises(PersistkitError, match=NOT_REGULAR):
+        store.load("m:1")
+
+
+def test_cached_copy_with_a_link_is_fetched_again(tmp_path: Path) -> None:
+    store = persistkit.Store(f"memory://cache-{tmp_path.name}")
+    store.save(dict(ORIGINAL), "m", backend="pickle")
+    folder, _manifest, _name, _version = store.fetch("m:1")
+    _make_special(folder / "model.pkl", "symlink", tmp_path / "outside")
+    assert store.load("m:1") == ORIGINAL  # the damaged cache entry was replaced
+    folder, _manifest, _name, _version = store.fetch("m:1")
+    assert not (folder / "model.pkl").is_symlink()
+
+
 def test_predict_cli_refuses_a_symlinked_payload(tmp_path: Path) -> None:
     art = persistkit.save(lambda x: np.asarray(x) * 2, tmp_path / "art").path
     payload = next(p for p in art.iterdir() if p.name.startswith("model."))

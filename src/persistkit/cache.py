@@ -18,7 +18,7 @@ from typing import Any
 
 from persistkit import config
 from persistkit.artifact import check_files
-from persistkit.errors import IntegrityError
+from persistkit.errors import FormatError, IntegrityError
 from persistkit.manifest import MANIFEST_NAME, Manifest
 from persistkit.progress import Progress
 
@@ -39,7 +39,7 @@ def lookup(digest: str, manifest: Manifest) -> Path | None:
         return None
     try:
         check_files(path, manifest)
-    except IntegrityError:
+    except (IntegrityError, FormatError):  # damaged, or a link or special file put there
         _discard(path)
         return None
     return path

@@ -52,7 +52,8 @@ from persistkit.errors import (
     StoreError,
     VersionNotFoundError,
 )
-from persistkit.manifest import MANIFEST_NAME, Manifest, read_manifest, utc_now
+from persistkit.manifest import MANIFEST_NAME, Manifest, utc_now
+from persistkit.payload import open_payload, read_artifact_manifest
 from persistkit.progress import Progress
 from persistkit.records import Artifact
 from persistkit.refs import Ref, parse_ref, validate_name
@@ -339,7 +340,8 @@ class Store:
             rel = f"{name}/{version}/{MANIFEST_NAME}"
             if self.is_local:
                 path = self._local_root / name / str(version)
-                return path, self._with_tags(name, version, read_manifest(path)), name, version
+                manifest = read_artifact_manifest(path)  # not through a link, never a FIFO
+                return path, self._with_tags(name, version, manifest), name, version
             raw = self._read(rel)
             if raw is None:
                 raise VersionNotFoundError(f"{name}:{version} was deleted")
@@ -621,8 +623,9 @@ class Store:
 
     def _read(self, rel: str) -> bytes | None:
         if self.is_local:
-            try:
-                return (self._local_root / rel).read_bytes()
+            try:  # a regular file only: a link or FIFO planted in the store is refused
+                with open_payload(self._local_root / rel) as opened:
+                    return opened.read_bytes()
             except (FileNotFoundError, NotADirectoryError):
                 return None
         try:
