@@ -53,6 +53,8 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _FILE_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_NOCTTY
 _DIR_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_DIRECTORY
 _CHUNK = 1024 * 1024
+# the most one read(2) returns on Linux
+_MAX_READ = 0x7FFFF000
 # an artifact is a handful of files; a folder of more entries than this is not one
 _MAX_ENTRIES = 100_000
 
@@ -100,8 +102,6 @@ def _open_entry(name: str, dir_fd: int | None, shown: str, where: str) -> int:
     """
     try:
         before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        raise
     except NotADirectoryError:
         raise FileNotFoundError(errno.ENOENT, "not found", shown) from None
     if not stat.S_ISREG(before.st_mode):
@@ -109,8 +109,11 @@ def _open_entry(name: str, dir_fd: int | None, shown: str, where: str) -> int:
     try:
         fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EMLINK):
+        # replaced by a link (ELOOP) or a socket (ENXIO) since the lstat above
+        if exc.errno in (errno.ELOOP, errno.EMLINK):
             raise not_regular(shown, stat.S_IFLNK, where=where) from None
+        if exc.errno == errno.ENXIO:
+            raise not_regular(shown, stat.S_IFSOCK, where=where) from None
         raise
     try:
         after = os.fstat(fd)
@@ -246,22 +249,15 @@ class PayloadFile:
         """The whole file, read from the descriptor. A listed file not yet checked is hashed
         from these very bytes (so what is returned is what was hashed); any file is refused
         if it changed while being read."""
-        data = bytearray(self.size)
-        view = memoryview(data)
-        pos = 0
-        while pos < len(data):
-            n = os.preadv(self.fd, [view[pos:]], pos)
-            if not n:
-                break
-            pos += n
-        if pos != len(data) or os.pread(self.fd, 1, pos):
+        data = _pread_all(self.fd, self.size)
+        if len(data) != self.size or os.pread(self.fd, 1, self.size):
             self.ensure_unchanged()
             raise IntegrityError(f"{self.name!r} changed size while it was being read")
         self.ensure_unchanged()
         if self.entry is not None and not self.checked:
             self.check_size()
             self._compare(hashlib.sha256(data).hexdigest())
-        return bytes(data)
+        return data
 
     def head(self, count: int) -> bytes:
         """The first ``count`` bytes (fewer if the file is shorter)."""
@@ -300,6 +296,23 @@ class PayloadFile:
             f"cannot read {self.name} safely here: this system names no open files",
             hint="run persistkit on Linux or macOS",
         )
+
+
+def _pread_all(fd: int, size: int) -> bytes:
+    """``size`` bytes of ``fd`` from offset 0 (fewer at end of file), as one ``bytes`` object
+    built in place when one read can return it all (no second copy of a large payload)."""
+    first = os.pread(fd, min(size, _MAX_READ), 0)
+    if len(first) == size or not first:
+        return first
+    pieces = [first]
+    pos = len(first)
+    while pos < size:
+        piece = os.pread(fd, min(size - pos, _MAX_READ), pos)
+        if not piece:
+            break
+        pieces.append(piece)
+        pos += len(piece)
+    return b"".join(pieces)
 
 
 def hash_opened(opened: PayloadFile) -> str:
@@ -356,7 +369,7 @@ class PayloadFiles:
         group = cls(path.parent, manifest, bare=True)
         opened = open_model_file(path)
         group.files[path.name] = opened
-        if expected is not None and not _same_file(opened.identity, expected):
+        if expected is not None and opened.identity != expected:
             group.close()
             raise IntegrityError(
                 f"{path.name} changed between being recognised and being read",
@@ -387,10 +400,6 @@ class PayloadFiles:
         for opened in self.files.values():
             opened.verify(rehash=rehash)
 
-    def check_sizes(self) -> None:
-        for opened in self.files.values():
-            opened.check_size()
-
     def ensure_unchanged(self) -> None:
         for opened in self.files.values():
             opened.ensure_unchanged()
@@ -415,10 +424,6 @@ class PayloadFiles:
         if key not in self.files:
             self.files[key] = open_payload(directory / name)
         return self.files[key]
-
-
-def _same_file(a: FileIdentity, b: FileIdentity) -> bool:
-    return a == b
 
 
 def _relative_to(path: Path, root: Path) -> str | None:
