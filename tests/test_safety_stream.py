@@ -153,8 +153,21 @@ def test_objects_built_from_nested_tuples_count_towards_the_depth() -> None:
     # slice(slice(...(None))): each call nests its argument tuple (and slices hash it)
     depth = 600
     data = b"\x80\x04cbuiltins\nslice\n\x94" + b"h\x00" * depth + b"N" + b"\x85R" * depth
-    with pytest.raises(FormatError, match="nest more than 1000 deep"):
+    with pytest.raises(FormatError, match="nest more than 1000 deep|other than integers"):
         _load(data + b"0.")
+
+
+def test_named_tuples_built_from_nested_tuples_count_towards_the_depth() -> None:
+    # copyreg._reconstructor(Hyperparameter, tuple, (inner,)) makes a named tuple around
+    # `inner`: alternating it with plain tuples must not reset the depth count
+    level = (
+        b"ccopyreg\n_reconstructor\n"
+        b"csklearn.gaussian_process.kernels\nHyperparameter\ncbuiltins\ntuple\n"
+    )
+    depth = 600
+    data = b"\x80\x02" + level * depth + b")" + b"\x85\x87R" * depth + b"."
+    with pytest.raises(FormatError, match="nest more than 1000 deep"):
+        _load(data)
 
 
 # -- joblib -----------------------------------------------------------------------------------

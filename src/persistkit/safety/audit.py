@@ -88,7 +88,18 @@ def audit_file(path: Path, policy: TrustPolicy | None = None) -> FileAudit:
         result.refused = exc.message
     except PersistkitError as exc:
         result.error = exc.message
-    if result.clean and result.format != "safetensors":
+    if not result.untrusted and result.format.startswith(("pickle", "joblib", "torch-zip")):
+        # the build decides: it is the load itself, so scan cannot disagree with it (the
+        # audit above still lists the globals, and its own complaint stands if the build
+        # fails for the same file)
+        audited_error, audited_refusal = result.error, result.refused
+        result.error = result.refused = None
+        _build_as_load_would(path, result, policy)
+        if result.error is not None and audited_error is not None:
+            result.error = audited_error
+        if result.refused is not None and audited_refusal is not None:
+            result.refused = audited_refusal
+    elif result.clean and result.format != "safetensors":
         _build_as_load_would(path, result, policy)
     return result
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from persistkit.errors import FormatError
+from persistkit.safety.native_checks import check_native_structures
 from persistkit.safety.pickle_audit import (
     JOBLIB_WRAPPERS,
     ArraySegment,
@@ -31,6 +32,7 @@ from persistkit.safety.pickle_audit import (
     audit_pickle,
 )
 from persistkit.safety.unpickler import load_audited
+from persistkit.safety.vm import NeedsAudit, run_restricted
 
 if TYPE_CHECKING:
     from persistkit.payload import PayloadFile
@@ -148,6 +150,19 @@ def load_pickle_family(
     method = compression_of(raw[:8])
     data = raw if method is None else decompress(raw, method, policy, what=what)
     del raw
+    if not policy.trust_all:
+        # one pass: the restricted machine reads joblib's array layout itself. It hands
+        # over to the audited path below only to name *every* untrusted global at once, or
+        # for the layouts of joblib < 0.10.
+        try:
+            result = run_restricted(
+                data, policy, protocol=0, what=what, joblib=True, first_pass=True
+            )
+        except NeedsAudit:
+            pass
+        else:
+            check_native_structures(result, what=what)
+            return result
     audit = audit_pickle(data, joblib=True, what=what)
     if not audit.arrays:
         return load_audited(data, audit, policy, what=what)

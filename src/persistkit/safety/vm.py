@@ -59,7 +59,7 @@ from persistkit.safety.capabilities import (
 if TYPE_CHECKING:
     from persistkit.safety.policy import TrustPolicy
 
-__all__ = ["Refusal", "RestrictedMachine"]
+__all__ = ["JoblibArray", "NeedsAudit", "Refusal", "RestrictedMachine", "run_restricted"]
 
 TRUSTED = "trusted"
 REPLACEMENT = "replacement"
@@ -72,6 +72,30 @@ _MAX_FIELDS = 1 << 16
 
 class Refusal(UntrustedArtifactError):
     """The stream tried to do something no pickler writes (an invariant of this module)."""
+
+
+class NeedsAudit(Exception):
+    """The first pass cannot decide alone: the stream names a global that is not allowed
+    (the audited path then lists every one of them at once) or uses a layout of joblib < 0.10.
+    """
+
+
+class JoblibArray:
+    """Stands where joblib's ``NumpyArrayWrapper`` would be imported; its ``BUILD`` is
+    followed by the array's raw bytes, which the machine reads in its place."""
+
+    __slots__ = ()
+
+
+_JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
+_JOBLIB_PAIRS = frozenset(
+    {
+        _JOBLIB_WRAPPER,
+        ("joblib.numpy_pickle", "NDArrayWrapper"),
+        ("joblib.numpy_pickle", "ZNDArrayWrapper"),
+    }
+)
+_MAX_NESTING = 1000
 
 
 class _Mark:
@@ -107,9 +131,23 @@ class RestrictedMachine:
         what: str,
         replacements: dict[tuple[str, str], Any] | None = None,
         persistent_load: Callable[[Any], Any] | None = None,
+        joblib: bool = False,
+        first_pass: bool = False,
+        start: int = 0,
+        nested: bool = False,
     ) -> None:
         self.data = data
         self.policy = policy
+        # joblib: read joblib's raw array data where its array wrappers are built;
+        # first_pass: raise NeedsAudit instead of refusing, so the caller can list every
+        # untrusted global at once; nested: a stream inside another (may be followed by more)
+        self.joblib = joblib
+        self.first_pass = first_pass
+        self.nested = nested
+        self.frame_end = -1
+        # id -> nesting depth of tuples (and tuple-like objects) deeper than 1: hashing a
+        # tuple nested ~100,000 deep recurses in C without a check and kills the process
+        self.depths: dict[int, tuple[int, Any]] = {}
         self.protocol = protocol
         self.what = what
         self.replacements = replacements or {}
@@ -123,7 +161,7 @@ class RestrictedMachine:
         self.consumed: set[int] = set()  # dtypes arrays or other dtypes were built from
         self.stack: list[Any] = []
         self.memo: dict[int, Any] = {}
-        self.pos = 0
+        self.pos = start
 
     # -- errors ----------------------------------------------------------------------------
     def refuse(self, why: str) -> Refusal:
@@ -150,6 +188,10 @@ class RestrictedMachine:
             pos = self.pos
             if pos >= size:
                 raise self.corrupt("the stream ends before its STOP opcode")
+            if self.frame_end >= 0 and pos >= self.frame_end:
+                if pos > self.frame_end:
+                    raise self.corrupt("an opcode straddles the end of its frame")
+                self.frame_end = -1
             code = data[pos]
             # the opcodes that dominate model pickles, inline (same rules as their handlers)
             if code == 0x68 and pos + 1 < size:  # BINGET
@@ -179,6 +221,10 @@ class RestrictedMachine:
             if handler is _stop:
                 if len(self.stack) != 1:
                     raise self.corrupt("STOP with an unbalanced stack")
+                if self.frame_end >= 0 and self.pos != self.frame_end:
+                    raise self.corrupt("STOP inside an unfinished frame")
+                if not self.nested and self.pos != size:
+                    raise self.corrupt(f"it has {size - self.pos} bytes after its STOP opcode")
                 return self.stack[0]
             handler(self)
 
@@ -230,12 +276,19 @@ class RestrictedMachine:
 
         module, name = mapped_global(module, name, self.protocol)
         pair = (module, name)
+        if self.joblib and pair in _JOBLIB_PAIRS:
+            if pair != _JOBLIB_WRAPPER:  # joblib < 0.10 layouts: the audited reader's job
+                raise NeedsAudit(f"{module}.{name}")
+            self.globals[id(JoblibArray)] = (JoblibArray, pair, REPLACEMENT)
+            return JoblibArray
         if pair in self.replacements:
             obj, role = self.replacements[pair], REPLACEMENT
         else:
             role = role_of(module, name)  # type: ignore[assignment]
             if role is None or self.policy.trust_all:
                 if not self.policy.allows_global(module, name):
+                    if self.first_pass:
+                        raise NeedsAudit(f"{module}.{name}")
                     self.policy.refuse([pair], what=self.what)
                 role = TRUSTED
             obj = resolve_global(module, name)
@@ -617,8 +670,10 @@ def _fresh_dtype(
         if byteorder in "<>" and base.byteorder != "|":
             base = base.newbyteorder(byteorder)
         if elsize not in (-1, base.itemsize) and base.kind in "SUV":
-            base = np.dtype(f"{base.byteorder if base.byteorder in '<>' else ''}"
-                            f"{base.kind}{elsize // (4 if base.kind == 'U' else 1)}")
+            base = np.dtype(
+                f"{base.byteorder if base.byteorder in '<>' else ''}"
+                f"{base.kind}{elsize // (4 if base.kind == 'U' else 1)}"
+            )
         return base
     if subarray is not None:
         if names is not None or fields is not None:
@@ -756,8 +811,10 @@ def _check_frombuffer(machine: RestrictedMachine, func: Any, args: tuple[Any, ..
     shape, count = _shape(machine, shape)
     if order not in ("C", "F", "A", "K") or dtype.hasobject:
         raise machine.corrupt("numpy's _frombuffer has the wrong arguments")
-    if len(args) == 5 and args[4] is not None and (
-        type(args[4]) is not tuple or sorted(args[4]) != list(range(len(shape)))
+    if (
+        len(args) == 5
+        and args[4] is not None
+        and (type(args[4]) is not tuple or sorted(args[4]) != list(range(len(shape))))
     ):
         raise machine.corrupt("numpy's _frombuffer has an axis order that is no permutation")
     raw = _array_data(machine, dtype, count, buf)
@@ -784,11 +841,16 @@ def _check_reconstructor(machine: RestrictedMachine, func: Any, args: tuple[Any,
         raise machine.corrupt("copyreg._reconstructor has the wrong arguments")
     cls, base, state = args
     known = machine.role(cls)
-    if known is None or not isinstance(cls, type) or known[1] not in (
-        DATA_CLASS,
-        CALLED_CLASS,
-        TRUSTED,
-        REPLACEMENT,
+    if (
+        known is None
+        or not isinstance(cls, type)
+        or known[1]
+        not in (
+            DATA_CLASS,
+            CALLED_CLASS,
+            TRUSTED,
+            REPLACEMENT,
+        )
     ):
         raise machine.refuse("copyreg._reconstructor makes something that is not an allowed class")
     if not any(base is b for b in _RECONSTRUCT_BASES) or not issubclass(cls, base):
@@ -802,6 +864,8 @@ def _check_reconstructor(machine: RestrictedMachine, func: Any, args: tuple[Any,
     obj = base.__new__(cls, state)
     if base.__init__ is not object.__init__:
         base.__init__(obj, state)
+    if base is tuple:  # a tuple subclass (a named tuple) nests like a tuple
+        _tuple_of(machine, state, made=obj)
     return obj
 
 
@@ -1014,9 +1078,7 @@ def _check_rebuild_tensor(machine: RestrictedMachine, func: Any, args: tuple[Any
     if not 6 <= len(args) <= 7:
         raise machine.corrupt("a tensor is rebuilt with the wrong arguments")
     storage, offset, size, stride, requires_grad, hooks = args[:6]
-    if len(args) == 7 and args[6] is not None and not (
-        isinstance(args[6], dict) and not args[6]
-    ):
+    if len(args) == 7 and args[6] is not None and not (isinstance(args[6], dict) and not args[6]):
         raise machine.refuse("a tensor is rebuilt with metadata")
     if not isinstance(storage, torch.storage.TypedStorage) or machine.made.get(id(storage)) is None:
         raise machine.refuse("a tensor is rebuilt over a storage the file does not hold")
@@ -1045,8 +1107,10 @@ def _check_rebuild_parameter(machine: RestrictedMachine, func: Any, args: tuple[
     if type(requires_grad) is not bool:
         raise machine.corrupt("a parameter's requires_grad is not a bool")
     _empty_hooks(machine, hooks)
-    if len(args) == 4 and args[3] not in (None, {}) and not (
-        isinstance(args[3], dict) and not args[3]
+    if (
+        len(args) == 4
+        and args[3] not in (None, {})
+        and not (isinstance(args[3], dict) and not args[3])
     ):
         raise machine.refuse("a parameter is rebuilt with extra attributes")
     return torch.nn.Parameter(data, requires_grad)
@@ -1154,7 +1218,12 @@ def _proto(m: RestrictedMachine) -> None:
 
 
 def _frame(m: RestrictedMachine) -> None:
-    m.read(8)
+    if m.frame_end >= 0:
+        raise m.corrupt("a frame starts inside another frame")
+    length = int.from_bytes(m.read(8), "little")
+    if length > len(m.data) - m.pos:
+        raise m.corrupt("a frame runs past the end of the stream")
+    m.frame_end = m.pos + length
 
 
 def _push(value: Any) -> Callable[[RestrictedMachine], None]:
@@ -1294,15 +1363,33 @@ def _list(m: RestrictedMachine) -> None:
     m.stack.append(m.pop_mark())
 
 
+def _tuple_of(m: RestrictedMachine, items: Any, made: Any = None) -> Any:
+    """``tuple(items)`` (or ``made``, a tuple-like object built from them), with its nesting
+    depth recorded; refused when tuples nest more than 1000 deep."""
+    result = tuple(items) if made is None else made
+    deepest = 0
+    for item in items:
+        if isinstance(item, tuple):
+            entry = m.depths.get(id(item))
+            depth = entry[0] if entry is not None and entry[1] is item else 1
+            if depth > deepest:
+                deepest = depth
+    if deepest:
+        if deepest >= _MAX_NESTING:
+            raise m.corrupt(f"values nest more than {_MAX_NESTING} deep")
+        m.depths[id(result)] = (deepest + 1, result)
+    return result
+
+
 def _tuple(m: RestrictedMachine) -> None:
-    m.stack.append(tuple(m.pop_mark()))
+    m.stack.append(_tuple_of(m, m.pop_mark()))
 
 
 def _tuple_n(n: int) -> Callable[[RestrictedMachine], None]:
     def push(m: RestrictedMachine) -> None:
         items = [m.pop() for _ in range(n)]
         items.reverse()
-        m.stack.append(tuple(items))
+        m.stack.append(_tuple_of(m, items))
 
     return push
 
@@ -1381,9 +1468,7 @@ def _append_to(m: RestrictedMachine, value: Any, items: list[Any]) -> None:
     target: Any = value
     kind: Any = type(target)
     if kind is list or (
-        isinstance(target, list)
-        and m.made.get(id(target)) is target
-        and kind.extend is list.extend
+        isinstance(target, list) and m.made.get(id(target)) is target and kind.extend is list.extend
     ):
         list.extend(target, items)
         return
@@ -1502,7 +1587,52 @@ def _newobj_ex(m: RestrictedMachine) -> None:
 
 def _build(m: RestrictedMachine) -> None:
     state = m.pop()
-    m.build(m.top(), state)
+    target = m.top()
+    if type(target) is JoblibArray and m.made.get(id(target)) is target:
+        m.stack[-1] = _read_joblib_array(m, state)
+        return
+    m.build(target, state)
+
+
+def _read_joblib_array(m: RestrictedMachine, state: Any) -> Any:
+    """The array whose data joblib wrote right after its wrapper's ``BUILD``: raw bytes
+    (after optional alignment padding) or, for arrays of objects, a nested pickle stream."""
+    np = _np()
+    if type(state) is not dict or state.get("subclass", np.ndarray) is not np.ndarray:
+        raise m.corrupt("a joblib array wrapper has no state, or wraps an array subclass")
+    shape, count = _shape(m, state.get("shape"))
+    order = state.get("order", "C")
+    if order not in ("C", "F"):
+        raise m.corrupt("a joblib array has an invalid order")
+    dtype = _made_dtype(m, state.get("dtype"))
+    if m.frame_end >= 0:
+        if m.pos != m.frame_end:
+            raise m.corrupt("joblib array data starts inside a pickle frame")
+        m.frame_end = -1
+    if dtype.hasobject:
+        inner = RestrictedMachine(
+            m.data,
+            m.policy,
+            protocol=0,
+            what=m.what,
+            start=m.pos,
+            nested=True,
+            first_pass=m.first_pass,
+        )
+        array = inner.run()
+        m.pos = inner.pos
+        if type(array) is not np.ndarray or array.shape != shape:
+            raise m.corrupt("a joblib object array does not match its wrapper")
+        return array
+    if state.get("numpy_array_alignment_bytes") is not None:
+        m.read(m.read(1)[0])
+    start = m.pos
+    m.read(count * dtype.itemsize)
+    flat = np.frombuffer(memoryview(m.data)[start : m.pos], dtype=dtype, count=count).copy()
+    array = flat.reshape(shape[::-1]).transpose() if order == "F" else flat.reshape(shape)
+    if not dtype.isnative:
+        array = array.astype(dtype.newbyteorder("="))
+    return array
 
 
 def _persid(m: RestrictedMachine) -> None:
@@ -1596,8 +1726,14 @@ def run_restricted(
     what: str,
     replacements: dict[tuple[str, str], Any] | None = None,
     persistent_load: Callable[[Any], Any] | None = None,
+    joblib: bool = False,
+    first_pass: bool = False,
 ) -> Any:
-    """Build ``data`` with a :class:`RestrictedMachine`; errors become persistkit errors."""
+    """Build ``data`` with a :class:`RestrictedMachine`; errors become persistkit errors.
+
+    ``joblib=True`` also reads joblib's array layout; ``first_pass=True`` raises
+    :class:`NeedsAudit` where the audited path must take over (see :class:`NeedsAudit`).
+    """
     machine = RestrictedMachine(
         bytes(data),
         policy,
@@ -1605,10 +1741,12 @@ def run_restricted(
         what=what,
         replacements=replacements,
         persistent_load=persistent_load,
+        joblib=joblib,
+        first_pass=first_pass,
     )
     try:
         return machine.run()
-    except PersistkitError:
+    except (PersistkitError, NeedsAudit):
         raise
     except MemoryError:
         raise FormatError(
