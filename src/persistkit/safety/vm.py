@@ -237,6 +237,14 @@ class RestrictedMachine:
         self.pos = end
         return self.data[pos:end]
 
+    def skip(self, n: int) -> int:
+        """Check that ``n`` bytes follow, move past them and return where they start."""
+        pos = self.pos
+        if n < 0 or pos + n > len(self.data):
+            raise self.corrupt(f"a length of {n} bytes runs past the end of the stream")
+        self.pos = pos + n
+        return pos
+
     def readline(self) -> bytes:
         data = self.data
         nl = data.find(b"\n", self.pos)
@@ -1324,8 +1332,7 @@ def _bytes_of(width: int) -> Callable[[RestrictedMachine], None]:
 
 def _bytearray8(m: RestrictedMachine) -> None:
     n = int.from_bytes(m.read(8), "little")
-    start = m.pos
-    m.read(n)  # bounds-checked; the copy below is the only one (protocol-5 array data)
+    start = m.skip(n)  # the copy below is the only one (protocol-5 array data)
     m.stack.append(bytearray(memoryview(m.data)[start : start + n]))
 
 
@@ -1626,8 +1633,7 @@ def _read_joblib_array(m: RestrictedMachine, state: Any) -> Any:
         return array
     if state.get("numpy_array_alignment_bytes") is not None:
         m.read(m.read(1)[0])
-    start = m.pos
-    m.read(count * dtype.itemsize)
+    start = m.skip(count * dtype.itemsize)
     flat = np.frombuffer(memoryview(m.data)[start : m.pos], dtype=dtype, count=count).copy()
     array = flat.reshape(shape[::-1]).transpose() if order == "F" else flat.reshape(shape)
     if not dtype.isnative:
