@@ -443,3 +443,15 @@ def test_torch_zip_with_a_member_named_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="more than once"):
         persistkit.load(twice)
     assert _scan(str(twice)).exit_code == 1
+
+
+def test_scan_agrees_with_load_on_an_unlisted_companion(tmp_path: Path) -> None:
+    art = tmp_path / "art"
+    art.mkdir()
+    _old_joblib(art, "model.joblib", "model.joblib_01.npy")
+    _hand_made_artifact(art, "joblib", ["model.joblib"])  # the companion is not listed
+    with pytest.raises(IntegrityError):
+        persistkit.load(art)
+    assert _scan(str(art)).exit_code == 1
+    _hand_made_artifact(art, "joblib", ["model.joblib", "model.joblib_01.npy"])
+    assert _scan(str(art)).exit_code == 0

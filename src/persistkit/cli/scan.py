@@ -68,6 +68,10 @@ def scan_report(source: str, store_url: str | None = None) -> dict[str, Any]:
         backend, uri = manifest.backend, found.uri
         sealed = not found.bare and seal_is_valid(manifest)
         rebuild = _rebuild_imports(manifest.backend_options)
+        if not sealed and all(a.clean for a in audits):
+            # what only the whole artifact shows (a companion file the manifest does not
+            # list, ...): load it as the default load would, and take its verdict
+            audits += _as_load_would(found)
     policy = TrustPolicy()
     untrusted_rebuild = [name for name in rebuild if not policy.allows(name)]
     clean = all(a.clean for a in audits) and not untrusted_rebuild
@@ -82,6 +86,25 @@ def scan_report(source: str, store_url: str | None = None) -> dict[str, Any]:
         "rebuild_imports": rebuild,
         "files": [a.to_dict() for a in audits],
     }
+
+
+def _as_load_would(found: Any) -> list[Any]:
+    """Load ``found`` under the default policy (it imports only allow-listed code and runs
+    only reviewed callables) and turn a refusal into an audit entry; nothing if it loads."""
+    from persistkit.api import load_located
+    from persistkit.errors import NotFittedError, PersistkitError, UntrustedArtifactError
+    from persistkit.safety.audit import FileAudit
+
+    entry = FileAudit(str(found.directory), "artifact", 0)
+    try:
+        load_located(found)
+    except UntrustedArtifactError as exc:
+        entry.refused = exc.message
+    except NotFittedError:
+        return []  # built fine; only preparing it for inference failed
+    except PersistkitError as exc:
+        entry.error = exc.message
+    return [entry] if not entry.clean else []
 
 
 def _rebuild_imports(backend_options: dict[str, Any]) -> list[str]:
