@@ -104,4 +104,8 @@ class ModelNotServedError(PersistkitError):
     """The server has no model (or no version or alias) of that name loaded."""
 
 
+class OptionError(InputError):
+    """A keyword option given to ``save`` or ``load`` that the backend does not take there."""
+
+
 __all__ = [name for name in dir() if name.endswith("Error")]
