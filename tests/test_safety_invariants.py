@@ -441,3 +441,22 @@ def test_legitimate_numpy_values_still_load_exactly() -> None:
                     assert loaded.tolist() == value.tolist()
                 else:
                     assert loaded.tobytes() == value.tobytes()
+
+
+def test_build_never_touches_what_a_reader_handed_out(tmp_path: Any) -> None:
+    # a torch storage comes from the reader's persistent_load; BUILD on it would replace its
+    # bytes (``_untyped_storage``) under a tensor the file rebuilds next
+    import zipfile
+
+    torch = pytest.importorskip("torch")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "m.pt")
+    storage = (
+        b"(" + s("storage") + g("torch", "FloatStorage") + s("0") + s("cpu") + i(2) + b"tQ"
+    )
+    stream_ = stream(storage + dct(_untyped_storage=raw(bytes(8))) + BUILD)
+    with zipfile.ZipFile(tmp_path / "m.pt") as zin, zipfile.ZipFile(tmp_path / "x.pt", "w") as out:
+        for info in zin.infolist():
+            data = stream_ if info.filename.endswith("data.pkl") else zin.read(info.filename)
+            out.writestr(info.filename, data)
+    with pytest.raises(UntrustedArtifactError, match="did not make"):
+        TrustPolicy().load_torch(tmp_path / "x.pt")

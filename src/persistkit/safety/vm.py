@@ -158,6 +158,8 @@ class RestrictedMachine:
         # id -> object, for everything a checked path made (BUILD targets)
         self.made: dict[int, Any] = {}
         self.built: set[int] = set()
+        # id -> object handed out by the reader's persistent_load (storages, arrays)
+        self.persisted: dict[int, Any] = {}
         self.consumed: set[int] = set()  # dtypes arrays or other dtypes were built from
         self.stack: list[Any] = []
         self.memo: dict[int, Any] = {}
@@ -1088,7 +1090,10 @@ def _check_rebuild_tensor(machine: RestrictedMachine, func: Any, args: tuple[Any
     storage, offset, size, stride, requires_grad, hooks = args[:6]
     if len(args) == 7 and args[6] is not None and not (isinstance(args[6], dict) and not args[6]):
         raise machine.refuse("a tensor is rebuilt with metadata")
-    if not isinstance(storage, torch.storage.TypedStorage) or machine.made.get(id(storage)) is None:
+    if (
+        not isinstance(storage, torch.storage.TypedStorage)
+        or machine.persisted.get(id(storage)) is not storage
+    ):
         raise machine.refuse("a tensor is rebuilt over a storage the file does not hold")
     shape, count = _shape(machine, size)
     strides, _ = _shape(machine, stride)
@@ -1653,7 +1658,9 @@ def _binpersid(m: RestrictedMachine) -> None:
 def _persistent(m: RestrictedMachine, pid: Any) -> None:
     if m.persistent_load is None:
         raise m.refuse("a persistent id in a format that never contains one")
-    m.stack.append(m.make(m.persistent_load(pid)))
+    value = m.persistent_load(pid)
+    m.persisted[id(value)] = value  # the reader's own object: passed on, never BUILT onto
+    m.stack.append(value)
 
 
 _Handler = Callable[[RestrictedMachine], None]
