@@ -408,9 +408,11 @@ class RestrictedMachine:
             if type(slot_state) is not dict:
                 raise self.refuse("BUILD with slot state that is not a dict")
             slots = _declared_slots(cls)
-            for k, v in slot_state.items():
+            for k in slot_state:
                 if type(k) is not str or k not in slots or _is_dunder(k):
                     raise self.refuse(f"BUILD sets {k!r}, which is not a declared slot")
+            _check_called_attributes(self, cls, slot_state)
+            for k, v in slot_state.items():
                 setattr(inst, k, v)
         return None
 
