@@ -13,6 +13,8 @@ class CloudpickleBackend(PickleProtocolBackend):
         description="cloudpickle: also lambdas, closures, notebook classes (by value)",
         restricted=True,
         append_only=True,
+        save_options=("protocol",),
+        load_options=(),
         requires=("cloudpickle",),
         extra="cloudpickle",
     )

@@ -13,6 +13,8 @@ class DillBackend(PickleProtocolBackend):
         description="dill: serializes most of Python, including interactive definitions",
         restricted=True,
         append_only=True,
+        save_options=("protocol",),
+        load_options=(),
         requires=("dill",),
         extra="dill",
     )

@@ -17,6 +17,8 @@ class JoblibBackend(Backend):
         description="joblib: pickle with fast raw numpy buffers, optional compression",
         restricted=True,
         append_only=True,
+        save_options=("compress",),
+        load_options=(),
         requires=("joblib",),
         extra="joblib",
         suffixes=(".joblib", ".jl", ".joblib.gz", ".joblib.z", ".joblib.lz4"),

@@ -29,6 +29,8 @@ class NumpyBackend(Backend):
         "only through the restricted unpickler",
         safe=True,
         suffixes=(".npy", ".npz"),
+        save_options=(),
+        load_options=(),
     )
     file_name = "model.npy"
 

@@ -20,6 +20,8 @@ class PickleBackend(PickleProtocolBackend):
         description="Python's pickle (protocol 5); fast, everywhere, code-bearing",
         restricted=True,
         append_only=True,
+        save_options=("protocol",),
+        load_options=(),
         suffixes=(".pkl", ".pickle"),
     )
     module_name = "pickle"

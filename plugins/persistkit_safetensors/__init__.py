@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from persistkit import Backend, BackendInfo, Recommendation, hookimpl
-from persistkit.errors import CannotSaveError, FormatError
+from persistkit.errors import CannotSaveError, FormatError, InputError
 from persistkit.safety import read_safetensors_header
 
 LAYOUTS = ("module", "tensors", "numpy")
@@ -58,6 +58,8 @@ class SafetensorsBackend(Backend):
         requires=("safetensors",),
         extra="safetensors",
         suffixes=(".safetensors",),
+        save_options=("init_kwargs", "factory"),
+        load_options=("map_location", "model_class", "init_kwargs", "factory"),
         # header, then each tensor in order (into a file first extended to its full size,
         # which the core's hasher handles)
         append_only=True,
@@ -87,6 +89,10 @@ class SafetensorsBackend(Backend):
         return 2 <= length <= _MAX_SNIFFED_HEADER and head[8:].lstrip(b" \t\r\n")[:1] == b"{"
 
     def save(self, model: Any, path: Path, options: dict[str, Any]) -> None:
+        if is_array_dict(model) or _is_tensor_dict(model):
+            from persistkit_torch.rebuild import refuse_module_options
+
+            refuse_module_options(options, backend=self.info.name)
         if is_array_dict(model):
             from safetensors.numpy import save_file as save_numpy
 
@@ -144,7 +150,9 @@ class SafetensorsBackend(Backend):
             RECIPE_KEY,
             ModuleRecipe,
             build_module,
+            module_from_weights,
             retie_state,
+            wants_module,
         )
 
         device = options.get("map_location", "cpu")
@@ -152,17 +160,18 @@ class SafetensorsBackend(Backend):
         if layout == "module":
             recipe = ModuleRecipe.from_json(options.get(RECIPE_KEY))
             return build_module(recipe, tensors, policy, options)
-        if layout is None and options.get("model_class") is not None:
-            # a bare file plus the class (and arguments) the user names
-            cls = options["model_class"]
-            recipe = ModuleRecipe(
-                getattr(cls, "__module__", ""),
-                getattr(cls, "__qualname__", ""),
-                dict(options.get("init_kwargs") or {}),
-            )
-            return build_module(recipe, tensors, policy, options)
         tied = options.get("tied") or []
-        return retie_state(tensors, tuple(tuple(g) for g in tied))
+        state = retie_state(tensors, tuple(tuple(g) for g in tied))
+        if wants_module(options):
+            # tensors (a bare file, or a saved dict) plus the class the user names
+            return module_from_weights(state, policy, options)
+        if options.get("init_kwargs") is not None:
+            raise InputError(
+                "init_kwargs= is for building a module from weights, and was given without "
+                "model_class= or factory=",
+                hint="pass model_class=<the class> too, or drop init_kwargs=",
+            )
+        return state
 
     @hookimpl
     def persistkit_recommend(self, model: Any) -> list[Recommendation] | None:

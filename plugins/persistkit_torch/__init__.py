@@ -23,13 +23,25 @@ from persistkit.errors import (
     ArtifactError,
     CannotSaveError,
     FormatError,
+    InputError,
     UntrustedArtifactError,
 )
 from persistkit_torch import adapter
 from persistkit_torch.detect import is_tensor_dict, is_torch_module
-from persistkit_torch.rebuild import RECIPE_KEY, ModuleRecipe, build_module, record_recipe
+from persistkit_torch.rebuild import (
+    RECIPE_KEY,
+    ModuleRecipe,
+    build_module,
+    module_from_weights,
+    record_recipe,
+    refuse_module_options,
+    wants_module,
+)
 
 MODES = ("module", "state_dict")
+#: what ``load`` takes for this backend: where tensors go, and how to rebuild a module from
+#: weights alone (a bare state dict names no class, so ``model_class=`` is needed there)
+LOAD_OPTIONS = ("map_location", "model_class", "init_kwargs", "factory")
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
@@ -44,6 +56,8 @@ class TorchPlugin(Backend):
         requires=("torch",),
         extra="torch",
         suffixes=(".pt", ".pth"),
+        save_options=("mode", "init_kwargs", "factory"),
+        load_options=LOAD_OPTIONS,
         append_only=True,  # torch's zip writer is strictly sequential (it can write to pipes)
     )
     file_name = "model.pt"
@@ -71,6 +85,8 @@ class TorchPlugin(Backend):
                 hint="pick another backend (`persistkit backends` lists them)",
             )
         payload = model
+        if is_tensor_dict(model):
+            refuse_module_options(options, backend=self.info.name)
         if mode == "state_dict" and is_torch_module(model):
             record_recipe(model, options, backend="torch")
             payload = model.state_dict()
@@ -100,11 +116,13 @@ class TorchPlugin(Backend):
             if RECIPE_KEY in options:
                 recipe = ModuleRecipe.from_json(options[RECIPE_KEY])
                 return build_module(recipe, state, policy, options)
-            return state
+            return _as_asked(state, policy, options)
         if mode == "module":
             if policy.trust_all:
-                return _full_load(payload, map_location, mmap=True)
-            return policy.load_torch_payload(payload, map_location=map_location)
+                loaded = _full_load(payload, map_location, mmap=True)
+            else:
+                loaded = policy.load_torch_payload(payload, map_location=map_location)
+            return _as_asked(loaded, policy, options)
         if mode is not None:
             raise FormatError(
                 f"the manifest records an unknown torch backend mode {mode!r}",
@@ -113,8 +131,10 @@ class TorchPlugin(Backend):
         # a bare .pt file from another tool goes through persistkit's own reader, the one
         # `scan` uses: state dicts and modules of allowed classes load, the rest is refused
         if policy.trust_all:
-            return _full_load(payload, map_location, mmap=False)
-        return policy.load_torch_payload(payload, map_location=map_location)
+            loaded = _full_load(payload, map_location, mmap=False)
+        else:
+            loaded = policy.load_torch_payload(payload, map_location=map_location)
+        return _as_asked(loaded, policy, options)
 
     # -- adapter ------------------------------------------------------------------------------
     @persistkit.hookimpl
@@ -132,6 +152,36 @@ class TorchPlugin(Backend):
     @persistkit.hookimpl
     def persistkit_recommend(self, model: Any) -> list[Recommendation] | None:
         return adapter.recommend(model) if is_torch_module(model) else None
+
+
+def _as_asked(loaded: Any, policy: Any, options: dict[str, Any]) -> Any:
+    """What was loaded, turned into what ``model_class=``/``factory=`` ask for: a state dict
+    is loaded (strictly) into the module they build; a whole module must already be one."""
+    if not wants_module(options):
+        if options.get("init_kwargs") is not None:
+            raise InputError(
+                "init_kwargs= is for building a module from weights, and was given without "
+                "model_class= or factory=",
+                hint="pass model_class=<the class> too, or drop init_kwargs=",
+            )
+        return loaded
+    if is_tensor_dict(loaded):
+        return module_from_weights(dict(loaded), policy, options)
+    cls = options.get("model_class")
+    if is_torch_module(loaded) and isinstance(cls, type) and isinstance(loaded, cls):
+        if options.get("init_kwargs") is not None:
+            raise InputError(
+                "init_kwargs= applies to weights alone, but this file holds a whole, already "
+                f"built {type(loaded).__qualname__}",
+                hint="drop init_kwargs=",
+            )
+        return loaded
+    what = type(loaded).__qualname__ if is_torch_module(loaded) else "something else"
+    raise InputError(
+        f"model_class=/factory= build a module from a state dict, but this file holds "
+        f"a whole {what}" + (f", not a {cls.__qualname__}" if isinstance(cls, type) else ""),
+        hint="drop model_class=/factory= (the module is stored whole), or pass its own class",
+    )
 
 
 def _refuse_duplicate_members(payload: Any) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from persistkit.errors import (
@@ -20,6 +20,7 @@ from persistkit.errors import (
     CannotSaveError,
     InputError,
     ManifestError,
+    OptionError,
     UntrustedArtifactError,
 )
 from persistkit_torch.detect import importable_name
@@ -305,6 +306,56 @@ def retie_state(state: dict[str, Any], tied: tuple[tuple[str, ...], ...]) -> dic
     return state
 
 
+#: options that say how to rebuild a module (given at save, or at load for weights alone)
+MODULE_OPTIONS = ("model_class", "init_kwargs", "factory")
+
+
+def refuse_module_options(options: dict[str, Any], *, backend: str) -> None:
+    """At save, for a dict of tensors (no module to rebuild): refuse ``init_kwargs=`` and
+    ``factory=`` instead of recording options that nothing would use."""
+    given = [name for name in MODULE_OPTIONS if options.get(name) is not None]
+    if given:
+        raise OptionError(
+            f"backend {backend!r} saves this dict of tensors as it is: "
+            f"{', '.join(f'{name}=' for name in given)} only apply to an nn.Module",
+            hint="drop them, or save the module itself; pass model_class= (and init_kwargs=) "
+            "to load() to get a module back from the weights",
+        )
+
+
+def wants_module(options: dict[str, Any]) -> bool:
+    """True when the user asked at load for a module built from bare weights."""
+    return options.get("model_class") is not None or options.get("factory") is not None
+
+
+def module_from_weights(state: dict[str, Any], policy: Any, options: dict[str, Any]) -> Any:
+    """Build the module the user names with ``model_class=`` (or ``factory=``) and
+    ``init_kwargs=``, then load ``state`` into it strictly (mismatched keys are an error
+    listing them). For a bare state dict, which records no class of its own."""
+    cls = options.get("model_class")
+    factory = options.get("factory")
+    if cls is None and not callable(factory):
+        raise InputError(
+            f"factory= must be a function that returns the module, not {factory!r}",
+            hint="pass the function itself, or model_class=<the class>",
+        )
+    recipe = ModuleRecipe(
+        getattr(cls, "__module__", ""),
+        getattr(cls, "__qualname__", ""),
+        _user_kwargs(options.get("init_kwargs") or {}),
+    )
+    return build_module(recipe, state, policy, options)
+
+
+def _user_kwargs(given: Any) -> dict[str, Any]:
+    if not isinstance(given, dict) or not all(isinstance(k, str) for k in given):
+        raise InputError(
+            f"init_kwargs= must be a dict of constructor argument names to values, not {given!r}",
+            hint='pass e.g. init_kwargs={"n_in": 4, "n_out": 2}',
+        )
+    return dict(given)
+
+
 def build_module(
     recipe: ModuleRecipe, state: dict[str, Any], policy: Any, options: dict[str, Any]
 ) -> Any:
@@ -314,15 +365,22 @@ def build_module(
     import torch
 
     builder = _builder(recipe, policy, options)
+    given = options.get("init_kwargs")
+    if given is not None:  # the user's constructor arguments win over the recorded ones
+        recipe = replace(recipe, init_kwargs=_user_kwargs(given))
     retie_state(state, recipe.tied)
     try:
         with torch.device("meta"):
             module = builder(**recipe.init_kwargs)
     except Exception as exc:
+        user_built = options.get("model_class") is not None or callable(options.get("factory"))
         raise ArtifactError(
             f"cannot construct {_name_of(builder)}(**{recipe.init_kwargs!r}): "
             f"{type(exc).__name__}: {exc}",
-            hint="the class's constructor changed since the model was saved; install the "
+            hint="pass init_kwargs={...} with the arguments its constructor needs, or "
+            "factory=<a function that builds it>"
+            if user_built
+            else "the class's constructor changed since the model was saved; install the "
             "version listed in the manifest (`persistkit show`), or pass model_class=",
         ) from None
     if not _is_module(module):
@@ -345,7 +403,8 @@ def _builder(recipe: ModuleRecipe, policy: Any, options: dict[str, Any]) -> Any:
         if not (isinstance(user_class, type) and _is_module_class(user_class)):
             raise InputError(
                 f"model_class= must be a torch.nn.Module subclass, not {user_class!r}",
-                hint=f"pass the class itself, e.g. model_class={recipe.qualname.split('.')[-1]}",
+                hint="pass the class itself, e.g. model_class="
+                + (recipe.qualname.split(".")[-1] or type(user_class).__name__),
             )
         return user_class
     user_factory = options.get("factory")

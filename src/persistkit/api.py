@@ -6,6 +6,7 @@ plugin hook (see :mod:`persistkit.hookspecs`).
 
 from __future__ import annotations
 
+import difflib
 import io
 import os
 import platform
@@ -38,6 +39,7 @@ from persistkit.errors import (
     FormatError,
     InputError,
     NoAdapterError,
+    OptionError,
     PersistkitError,
     PluginError,
     UntrustedArtifactError,
@@ -136,6 +138,7 @@ def save(
         model = _freeze_model(model)
     chosen, reason = (backend, "") if backend else choose_backend(model, plugins)
     info = plugins.backend(chosen)
+    check_options(info, backend_options, when="save")
 
     described = describe(model, plugins)
     notes = list(described.pop("notes", []))
@@ -260,6 +263,39 @@ def environment(libraries: dict[str, str]) -> dict[str, Any]:
         "persistkit": __version__,
         "libraries": dict(sorted(libraries.items())),
     }
+
+
+_SAVE_ARGUMENTS = ("backend", "store", "freeze", "example", "check", "metadata", "tags", "durable")
+_LOAD_ARGUMENTS = ("store", "trusted", "verify")
+
+
+def check_options(info: BackendInfo, options: dict[str, Any], *, when: str) -> None:
+    """Refuse, before any work, a keyword option that backend ``info`` does not take at
+    ``when`` (``"save"`` or ``"load"``), naming the options that do apply. A backend that
+    declares nothing (``None``) gets every option unchecked."""
+    accepted = info.save_options if when == "save" else info.load_options
+    if accepted is None:
+        return
+    unknown = sorted(set(options) - set(accepted))
+    if not unknown:
+        return
+    own = _SAVE_ARGUMENTS if when == "save" else _LOAD_ARGUMENTS
+    named = ", ".join(f"{name}=" for name in unknown)
+    takes = (
+        f"it takes {', '.join(f'{name}=' for name in accepted)}" if accepted else "it takes none"
+    )
+    guesses = [
+        f"{guess}= (not {name}=)"
+        for name in unknown
+        for guess in difflib.get_close_matches(name, (*accepted, *own), n=1)
+    ]
+    hint = f"did you mean {', '.join(guesses)}? " if guesses else ""
+    hint += f"{when}() itself takes {', '.join(f'{name}=' for name in own)}"
+    raise OptionError(
+        f"backend {info.name!r} does not take {'option' if len(unknown) == 1 else 'options'} "
+        f"{named} at {when}; {takes}",
+        hint=hint,
+    )
 
 
 def _write_payload(
@@ -407,6 +443,8 @@ def load_located(
     options: dict[str, Any] | None = None,
 ) -> Any:
     """:func:`load` for an artifact already located (so its manifest is not read again)."""
+    if options:
+        check_options(get_plugins().backend(found.manifest.backend), options, when="load")
     with open_located(found) as files:
         return _load_opened(found, files, trusted=trusted, verify=verify, options=options)
 

@@ -27,6 +27,9 @@ def persistkit_backends() -> list[BackendInfo]:
 
     Called once, when the plugin manager starts. Return a list of :class:`BackendInfo`.
     Declaring a name another plugin already declared is an error naming both plugins.
+    ``BackendInfo.save_options``/``load_options`` name the keyword options the backend takes;
+    ``save`` and ``load`` refuse any other (an :class:`persistkit.errors.OptionError`) before
+    calling any hook; the hooks may still add entries of their own to ``options``.
     """
 
 

@@ -25,6 +25,9 @@ class BackendInfo:
     ``append_only`` promises that ``save`` writes each file front to back and never seeks back
     to patch it, so the core may hash files while they are being written (much faster saves);
     leave it ``False`` for formats that patch headers in place (e.g. zip via ``zipfile``).
+    ``save_options`` and ``load_options`` name the keyword options the backend takes at save
+    and at load; ``save``/``load`` refuse any other before doing any work. ``None`` (a plugin
+    that does not declare them) passes every option through unchecked.
     """
 
     name: str
@@ -36,6 +39,8 @@ class BackendInfo:
     suffixes: tuple[str, ...] = ()
     append_only: bool = False
     plugin: str = ""
+    save_options: tuple[str, ...] | None = None
+    load_options: tuple[str, ...] | None = None
 
     @property
     def available(self) -> bool:
