@@ -5,8 +5,6 @@ unsealed artifact whose hashes were recomputed, a store ref — and through ever
 
 from __future__ import annotations
 
-import hashlib
-import json
 import struct
 import zipfile
 import zlib
@@ -17,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import persistkit
+from hostile.corpus import recompute_payload
 from persistkit.cli import main
 from persistkit.errors import PersistkitError
 
@@ -79,19 +78,6 @@ def stream(request: pytest.FixtureRequest) -> bytes:
     return STREAMS[request.param]
 
 
-def _recompute(artifact: Path, file_name: str, data: bytes) -> None:
-    """Replace a payload file and its manifest entry, as an attacker who cannot seal would."""
-    (artifact / file_name).write_bytes(data)
-    manifest_path = artifact / "persistkit.json"
-    manifest = json.loads(manifest_path.read_text())
-    for entry in manifest["files"]:
-        if entry["path"] == file_name:
-            entry["size"] = len(data)
-            entry["sha256"] = hashlib.sha256(data).hexdigest()
-    manifest.pop("seal", None)
-    manifest_path.write_text(json.dumps(manifest))
-
-
 def test_the_streams_are_well_formed_pickles() -> None:
     import pickletools
 
@@ -130,13 +116,13 @@ def test_artifact_store_ref_predict_and_serve(
     monkeypatch.setenv("PERSISTKIT_HOME", str(tmp_path / "home"))
     art = tmp_path / "art"
     saved = persistkit.save(np.mean, art, backend="pickle")
-    _recompute(art, saved.manifest.primary_file, stream)
+    recompute_payload(art, saved.manifest.primary_file, stream)
     with pytest.raises(PersistkitError):
         persistkit.load(art)
 
     store_dir = tmp_path / "store"
     version = persistkit.Store(store_dir).save(np.mean, "m", backend="pickle")
-    _recompute(version.path, version.manifest.primary_file, stream)
+    recompute_payload(version.path, version.manifest.primary_file, stream)
     with pytest.raises(PersistkitError):
         persistkit.load("m", store=str(store_dir))
     np.save(tmp_path / "x.npy", np.zeros((1, 3)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import pickle
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from hostile.corpus import (
     Call,
     Evil,
     liveness_script,
+    recompute_payload,
     reduce_payload,
 )
 from persistkit.errors import PersistkitError, UntrustedArtifactError
@@ -139,20 +139,6 @@ def test_torch_zip_with_payload_is_refused(tmp_path: Path, marker: Path) -> None
     assert not marker.exists()
 
 
-def _swap_payload(artifact: Path, file_name: str, data: bytes) -> None:
-    """Replace a payload file and recompute its manifest entry, as an attacker would."""
-    import hashlib
-
-    (artifact / file_name).write_bytes(data)
-    manifest_path = artifact / "persistkit.json"
-    manifest = json.loads(manifest_path.read_text())
-    for entry in manifest["files"]:
-        if entry["path"] == file_name:
-            entry["size"] = len(data)
-            entry["sha256"] = hashlib.sha256(data).hexdigest()
-    manifest_path.write_text(json.dumps(manifest))
-
-
 @pytest.mark.parametrize("backend", ["pickle", "joblib"])
 def test_artifact_with_recomputed_hashes_is_refused(
     backend: str, tmp_path: Path, marker: Path
@@ -160,7 +146,7 @@ def test_artifact_with_recomputed_hashes_is_refused(
     artifact = tmp_path / "art"
     saved = persistkit.save({"w": [1.0, 2.0]}, artifact, backend=backend)
     evil = pickle.dumps({"w": Evil(str(marker))}, protocol=4)
-    _swap_payload(artifact, saved.manifest.primary_file, evil)
+    recompute_payload(artifact, saved.manifest.primary_file, evil)
     with pytest.raises(UntrustedArtifactError):
         persistkit.load(artifact)
     assert not marker.exists()
@@ -190,7 +176,7 @@ def test_torch_artifact_with_recomputed_hashes_is_refused(tmp_path: Path, marker
     saved = persistkit.save(torch.nn.Linear(2, 2), artifact, backend="torch")
     evil = io.BytesIO()
     torch.save({"w": torch.zeros(2), "evil": Evil(str(marker))}, evil)
-    _swap_payload(artifact, saved.manifest.primary_file, evil.getvalue())
+    recompute_payload(artifact, saved.manifest.primary_file, evil.getvalue())
     with pytest.raises(UntrustedArtifactError):
         persistkit.load(artifact)
     assert not marker.exists()

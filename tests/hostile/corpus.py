@@ -265,3 +265,20 @@ def liveness_script(payloads: dict[str, bytes]) -> str:
         "    if os.path.exists(marker):\n"
         "        print('RAN:' + name)\n"
     )
+
+
+def recompute_payload(artifact: Path, file_name: str, data: bytes) -> None:
+    """Replace a payload file of ``artifact`` and recompute its manifest entry (size, sha256),
+    dropping the seal: what an attacker who can write the folder but holds no key can do."""
+    import hashlib
+    import json
+
+    (artifact / file_name).write_bytes(data)
+    manifest_path = artifact / "persistkit.json"
+    manifest = json.loads(manifest_path.read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == file_name:
+            entry["size"] = len(data)
+            entry["sha256"] = hashlib.sha256(data).hexdigest()
+    manifest.pop("seal", None)
+    manifest_path.write_text(json.dumps(manifest))
