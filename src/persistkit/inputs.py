@@ -5,6 +5,8 @@ Every reader returns a *batch* shaped to the model's input signature (see
 images): converted to grayscale or RGB and resized to the signature's height and width,
 flattened when the signature is 2-D; pixel values stay 0–255, converted to the signature's
 dtype without rescaling — a model fed pictures must be trained on 0–255 pixel values.
+A picture of another aspect ratio is stretched (the default), center-cropped or padded with
+black (``fit=``); every change is described in ``changes`` so callers can say what was done.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ IMAGE_SUFFIXES = frozenset(
 DATA_SUFFIXES = frozenset({".npy", ".csv", ".json"})
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # refuse decompression bombs well before memory runs out
 _SUPPORTED = "images (.png, .jpg, ...), .npy, .csv or .json"
+#: how a picture of another aspect ratio is fitted to the model's input size
+FITS = ("stretch", "crop", "pad")
+_MODE_NAMES = {"L": "grayscale", "RGB": "RGB"}
 
 
 @dataclass(frozen=True)
@@ -46,17 +51,25 @@ def read_inputs(
     spec: TensorSpec | None,
     *,
     image_size: tuple[int, int] | None = None,
+    fit: str = "stretch",
+    changes: list[str] | None = None,
 ) -> list[np.ndarray]:
     """One batch per file, each conformed to ``spec`` (see :func:`read_input`)."""
-    return [read_input(p, spec, image_size=image_size) for p in paths]
+    return [read_input(p, spec, image_size=image_size, fit=fit, changes=changes) for p in paths]
 
 
 def read_input(
-    path: str | Path, spec: TensorSpec | None, *, image_size: tuple[int, int] | None = None
+    path: str | Path,
+    spec: TensorSpec | None,
+    *,
+    image_size: tuple[int, int] | None = None,
+    fit: str = "stretch",
+    changes: list[str] | None = None,
 ) -> np.ndarray:
     """Read one file as a batch fitting ``spec`` (a single item gets a batch dimension of 1).
 
-    ``image_size`` (height, width) overrides the size taken from the signature.
+    ``image_size`` (height, width) overrides the size taken from the signature; ``fit`` and
+    ``changes`` are as for :func:`read_image`.
     Raises :class:`InputError` for unreadable, unsupported or ill-fitting files.
     """
     path = Path(path)
@@ -70,7 +83,14 @@ def read_input(
     if suffix == ".json":
         return conform(_read_json(path, spec), spec, source=path.name)
     if suffix in IMAGE_SUFFIXES or _pillow_knows(suffix):
-        return read_image(path.read_bytes(), spec, image_size=image_size, source=path.name)
+        return read_image(
+            path.read_bytes(),
+            spec,
+            image_size=image_size,
+            source=path.name,
+            fit=fit,
+            changes=changes,
+        )
     raise InputError(
         f"cannot read {path.name}: unknown file type {suffix or '(no suffix)'}",
         hint=f"give {_SUPPORTED}",
@@ -149,12 +169,20 @@ def read_image(
     *,
     image_size: tuple[int, int] | None = None,
     source: str = "the picture",
+    fit: str = "stretch",
+    changes: list[str] | None = None,
 ) -> np.ndarray:
     """Decode a picture (any format Pillow reads) into a batch of one fitting ``spec``.
 
     The same function serves ``persistkit predict`` and the server's upload page, so both
-    give the model the same pixels.
+    give the model the same pixels. A picture of another aspect ratio than the model's input
+    is stretched (``fit="stretch"``, the default), center-cropped to that ratio (``"crop"``)
+    or fitted inside it and padded with black, 0 (``"pad"``). When the picture had to be
+    changed (size, colours, alpha), one line saying what was done is appended to ``changes``,
+    e.g. ``"one.png: 20x12 RGBA -> 8x8 grayscale (stretched, alpha dropped)"``.
     """
+    if fit not in FITS:
+        raise InputError(f"unknown fit {fit!r} for pictures", hint=f"pass one of {', '.join(FITS)}")
     if spec is not None and spec.datatype == "BYTES":
         raise InputError(f"the model takes text, not pictures like {source}", hint="pass text")
     from PIL import Image, UnidentifiedImageError
@@ -167,11 +195,12 @@ def read_image(
                     f"{source} is {opened.width}x{opened.height} pixels, too large to decode",
                     hint=f"send a picture under {MAX_IMAGE_PIXELS // 1_000_000} megapixels",
                 )
+            original = (opened.width, opened.height, opened.mode, _has_alpha(opened))
             image = opened.convert(layout.mode)
             width = layout.width or image.width
             height = layout.height or image.height
             if (width, height) != image.size:
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
+                image = _fit_size(image, (width, height), fit)
             pixels = np.asarray(image, dtype=np.uint8)
     except UnidentifiedImageError:
         raise InputError(
@@ -183,6 +212,10 @@ def read_image(
             f"cannot decode {source}: {exc}",
             hint="send an intact PNG, JPEG or another common picture format",
         ) from None
+    if changes is not None:
+        change = describe_change(original, (width, height, layout.mode), fit)
+        if change:
+            changes.append(f"{source}: {change}")
     if layout.layout == "flat":
         pixels = pixels.reshape(-1)
     elif layout.layout == "HWC" and pixels.ndim == 2:
@@ -190,6 +223,49 @@ def read_image(
     elif layout.layout == "CHW":
         pixels = pixels[np.newaxis] if pixels.ndim == 2 else np.transpose(pixels, (2, 0, 1))
     return conform(pixels, spec, source=source)
+
+
+def _fit_size(image: Any, size: tuple[int, int], fit: str) -> Any:
+    """``image`` brought to ``size`` (width, height) the way ``fit`` says."""
+    from PIL import Image, ImageOps
+
+    method = Image.Resampling.BILINEAR
+    if fit == "crop":
+        return ImageOps.fit(image, size, method=method)
+    if fit == "pad":
+        return ImageOps.pad(image, size, method=method, color=0)
+    return image.resize(size, method)
+
+
+def _has_alpha(image: Any) -> bool:
+    return "A" in image.getbands() or "transparency" in image.info
+
+
+def describe_change(
+    original: tuple[int, int, str, bool], result: tuple[int, int, str], fit: str
+) -> str:
+    """What turning a ``(width, height, mode, has_alpha)`` picture into ``(width, height,
+    mode)`` did, in a few words, or ``""`` when the model gets the picture as it was."""
+    width, height, mode, alpha = original
+    new_width, new_height, new_mode = result
+    details = []
+    if (width, height) != (new_width, new_height):
+        if width * new_height == height * new_width:
+            details.append("resized")
+        else:
+            details.append(
+                {"stretch": "stretched", "crop": "center-cropped", "pad": "padded with black"}[fit]
+            )
+    if alpha:
+        details.append("alpha dropped")
+    # a palette picture keeps its colours in RGB; black-and-white ones keep theirs in grayscale
+    same_colours = mode == new_mode or (mode, new_mode) in {("1", "L"), ("P", "RGB")}
+    if not details and same_colours:
+        return ""
+    shown = _MODE_NAMES.get(new_mode, new_mode)
+    return f"{width}x{height} {mode} -> {new_width}x{new_height} {shown}" + (
+        f" ({', '.join(details)})" if details else ""
+    )
 
 
 # --- data files --------------------------------------------------------------------------

@@ -48,6 +48,14 @@ def format_prediction(value: Any) -> str:
     metavar="HxW",
     help="Resize pictures to HEIGHTxWIDTH (default: taken from the model's signature).",
 )
+@click.option(
+    "--fit",
+    type=click.Choice(["stretch", "crop", "pad"]),
+    default="stretch",
+    show_default=True,
+    help="How a picture of another aspect ratio meets the model's input size: stretch it, "
+    "crop its center, or fit it inside and pad with black.",
+)
 @click.option("--trust", is_flag=True, help="Trust the artifact entirely (runs its code).")
 def predict(
     ref: str,
@@ -56,6 +64,7 @@ def predict(
     as_json: bool,
     method: str | None,
     image_size: str | None,
+    fit: str,
     trust: bool,
 ) -> None:
     """Predict with REF on each INPUT: pictures (PNG, JPEG, ...), .npy, .csv or .json files.
@@ -63,6 +72,8 @@ def predict(
     \b
     Pictures are converted to grayscale or RGB, resized to the model's input size and given
     to the model as 0-255 pixel values; rows of a .csv and items of a .json list are items.
+    A picture that had to be changed (size, colours, alpha) gets one line on stderr saying
+    what was done (under "warnings" with --json).
     Prints one line per item, or {"predictions": [...]} with --json.
 
     \b
@@ -82,7 +93,10 @@ def predict(
     size = parse_image_size(image_size)
     found = locate(ref, store_url)  # once: the inputs are shaped for the version that loads
     signature = Signature.from_manifest(found.manifest.signature)
-    batches = read_inputs(inputs, signature.input, image_size=size)
+    changes: list[str] = []
+    batches = read_inputs(inputs, signature.input, image_size=size, fit=fit, changes=changes)
+    for change in changes:
+        click.echo(f"note: {change}", err=True)
     model = load_located(found, trusted=trust)
     batch = np.concatenate(batches) if len(batches) > 1 else batches[0]
     predictions = to_numpy(run_model(model, batch, method=method))
@@ -92,7 +106,9 @@ def predict(
             hint="use a --method that returns one prediction per item",
         )
     if as_json:
-        print_json({"predictions": predictions.tolist()})
+        print_json(
+            {"predictions": predictions.tolist(), **({"warnings": changes} if changes else {})}
+        )
         return
     labels = _item_labels(inputs, [len(b) for b in batches])
     for label, value in zip(labels, predictions):
