@@ -21,7 +21,10 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    """``data`` as JSON on stdout: indented for a person at a terminal, one compact line when
+    stdout is a pipe or a file (scripts, ``jq``, logs)."""
+    indent = 2 if click.get_text_stream("stdout").isatty() else None
+    click.echo(json.dumps(data, indent=indent, default=str))
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
