@@ -57,7 +57,13 @@ def main() -> None:
     )
     answer = subprocess.run([sys.executable, "-c", code, str(picture)], capture_output=True,
                             text=True, check=True).stdout.strip()
-    print(f"a new process loaded digits and says {picture.name} is a {answer}")
+    print(f"a new process loaded digits and says {picture.name} is {with_article(answer)}")
+
+
+def with_article(word: str) -> str:
+    """``"a 3"``, ``"an 8"``: the article a number or word takes when read aloud."""
+    vowel_sound = bool(word) and (word[0].lower() in "aeio8" or word in ("11", "18"))
+    return f"{'an' if vowel_sound else 'a'} {word}"
 
 
 if __name__ == "__main__":

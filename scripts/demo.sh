@@ -5,8 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
+  echo "creating a virtual environment in .venv"
   "${PYTHON:-python3}" -m venv .venv
 fi
+echo "installing persistkit with its sklearn, images and serve extras into .venv" \
+  "(pip install -e; up to a minute the first time, quick after that)"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[sklearn,images,serve]" 2>&1 \
   | grep -v "is ignored: it is neither a file nor a directory" || true
 work="$(mktemp -d)"

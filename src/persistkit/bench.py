@@ -149,7 +149,8 @@ class BenchReport:
         return "\n".join(lines)
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
-        """Write a PNG bar chart (save, load, size, peak load memory per backend)."""
+        """Write a PNG bar chart (save, load, size, and peak load memory when it was measured,
+        per backend)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -162,6 +163,23 @@ class BenchReport:
                 hint="see the errors in the table (`persistkit bench` without --plot)",
             )
         names = [r.backend for r in measured]
+        panels = self.plot_panels()
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
+        for ax, (title, values, lo, hi) in zip(axes, panels):
+            ax.bar(names, values, yerr=[lo, hi], capsize=3, color="#4c72b0")
+            ax.set_title(title)
+            ax.tick_params(axis="x", rotation=45)
+        fig.suptitle(f"persistkit bench: {self.model} (median of {self.repeat}, min-max bars)")
+        fig.tight_layout()
+        out = Path(path)
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        return out
+
+    def plot_panels(self) -> list[tuple[str, list[float], list[float], list[float]]]:
+        """The chart's panels: (title, value per measured backend, error below, error above).
+        The memory panel is left out when no load memory was measured (``--no-memory``)."""
+        measured = self.measured
         panels: list[tuple[str, list[float], list[float], list[float]]] = []
         for title, getter in (
             ("save (ms)", lambda r: r.save),
@@ -174,19 +192,11 @@ class BenchReport:
             panels.append((title, med, lo, hi))
         sizes = [(r.size_bytes or 0) / 1e6 for r in measured]
         panels.append(("size (MB)", sizes, [0.0] * len(sizes), [0.0] * len(sizes)))
-        peaks = [r.peak_load_mb or 0.0 for r in measured]
-        panels.append(("peak load memory (MB)", peaks, [0.0] * len(peaks), [0.0] * len(peaks)))
-        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
-        for ax, (title, values, lo, hi) in zip(axes, panels):
-            ax.bar(names, values, yerr=[lo, hi], capsize=3, color="#4c72b0")
-            ax.set_title(title)
-            ax.tick_params(axis="x", rotation=45)
-        fig.suptitle(f"persistkit bench: {self.model} (median of {self.repeat}, min-max bars)")
-        fig.tight_layout()
-        out = Path(path)
-        fig.savefig(out, dpi=100)
-        plt.close(fig)
-        return out
+        if any(r.peak_load_mb is not None for r in measured):
+            peaks = [r.peak_load_mb or 0.0 for r in measured]
+            zeros = [0.0] * len(peaks)
+            panels.append(("peak load memory (MB)", peaks, zeros, zeros))
+        return panels
 
 
 def bench(

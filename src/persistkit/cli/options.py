@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 def print_json(data: Any) -> None:
     """``data`` as JSON on stdout: indented for a person at a terminal, one compact line when
     stdout is a pipe or a file (scripts, ``jq``, logs)."""
-    indent = 2 if click.get_text_stream("stdout").isatty() else None
+    indent = 2 if sys.stdout is not None and sys.stdout.isatty() else None
     click.echo(json.dumps(data, indent=indent, default=str))
 
 

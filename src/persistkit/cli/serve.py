@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 
 import click
 
 from persistkit.cli.options import store_option
+from persistkit.errors import PersistkitError
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind ``host:port`` once, the way uvicorn will, and let it go: a busy port (or an
+    address this machine does not have) is one clear error before any model is loaded.
+    Port 0 (any free port) needs no check."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PersistkitError(
+                f"cannot serve on {shown}: the port is already in use",
+                hint=f"stop what is listening there, or pick another port (--port {port + 1})",
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise PersistkitError(
+                f"cannot serve on {shown}: permission denied",
+                hint="ports below 1024 need privileges; pick --port 1024 or above",
+            ) from None
+        raise PersistkitError(
+            f"cannot serve on {shown}: {exc.strerror or exc}",
+            hint="check --host (an address of this machine, e.g. 127.0.0.1 or 0.0.0.0)",
+        ) from None
 
 
 @click.command()
@@ -66,6 +98,7 @@ def serve(
     from persistkit.server.repository import ModelRepository
 
     max_body = max_body_mb * 1024 * 1024
+    check_port(host, port)  # before loading models, which can take minutes
     repository = ModelRepository(list(refs), store=store_url, trusted=trust)
     # Load (or, with several workers, at least try) in this process first, so a bad ref
     # fails here as one clear line instead of a traceback per worker.
