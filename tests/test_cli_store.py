@@ -80,6 +80,7 @@ def test_ls_prints_a_table_with_aliases(store: Store) -> None:
 
 
 def test_ls_of_an_empty_store_says_so(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()  # a folder that does not exist is no store: an error
     result = run(str(tmp_path / "empty"), "ls")
     assert result.exit_code == 0
     assert "no models" in result.output

@@ -13,10 +13,11 @@ import platform
 import shutil
 import stat
 import sys
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -34,10 +35,12 @@ from persistkit.artifact import (
     write_manifest,
 )
 from persistkit.errors import (
+    AmbiguousSourceWarning,
     ArtifactNotFoundError,
     CannotSaveError,
     FormatError,
     InputError,
+    ListModels,
     NoAdapterError,
     OptionError,
     PersistkitError,
@@ -55,7 +58,7 @@ from persistkit.payload import (
     read_artifact_manifest,
 )
 from persistkit.records import Artifact, BackendInfo
-from persistkit.refs import looks_like_location, normalise_name
+from persistkit.refs import looks_like_location, normalise_name, parse_ref
 from persistkit.safety import TrustPolicy, seal, seal_is_valid
 from persistkit.signature import signature_from_example
 from persistkit.store import Store, fetch_url, manifest_at_url
@@ -346,7 +349,8 @@ class Located:
     """A local artifact folder (or bare file) plus what it is called.
 
     For a bare file, ``identity`` is the file's identity when its format was sniffed: the
-    load refuses a file replaced since.
+    load refuses a file replaced since. ``in_store`` is true when a store ref was resolved
+    (``uri`` is then ``name:version``), false for a path or URL.
     """
 
     directory: Path
@@ -354,21 +358,119 @@ class Located:
     uri: str
     bare: bool = False
     identity: FileIdentity | None = None
+    in_store: bool = False
 
 
 def locate(source: Any, store: Store | str | None = None) -> Located:
-    """Resolve ``source`` (path, URL, ref, or Artifact) to a local folder and its manifest."""
+    """Resolve ``source`` (path, URL, ref, or Artifact) to a local folder and its manifest.
+
+    Which one a string is: see :func:`resolve_source`.
+    """
     if isinstance(source, Artifact):
         return Located(source.path, read_artifact_manifest(source.path), source.uri)
+    kind, the_store = resolve_source(source, store)
     text = os.fspath(source)
-    if isinstance(source, Path) or looks_like_location(text):
-        if "://" in text and not text.startswith("file://"):
-            directory, manifest = fetch_url(text)  # downloads into the local cache
-            return Located(directory, manifest, text)
+    if kind == "url":
+        directory, manifest = fetch_url(text)  # downloads into the local cache
+        return Located(directory, manifest, text)
+    if kind == "path":
         return _locate_path(Path(os.path.expanduser(text.removeprefix("file://"))))
-    the_store = store if isinstance(store, Store) else Store(store)
+    assert the_store is not None
     directory, manifest, name, version = the_store.fetch(text)  # parses and checks the ref
-    return Located(directory, manifest, f"{name}:{version}")
+    return Located(directory, manifest, f"{name}:{version}", in_store=True)
+
+
+SourceKind = Literal["path", "url", "ref"]
+
+
+def resolve_source(
+    source: str | os.PathLike[str], store: Store | str | None = None
+) -> tuple[SourceKind, Store | None]:
+    """Tell what ``source`` names: a local ``"path"``, a remote ``"url"`` or a ``"ref"`` in
+    the store (returned with it). The rule, everywhere (API, CLI, server):
+
+    1. a URL scheme (``s3://``, ``memory://``; ``file://`` is a path) is a location, and so
+       is text starting with ``/ . ~`` or holding a path separator (the DESIGN rule);
+    2. a file, or an artifact folder (one holding ``persistkit.json``), that exists here is a
+       path: ``their_model.joblib`` in the current folder is that file. If the text is also
+       a model in the store, an :class:`AmbiguousSourceWarning` says the file was used
+       (``NAME:latest`` names the stored model);
+    3. a folder here that is not an artifact does not hide a stored model of that name (a
+       warning says the store was used); without one it is a path (and the load says why
+       the folder is not an artifact);
+    4. text ending in a model-file suffix that a backend reads (``.joblib``, ``.pkl``, ...)
+       that is not a stored model either is a missing file: :class:`ArtifactNotFoundError`;
+    5. anything else is a ref in the store.
+    """
+    if isinstance(source, Path):
+        return "path", None
+    text = os.fspath(source)
+    if "://" in text and not text.startswith("file://"):
+        return "url", None
+    if looks_like_location(text):
+        return "path", None
+    the_store = store if isinstance(store, Store) else Store(store)
+    path = Path(text)
+    if os.path.lexists(path):
+        artifact_folder = not path.is_dir() or (path / MANIFEST_NAME).exists()
+        stored = _stored_name(the_store, text)
+        if artifact_folder:
+            if stored:
+                _warn_ambiguous(
+                    f"{text!r} is both {'a file' if not path.is_dir() else 'an artifact folder'}"
+                    f" here ({path.absolute()}) and a model in the store {the_store.url}: "
+                    f"using the {'file' if not path.is_dir() else 'folder'}; "
+                    f"write {text + ':latest'!r} for the stored model"
+                )
+            return "path", None
+        if stored:
+            _warn_ambiguous(
+                f"{text!r} is a folder here but not an artifact: using the model {text!r} "
+                f"from the store {the_store.url}"
+            )
+            return "ref", the_store
+        return "path", None
+    suffix = _model_file_suffix(text)
+    if suffix and not _stored_name(the_store, text):
+        raise ArtifactNotFoundError(
+            f"no such file: {text} (looked in {Path.cwd()}); nor is it a model in the store "
+            f"{the_store.url}",
+            hint=f"check the file name and folder; a {suffix} name is read as a model file, "
+            "and stored models are named without a file suffix",
+            remedies=[ListModels(None if the_store.is_default else the_store.url)],
+        )
+    return "ref", the_store
+
+
+def model_file_suffixes() -> tuple[str, ...]:
+    """Every file-name ending of a bare model file that a backend reads (``.joblib``,
+    ``.pkl``, ...), installed or not, longest first."""
+    found = {s.lower() for info in get_plugins().backends.values() for s in info.suffixes}
+    return tuple(sorted(found, key=lambda s: (-len(s), s)))
+
+
+def _model_file_suffix(text: str) -> str | None:
+    lowered = text.lower()
+    return next((s for s in model_file_suffixes() if lowered.endswith(s)), None)
+
+
+def _stored_name(store: Store, text: str) -> bool:
+    """Whether ``text`` is a ref to something the store holds: never raises (the answer
+    only decides between a file and a store model, and what the warning says)."""
+    try:
+        name = parse_ref(text).name
+        return store.has(name)
+    except PersistkitError:
+        return False
+
+
+def _warn_ambiguous(message: str) -> None:
+    """Warn, pointing at the first caller outside persistkit (whichever call got here)."""
+    package = str(Path(__file__).parent)
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        level, frame = level + 1, frame.f_back  # type: ignore[assignment]
+    warnings.warn(AmbiguousSourceWarning(message), stacklevel=level)
 
 
 def _locate_path(path: Path) -> Located:
@@ -517,10 +619,13 @@ def _check_backend_trust(info: BackendInfo, policy: TrustPolicy) -> None:
 
 def inspect(source: Any, *, store: Store | str | None = None) -> Manifest:
     """The manifest of an artifact, without loading (or trusting) its payload."""
-    if isinstance(source, str) and not looks_like_location(source):
-        return (store if isinstance(store, Store) else Store(store)).manifest(source)
-    if isinstance(source, str) and "://" in source and not source.startswith("file://"):
-        return manifest_at_url(source)  # no download: the payload stays remote
+    if isinstance(source, str):
+        kind, the_store = resolve_source(source, store)
+        if kind == "ref" and the_store is not None:
+            return the_store.manifest(source)
+        if kind == "url":
+            return manifest_at_url(source)  # no download: the payload stays remote
+        return _locate_path(Path(os.path.expanduser(source.removeprefix("file://")))).manifest
     return locate(source, store).manifest
 
 

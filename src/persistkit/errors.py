@@ -1,21 +1,162 @@
 """Every error persistkit raises, as one class hierarchy.
 
-Each message says what happened *and* what to do about it; ``hint`` holds the second part
-separately so the CLI can print it on its own line.
+Each message says what happened *and* what to do about it. The second part is held apart from
+the message so each interface can say it in its own terms:
+
+* ``hint`` (the ``hint=`` argument) is advice that holds everywhere ("check the path");
+* ``remedies`` are the options that fix it, named in no interface's words (:class:`Trust`,
+  :class:`Option`, :class:`ListModels`); :meth:`PersistkitError.hint_for` renders them for
+  ``"python"`` (``trusted=[...]``, ``store=...``), ``"cli"`` (``--trust``, ``--store URL``) or
+  ``"http"`` (what the operator of ``persistkit serve`` can do).
+
+``exc.hint`` and ``str(exc)`` speak Python; the CLI and the server call ``hint_for``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Interface = Literal["python", "cli", "http"]
+INTERFACES: tuple[Interface, ...] = ("python", "cli", "http")
+
+
+class Remedy:
+    """Something the user can do about an error, rendered by each interface in its terms."""
+
+    def render(self, interface: Interface) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Trust(Remedy):
+    """Trusting the artifact: only ``names`` (exact globals) where the interface can say so,
+    else everything (which runs the file's code)."""
+
+    names: tuple[str, ...] = ()
+
+    def render(self, interface: Interface) -> str:
+        if interface == "python":
+            if self.names:
+                listed = ", ".join(repr(n) for n in self.names[:20])
+                return (
+                    f"if you trust its source, pass trusted=[{listed}] or trusted=True "
+                    "(that runs this file's code)"
+                )
+            return "if you trust its source, pass trusted=True (that runs this file's code)"
+        # the command line trusts all or nothing: it has no option naming single globals
+        where = (
+            "run the command again with" if interface == "cli" else "start `persistkit serve` with"
+        )
+        audit = "; `persistkit scan` shows the full audit" if self.names else ""
+        return f"if you trust its source, {where} --trust (that runs its code){audit}"
+
+
+# how each interface spells an option: Python keyword argument, CLI flag (value placeholder)
+_OPTION_SPELLING: dict[str, tuple[str, str]] = {
+    "store": ("store={value}", "--store {value}"),
+    "force": ("force=True", "--force"),
+    "new": ("new=True", "--new"),
+}
+_OPTION_PLACEHOLDER = {"store": ("'URL'", "URL")}
+
+
+@dataclass(frozen=True)
+class Option(Remedy):
+    """Passing an option: ``key`` is one of ``store``, ``force``, ``new``; ``value`` an
+    example value (``None``: a placeholder); ``purpose`` says what it does ("to pick another
+    store")."""
+
+    key: str
+    value: str | None = None
+    purpose: str = ""
+
+    def spelled(self, interface: Interface) -> str:
+        python, cli = _OPTION_SPELLING[self.key]
+        placeholder = _OPTION_PLACEHOLDER.get(self.key, ("...", "..."))
+        if interface == "python":
+            value = repr(self.value) if self.value is not None else placeholder[0]
+            return python.format(value=value)
+        return cli.format(value=self.value if self.value is not None else placeholder[1])
+
+    def render(self, interface: Interface) -> str:
+        spelled = self.spelled(interface)
+        if interface == "http":
+            text = f"start `persistkit serve` with {spelled}"
+        else:
+            text = f"pass {spelled}"
+        return f"{text} {self.purpose}".rstrip()
+
+
+@dataclass(frozen=True)
+class ListModels(Remedy):
+    """Listing what a store holds: every model, or the versions of ``name``."""
+
+    store_url: str | None = None
+    name: str | None = None
+
+    def render(self, interface: Interface) -> str:
+        if interface == "python":
+            opened = repr(self.store_url) if self.store_url else ""
+            store = f"persistkit.Store({opened})"
+            call = f".versions({self.name!r})" if self.name else ".list()"
+            return f"{store}{call} lists {'its versions' if self.name else 'its models'}"
+        command = "persistkit ls" + (f" {self.name}" if self.name else "")
+        if self.store_url:
+            command += f" --store {self.store_url}"
+        what = "its versions" if self.name else "the models in the store"
+        return f"`{command}` lists {what}"
+
+
+@dataclass(frozen=True)
+class Command(Remedy):
+    """Running something: ``python`` is the call, ``cli`` the ``persistkit`` command line;
+    ``purpose`` says what it does ("to set it"). The server's operator is told the command."""
+
+    python: str
+    cli: str
+    purpose: str = ""
+
+    def render(self, interface: Interface) -> str:
+        said = self.python if interface == "python" else self.cli
+        return f"`{said}` {self.purpose}".rstrip()
 
 
 class PersistkitError(Exception):
-    """Base class of every error raised by persistkit and its first-party plugins."""
+    """Base class of every error raised by persistkit and its first-party plugins.
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    ``hint`` is advice in no interface's terms; ``remedies`` are rendered by each interface
+    (see the module's documentation). ``exc.hint`` is the whole hint as Python says it.
+    """
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, remedies: Sequence[Remedy] = ()
+    ) -> None:
         self.message = message
-        self.hint = hint
-        super().__init__(f"{message}\n  hint: {hint}" if hint else message)
+        self.advice = hint
+        self.remedies = tuple(remedies)
+        self.hint = self.hint_for("python")
+        text = self.hint
+        super().__init__(f"{message}\n  hint: {text}" if text else message)
+
+    def hint_for(self, interface: Interface) -> str | None:
+        """The hint in ``interface``'s terms: the advice, then each remedy rendered."""
+        parts = [self.advice] if self.advice else []
+        parts += [remedy.render(interface) for remedy in self.remedies]
+        text = ""
+        for part in parts:
+            text += ("" if not text else " " if text.endswith("?") else "; ") + part
+        return text or None
+
+
+class PersistkitWarning(UserWarning):
+    """Base class of persistkit's warnings: something worked, but maybe not as you meant."""
+
+
+class AmbiguousSourceWarning(PersistkitWarning):
+    """A source named both a file (or folder) here and a model in the store; the message says
+    which one was used and how to name the other."""
 
 
 class PluginError(PersistkitError):
@@ -63,13 +204,32 @@ class FormatError(ArtifactError):
 
 
 class UntrustedArtifactError(PersistkitError):
-    """Loading would run code (import globals) that nobody has trusted."""
+    """Loading would run code (import globals) that nobody has trusted.
+
+    Its remedy is always :class:`Trust` (of ``globals_needed`` where known). A ``hint``
+    passed without ``remedies`` is taken as written in Python's terms (``trusted=...``): it
+    is the Python hint as given, and other interfaces say only the :class:`Trust` remedy.
+    """
 
     def __init__(
-        self, message: str, *, hint: str | None = None, globals_needed: Iterable[str] = ()
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        globals_needed: Iterable[str] = (),
+        remedies: Sequence[Remedy] = (),
     ) -> None:
         self.globals_needed = sorted(set(globals_needed))
-        super().__init__(message, hint=hint)
+        self._python_hint = hint if not remedies else None
+        if not remedies:
+            remedies, hint = (Trust(tuple(self.globals_needed)),), None
+        super().__init__(message, hint=hint, remedies=remedies)
+
+    def hint_for(self, interface: Interface) -> str | None:
+        python_hint = getattr(self, "_python_hint", None)
+        if interface == "python" and python_hint:
+            return python_hint
+        return super().hint_for(interface)
 
 
 class SigningKeyError(PersistkitError):
@@ -108,4 +268,14 @@ class OptionError(InputError):
     """A keyword option given to ``save`` or ``load`` that the backend does not take there."""
 
 
-__all__ = [name for name in dir() if name.endswith("Error")]
+__all__ = [name for name in dir() if name.endswith("Error")] + [
+    "INTERFACES",
+    "AmbiguousSourceWarning",
+    "Command",
+    "PersistkitWarning",
+    "Interface",
+    "ListModels",
+    "Option",
+    "Remedy",
+    "Trust",
+]

@@ -8,8 +8,10 @@ never leaves the store's root.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from persistkit.errors import RefError
@@ -96,3 +98,35 @@ def looks_like_location(text: str) -> bool:
     if text.startswith(("/", ".", "~")):
         return True
     return os.sep in text or "/" in text or (os.altsep is not None and os.altsep in text)
+
+
+def close_names(word: str, choices: Iterable[str], *, n: int = 3) -> list[str]:
+    """The names among ``choices`` that ``word`` is probably a misspelling of, best first
+    (for "did you mean ...?")."""
+    return difflib.get_close_matches(word, sorted(set(choices)), n=n, cutoff=0.6)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """``did you mean 'prod'?`` (or ``'a' or 'b'``), or None when nothing is close."""
+    close = close_names(word, choices)
+    if not close:
+        return None
+    return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def typo_of(word: str, existing: Iterable[str]) -> str | None:
+    """The existing name that a *new* name ``word`` most likely mistypes, or None.
+
+    Stricter than :func:`close_names`, since creating a name is refused on it: the two must
+    be very close (``prdo`` for ``prod``), and names differing only in their digits
+    (``v1``/``v2``, ``canary``/``canary2``) are deliberate, never typos.
+    """
+    others = [e for e in set(existing) if e != word]
+    for candidate in difflib.get_close_matches(word, sorted(others), n=5, cutoff=0.75):
+        if _without_digits(candidate) != _without_digits(word):
+            return candidate
+    return None
+
+
+def _without_digits(text: str) -> str:
+    return re.sub(r"[0-9]+", "", text)

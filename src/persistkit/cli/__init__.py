@@ -7,25 +7,55 @@ so ``persistkit ls`` starts fast.
 from __future__ import annotations
 
 import sys
-from typing import Any
+import warnings
+from typing import Any, TextIO
 
 import click
 
-from persistkit.errors import PersistkitError
+from persistkit.errors import PersistkitError, PersistkitWarning
+
+
+def error_line(exc: PersistkitError) -> str:
+    """``error: MESSAGE (hint: HINT)`` on one line, the hint in the command line's terms
+    (``--trust``, ``--store URL``; see :mod:`persistkit.errors`)."""
+    line = f"error: {exc.message}"
+    hint = exc.hint_for("cli")
+    if hint:
+        line += f" (hint: {hint})"
+    return line.replace("\n", " ")
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A persistkit warning as one ``note:`` line on stderr (no file and line number)."""
+    if issubclass(category, PersistkitWarning):
+        click.echo(f"note: {message}".replace("\n", " "), err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
 
 
 class PersistkitGroup(click.Group):
-    """Turns a :class:`PersistkitError` into one line on stderr (with its hint) and exit 1."""
+    """Turns a :class:`PersistkitError` into one line on stderr (with its hint) and exit 1,
+    and a :class:`PersistkitWarning` into a ``note:`` line on stderr."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except PersistkitError as exc:
-            line = f"error: {exc.message}"
-            if exc.hint:
-                line += f" (hint: {exc.hint})"
-            click.echo(line.replace("\n", " "), err=True)
-            sys.exit(1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", PersistkitWarning)
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except PersistkitError as exc:
+                click.echo(error_line(exc), err=True)
+                sys.exit(1)
 
 
 @click.group(cls=PersistkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
