@@ -46,10 +46,9 @@ from typing import Any
 from persistkit import cache, config
 from persistkit.artifact import fsync_directory, fsync_tree, write_manifest
 from persistkit.errors import (
+    ArtifactError,
     ArtifactNotFoundError,
-    Command,
-    ListModels,
-    Option,
+    ManifestError,
     PersistkitError,
     RefError,
     StoreError,
@@ -59,7 +58,7 @@ from persistkit.manifest import MANIFEST_NAME, Manifest, utc_now
 from persistkit.payload import open_payload, read_artifact_manifest
 from persistkit.progress import Progress
 from persistkit.records import Artifact
-from persistkit.refs import Ref, did_you_mean, parse_ref, typo_of, validate_name
+from persistkit.refs import Ref, parse_ref, validate_name
 
 STALE_SECONDS = 3600
 TAGS_NAME = "tags.json"
@@ -79,32 +78,68 @@ def manifest_digest(manifest: Manifest) -> str:
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """One published version: its manifest (tags merged in), digest and the aliases on it."""
+    """One published version: its manifest (tags merged in), digest and the aliases on it.
+
+    ``location`` is the version's folder (local path or URL). A version whose
+    ``persistkit.json`` cannot be read or parsed is still listed: ``damaged`` holds the reason,
+    ``manifest`` and ``digest`` are ``None``, and ``location`` is that damaged file. Loading
+    it raises :class:`ManifestError`; :meth:`Store.delete` removes it.
+    """
 
     name: str
     version: int
-    manifest: Manifest
-    digest: str
+    manifest: Manifest | None
+    digest: str | None
     aliases: builtins.list[str] = field(default_factory=list)
+    damaged: str | None = None
+    location: str = ""
 
     @property
     def tags(self) -> dict[str, str]:
-        return self.manifest.tags
+        return self.manifest.tags if self.manifest is not None else {}
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``ls --json`` record of this version."""
+        """The ``ls --json`` record of this version (``damaged``: null, or the reason)."""
         m = self.manifest
         return {
             "name": self.name,
             "version": self.version,
-            "backend": m.backend,
-            "created_at": m.created_at,
+            "backend": m.backend if m else None,
+            "created_at": m.created_at if m else None,
             "aliases": self.aliases,
-            "tags": m.tags,
+            "tags": self.tags,
             "digest": self.digest,
-            "size_bytes": m.total_size,
-            "class": m.model_class,
+            "size_bytes": m.total_size if m else None,
+            "class": m.model_class if m else None,
+            "damaged": self.damaged,
+            "location": self.location,
         }
+
+
+@dataclass(frozen=True)
+class CopiedVersion:
+    """One version copied by :meth:`Store.copy_versions`: where it came from, the new version
+    in the destination, the aliases set on it there, and the source's aliases left behind."""
+
+    source_version: int
+    artifact: Artifact
+    aliases: builtins.list[str] = field(default_factory=list)
+    aliases_not_copied: builtins.list[str] = field(default_factory=list)
+
+
+class _Damaged(Exception):
+    """A version's manifest that cannot be read or parsed (internal; raised as ManifestError)."""
+
+    def __init__(self, name: str, version: int, reason: str, location: str) -> None:
+        super().__init__(reason)
+        self.name, self.version, self.reason, self.location = name, version, reason, location
+
+    def error(self) -> ManifestError:
+        ref = f"{self.name}:{self.version}"
+        return ManifestError(
+            f"{ref} is damaged: {self.reason} (at {self.location})",
+            hint=f"restore that file from a backup, or remove the version: persistkit rm {ref}",
+        )
 
 
 @dataclass
@@ -130,8 +165,6 @@ class Store:
     ) -> None:
         raw = config.default_store_url() if url is None else os.fspath(url)
         raw = raw.removeprefix("file://")
-        # the per-user store nobody named: missing until the first save, which is no mistake
-        self.is_default = url is None and not os.environ.get("PERSISTKIT_STORE")
         self.stale_after: float = STALE_SECONDS
         self._fs: Any = None
         if "://" not in raw:
@@ -165,32 +198,6 @@ class Store:
     @property
     def is_local(self) -> bool:
         return self._fs is None
-
-    @property
-    def _shown_url(self) -> str | None:
-        """The URL hints name (``--store URL``), or None for the per-user default store."""
-        return None if self.is_default else self.url
-
-    def exists(self) -> bool:
-        """Whether there is a store at this location, however empty: a local folder that
-        exists, a ``memory://`` root something was saved under, an S3 bucket that exists
-        (a prefix in it needs no creating). A store is made by the first save into it."""
-        with self._storage_errors():
-            if self.is_local:
-                return self._local_root.is_dir()
-            if "memory" in _protocols(self._fs):
-                return bool(self._fs.isdir(self._root or "/"))
-            bucket = self._root.split("/", 1)[0]
-            return bool(self._fs.exists(bucket))
-
-    def missing(self) -> StoreError:
-        """The error for reading from a store that does not exist (see :meth:`exists`)."""
-        where = "bucket" if not self.is_local and "memory" not in _protocols(self._fs) else ""
-        return StoreError(
-            f"no store at {self.url}" + (f" (the {where} does not exist)" if where else ""),
-            hint="check the location; a store is made by the first save into it",
-            remedies=[Option("store", purpose="to name another store")],
-        )
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -317,18 +324,27 @@ class Store:
             return sorted(n for n in names if _is_name(n))
 
     def versions(self, name: str) -> builtins.list[VersionInfo]:
-        """Every published version of ``name``, oldest first, with tags and aliases."""
+        """Every published version of ``name``, oldest first, with tags and aliases.
+
+        A version whose manifest is damaged is listed too, with ``damaged`` set to the reason
+        (one damaged version never hides the others).
+        """
         validate_name(name)
         with self._storage_errors():
             numbers = self._scan(name).published
-            manifests = self._manifests(name, numbers)
+            manifests = self._read_manifests(name, numbers)
             by_version: dict[int, builtins.list[str]] = {}
             for alias, version in self.aliases(name).items():
                 by_version.setdefault(version, []).append(alias)
-            return [
-                VersionInfo(name, v, m, manifest_digest(m), sorted(by_version.get(v, [])))
-                for v, m in zip(numbers, manifests)
-            ]
+            infos = []
+            for v, m in zip(numbers, manifests):
+                aliases = sorted(by_version.get(v, []))
+                if isinstance(m, _Damaged):
+                    infos.append(VersionInfo(name, v, None, None, aliases, m.reason, m.location))
+                else:
+                    where = self._location(f"{name}/{v}")
+                    infos.append(VersionInfo(name, v, m, manifest_digest(m), aliases, None, where))
+            return infos
 
     def resolve(self, ref: str | Ref) -> tuple[str, int]:
         """The ``(name, version)`` that ``ref`` points at now."""
@@ -336,13 +352,16 @@ class Store:
         with self._storage_errors():
             numbers = self._scan(parsed.name).published
             if not numbers:
-                raise self._no_model(parsed.name)
+                raise VersionNotFoundError(
+                    f"no model named {parsed.name!r} in the store {self.url}",
+                    hint="`persistkit ls` lists the models in a store; --store picks another",
+                )
             if parsed.version is not None:
                 if parsed.version not in numbers:
                     raise VersionNotFoundError(
                         f"{parsed.name} has no version {parsed.version} "
                         f"(it has {_ranges(numbers)})",
-                        remedies=[ListModels(self._shown_url, parsed.name)],
+                        hint=f"`persistkit ls {parsed.name}` lists its versions",
                     )
                 return parsed.name, parsed.version
             if parsed.alias is not None:
@@ -350,32 +369,6 @@ class Store:
             if parsed.digest is not None:
                 return parsed.name, self._digest_target(parsed.name, parsed.digest, numbers)
             return parsed.name, numbers[-1]
-
-    def has(self, name: str) -> bool:
-        """Whether ``name`` has at least one published version here."""
-        if not _is_name(name):
-            return False
-        with self._storage_errors():
-            return bool(self._scan(name).published)
-
-    def _no_model(self, name: str) -> VersionNotFoundError:
-        """The error for a name without versions: no store at all, or which names are near."""
-        if not self.is_default and not self.exists():
-            missing = self.missing()
-            return VersionNotFoundError(
-                f"no model named {name!r}: {missing.message}",
-                hint=missing.advice,
-                remedies=missing.remedies,
-            )
-        guess = did_you_mean(name, self.list())
-        return VersionNotFoundError(
-            f"no model named {name!r} in the store {self.url}",
-            hint=guess,
-            remedies=[
-                ListModels(self._shown_url),
-                Option("store", purpose="to pick another store"),
-            ],
-        )
 
     def manifest(self, ref: str | Ref) -> Manifest:
         """The manifest of the version ``ref`` points at, tags merged in; no payload read."""
@@ -394,12 +387,15 @@ class Store:
             rel = f"{name}/{version}/{MANIFEST_NAME}"
             if self.is_local:
                 path = self._local_root / name / str(version)
-                manifest = read_artifact_manifest(path)  # not through a link, never a FIFO
+                try:  # not through a link, never a FIFO
+                    manifest = read_artifact_manifest(path)
+                except ArtifactError as exc:
+                    raise self._damaged(name, version, exc.message).error() from None
                 return path, self._with_tags(name, version, manifest), name, version
             raw = self._read(rel)
             if raw is None:
                 raise VersionNotFoundError(f"{name}:{version} was deleted")
-            manifest = Manifest.from_json(raw)
+            manifest = self._parse_manifest(name, version, raw)
             digest = manifest_digest(manifest)
             prefix = self._path(f"{name}/{_PAYLOAD}/{digest[7:]}")
             path = cache.fetch(self._fs, prefix, manifest, raw, digest)
@@ -424,26 +420,15 @@ class Store:
                     found[alias] = version
             return dict(sorted(found.items()))
 
-    def alias(self, ref: str | Ref, alias: str, *, durable: bool = False, new: bool = False) -> int:
+    def alias(self, ref: str | Ref, alias: str, *, durable: bool = False) -> int:
         """Point ``name@alias`` at the version ``ref`` resolves to (atomic move).
 
-        Returns that version number. A new alias that looks like a typo of an existing one
-        (``prdo`` beside ``prod``) is refused unless ``new=True``.
+        Returns that version number.
         """
         validate_name(alias, what="alias")
         if alias == "latest":
             raise RefError("'latest' always means the newest version", hint="pick another alias")
         name, version = self.resolve(ref)
-        existing = self.aliases(name)
-        meant = None if new or alias in existing else typo_of(alias, existing)
-        if meant is not None:
-            raise RefError(
-                f"{name}@{alias} would be a new alias, and {alias!r} looks like a typo of "
-                f"{name}@{meant} (-> {name}:{existing[meant]}): did you mean {meant!r}? "
-                "Nothing was changed",
-                hint=f"to move {meant!r}, give that name",
-                remedies=[Option("new", purpose=f"to create {alias!r} as a new alias")],
-            )
         record = {"version": version, "updated_at": utc_now()}
         with self._storage_errors():
             self._replace(f"{name}/{_ALIASES}/{alias}.json", _dumps(record), durable=durable)
@@ -496,22 +481,23 @@ class Store:
         """Delete the version ``ref`` points at; returns its number (never reused).
 
         Refuses while an alias points at it, unless ``force=True`` (which removes those
-        aliases too). The version disappears at once (its manifest goes first).
+        aliases too). The version disappears at once (its manifest goes first). A version
+        whose manifest is damaged is deleted the same way; on object stores its payload,
+        whose digest is unknown, is left to the cleanup of unreferenced payloads (next save
+        after ``stale_after``).
         """
         name, version = self.resolve(ref)
         pointing = [a for a, v in self.aliases(name).items() if v == version]
         if pointing and not force:
             raise StoreError(
                 f"{name}:{version} is aliased as {', '.join(pointing)}",
-                remedies=[
-                    self._set_alias(name, pointing[0], "moves the alias first"),
-                    Option("force", purpose="to delete it and its aliases"),
-                ],
+                hint=f"move the alias first (persistkit alias {name}:N {pointing[0]}), "
+                "or force the delete (--force)",
             )
         with self._storage_errors():
             for alias in pointing:
                 self._remove(f"{name}/{_ALIASES}/{alias}.json")
-            manifest = self._manifests(name, [version], merge_tags=False)[0]
+            manifest = self._read_manifests(name, [version], merge_tags=False)[0]
             self._replace(f"{name}/{version}/{TOMBSTONE_NAME}", b"deleted " + utc_now().encode())
             self._remove(f"{name}/{version}/{MANIFEST_NAME}")
             if self.is_local:
@@ -521,19 +507,51 @@ class Store:
                         self._remove(f"{name}/{version}/{child.name}")
             else:
                 self._remove(f"{name}/{version}/{TAGS_NAME}")
+                if isinstance(manifest, _Damaged):
+                    return version  # its payload is unknown: left to _clean_payloads
                 digest = manifest_digest(manifest)
-                others = self._manifests(name, self._scan(name).published, merge_tags=False)
-                if all(manifest_digest(m) != digest for m in others):  # a copy may share it
+                others = self._read_manifests(name, self._scan(name).published, merge_tags=False)
+                # a copy may share the payload; a damaged version might, too
+                if all(isinstance(m, Manifest) and manifest_digest(m) != digest for m in others):
                     self._remove(f"{name}/{_PAYLOAD}/{digest[7:]}")
         return version
 
     def copy(
-        self, ref: str, dest: Store | str, *, durable: bool = False
+        self,
+        ref: str,
+        dest: Store | str,
+        *,
+        durable: bool = False,
+        aliases: bool = False,
+        force: bool = False,
     ) -> builtins.list[Artifact]:
         """Copy one version (``name:3``, ``name@prod``) or every version (bare ``name``) of a
         model into the store ``dest``, where each becomes a new version (numbered by ``dest``).
 
-        Content, tags and digests are kept; aliases are not copied.
+        Content, tags and digests are kept. Aliases are copied only with ``aliases=True``:
+        see :meth:`copy_versions`, which also reports what was copied.
+        """
+        copied = self.copy_versions(ref, dest, durable=durable, aliases=aliases, force=force)
+        return [c.artifact for c in copied]
+
+    def copy_versions(
+        self,
+        ref: str,
+        dest: Store | str,
+        *,
+        durable: bool = False,
+        aliases: bool = False,
+        force: bool = False,
+    ) -> builtins.list[CopiedVersion]:
+        """:meth:`copy`, reporting for each version its source number and its aliases.
+
+        With ``aliases=True`` every alias of the source that points at a copied version is
+        set in ``dest`` on that version's copy: for ``name:3`` (or ``name@prod``) the aliases
+        on version 3, for a bare ``name`` every alias of the name. An alias that already
+        exists in ``dest`` is refused (nothing is copied) unless ``force=True``, which moves
+        it. Without ``aliases=True`` the source's aliases are listed in
+        ``aliases_not_copied``. Every version to copy is read first: a damaged one stops the
+        copy before anything is written.
         """
         target = dest if isinstance(dest, Store) else Store(dest)
         parsed = parse_ref(ref)
@@ -544,19 +562,63 @@ class Store:
                 self.resolve(parsed)  # raises the usual "no model named" error
         else:
             numbers = [self.resolve(parsed)[1]]
+        name = parsed.name
+        with self._storage_errors():
+            damaged = [
+                m
+                for m in self._read_manifests(name, numbers, merge_tags=False)
+                if isinstance(m, _Damaged)
+            ]
+        if damaged:
+            bad = ", ".join(f"{d.name}:{d.version}" for d in damaged)
+            healthy = [f"{name}:{v}" for v in numbers if v not in {d.version for d in damaged}]
+            raise ManifestError(
+                f"cannot copy {ref}: {damaged[0].error().message}"
+                + (f"; also damaged: {bad}" if len(damaged) > 1 else ""),
+                hint=(f"copy the others one by one ({', '.join(healthy)}) or " if healthy else "")
+                + f"remove the damaged version first (persistkit rm {damaged[0].name}:"
+                f"{damaged[0].version})",
+            )
+        on_version: dict[int, builtins.list[str]] = {}
+        for alias, version in self.aliases(name).items():
+            if version in numbers:
+                on_version.setdefault(version, []).append(alias)
+        if aliases and not force:
+            wanted = sorted(a for names in on_version.values() for a in names)
+            existing = target.aliases(name) if wanted else {}
+            clash = [a for a in wanted if a in existing]
+            if clash:
+                raise StoreError(
+                    f"{target.url} already has the alias "
+                    + ", ".join(f"{name}@{a} (-> {name}:{existing[a]})" for a in clash)
+                    + "; nothing was copied",
+                    hint="--force (force=True) moves it to the copy; or copy without "
+                    "--aliases and move aliases yourself (persistkit alias)",
+                )
         copies = []
         for version in numbers:
-            folder, manifest, name, _ = self.fetch(Ref(parsed.name, version=version))
+            folder, manifest, _, _ = self.fetch(Ref(name, version=version))
             staging = target.stage(name)
             try:
                 for entry in manifest.files:
                     (staging / entry.path).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(folder / entry.path, staging / entry.path)
-                copies.append(target.publish(staging, name, manifest, durable=durable))
+                artifact = target.publish(staging, name, manifest, durable=durable)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-        return copies
+            copies.append((version, artifact))
+        report = []
+        for version, artifact in copies:
+            names = sorted(on_version.get(version, []))
+            if aliases:
+                record = _dumps({"version": artifact.version, "updated_at": utc_now()})
+                for alias in names:  # set as in the source: no typo check, no resolving again
+                    target._replace(f"{name}/{_ALIASES}/{alias}.json", record, durable=durable)
+            report.append(
+                CopiedVersion(version, artifact, names if aliases else [], [] if aliases else names)
+            )
+        return report
 
     # -- internals: names, versions, manifests ---------------------------------------------
     def _scan(self, name: str) -> _Listing:
@@ -586,19 +648,75 @@ class Store:
     def _manifests(
         self, name: str, numbers: builtins.list[int], *, merge_tags: bool = True
     ) -> builtins.list[Manifest]:
+        """The manifests of these versions; a damaged one raises :class:`ManifestError`
+        naming it."""
+        manifests = []
+        for m in self._read_manifests(name, numbers, merge_tags=merge_tags):
+            if isinstance(m, _Damaged):
+                raise m.error()
+            manifests.append(m)
+        return manifests
+
+    def _read_manifests(
+        self, name: str, numbers: builtins.list[int], *, merge_tags: bool = True
+    ) -> builtins.list[Manifest | _Damaged]:
+        """The manifest of each version, or why it cannot be read (a deleted one raises)."""
         rels = [f"{name}/{v}/{MANIFEST_NAME}" for v in numbers]
-        blobs = self._read_many(rels)
+        blobs: dict[str, bytes | _Damaged] = {}
+        if self.is_local:
+            for v, rel in zip(numbers, rels):
+                try:
+                    data = self._read(rel)
+                except FileNotFoundError:
+                    data = None
+                except ArtifactError as exc:  # a link or special file in its place
+                    blobs[rel] = self._damaged(name, v, exc.message)
+                    continue
+                except OSError as exc:
+                    blobs[rel] = self._damaged(name, v, f"cannot read it: {exc.strerror}")
+                    continue
+                if data is not None:
+                    blobs[rel] = data
+        else:
+            blobs.update(self._read_many(rels))
         tag_blobs = (
             self._read_many([f"{name}/{v}/{TAGS_NAME}" for v in numbers]) if merge_tags else {}
         )
-        manifests = []
+        manifests: builtins.list[Manifest | _Damaged] = []
         for v, rel in zip(numbers, rels):
             if rel not in blobs:
                 raise VersionNotFoundError(f"{name}:{v} was deleted")
-            manifest = Manifest.from_json(blobs[rel])
-            manifest = _merge_tags(manifest, tag_blobs.get(f"{name}/{v}/{TAGS_NAME}"))
+            blob = blobs[rel]
+            if isinstance(blob, _Damaged):
+                manifests.append(blob)
+                continue
+            parsed = self._parse_or_damage(name, v, blob)
+            if isinstance(parsed, _Damaged):
+                manifests.append(parsed)
+                continue
+            manifest = _merge_tags(parsed, tag_blobs.get(f"{name}/{v}/{TAGS_NAME}"))
             manifests.append(replace(manifest, name=name, version=v))
         return manifests
+
+    def _parse_manifest(self, name: str, version: int, raw: bytes) -> Manifest:
+        """Parse a version's manifest; a damaged one raises :class:`ManifestError` naming it."""
+        parsed = self._parse_or_damage(name, version, raw)
+        if isinstance(parsed, _Damaged):
+            raise parsed.error()
+        return parsed
+
+    def _parse_or_damage(self, name: str, version: int, raw: bytes) -> Manifest | _Damaged:
+        try:
+            return Manifest.from_json(raw)
+        except ManifestError as exc:
+            return self._damaged(name, version, exc.message)
+
+    def _damaged(self, name: str, version: int, reason: str) -> _Damaged:
+        return _Damaged(name, version, reason, self._location(f"{name}/{version}/{MANIFEST_NAME}"))
+
+    def _location(self, rel: str) -> str:
+        """Where ``rel`` is, for messages: a local path or the store's URL plus ``rel``."""
+        return str(self._local_root / rel) if self.is_local else f"{self.url}/{rel}"
 
     def _with_tags(self, name: str, version: int, manifest: Manifest) -> Manifest:
         return _merge_tags(manifest, self._read(f"{name}/{version}/{TAGS_NAME}"))
@@ -606,37 +724,25 @@ class Store:
     def _alias_target(self, name: str, alias: str, numbers: builtins.list[int]) -> int:
         data = self._read(f"{name}/{_ALIASES}/{alias}.json")
         if data is None:
-            existing = self.aliases(name)
-            known = ", ".join(existing) or "none"
-            guess = did_you_mean(alias, existing)
+            known = ", ".join(self.aliases(name)) or "none"
             raise VersionNotFoundError(
-                f"{name} has no alias {alias!r}"
-                + (f"; {guess}" if guess else "")
-                + f" (aliases: {known})",
-                remedies=[self._set_alias(name, alias, "to set it")],
+                f"{name} has no alias {alias!r} (aliases: {known})",
+                hint=f"set one with `persistkit alias {name}:N {alias}`",
             )
         version = _json_object(data).get("version")
         if not isinstance(version, int) or version not in numbers:
             raise VersionNotFoundError(
                 f"{name}@{alias} points at version {version}, which no longer exists",
-                remedies=[self._set_alias(name, alias, "moves it")],
+                hint=f"move it: `persistkit alias {name}:N {alias}`",
             )
         return version
-
-    def _set_alias(self, name: str, alias: str, purpose: str) -> Command:
-        store = "" if self.is_default else f" --store {self.url}"
-        opened = "" if self.is_default else repr(self.url)
-        return Command(
-            python=f"persistkit.Store({opened}).alias({name + ':N'!r}, {alias!r})",
-            cli=f"persistkit alias {name}:N {alias}{store}",
-            purpose=purpose,
-        )
 
     def _digest_target(self, name: str, digest: str, numbers: builtins.list[int]) -> int:
         matches = [
             v
-            for v, m in zip(numbers, self._manifests(name, numbers, merge_tags=False))
-            if manifest_digest(m).startswith(digest)
+            for v, m in zip(numbers, self._read_manifests(name, numbers, merge_tags=False))
+            if not isinstance(m, _Damaged)  # its digest is unknown: it matches nothing
+            and manifest_digest(m).startswith(digest)
         ]
         if not matches:
             raise VersionNotFoundError(
@@ -681,8 +787,10 @@ class Store:
         stale = {d for d, mtime in listing.payloads.items() if now - mtime > self.stale_after}
         if not stale:
             return
-        manifests = self._manifests(name, listing.published, merge_tags=False)
-        stale -= {manifest_digest(m)[7:] for m in manifests}
+        manifests = self._read_manifests(name, listing.published, merge_tags=False)
+        if any(isinstance(m, _Damaged) for m in manifests):
+            return  # which payload a damaged version points at is unknown: keep them all
+        stale -= {manifest_digest(m)[7:] for m in manifests if isinstance(m, Manifest)}
         for digest in stale:
             self._remove(f"{name}/{_PAYLOAD}/{digest}")
 
@@ -698,6 +806,7 @@ class Store:
         try:
             found = self._fs.find(self._path(rel) if rel else (self._root or "/"), detail=True)
         except FileNotFoundError:
+            self._check_bucket()
             return {}
         return {self._rel(k): v for k, v in found.items()}
 
@@ -774,6 +883,29 @@ class Store:
         with contextlib.suppress(FileNotFoundError):
             self._fs.rm(self._path(rel), recursive=True)
 
+    def _check_bucket(self) -> None:
+        """On S3, raise a :class:`StoreError` naming the bucket if it does not exist."""
+        if self.is_local or not {"s3", "s3a"} & set(_protocols(self._fs)):
+            return
+        bucket = self._root.split("/", 1)[0]
+        try:
+            exists = bool(self._fs.exists(bucket))
+        except Exception:  # the original error is the better one then
+            return
+        if not exists:
+            endpoint = (
+                getattr(self._fs, "endpoint_url", None)
+                or (getattr(self._fs, "client_kwargs", None) or {}).get("endpoint_url")
+                or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL")
+                or "AWS S3"
+            )
+            raise StoreError(
+                f"no bucket {bucket!r} at {endpoint} (or no access to it); create it first",
+                hint=f"e.g. `aws s3 mb s3://{bucket}` (with --endpoint-url for another service), "
+                "or check the store URL and the AWS_* settings",
+            )
+
     @contextlib.contextmanager
     def _storage_errors(self) -> Iterator[None]:
         """Turn the storage library's errors into one :class:`StoreError` with a hint."""
@@ -789,6 +921,8 @@ class Store:
         except Exception as exc:
             if not (isinstance(exc, OSError) or _from_storage_library(exc)):
                 raise
+            if isinstance(exc, FileNotFoundError):
+                self._check_bucket()  # a missing bucket is named as such
             raise StoreError(
                 f"the store {self.url} failed: {type(exc).__name__}: {exc}",
                 hint="check the URL, that the storage is reachable, and the AWS_* settings",

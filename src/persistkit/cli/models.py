@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -71,18 +70,22 @@ def _open_store(store_url: str | None, quiet: bool = False) -> Any:
 def ls(name: str | None, store_url: str | None, as_json: bool) -> None:
     """List every version of every model in a store, or of NAME.
 
-    A store location that does not exist is an error (a store is made by the first save
-    into it), and so is a NAME the store does not hold.
+    A version whose manifest is damaged is listed as DAMAGED (with the reason and its
+    location on stderr; "damaged" in --json) and the listing goes on; exit status 0.
     """
     store = _open_store(store_url)
-    if not store.is_default and not store.exists():
-        raise store.missing()
     names = [name] if name else store.list()
     records: list[dict[str, Any]] = []
     for model_name in names:
         records.extend(v.to_dict() for v in store.versions(model_name))
-    if name and not records:
-        store.resolve(name)  # raises "no model named ..." with a did-you-mean
+    for r in records:
+        if r["damaged"]:
+            ref = f"{r['name']}:{r['version']}"
+            click.echo(
+                f"warning: {ref} is damaged: {r['damaged']} (at {r['location']}) "
+                f"(hint: restore it, or remove it: persistkit rm {ref})",
+                err=True,
+            )
     if as_json:
         print_json(records)
         return
@@ -94,9 +97,9 @@ def ls(name: str | None, store_url: str | None, as_json: bool) -> None:
             str(r["name"]),
             str(r["version"]),
             ",".join(r["aliases"]),
-            str(r["backend"]),
-            str(r["created_at"]),
-            _size(int(r["size_bytes"])),
+            "DAMAGED" if r["damaged"] else str(r["backend"]),
+            "-" if r["damaged"] else str(r["created_at"]),
+            "-" if r["damaged"] else _size(int(r["size_bytes"])),
             ",".join(f"{k}={v}" for k, v in r["tags"].items()),
         ]
         for r in records
@@ -111,16 +114,12 @@ def ls(name: str | None, store_url: str | None, as_json: bool) -> None:
 def show(ref: str, store_url: str | None, as_json: bool) -> None:
     """Show the manifest of REF (name, name:3, name@alias, name@sha256:HEX, or a path)
     without loading it."""
-    from persistkit.api import inspect, resolve_source
+    from persistkit.api import inspect
+    from persistkit.refs import looks_like_location
     from persistkit.store import manifest_digest
 
-    kind, store = resolve_source(ref, _open_store(store_url))  # once: it may print a note
-    if store is not None:
-        manifest = store.manifest(ref)
-    else:
-        manifest = inspect(
-            Path(ref.removeprefix("file://")).expanduser() if kind == "path" else ref
-        )
+    store = None if looks_like_location(ref) else _open_store(store_url)
+    manifest = inspect(ref, store=store if store is not None else store_url)
     digest = manifest_digest(manifest)
     aliases = []
     if store is not None and manifest.name and manifest.version:
@@ -188,24 +187,13 @@ def verify(ref: str, store_url: str | None, as_json: bool, quiet: bool, trust: b
 @store_option
 @json_option
 @durable_option
-@click.option(
-    "--new",
-    is_flag=True,
-    help="Create ALIAS even though it looks like a typo of an existing alias.",
-)
-def alias(
-    ref: str, alias_name: str, store_url: str | None, as_json: bool, durable: bool, new: bool
-) -> None:
-    """Point NAME@ALIAS at the version REF resolves to (moves it if it exists).
-
-    A new ALIAS that looks like a typo of an existing one (prdo beside prod) is refused
-    unless --new is given.
-    """
+def alias(ref: str, alias_name: str, store_url: str | None, as_json: bool, durable: bool) -> None:
+    """Point NAME@ALIAS at the version REF resolves to (moves it if it exists)."""
     from persistkit.refs import parse_ref
 
     store = _open_store(store_url)
     name = parse_ref(ref).name
-    version = store.alias(ref, alias_name, durable=durable, new=new)
+    version = store.alias(ref, alias_name, durable=durable)
     if as_json:
         print_json({"name": name, "alias": alias_name, "version": version})
         return
@@ -266,19 +254,57 @@ def rm(ref: str, store_url: str | None, as_json: bool, force: bool) -> None:
 @json_option
 @quiet_option
 @durable_option
+@click.option(
+    "--aliases",
+    "copy_aliases",
+    is_flag=True,
+    help="Also set the source's aliases of the copied version(s) on the copies.",
+)
+@click.option(
+    "--force", is_flag=True, help="With --aliases: move aliases that DEST_STORE already has."
+)
 def cp(
-    ref: str, dest_store: str, store_url: str | None, as_json: bool, quiet: bool, durable: bool
+    ref: str,
+    dest_store: str,
+    store_url: str | None,
+    as_json: bool,
+    quiet: bool,
+    durable: bool,
+    copy_aliases: bool,
+    force: bool,
 ) -> None:
     """Copy REF to the store DEST_STORE (a folder or URL): one version (NAME:3, NAME@prod)
-    or every version (a bare NAME). Each becomes a new version there; digests are kept."""
+    or every version (a bare NAME). Each becomes a new version there; digests and tags are
+    kept. Aliases are copied only with --aliases: those pointing at the copied version(s)
+    (for a bare NAME, all of them); one that DEST_STORE already has is refused unless
+    --force."""
     store = _open_store(store_url, quiet)
-    copies = store.copy(ref, dest_store, durable=durable)
-    records = [{"name": a.name, "version": a.version, "store": dest_store} for a in copies]
+    copies = store.copy_versions(
+        ref, dest_store, durable=durable, aliases=copy_aliases, force=force
+    )
+    records = [
+        {
+            "name": c.artifact.name,
+            "version": c.artifact.version,
+            "store": dest_store,
+            "source_version": c.source_version,
+            "aliases": c.aliases,
+            "aliases_not_copied": c.aliases_not_copied,
+        }
+        for c in copies
+    ]
+    left = [f"{r['name']}@{a}" for r in records for a in r["aliases_not_copied"]]
+    if left:
+        click.echo(
+            f"note: aliases not copied: {', '.join(left)} (hint: cp --aliases copies them)",
+            err=True,
+        )
     if as_json:
         print_json(records)
         return
     for r in records:
-        click.echo(f"copied to {r['store']}: {r['name']}:{r['version']}")
+        aliases = f" (aliases: {', '.join(r['aliases'])})" if r["aliases"] else ""
+        click.echo(f"copied to {r['store']}: {r['name']}:{r['version']}{aliases}")
 
 
 def _size(n: int) -> str:
