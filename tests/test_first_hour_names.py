@@ -67,6 +67,14 @@ def test_serve_takes_a_file_in_the_current_folder(their_model: Path) -> None:
     assert isinstance(served.model, LogisticRegression)
 
 
+def test_serve_takes_a_file_whose_name_is_not_a_model_name(their_model: Path) -> None:
+    their_model.rename(their_model.with_name("Their Model.joblib"))
+    repository = ModelRepository(["Their Model.joblib"])
+    repository.load()
+    [served] = repository.models()
+    assert isinstance(served.model, LogisticRegression)
+
+
 def test_a_missing_file_with_a_model_suffix_is_a_missing_file(their_model: Path) -> None:
     with pytest.raises(ArtifactNotFoundError, match="no such file: ther_model.joblib"):
         persistkit.load("ther_model.joblib")

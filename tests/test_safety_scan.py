@@ -36,7 +36,7 @@ def test_scan_of_a_hostile_pickle_exits_1_and_names_the_global(tmp_path: Path) -
     path.write_bytes(pickle.dumps({"x": Evil(str(marker))}))
     code, out = _scan(str(path))
     assert code == 1
-    assert "posix.system" in out and "trusted=" in out
+    assert "posix.system" in out and "--trust" in out and "trusted=" not in out
     assert not marker.exists()
 
 
@@ -116,3 +116,14 @@ def test_scan_of_someone_elses_safetensors_module_names_the_class_it_rebuilds_wi
     assert report["rebuild_imports"] == ["torch_models.MLP"]
     assert report["untrusted_globals"] == ["torch_models.MLP"]
     assert report["loads_by_default"] is False
+
+
+def test_scan_of_a_stream_that_breaks_a_rule_says_refused(tmp_path: Path) -> None:
+    # only allowed globals, but an instance the stream made is called
+    path = tmp_path / "m.pkl"
+    path.write_bytes(
+        b"\x80\x02csklearn.gaussian_process.kernels\nRBF\n)\x81(X\x01\x00\x00\x00xtR."
+    )
+    code, out = _scan(str(path))
+    assert code == 1
+    assert "REFUSED" in out and "verdict: refused" in out

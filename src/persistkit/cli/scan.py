@@ -154,15 +154,23 @@ def _human(report: dict[str, Any]) -> str:
         verdict = "UNTRUSTED" if name in report["untrusted_globals"] else "allowed"
         lines.append(f"  rebuilding the model imports {name} ({verdict})")
     if report["sealed_by_trusted_key"]:
-        lines.append("sealed by a key you trust: it loads without trusted=")
+        lines.append("sealed by a key you trust: it loads without --trust")
     if report["clean"]:
         lines.append("verdict: clean - loads under the default policy")
     elif any(f["error"] for f in report["files"]):
         lines.append("verdict: damaged - it cannot be loaded")
-    elif not report["sealed_by_trusted_key"]:
-        names = ", ".join(repr(n) for n in report["untrusted_globals"])
+    elif report["sealed_by_trusted_key"]:
+        pass
+    elif report["untrusted_globals"]:
+        names = ", ".join(report["untrusted_globals"])
         lines.append(
-            f"verdict: untrusted - loading runs code; only if you trust its source, "
-            f"pass trusted=[{names}] or trusted=True"
+            f"verdict: untrusted - loading would import {names}, outside the allow-list; only "
+            "if you trust its source, load it with --trust (that runs its code)"
+        )
+    else:
+        lines.append(
+            "verdict: refused - it breaks a rule of the restricted reader (REFUSED above), "
+            "as no model file written by a pickler does; only --trust would load it, and "
+            "that runs its code"
         )
     return "\n".join(lines)

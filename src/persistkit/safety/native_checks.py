@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from persistkit.errors import FormatError
+from persistkit.errors import FormatError, Trust
 
 _MAX_VISITS = 1_000_000
 
@@ -78,7 +78,7 @@ def _reachable(root: Any, what: str) -> Any:
             # stopping here would leave whatever comes next unchecked
             raise FormatError(
                 f"the {what} holds more than {_MAX_VISITS} objects, too many to check",
-                hint="if you trust its source, pass trusted=True",
+                remedies=(Trust(),),
             )
         if isinstance(obj, np.ndarray):  # gradient boosting keeps its trees in one
             todo.extend((v, owner) for v in obj.flat if not isinstance(v, leaves))

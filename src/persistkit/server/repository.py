@@ -9,7 +9,7 @@ from typing import Any
 
 from persistkit.errors import ModelNotServedError, PersistkitError
 from persistkit.manifest import Manifest
-from persistkit.refs import looks_like_location, normalise_name, parse_ref
+from persistkit.refs import normalise_name, parse_ref
 from persistkit.signature import Signature
 
 
@@ -82,7 +82,7 @@ class ModelRepository:
         manifest = found.manifest
         version = manifest.version
         aliases: set[str] = set()
-        if looks_like_location(ref):
+        if not found.in_store:  # a model file or artifact folder named by its path
             name = manifest.name or normalise_name(ref.rstrip("/").rsplit("/", 1)[-1])
         else:
             parsed = parse_ref(ref)
