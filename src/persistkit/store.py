@@ -48,7 +48,10 @@ from persistkit.artifact import fsync_directory, fsync_tree, write_manifest
 from persistkit.errors import (
     ArtifactError,
     ArtifactNotFoundError,
+    Command,
+    ListModels,
     ManifestError,
+    Option,
     PersistkitError,
     RefError,
     StoreError,
@@ -58,7 +61,7 @@ from persistkit.manifest import MANIFEST_NAME, Manifest, utc_now
 from persistkit.payload import open_payload, read_artifact_manifest
 from persistkit.progress import Progress
 from persistkit.records import Artifact
-from persistkit.refs import Ref, parse_ref, validate_name
+from persistkit.refs import Ref, did_you_mean, parse_ref, typo_of, validate_name
 
 STALE_SECONDS = 3600
 TAGS_NAME = "tags.json"
@@ -165,6 +168,8 @@ class Store:
     ) -> None:
         raw = config.default_store_url() if url is None else os.fspath(url)
         raw = raw.removeprefix("file://")
+        # the per-user store nobody named: missing until the first save, which is no mistake
+        self.is_default = url is None and not os.environ.get("PERSISTKIT_STORE")
         self.stale_after: float = STALE_SECONDS
         self._fs: Any = None
         if "://" not in raw:
@@ -198,6 +203,32 @@ class Store:
     @property
     def is_local(self) -> bool:
         return self._fs is None
+
+    @property
+    def _shown_url(self) -> str | None:
+        """The URL hints name (``--store URL``), or None for the per-user default store."""
+        return None if self.is_default else self.url
+
+    def exists(self) -> bool:
+        """Whether there is a store at this location, however empty: a local folder that
+        exists, a ``memory://`` root something was saved under, an S3 bucket that exists
+        (a prefix in it needs no creating). A store is made by the first save into it."""
+        with self._storage_errors():
+            if self.is_local:
+                return self._local_root.is_dir()
+            if "memory" in _protocols(self._fs):
+                return bool(self._fs.isdir(self._root or "/"))
+            bucket = self._root.split("/", 1)[0]
+            return bool(self._fs.exists(bucket))
+
+    def missing(self) -> StoreError:
+        """The error for reading from a store that does not exist (see :meth:`exists`)."""
+        where = "bucket" if not self.is_local and "memory" not in _protocols(self._fs) else ""
+        return StoreError(
+            f"no store at {self.url}" + (f" (the {where} does not exist)" if where else ""),
+            hint="check the location; a store is made by the first save into it",
+            remedies=[Option("store", purpose="to name another store")],
+        )
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -352,16 +383,13 @@ class Store:
         with self._storage_errors():
             numbers = self._scan(parsed.name).published
             if not numbers:
-                raise VersionNotFoundError(
-                    f"no model named {parsed.name!r} in the store {self.url}",
-                    hint="`persistkit ls` lists the models in a store; --store picks another",
-                )
+                raise self._no_model(parsed.name)
             if parsed.version is not None:
                 if parsed.version not in numbers:
                     raise VersionNotFoundError(
                         f"{parsed.name} has no version {parsed.version} "
                         f"(it has {_ranges(numbers)})",
-                        hint=f"`persistkit ls {parsed.name}` lists its versions",
+                        remedies=[ListModels(self._shown_url, parsed.name)],
                     )
                 return parsed.name, parsed.version
             if parsed.alias is not None:
@@ -369,6 +397,32 @@ class Store:
             if parsed.digest is not None:
                 return parsed.name, self._digest_target(parsed.name, parsed.digest, numbers)
             return parsed.name, numbers[-1]
+
+    def has(self, name: str) -> bool:
+        """Whether ``name`` has at least one published version here."""
+        if not _is_name(name):
+            return False
+        with self._storage_errors():
+            return bool(self._scan(name).published)
+
+    def _no_model(self, name: str) -> VersionNotFoundError:
+        """The error for a name without versions: no store at all, or which names are near."""
+        if not self.is_default and not self.exists():
+            missing = self.missing()
+            return VersionNotFoundError(
+                f"no model named {name!r}: {missing.message}",
+                hint=missing.advice,
+                remedies=missing.remedies,
+            )
+        guess = did_you_mean(name, self.list())
+        return VersionNotFoundError(
+            f"no model named {name!r} in the store {self.url}",
+            hint=guess,
+            remedies=[
+                ListModels(self._shown_url),
+                Option("store", purpose="to pick another store"),
+            ],
+        )
 
     def manifest(self, ref: str | Ref) -> Manifest:
         """The manifest of the version ``ref`` points at, tags merged in; no payload read."""
@@ -420,15 +474,26 @@ class Store:
                     found[alias] = version
             return dict(sorted(found.items()))
 
-    def alias(self, ref: str | Ref, alias: str, *, durable: bool = False) -> int:
+    def alias(self, ref: str | Ref, alias: str, *, durable: bool = False, new: bool = False) -> int:
         """Point ``name@alias`` at the version ``ref`` resolves to (atomic move).
 
-        Returns that version number.
+        Returns that version number. A new alias that looks like a typo of an existing one
+        (``prdo`` beside ``prod``) is refused unless ``new=True``.
         """
         validate_name(alias, what="alias")
         if alias == "latest":
             raise RefError("'latest' always means the newest version", hint="pick another alias")
         name, version = self.resolve(ref)
+        existing = self.aliases(name)
+        meant = None if new or alias in existing else typo_of(alias, existing)
+        if meant is not None:
+            raise RefError(
+                f"{name}@{alias} would be a new alias, and {alias!r} looks like a typo of "
+                f"{name}@{meant} (-> {name}:{existing[meant]}): did you mean {meant!r}? "
+                "Nothing was changed",
+                hint=f"to move {meant!r}, give that name",
+                remedies=[Option("new", purpose=f"to create {alias!r} as a new alias")],
+            )
         record = {"version": version, "updated_at": utc_now()}
         with self._storage_errors():
             self._replace(f"{name}/{_ALIASES}/{alias}.json", _dumps(record), durable=durable)
@@ -491,8 +556,10 @@ class Store:
         if pointing and not force:
             raise StoreError(
                 f"{name}:{version} is aliased as {', '.join(pointing)}",
-                hint=f"move the alias first (persistkit alias {name}:N {pointing[0]}), "
-                "or force the delete (--force)",
+                remedies=[
+                    self._set_alias(name, pointing[0], "moves the alias first"),
+                    Option("force", purpose="to delete it and its aliases"),
+                ],
             )
         with self._storage_errors():
             for alias in pointing:
@@ -724,18 +791,31 @@ class Store:
     def _alias_target(self, name: str, alias: str, numbers: builtins.list[int]) -> int:
         data = self._read(f"{name}/{_ALIASES}/{alias}.json")
         if data is None:
-            known = ", ".join(self.aliases(name)) or "none"
+            existing = self.aliases(name)
+            known = ", ".join(existing) or "none"
+            guess = did_you_mean(alias, existing)
             raise VersionNotFoundError(
-                f"{name} has no alias {alias!r} (aliases: {known})",
-                hint=f"set one with `persistkit alias {name}:N {alias}`",
+                f"{name} has no alias {alias!r}"
+                + (f"; {guess}" if guess else "")
+                + f" (aliases: {known})",
+                remedies=[self._set_alias(name, alias, "to set it")],
             )
         version = _json_object(data).get("version")
         if not isinstance(version, int) or version not in numbers:
             raise VersionNotFoundError(
                 f"{name}@{alias} points at version {version}, which no longer exists",
-                hint=f"move it: `persistkit alias {name}:N {alias}`",
+                remedies=[self._set_alias(name, alias, "moves it")],
             )
         return version
+
+    def _set_alias(self, name: str, alias: str, purpose: str) -> Command:
+        store = "" if self.is_default else f" --store {self.url}"
+        opened = "" if self.is_default else repr(self.url)
+        return Command(
+            python=f"persistkit.Store({opened}).alias({name + ':N'!r}, {alias!r})",
+            cli=f"persistkit alias {name}:N {alias}{store}",
+            purpose=purpose,
+        )
 
     def _digest_target(self, name: str, digest: str, numbers: builtins.list[int]) -> int:
         matches = [

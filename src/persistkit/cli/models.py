@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -72,12 +73,18 @@ def ls(name: str | None, store_url: str | None, as_json: bool) -> None:
 
     A version whose manifest is damaged is listed as DAMAGED (with the reason and its
     location on stderr; "damaged" in --json) and the listing goes on; exit status 0.
+    A store location that does not exist is an error (a store is made by the first save
+    into it), and so is a NAME the store does not hold.
     """
     store = _open_store(store_url)
+    if not store.is_default and not store.exists():
+        raise store.missing()
     names = [name] if name else store.list()
     records: list[dict[str, Any]] = []
     for model_name in names:
         records.extend(v.to_dict() for v in store.versions(model_name))
+    if name and not records:
+        store.resolve(name)  # raises "no model named ..." with a did-you-mean
     for r in records:
         if r["damaged"]:
             ref = f"{r['name']}:{r['version']}"
@@ -114,12 +121,16 @@ def ls(name: str | None, store_url: str | None, as_json: bool) -> None:
 def show(ref: str, store_url: str | None, as_json: bool) -> None:
     """Show the manifest of REF (name, name:3, name@alias, name@sha256:HEX, or a path)
     without loading it."""
-    from persistkit.api import inspect
-    from persistkit.refs import looks_like_location
+    from persistkit.api import inspect, resolve_source
     from persistkit.store import manifest_digest
 
-    store = None if looks_like_location(ref) else _open_store(store_url)
-    manifest = inspect(ref, store=store if store is not None else store_url)
+    kind, store = resolve_source(ref, _open_store(store_url))  # once: it may print a note
+    if store is not None:
+        manifest = store.manifest(ref)
+    else:
+        manifest = inspect(
+            Path(ref.removeprefix("file://")).expanduser() if kind == "path" else ref
+        )
     digest = manifest_digest(manifest)
     aliases = []
     if store is not None and manifest.name and manifest.version:
@@ -187,13 +198,24 @@ def verify(ref: str, store_url: str | None, as_json: bool, quiet: bool, trust: b
 @store_option
 @json_option
 @durable_option
-def alias(ref: str, alias_name: str, store_url: str | None, as_json: bool, durable: bool) -> None:
-    """Point NAME@ALIAS at the version REF resolves to (moves it if it exists)."""
+@click.option(
+    "--new",
+    is_flag=True,
+    help="Create ALIAS even though it looks like a typo of an existing alias.",
+)
+def alias(
+    ref: str, alias_name: str, store_url: str | None, as_json: bool, durable: bool, new: bool
+) -> None:
+    """Point NAME@ALIAS at the version REF resolves to (moves it if it exists).
+
+    A new ALIAS that looks like a typo of an existing one (prdo beside prod) is refused
+    unless --new is given.
+    """
     from persistkit.refs import parse_ref
 
     store = _open_store(store_url)
     name = parse_ref(ref).name
-    version = store.alias(ref, alias_name, durable=durable)
+    version = store.alias(ref, alias_name, durable=durable, new=new)
     if as_json:
         print_json({"name": name, "alias": alias_name, "version": version})
         return
