@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import pickle
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+import persistkit
 from persistkit.errors import FormatError
 from persistkit.safety import TrustPolicy
 
@@ -175,3 +177,20 @@ def test_genuine_sparse_matrix_loads() -> None:
     matrix = sp.random(5, 5, density=0.5, format="csr", random_state=0)
     loaded = TrustPolicy().unpickle(io.BytesIO(pickle.dumps(matrix)))
     assert (loaded != matrix).nnz == 0
+
+
+def test_a_structure_missing_its_parts_is_a_format_error(tmp_path: Path) -> None:
+    # found by the grammar fuzzer (seed 26968): a csc_matrix made with no state at all made
+    # scipy's own check raise AttributeError out of load and scan
+    stream = (
+        b"(csklearn.naive_bayes\nMultinomialNB\n(VMT19937\n1ccopyreg\n_reconstructor\n"
+        b"(cscipy.sparse._csc\ncsc_matrix\ncbuiltins\nobject\nNtRNbp0\n"
+        b"L9223372036854775807L\np1\nt."
+    )
+    path = tmp_path / "m.pkl"
+    path.write_bytes(stream)
+    with pytest.raises(FormatError, match="csc_matrix"):
+        persistkit.load(path)
+    from persistkit.safety import audit_file
+
+    assert audit_file(path).error is not None

@@ -46,14 +46,23 @@ def check_native_structures(root: Any, *, what: str) -> None:
     if tree_type is None and predictor_type is None and not binary_tree_types + sparse_types:
         return  # nothing loaded can hold a checked structure
     for obj, owner in _reachable(root, what):
-        if tree_type is not None and isinstance(obj, tree_type):
-            _check_tree(obj, what)
-        elif predictor_type is not None and isinstance(obj, predictor_type):
-            _check_predictor(obj, owner, what)
-        elif binary_tree_types and isinstance(obj, binary_tree_types):
-            _check_binary_tree(obj, what)
-        elif sparse_types and isinstance(obj, sparse_types):
-            _check_sparse(obj, what)
+        try:
+            if tree_type is not None and isinstance(obj, tree_type):
+                _check_tree(obj, what)
+            elif predictor_type is not None and isinstance(obj, predictor_type):
+                _check_predictor(obj, owner, what)
+            elif binary_tree_types and isinstance(obj, binary_tree_types):
+                _check_binary_tree(obj, what)
+            elif sparse_types and isinstance(obj, sparse_types):
+                _check_sparse(obj, what)
+        except FormatError:
+            raise
+        except Exception as exc:  # a structure missing its parts cannot even be checked
+            raise FormatError(
+                f"the {what} holds a {type(obj).__qualname__} that is incomplete or malformed "
+                f"({type(exc).__name__}: {exc})",
+                remedies=(Trust(),),
+            ) from None
 
 
 def _reachable(root: Any, what: str) -> Any:
