@@ -134,8 +134,8 @@ def read_joblib(source: Path | PayloadFile, policy: TrustPolicy) -> Any:
         with open_model_file(Path(source)) as opened:
             raw = opened.read_bytes()
         path = Path(source)
-    what = f"joblib file {path.name}"
-    return load_pickle_family(raw, policy, what=what, directory=path.parent)
+    # a plain pickle comes this way too (`scan`, a `.pkl` written by joblib.dump)
+    return load_pickle_family(raw, policy, what=f"file {path.name}", directory=path.parent)
 
 
 def load_pickle_family(
