@@ -85,6 +85,21 @@ def test_picture_sent_from_the_page_gets_the_same_answer_as_the_cli(
         assert served.json()["predictions"] == page.model.predict(page.data.rows[[index]]).tolist()
 
 
+def test_page_endpoint_says_what_it_did_to_a_picture_of_another_shape(
+    page: Page, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    wide = tmp_path / "wide.png"
+    Image.new("RGBA", (20, 12), (255, 255, 255, 255)).save(wide)
+    response = page.http.post("/ui/predict/digits", content=wide.read_bytes())
+    assert response.status_code == 200
+    [warning] = response.json()["warnings"]
+    assert "20x12 RGBA -> 8x8 grayscale" in warning
+    exact = write_png(page.data.pictures[5], tmp_path / "five.png")
+    assert "warnings" not in page.http.post("/ui/predict/digits", content=exact.read_bytes()).json()
+
+
 def test_page_endpoint_takes_a_version(page: Page, tmp_path: Path) -> None:
     png = write_png(page.data.pictures[5], tmp_path / "five.png")
     response = page.http.post("/ui/predict/digits?version=1", content=png.read_bytes())
@@ -123,5 +138,15 @@ def test_chromium_user_picks_a_picture_and_sees_the_answer(page: Page, tmp_path:
             tab.click("#send")
             answer = tab.locator("#answer")
             playwright_api.expect(answer).to_have_text(expected, timeout=10_000)
+            # a picture of another shape: the page says what was done to it
+            from PIL import Image
+
+            wide = tmp_path / "wide.png"
+            Image.new("RGB", (20, 12), (0, 0, 0)).save(wide)
+            tab.set_input_files("#picture", str(wide))
+            tab.click("#send")
+            playwright_api.expect(tab.locator("#note")).to_contain_text(
+                "20x12 RGB -> 8x8 grayscale", timeout=10_000
+            )
         finally:
             browser.close()

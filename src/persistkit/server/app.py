@@ -262,14 +262,22 @@ class Routes:
         body = await self._body(request)
         if not body:
             raise InputError("no picture was sent", hint="pick a picture file first")
+        changes: list[str] = []
         batch = await anyio.to_thread.run_sync(
-            partial(read_image, body, served.signature.input, source="the picture")
+            partial(
+                read_image,
+                body,
+                served.signature.input,
+                source="the picture",
+                changes=changes,
+            )
         )
         prediction = await self._predict(served, batch)
-        return JSONResponse(
-            {
-                "model": served.name,
-                "version": served.version_label,
-                "predictions": prediction.tolist(),
-            }
-        )
+        answer: dict[str, Any] = {
+            "model": served.name,
+            "version": served.version_label,
+            "predictions": prediction.tolist(),
+        }
+        if changes:  # what was done to the picture to fit the model, said, never silent
+            answer["warnings"] = changes
+        return JSONResponse(answer)
