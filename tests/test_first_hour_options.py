@@ -163,3 +163,20 @@ def test_torch_unknown_load_option_names_map_location(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "map_location=" in message and "model_class=" in message
     assert "did you mean model_class=" in message
+
+
+def test_backends_command_lists_the_options_each_backend_takes() -> None:
+    import json as json_module
+
+    from click.testing import CliRunner
+
+    from persistkit.cli import main
+
+    text = CliRunner().invoke(main, ["backends"])
+    assert text.exit_code == 0
+    joblib_row = next(line for line in text.output.splitlines() if line.startswith("joblib"))
+    assert "save: compress; load: none" in joblib_row
+    listed = json_module.loads(CliRunner().invoke(main, ["backends", "--json"]).stdout)
+    torch_entry = next(b for b in listed if b["name"] == "torch")
+    assert "model_class" in torch_entry["load_options"]
+    assert "mode" in torch_entry["save_options"]

@@ -35,6 +35,8 @@ def backends(as_json: bool) -> None:
                     "extra": b.extra,
                     "install": None if b.available else b.install_hint,
                     "description": b.description,
+                    "save_options": _options_list(b.save_options),
+                    "load_options": _options_list(b.load_options),
                 }
                 for b in infos
             ]
@@ -44,8 +46,22 @@ def backends(as_json: bool) -> None:
     for b in infos:
         safety = "safe" if b.safe else ("allow-list" if b.restricted else "trusted only")
         status = "yes" if b.available else f"no: {b.install_hint}"
-        rows.append([b.name, status, safety, b.description])
-    click.echo(table(rows, ["backend", "installed", "untrusted loads", "description"]))
+        options = f"save: {_options_text(b.save_options)}; load: {_options_text(b.load_options)}"
+        rows.append([b.name, status, safety, options, b.description])
+    click.echo(
+        table(rows, ["backend", "installed", "untrusted loads", "options", "description"])
+    )
+
+
+def _options_list(options: Any) -> list[str] | None:
+    """The options a backend declares (``None``: it declares none, so none are checked)."""
+    return None if options is None else sorted(options)
+
+
+def _options_text(options: Any) -> str:
+    if options is None:
+        return "unchecked"
+    return ", ".join(sorted(options)) or "none"
 
 
 quiet_option = click.option(
