@@ -31,7 +31,7 @@ from persistkit.safety.allowlist import (
     PURE_FUNCTION,
     RECONSTRUCTOR,
 )
-from persistkit.safety.vm import call_checks
+from persistkit.safety.vm_checks import call_checks
 
 
 # --- a tiny assembler ------------------------------------------------------------------------
