@@ -85,12 +85,25 @@ def test_a_missing_file_with_a_model_suffix_is_a_missing_file(their_model: Path)
 
 
 def test_a_stored_model_named_like_a_file_still_loads_from_the_store(their_model: Path) -> None:
-    persistkit.save({"w": [1]}, "weights.pkl", backend="pickle")
+    with pytest.warns(AmbiguousSourceWarning, match=r"in the store at .*'\./weights\.pkl'"):
+        persistkit.save({"w": [1]}, "weights.pkl", backend="pickle")
+    assert not Path("weights.pkl").exists()  # it went to the store, and the warning said so
+    assert persistkit.load("weights.pkl") == {"w": [1]}
+
+
+def test_saving_to_a_file_like_path_writes_an_artifact_folder_here(their_model: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        persistkit.save({"w": [1]}, "./weights.pkl", backend="pickle")
+    assert (Path("weights.pkl") / "persistkit.json").is_file()
     assert persistkit.load("weights.pkl") == {"w": [1]}
 
 
 def test_a_file_that_is_also_a_store_name_wins_and_says_so(their_model: Path) -> None:
-    persistkit.save({"from": "store"}, "twin.pkl", backend="pickle")
+    with pytest.warns(AmbiguousSourceWarning):
+        persistkit.save({"from": "store"}, "twin.pkl", backend="pickle")
     Path("twin.pkl").write_bytes(pickle.dumps({"from": "file"}))
     with pytest.warns(AmbiguousSourceWarning, match="using the file; write 'twin.pkl:latest'"):
         assert persistkit.load("twin.pkl") == {"from": "file"}

@@ -154,6 +154,16 @@ def save(
     if to_store:
         the_store = store if isinstance(store, Store) else Store(store)
         name = normalise_name(type(model).__name__) if location is None else location
+        if location is not None and _model_file_suffix(location):
+            # "model.joblib" reads like a file here; say where it really goes
+            warnings.warn(
+                AmbiguousSourceWarning(
+                    f"{location!r} is saved as a model of that name in the store at "
+                    f"{the_store.url}, not as a file here; pass './{location}' to write an "
+                    "artifact folder here instead"
+                ),
+                stacklevel=2,
+            )
         staging = the_store.stage(name)
     else:
         local = str(location).removeprefix("file://")
