@@ -23,6 +23,7 @@ from persistkit.errors import (
     ArtifactError,
     CannotSaveError,
     FormatError,
+    ImportCode,
     InputError,
     UntrustedArtifactError,
 )
@@ -240,10 +241,10 @@ def _full_load(payload: Any, map_location: Any, *, mmap: bool) -> Any:
             payload.bound_path(), map_location=map_location, weights_only=False, mmap=mmap
         )
     except (AttributeError, ModuleNotFoundError, ImportError) as exc:
+        module = getattr(exc, "name", None) or "the model's module"
         raise ArtifactError(
             f"{path.name} is a pickled module whose code cannot be found here: {exc}",
-            hint="make the model's class importable under the same name it had when saved "
-            '(save with backend="safetensors" to depend only on an import path)',
+            remedies=(ImportCode(module.split(".")[0]),),
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
         raise _corrupt(path, exc) from None

@@ -18,6 +18,7 @@ from typing import Any
 from persistkit.errors import (
     ArtifactError,
     CannotSaveError,
+    ImportCode,
     InputError,
     ManifestError,
     OptionError,
@@ -463,8 +464,7 @@ def import_object(path: str) -> Any:
     detail = f" ({errors[0]})" if errors else ""
     raise ArtifactError(
         f"cannot import {path}, which this model needs to be rebuilt{detail}",
-        hint=f"install or put on sys.path the package that defines {path}, "
-        "or pass model_class=<the class> to load()",
+        remedies=(ImportCode(path.split(".")[0], model_class=True),),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from persistkit.errors import CannotSaveError, FormatError
+from persistkit.errors import ArtifactError, CannotSaveError, FormatError, ImportCode
 from persistkit.manager import hookimpl
 from persistkit.manifest import Manifest
 from persistkit.payload import PayloadFile, PayloadFiles, open_model_file
@@ -152,6 +152,12 @@ class PickleProtocolBackend(Backend):
     def _unpickle(self, unpickle: Any, source: Any, payload: PayloadFile) -> Any:
         try:
             return unpickle(source)
+        except ModuleNotFoundError as exc:  # the model's own code is not importable here
+            module = (exc.name or "its module").split(".")[0]
+            raise ArtifactError(
+                f"{payload.name} needs the module {exc.name!r}, which cannot be imported here",
+                remedies=(ImportCode(module),),
+            ) from None
         except Exception as exc:
             if not _is_a(exc, _UNPICKLING_ERRORS, "UnpicklingError"):
                 raise

@@ -123,6 +123,29 @@ class Command(Remedy):
         return f"`{said}` {self.purpose}".rstrip()
 
 
+@dataclass(frozen=True)
+class ImportCode(Remedy):
+    """Making the model's own code (``module``, e.g. ``cnn`` for ``cnn.Net``) importable:
+    Python imports from ``sys.path``; the command line also from ``--app-dir`` (default: the
+    folder it runs in)."""
+
+    module: str
+    model_class: bool = False  # the backend can also be handed the class (load(model_class=))
+
+    def render(self, interface: Interface) -> str:
+        if interface == "python":
+            also = ", or pass model_class=<the class> to load()" if self.model_class else ""
+            return (
+                f"make {self.module} importable (install its package, or put the folder that "
+                f"holds {self.module}.py on sys.path){also}"
+            )
+        command = "the command" if interface == "cli" else "`persistkit serve`"
+        return (
+            f"run {command} in the folder that holds {self.module}.py, or pass "
+            "--app-dir FOLDER (or install its package)"
+        )
+
+
 class PersistkitError(Exception):
     """Base class of every error raised by persistkit and its first-party plugins.
 

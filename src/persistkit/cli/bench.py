@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from persistkit.cli.options import json_option, print_json, store_option
+from persistkit.cli.options import (
+    app_dir_option,
+    json_option,
+    print_json,
+    store_option,
+    use_app_dir,
+)
 
 
 def register(group: click.Group) -> None:
@@ -34,6 +40,7 @@ def register(group: click.Group) -> None:
 @click.option("--trust", is_flag=True, help="Trust the artifact entirely (runs its code).")
 @store_option
 @json_option
+@app_dir_option
 def bench(
     ref: str,
     backend_list: str | None,
@@ -43,6 +50,7 @@ def bench(
     trust: bool,
     store_url: str | None,
     as_json: bool,
+    app_dir: str,
 ) -> None:
     """Measure every installed backend on REF (a ref, an artifact folder or a model file):
     save and load time, size, peak load memory, predict latency, identical predictions.
@@ -56,6 +64,7 @@ def bench(
     from persistkit.bench import bench as run_bench
     from persistkit.bench import status_line
 
+    use_app_dir(app_dir)
     show = status_line()
     report = run_bench(
         ref,

@@ -19,6 +19,42 @@ store_option = click.option(
     help="Store folder or URL (s3://bucket/prefix). Default: your per-user store.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+app_dir_option = click.option(
+    "--app-dir",
+    metavar="DIR",
+    default=".",
+    show_default=True,
+    help="Folder the model's own code is imported from (a class defined in DIR/cnn.py is "
+    "cnn.Net), as with `python -m` and uvicorn's --app-dir. It goes last on the import "
+    "path, so it never hides an installed package.",
+)
+
+
+def use_app_dir(folder: str) -> str:
+    """Put ``folder`` on this process's import path, last; return it resolved.
+
+    ``python script.py`` and ``python -m`` let a model's class be imported from the folder
+    the user works in; the CLI does the same, so `persistkit predict NAME x.npy` finds
+    ``cnn.Net`` next to the user. It is appended, not prepended: a stray ``numpy.py`` in a
+    downloaded folder must not replace the real numpy while an untrusted file loads. (It is
+    never put in ``PYTHONPATH``: a child process would place it *before* site-packages.
+    Server workers get it through their configuration; benchmark subprocesses inherit this
+    process's whole ``sys.path``, in order.)
+    """
+    from pathlib import Path
+
+    from persistkit.errors import InputError
+
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise InputError(
+            f"--app-dir {folder}: no such folder",
+            hint="give the folder that holds the model's code (default: the current folder)",
+        )
+    resolved = str(path.resolve())
+    if resolved not in sys.path:
+        sys.path.append(resolved)
+    return resolved
 
 
 def print_json(data: Any) -> None:

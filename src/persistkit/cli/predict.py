@@ -6,7 +6,13 @@ from typing import Any
 
 import click
 
-from persistkit.cli.options import json_option, print_json, store_option
+from persistkit.cli.options import (
+    app_dir_option,
+    json_option,
+    print_json,
+    store_option,
+    use_app_dir,
+)
 from persistkit.errors import InputError
 
 
@@ -57,6 +63,7 @@ def format_prediction(value: Any) -> str:
     "crop its center, or fit it inside and pad with black.",
 )
 @click.option("--trust", is_flag=True, help="Trust the artifact entirely (runs its code).")
+@app_dir_option
 def predict(
     ref: str,
     inputs: tuple[str, ...],
@@ -66,6 +73,7 @@ def predict(
     image_size: str | None,
     fit: str,
     trust: bool,
+    app_dir: str,
 ) -> None:
     """Predict with REF on each INPUT: pictures (PNG, JPEG, ...), .npy, .csv or .json files.
 
@@ -90,6 +98,7 @@ def predict(
     from persistkit.inputs import read_inputs
     from persistkit.signature import Signature
 
+    use_app_dir(app_dir)
     size = parse_image_size(image_size)
     found = locate(ref, store_url)  # once: the inputs are shaped for the version that loads
     signature = Signature.from_manifest(found.manifest.signature)

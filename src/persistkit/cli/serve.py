@@ -9,7 +9,7 @@ import socket
 
 import click
 
-from persistkit.cli.options import store_option
+from persistkit.cli.options import app_dir_option, store_option, use_app_dir
 from persistkit.errors import PersistkitError
 
 
@@ -68,6 +68,7 @@ def check_port(host: str, port: int) -> None:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
+@app_dir_option
 def serve(
     refs: tuple[str, ...],
     store_url: str | None,
@@ -77,6 +78,7 @@ def serve(
     max_body_mb: int,
     trust: bool,
     log_level: str,
+    app_dir: str,
 ) -> None:
     """Serve each REF over the Open Inference Protocol V2 (REST) until interrupted.
 
@@ -98,6 +100,7 @@ def serve(
     from persistkit.server.repository import ModelRepository
 
     max_body = max_body_mb * 1024 * 1024
+    code_folder = use_app_dir(app_dir)
     check_port(host, port)  # before loading models, which can take minutes
     repository = ModelRepository(list(refs), store=store_url, trusted=trust)
     # Load (or, with several workers, at least try) in this process first, so a bad ref
@@ -117,7 +120,13 @@ def serve(
         )
         return
     os.environ[CONFIG_ENV] = json.dumps(
-        {"refs": list(refs), "store": store_url, "trusted": trust, "max_body_bytes": max_body}
+        {
+            "refs": list(refs),
+            "store": store_url,
+            "trusted": trust,
+            "max_body_bytes": max_body,
+            "app_dir": code_folder,
+        }
     )
     uvicorn.run(
         "persistkit.server.app:app_from_environment",

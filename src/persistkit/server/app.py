@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import cache, partial
@@ -83,6 +84,9 @@ def app_from_environment() -> Starlette:
     """App factory for ``uvicorn --factory`` with several workers: each worker process reads
     its configuration from ``$PERSISTKIT_SERVE_CONFIG`` and loads the models itself."""
     config = json.loads(os.environ[CONFIG_ENV])
+    app_dir = config.get("app_dir")
+    if isinstance(app_dir, str) and app_dir not in sys.path:
+        sys.path.append(app_dir)  # last, as `persistkit serve --app-dir` put it (see cli)
     repository = ModelRepository(
         config["refs"], store=config.get("store"), trusted=config.get("trusted", False)
     )
