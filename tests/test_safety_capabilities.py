@@ -37,7 +37,7 @@ from persistkit.safety.capabilities import (
     reviewed,
     state_key_shadows_method,
 )
-from persistkit.safety.unpickler import resolve_global
+from persistkit.safety.vm import resolve_global
 
 #: Methods through which an object runs code on its own: called by the interpreter
 #: (attribute access, calls, pickling, subclassing, descriptors) or by numpy/torch dispatch.

@@ -12,7 +12,6 @@ persistkit error, and no global state (numpy's shared dtypes, library classes) m
 
 from __future__ import annotations
 
-import importlib
 import io
 import struct
 import warnings
@@ -31,6 +30,7 @@ from persistkit.safety.allowlist import (
     PURE_FUNCTION,
     RECONSTRUCTOR,
 )
+from persistkit.safety.vm import resolve_global
 from persistkit.safety.vm_checks import call_checks
 
 
@@ -89,12 +89,9 @@ def load(data: bytes) -> Any:
 
 
 def resolve(pair: tuple[str, str]) -> Any:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # numpy.core's names warn that they moved
         warnings.simplefilter("ignore")
-        obj: Any = importlib.import_module(pair[0])
-        for part in pair[1].split("."):
-            obj = getattr(obj, part)
-    return obj
+        return resolve_global(*pair)
 
 
 def pairs(*roles: str) -> list[tuple[str, str]]:

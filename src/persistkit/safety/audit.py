@@ -99,8 +99,6 @@ def audit_file(path: Path, policy: TrustPolicy | None = None) -> FileAudit:
             result.error = audited_error
         if result.refused is not None and audited_refusal is not None:
             result.refused = audited_refusal
-    elif result.clean and result.format != "safetensors":
-        _build_as_load_would(path, result, policy)
     return result
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from persistkit.errors import FormatError, UntrustedArtifactError
 from persistkit.safety.allowlist import NEVER_CALLED
+from persistkit.safety.vm_base import MAX_MEMO_SLACK, MAX_NESTING
 
 # Opcodes persistkit never executes for untrusted input: extension registry lookups (they
 # resolve names through copyreg's global tables), INST/OBJ (old-style "import and call" that
@@ -42,16 +43,10 @@ JOBLIB_OLD_ARRAY_WRAPPER = ("joblib.numpy_pickle", "NDArrayWrapper")
 JOBLIB_ZIP_ARRAY_WRAPPER = ("joblib.numpy_pickle", "ZNDArrayWrapper")
 # the wrappers whose arrays the readers rebuild (each is replaced by a placeholder class)
 JOBLIB_WRAPPERS = frozenset({JOBLIB_ARRAY_WRAPPER, JOBLIB_OLD_ARRAY_WRAPPER})
-_JOBLIB_WRAPPERS = JOBLIB_WRAPPERS | {JOBLIB_ZIP_ARRAY_WRAPPER}
+# every wrapper joblib has written (the zip one only by joblib < 0.10)
+ALL_JOBLIB_WRAPPERS = JOBLIB_WRAPPERS | {JOBLIB_ZIP_ARRAY_WRAPPER}
 _RECONSTRUCTOR = ("copyreg", "_reconstructor")
-# A pickler numbers memo slots 0, 1, 2, ...; a slot far beyond the ones in use only serves to
-# make the real unpickler allocate a huge memo table.
-_MEMO_SLACK = 4096
 _SIMPLE_DTYPE = re.compile(r"^[a-zA-Z?][0-9]{0,3}$")
-# Python's pickler cannot write values nested deeper than its recursion limit (1000). Deeper
-# tuples only serve to crash the process: hashing one (a dict key, a set item) recurses in C
-# without a depth check.
-_MAX_NESTING = 1000
 
 
 @dataclass(frozen=True)
@@ -235,7 +230,7 @@ class _Walker:
     def put(self, index: int) -> None:
         if not self.stack or (self.marks and self.marks[-1] == len(self.stack)):
             raise self.corrupt("memoizing an empty stack", self.at)
-        if index < 0 or index > len(self.memo) + _MEMO_SLACK:
+        if index < 0 or index > len(self.memo) + MAX_MEMO_SLACK:
             raise self.corrupt(f"memo index {index} is out of any sensible range", self.at)
         self.memo[index] = self.stack[-1]
 
@@ -534,16 +529,16 @@ class _Walker:
                 inner = max(inner, _nesting(item))
         if not inner:
             return tuple(items)
-        if inner >= _MAX_NESTING:
-            raise self.corrupt(f"values nest more than {_MAX_NESTING} deep", at)
+        if inner >= MAX_NESTING:
+            raise self.corrupt(f"values nest more than {MAX_NESTING} deep", at)
         nested = _Tuple(items)
         nested.depth = inner + 1
         return nested
 
     def made(self, func: Any, args: Any, at: int) -> _Object:
         obj = _made(func, args)
-        if obj.depth > _MAX_NESTING:
-            raise self.corrupt(f"values nest more than {_MAX_NESTING} deep", at)
+        if obj.depth > MAX_NESTING:
+            raise self.corrupt(f"values nest more than {MAX_NESTING} deep", at)
         return obj
 
     def record_global(self, module: str, name: str) -> _Global:
@@ -585,7 +580,7 @@ class _Walker:
         if not isinstance(obj, _Object) or not isinstance(obj.made_by, _Global):
             return pos
         pair = (obj.made_by.module, obj.made_by.name)
-        if pair not in _JOBLIB_WRAPPERS:
+        if pair not in ALL_JOBLIB_WRAPPERS:
             return pos
         if pair == JOBLIB_ZIP_ARRAY_WRAPPER:
             raise FormatError(

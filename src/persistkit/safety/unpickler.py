@@ -15,7 +15,6 @@ own unpickler instead: the user vouched for the file's code.
 
 from __future__ import annotations
 
-import importlib
 import io
 import pickle
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from persistkit.safety.vm import run_restricted
 if TYPE_CHECKING:
     from persistkit.safety.policy import TrustPolicy
 
-__all__ = ["load_audited", "resolve_global", "restricted_load"]
+__all__ = ["load_audited", "restricted_load"]
 
 
 class _TrustedUnpickler(pickle.Unpickler):
@@ -55,21 +54,6 @@ class _TrustedUnpickler(pickle.Unpickler):
         if self._persistent is None:
             raise pickle.UnpicklingError("persistent ids are not supported")
         return self._persistent(pid)
-
-
-def resolve_global(module: str, name: str) -> Any:
-    """Import ``module`` and follow the dotted ``name`` inside it, exactly."""
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in name.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise FormatError(
-            f"the payload needs {module}.{name}, which this environment does not have: {exc}",
-            hint="install the library versions listed in the artifact's manifest "
-            "(`persistkit show`)",
-        ) from None
-    return obj
 
 
 def load_audited(

@@ -36,6 +36,7 @@ everything else follows the rules above.
 from __future__ import annotations
 
 import codecs
+import importlib
 import struct
 import sys
 from collections import OrderedDict
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from persistkit.errors import FormatError, PersistkitError
 from persistkit.safety.allowlist import CALLED_CLASS, DATA_CLASS, RECONSTRUCTOR, role_of
 from persistkit.safety.capabilities import defining_class, reviewed
+from persistkit.safety.pickle_audit import ALL_JOBLIB_WRAPPERS, JOBLIB_ARRAY_WRAPPER, mapped_global
 from persistkit.safety.vm_base import (
     MAX_MEMO_SLACK,
     MAX_NESTING,
@@ -90,21 +92,26 @@ class JoblibArray:
     __slots__ = ()
 
 
-_JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
-_JOBLIB_PAIRS = frozenset(
-    {
-        _JOBLIB_WRAPPER,
-        ("joblib.numpy_pickle", "NDArrayWrapper"),
-        ("joblib.numpy_pickle", "ZNDArrayWrapper"),
-    }
-)
-
-
 class _Mark:
     __slots__ = ()
 
 
 _MARK = _Mark()
+
+
+def resolve_global(module: str, name: str) -> Any:
+    """Import ``module`` and follow the dotted ``name`` inside it, exactly."""
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise FormatError(
+            f"the payload needs {module}.{name}, which this environment does not have: {exc}",
+            hint="install the library versions listed in the artifact's manifest "
+            "(`persistkit show`)",
+        ) from None
+    return obj
 
 
 class RestrictedMachine:
@@ -275,13 +282,10 @@ class RestrictedMachine:
 
     # -- globals -----------------------------------------------------------------------------
     def find_global(self, module: str, name: str) -> Any:
-        from persistkit.safety.pickle_audit import mapped_global
-        from persistkit.safety.unpickler import resolve_global
-
         module, name = mapped_global(module, name, self.protocol)
         pair = (module, name)
-        if self.joblib and pair in _JOBLIB_PAIRS:
-            if pair != _JOBLIB_WRAPPER:  # joblib < 0.10 layouts: the audited reader's job
+        if self.joblib and pair in ALL_JOBLIB_WRAPPERS:
+            if pair != JOBLIB_ARRAY_WRAPPER:  # joblib < 0.10 layouts: the audited reader's job
                 raise NeedsAudit(f"{module}.{name}")
             self.globals[id(JoblibArray)] = (JoblibArray, pair, REPLACEMENT)
             return JoblibArray
