@@ -54,9 +54,11 @@ def scan_report(source: str, store_url: str | None = None) -> dict[str, Any]:
     else:
         found = locate(source, store_url)
         manifest = found.manifest
+        sealed = not found.bare and seal_is_valid(manifest)
         examples = set((manifest.example or {}).values())
+        # an unsealed artifact is loaded whole below, which builds each file anyway
         audits = [
-            audit_file(found.directory / entry.path)
+            audit_file(found.directory / entry.path, build=sealed)
             for entry in manifest.files
             if entry.path not in examples
         ]
@@ -66,7 +68,6 @@ def scan_report(source: str, store_url: str | None = None) -> dict[str, Any]:
             for problem in special_entries(found.directory)
         ]
         backend, uri = manifest.backend, found.uri
-        sealed = not found.bare and seal_is_valid(manifest)
         rebuild = _rebuild_imports(manifest.backend_options)
         if not sealed and all(a.clean for a in audits):
             # what only the whole artifact shows (a companion file the manifest does not

@@ -54,7 +54,7 @@ class FileAudit:
         }
 
 
-def audit_file(path: Path, policy: TrustPolicy | None = None) -> FileAudit:
+def audit_file(path: Path, policy: TrustPolicy | None = None, *, build: bool = True) -> FileAudit:
     """Audit the model file at ``path`` (pickle, joblib, torch zip, safetensors, npy).
 
     First the stream is audited without importing anything: every global is listed and
@@ -62,7 +62,8 @@ def audit_file(path: Path, policy: TrustPolicy | None = None) -> FileAudit:
     load builds it (by :mod:`persistkit.safety.vm`, which imports only allow-listed modules
     and calls only reviewed callables with checked arguments) and thrown away, so the verdict
     is the load's: a stream that breaks one of the machine's invariants gets ``refused`` set,
-    a damaged file ``error``.
+    a damaged file ``error``. ``build=False`` stops after the audit (for a caller that loads
+    the whole artifact itself next).
     """
     from persistkit.payload import open_model_file
 
@@ -88,7 +89,11 @@ def audit_file(path: Path, policy: TrustPolicy | None = None) -> FileAudit:
         result.refused = exc.message
     except PersistkitError as exc:
         result.error = exc.message
-    if not result.untrusted and result.format.startswith(("pickle", "joblib", "torch-zip")):
+    if (
+        build
+        and not result.untrusted
+        and result.format.startswith(("pickle", "joblib", "torch-zip"))
+    ):
         # the build decides: it is the load itself, so scan cannot disagree with it (the
         # audit above still lists the globals, and its own complaint stands if the build
         # fails for the same file)
