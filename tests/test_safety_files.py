@@ -21,7 +21,6 @@ import json
 import os
 import pickle
 import signal
-import struct
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ import pytest
 from click.testing import CliRunner
 
 import persistkit
+from hostile.corpus import old_joblib_wrapper
 from persistkit import api
 from persistkit.cli import main
 from persistkit.errors import FormatError, IntegrityError, PersistkitError
@@ -206,23 +206,11 @@ def test_non_regular_bare_file_is_refused(tmp_path: Path, kind: str) -> None:
     assert _scan(str(bare)).exit_code == 1
 
 
-def _old_wrapper(filename: bytes) -> bytes:
-    """joblib < 0.10's NDArrayWrapper: the array lives in the companion file ``filename``."""
-    return (
-        b"cjoblib.numpy_pickle\nNDArrayWrapper\n)\x81}("
-        b"X\x08\x00\x00\x00filenameX"
-        + struct.pack("<I", len(filename))
-        + filename
-        + b"X\x08\x00\x00\x00subclasscnumpy\nndarray\n"
-        b"X\n\x00\x00\x00allow_mmap\x89ub"
-    )
-
-
 def _old_joblib(folder: Path, name: str = "m.pkl", companion: str = "m.pkl_01.npy") -> Path:
     """An old joblib file whose one array is in a companion ``.npy`` beside it."""
     np.save(folder / companion, np.arange(5.0), allow_pickle=False)
     main_file = folder / name
-    main_file.write_bytes(b"\x80\x02" + _old_wrapper(companion.encode()) + b".")
+    main_file.write_bytes(b"\x80\x02" + old_joblib_wrapper(companion.encode()) + b".")
     return main_file
 
 

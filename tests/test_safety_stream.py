@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hostile.corpus import old_joblib_wrapper
 from persistkit.errors import FormatError, PersistkitError, UntrustedArtifactError
 from persistkit.safety import TrustPolicy
 from persistkit.safety.pickle_audit import audit_pickle
@@ -229,9 +230,9 @@ def test_old_joblib_companion_npy_files_load_without_pickle(tmp_path: Path) -> N
     np.save(tmp_path / "m.pkl_02.npy", np.array([1, "a"], dtype=object), allow_pickle=True)
     stream = (
         b"\x80\x02}q\x00(X\x01\x00\x00\x00a"
-        + _old_wrapper(b"m.pkl_01.npy")
+        + old_joblib_wrapper(b"m.pkl_01.npy")
         + b"X\x01\x00\x00\x00b"
-        + _old_wrapper(b"m.pkl_02.npy")
+        + old_joblib_wrapper(b"m.pkl_02.npy")
         + b"u."
     )
     (tmp_path / "m.pkl").write_bytes(stream)
@@ -240,19 +241,8 @@ def test_old_joblib_companion_npy_files_load_without_pickle(tmp_path: Path) -> N
     assert list(loaded["b"]) == [1, "a"]
 
 
-def _old_wrapper(filename: bytes) -> bytes:
-    return (
-        b"cjoblib.numpy_pickle\nNDArrayWrapper\n)\x81}("
-        b"X\x08\x00\x00\x00filenameX"
-        + struct.pack("<I", len(filename))
-        + filename
-        + b"X\x08\x00\x00\x00subclasscnumpy\nndarray\n"
-        b"X\n\x00\x00\x00allow_mmap\x89ub"
-    )
-
-
 def test_old_joblib_companion_outside_the_folder_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "m.pkl").write_bytes(b"\x80\x02" + _old_wrapper(b"../x.npy") + b".")
+    (tmp_path / "m.pkl").write_bytes(b"\x80\x02" + old_joblib_wrapper(b"../x.npy") + b".")
     with pytest.raises(FormatError, match="outside its folder"):
         TrustPolicy().load_joblib(tmp_path / "m.pkl")
 
@@ -261,7 +251,7 @@ def test_old_joblib_companion_that_is_not_an_npy_file_is_refused(tmp_path: Path)
     # numpy.load reads a zip as an .npz archive whatever the name says
     np.savez(tmp_path / "m.pkl_01.npz", a=np.arange(3.0))
     (tmp_path / "m.pkl_01.npz").rename(tmp_path / "m.pkl_01.npy")
-    (tmp_path / "m.pkl").write_bytes(b"\x80\x02" + _old_wrapper(b"m.pkl_01.npy") + b".")
+    (tmp_path / "m.pkl").write_bytes(b"\x80\x02" + old_joblib_wrapper(b"m.pkl_01.npy") + b".")
     with pytest.raises(FormatError, match="not an .npy array"):
         TrustPolicy().load_joblib(tmp_path / "m.pkl")
 
@@ -275,7 +265,7 @@ def test_old_joblib_companion_that_cannot_be_read_is_a_format_error(
         companion.mkdir()
     else:
         companion.write_bytes(b"")
-    (tmp_path / "m.pkl").write_bytes(b"\x80\x02" + _old_wrapper(b"m.pkl_01.npy") + b".")
+    (tmp_path / "m.pkl").write_bytes(b"\x80\x02" + old_joblib_wrapper(b"m.pkl_01.npy") + b".")
     with pytest.raises(FormatError, match="cannot be read"):
         TrustPolicy().load_joblib(tmp_path / "m.pkl")
 
@@ -283,7 +273,7 @@ def test_old_joblib_companion_that_cannot_be_read_is_a_format_error(
 def test_object_array_in_companion_file_is_audited(tmp_path: Path) -> None:
     evil = np.array([__import__("collections").Counter()], dtype=object)
     np.save(tmp_path / "m.pkl_01.npy", evil, allow_pickle=True)
-    (tmp_path / "m.pkl").write_bytes(b"\x80\x02" + _old_wrapper(b"m.pkl_01.npy") + b".")
+    (tmp_path / "m.pkl").write_bytes(b"\x80\x02" + old_joblib_wrapper(b"m.pkl_01.npy") + b".")
     with pytest.raises(UntrustedArtifactError):
         TrustPolicy().load_joblib(tmp_path / "m.pkl")
 

@@ -282,3 +282,18 @@ def recompute_payload(artifact: Path, file_name: str, data: bytes) -> None:
             entry["sha256"] = hashlib.sha256(data).hexdigest()
     manifest.pop("seal", None)
     manifest_path.write_text(json.dumps(manifest))
+
+
+def old_joblib_wrapper(filename: bytes) -> bytes:
+    """The pickle opcodes of joblib < 0.10's ``NDArrayWrapper``, whose array lives in the
+    companion ``.npy`` file ``filename`` beside the joblib file."""
+    import struct
+
+    return (
+        b"cjoblib.numpy_pickle\nNDArrayWrapper\n)\x81}("
+        b"X\x08\x00\x00\x00filenameX"
+        + struct.pack("<I", len(filename))
+        + filename
+        + b"X\x08\x00\x00\x00subclasscnumpy\nndarray\n"
+        b"X\n\x00\x00\x00allow_mmap\x89ub"
+    )
