@@ -6,7 +6,6 @@ plugin hook (see :mod:`persistkit.hookspecs`).
 
 from __future__ import annotations
 
-import difflib
 import io
 import os
 import platform
@@ -297,6 +296,8 @@ def check_options(info: BackendInfo, options: dict[str, Any], *, when: str) -> N
     takes = (
         f"it takes {', '.join(f'{name}=' for name in accepted)}" if accepted else "it takes none"
     )
+    import difflib  # only on this error path: it costs ~8 ms to import
+
     guesses = [
         f"{guess}= (not {name}=)"
         for name in unknown

@@ -8,7 +8,6 @@ never leaves the store's root.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Iterable
@@ -103,6 +102,8 @@ def looks_like_location(text: str) -> bool:
 def close_names(word: str, choices: Iterable[str], *, n: int = 3) -> list[str]:
     """The names among ``choices`` that ``word`` is probably a misspelling of, best first
     (for "did you mean ...?")."""
+    import difflib  # only when a name was not found: it costs ~8 ms to import
+
     return difflib.get_close_matches(word, sorted(set(choices)), n=n, cutoff=0.6)
 
 
@@ -121,6 +122,8 @@ def typo_of(word: str, existing: Iterable[str]) -> str | None:
     be very close (``prdo`` for ``prod``), and names differing only in their digits
     (``v1``/``v2``, ``canary``/``canary2``) are deliberate, never typos.
     """
+    import difflib
+
     others = [e for e in set(existing) if e != word]
     for candidate in difflib.get_close_matches(word, sorted(others), n=5, cutoff=0.75):
         if _without_digits(candidate) != _without_digits(word):

@@ -23,7 +23,6 @@ from typing import IO, TYPE_CHECKING, Any
 from persistkit.errors import FormatError, PersistkitError
 from persistkit.safety.native_checks import check_native_structures
 from persistkit.safety.pickle_audit import PickleAudit
-from persistkit.safety.vm import run_restricted
 
 if TYPE_CHECKING:
     from persistkit.safety.policy import TrustPolicy
@@ -75,6 +74,10 @@ def load_audited(
     policy.refuse([pair for pair in audit.globals if pair not in replaced], what=what)
     if policy.trust_all:
         return _load_trusted(data, what, replacements or {}, persistent_load)
+    # imported here: the machine is needed only when an untrusted file loads, not by
+    # `import persistkit` (first-load latency)
+    from persistkit.safety.vm import run_restricted
+
     result = run_restricted(
         bytes(data),
         policy,
