@@ -98,7 +98,21 @@ def persistkit_describe(model: Any) -> dict[str, Any] | None:
     n_features = getattr(model, "n_features_in_", None)
     if n_features is not None:
         facts["n_features_in"] = int(n_features)
+    classes = getattr(model, "classes_", None)
+    if _is_label_list(classes):
+        # the default labels= of a classifier (answers read "setosa (0.97)")
+        facts["classes"] = [c.item() if hasattr(c, "item") else c for c in classes]
     return facts
+
+
+def _is_label_list(classes: Any) -> bool:
+    """A classifier's ``classes_``: one flat list of strings or numbers (not multi-output)."""
+    import numpy as np
+
+    if classes is None or isinstance(classes, list):
+        return False
+    array = np.asarray(classes)
+    return array.ndim == 1 and array.dtype.kind in "iuUOf" and 0 < len(array) <= 100_000
 
 
 @persistkit.hookimpl

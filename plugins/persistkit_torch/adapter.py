@@ -141,15 +141,17 @@ def describe(model: Any) -> dict[str, Any]:
     if importable_name(type(model)) is None:
         facts["notes"] = [
             f"{type(model).__qualname__} is defined in {type(model).__module__} (not an "
-            "importable module), so it was stored with torch.save as a whole pickled module; "
-            "loading it needs the same class definition in the loading program, and "
-            "trusted=True unless the artifact is sealed by your key"
+            "importable module): a whole-module torch.save of it loads only in a program "
+            "that defines the same class"
         ]
     return facts
 
 
 def recommend(model: Any) -> list[Recommendation]:
-    """safetensors first for importable classes (safe, memory-mapped); torch otherwise."""
+    """safetensors first for importable classes (safe, memory-mapped); for a class that
+    cannot be imported by name (``__main__``, a notebook), a class-free frozen format
+    (``export``, else ``onnx``), which need ``example=``: whole-module ``torch.save`` would
+    load only where the class is defined, so it is never chosen silently."""
     if importable_name(type(model)) is not None:
         return [
             Recommendation(
@@ -161,11 +163,19 @@ def recommend(model: Any) -> list[Recommendation]:
             ),
             Recommendation("torch", 50, "torch.save of the whole module"),
         ]
+    where = f"{type(model).__qualname__} is defined in {type(model).__module__}"
     return [
         Recommendation(
-            "torch",
-            70,
-            f"{type(model).__qualname__} is defined in {type(model).__module__} and cannot be "
-            "imported by name, so only torch.save of the whole module can store it",
-        )
+            "export",
+            80,
+            f"{where} and cannot be imported by name, so it is frozen with torch.export: "
+            "weights and computation in one .pt2 file that runs without the class (predict, "
+            "serve and a new process need no training code)",
+        ),
+        Recommendation(
+            "onnx",
+            60,
+            f"{where} and cannot be imported by name, so it is converted to ONNX, which "
+            "runs without the class (and without torch)",
+        ),
     ]

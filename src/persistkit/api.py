@@ -13,7 +13,7 @@ import shutil
 import stat
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from persistkit import __version__
+from persistkit.answers import check_against_outputs, output_record
 from persistkit.arrays import arrays_identical, to_numpy
 from persistkit.artifact import (
     PayloadHasher,
@@ -56,6 +57,7 @@ from persistkit.payload import (
     open_model_file,
     read_artifact_manifest,
 )
+from persistkit.preprocess import checked_spec
 from persistkit.records import Artifact, BackendInfo
 from persistkit.refs import looks_like_location, normalise_name, parse_ref
 from persistkit.safety import TrustPolicy, seal, seal_is_valid
@@ -121,6 +123,9 @@ def save(
     metadata: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
     durable: bool = False,
+    labels: Sequence[Any] | None = None,
+    output: str | None = None,
+    preprocess: dict[str, Any] | None = None,
     **backend_options: Any,
 ) -> Artifact:
     """Save ``model`` to a path/URL (``target`` with a separator or scheme) or into a store.
@@ -130,6 +135,12 @@ def save(
     ``backend=None`` picks the best installed backend for the model. ``example`` (an input
     batch) is stored with its predictions so ``verify`` can prove a reload reproduces them.
     ``check=True`` reloads and verifies right away. ``durable=True`` also fsyncs (power loss).
+    ``labels`` (one per output column; scikit-learn's ``classes_`` by default) and ``output``
+    (``"logits"``, ``"probabilities"`` or ``"labels"``) make predictions answers such as
+    ``gnome (0.97)``; ``preprocess`` declares how pictures become inputs (Hugging Face image
+    processor keys, see :mod:`persistkit.preprocess`). Backends that convert the model
+    (``export``, ``onnx``) need ``example=``: they trace it, and the saved payload is reloaded
+    and checked against the model on it before the version is published.
     Extra keyword arguments go to the backend (e.g. ``compress=3`` for joblib).
     """
     plugins = get_plugins()
@@ -138,14 +149,26 @@ def save(
         raise CannotSaveError("the model is None", hint="pass the trained model object")
     if freeze:
         model = _freeze_model(model)
-    chosen, reason = (backend, "") if backend else choose_backend(model, plugins)
+    example_batch = None if example is None else _example_batch(example)
+    chosen, reason = (
+        (backend, "") if backend else choose_backend(model, plugins, example=example_batch)
+    )
     info = plugins.backend(chosen)
     check_options(info, backend_options, when="save")
+    if info.converts and example_batch is None:
+        raise CannotSaveError(
+            f"backend {chosen!r} converts the model by running it, so it needs an input batch",
+            hint="pass example=<a small batch of real inputs> (it is also stored, so "
+            "`persistkit verify` can prove the reload)",
+        )
 
     described = describe(model, plugins)
     notes = list(described.pop("notes", []))
     if reason:
         notes.append(f"backend {chosen!r} chosen automatically: {reason}")
+    outputs_record = output_record(labels, output, described)
+    described.pop("classes", None)
+    preprocess_spec = checked_spec(preprocess)
 
     location = None if target is None else os.fspath(target)
     to_store = location is None or not looks_like_location(location)
@@ -177,12 +200,23 @@ def save(
     try:
         # hash each payload file while the backend writes it (one pass, on another core)
         with PayloadHasher(staging, follow=info.append_only) as hasher:
-            files = _write_payload(model, chosen, staging, backend_options, plugins)
+            files = _write_payload(
+                model, chosen, staging, backend_options, plugins, example_batch
+            )
             # every file written is listed and hashed, also those the backend did not report
             # (an old joblib's companion .npy files)
             files += unreported_files(staging, files)
         hashed = hasher.entries(files)
-        example_files, signature = _write_example(model, example, staging)
+        answering = model
+        if info.converts:
+            assert example_batch is not None
+            answering, conversion = check_conversion(
+                model, info, staging, files, backend_options, example_batch, plugins
+            )
+            described["conversion"] = conversion
+        example_files, signature = _write_example(answering, example_batch, staging)
+        if example_files:
+            check_against_outputs(outputs_record, np.load(staging / EXAMPLE_OUTPUTS))
         manifest = Manifest(
             backend=chosen,
             backend_options=_jsonable(backend_options),
@@ -196,6 +230,8 @@ def save(
                 {"inputs": EXAMPLE_INPUTS, "outputs": EXAMPLE_OUTPUTS} if example_files else None
             ),
             notes=notes,
+            outputs=outputs_record,
+            preprocess=preprocess_spec,
         )
         manifest.seal = seal(manifest)
         if the_store is not None:
@@ -215,8 +251,14 @@ def save(
     return artifact
 
 
-def choose_backend(model: Any, plugins: Plugins | None = None) -> tuple[str, str]:
-    """Pick the best available backend for ``model``: adapters vote, safe formats win ties."""
+def choose_backend(
+    model: Any, plugins: Plugins | None = None, *, example: Any = None
+) -> tuple[str, str]:
+    """Pick the best available backend for ``model``: adapters vote, safe formats win ties.
+
+    Backends that convert the model by running it (``BackendInfo.converts``) are passed over
+    when there is no ``example`` batch to run it on.
+    """
     plugins = plugins or get_plugins()
     votes: dict[str, tuple[int, str]] = {}
     for recs in plugins.hook.persistkit_recommend(model=model):
@@ -234,15 +276,24 @@ def choose_backend(model: Any, plugins: Plugins | None = None) -> tuple[str, str
         if info is None or not info.available:
             skipped.append(f"{name} (not installed)")
             continue
+        if info.converts and example is None:
+            skipped.append(f"{name} (needs example=)")
+            continue
         if plugins.hook.persistkit_can_save(model=model, backend=name) is False:
             skipped.append(f"{name} (cannot save it)")
             continue
         return name, why or f"the best installed backend for a {_qualname(model)}"
+    needs_example = any(s.endswith("(needs example=)") for s in skipped)
     raise CannotSaveError(
         f"no installed backend can save a {_qualname(model)}"
         + (f"; considered: {', '.join(skipped)}" if skipped else ""),
-        hint="install a backend plugin (`persistkit backends` shows what each needs), "
-        "or pass backend= explicitly",
+        hint=(
+            "pass example=<a small batch of real inputs> so the model can be frozen into a "
+            "format that runs without its code; or pass backend= explicitly"
+            if needs_example
+            else "install a backend plugin (`persistkit backends` shows what each needs), "
+            "or pass backend= explicitly"
+        ),
     )
 
 
@@ -277,7 +328,19 @@ def environment(libraries: dict[str, str]) -> dict[str, Any]:
     }
 
 
-_SAVE_ARGUMENTS = ("backend", "store", "freeze", "example", "check", "metadata", "tags", "durable")
+_SAVE_ARGUMENTS = (
+    "backend",
+    "store",
+    "freeze",
+    "example",
+    "check",
+    "metadata",
+    "tags",
+    "durable",
+    "labels",
+    "output",
+    "preprocess",
+)
 _LOAD_ARGUMENTS = ("store", "trusted", "verify")
 
 
@@ -313,10 +376,15 @@ def check_options(info: BackendInfo, options: dict[str, Any], *, when: str) -> N
 
 
 def _write_payload(
-    model: Any, backend: str, directory: Path, options: dict[str, Any], plugins: Plugins
+    model: Any,
+    backend: str,
+    directory: Path,
+    options: dict[str, Any],
+    plugins: Plugins,
+    example: Any = None,
 ) -> list[str]:
     files = plugins.hook.persistkit_save(
-        model=model, backend=backend, directory=directory, options=options
+        model=model, backend=backend, directory=directory, options=options, example=example
     )
     if files is None:
         raise PluginError(
@@ -327,17 +395,84 @@ def _write_payload(
     return list(files)
 
 
-def _write_example(
-    model: Any, example: Any, directory: Path
-) -> tuple[list[str], dict[str, Any] | None]:
-    if example is None:
-        return [], None
+def _example_batch(example: Any) -> np.ndarray:
     inputs = to_numpy(example)
     if inputs.dtype == object:
         raise InputError(
             "example= must be a numeric or string array, not Python objects",
             hint="pass a numpy array (or list) of one input batch",
         )
+    return inputs
+
+
+def check_conversion(
+    model: Any,
+    info: BackendInfo,
+    staging: Path,
+    files: list[str],
+    options: dict[str, Any],
+    example: np.ndarray,
+    plugins: Plugins,
+) -> tuple[Any, dict[str, Any]]:
+    """Reload the payload a converting backend just wrote and compare its predictions on
+    ``example`` with ``model``'s: identical, or within ``info.tolerance``. Returns the
+    reloaded model (the stored example outputs are its own, so ``verify`` stays bitwise)
+    and the record of the check for the manifest. Raises :class:`CannotSaveError`."""
+    manifest = Manifest(
+        backend=info.name,
+        backend_options=_jsonable(options),
+        files=[FileEntry(name, (staging / name).stat().st_size, "0" * 64) for name in files],
+    )
+    reloaded = plugins.hook.persistkit_load(
+        backend=info.name,
+        directory=staging,
+        manifest=manifest,
+        options=dict(manifest.backend_options),
+        policy=TrustPolicy.from_argument(True, sealed=False, source=str(staging)),
+        files=None,
+    )
+    if reloaded is None:
+        raise PluginError(f"backend {info.name!r} saved a payload that no plugin loads back")
+    reloaded = _freeze_model(reloaded)
+    expected = to_numpy(predict(model, example))
+    actual = to_numpy(predict(reloaded, example))
+    record: dict[str, Any] = {"checked_items": len(example)}
+    if expected.shape != actual.shape:
+        raise CannotSaveError(
+            f"the {info.name} payload answers example= with shape {actual.shape}, the model "
+            f"with {expected.shape}",
+            hint=f"the model cannot be converted faithfully; use another backend than {info.name}",
+        )
+    identical = arrays_identical(expected, actual)
+    record["identical"] = identical
+    if expected.dtype.kind in "fc" and actual.dtype.kind in "fc":
+        diff = np.abs(expected.astype(np.float64) - actual.astype(np.float64))
+        record["max_abs_diff"] = float(diff.max()) if diff.size else 0.0
+    if identical:
+        return reloaded, record
+    if info.tolerance is None or expected.dtype.kind not in "fc":
+        raise CannotSaveError(
+            f"the {info.name} payload does not reproduce the model's predictions on example= "
+            f"(max difference {record.get('max_abs_diff', 'n/a')})",
+            hint=f"this model cannot be converted faithfully; use another backend than {info.name}",
+        )
+    rtol, atol = info.tolerance
+    record["tolerance"] = {"rtol": rtol, "atol": atol}
+    if not np.allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True):
+        raise CannotSaveError(
+            f"the {info.name} payload's predictions on example= differ from the model's by up "
+            f"to {record['max_abs_diff']:.3g}, beyond the stated tolerance "
+            f"(rtol={rtol:g}, atol={atol:g})",
+            hint=f"this model does not convert faithfully to {info.name}; use another backend",
+        )
+    return reloaded, record
+
+
+def _write_example(
+    model: Any, inputs: np.ndarray | None, directory: Path
+) -> tuple[list[str], dict[str, Any] | None]:
+    if inputs is None:
+        return [], None
     outputs = to_numpy(predict(model, inputs))
     (directory / "example").mkdir()
     np.save(directory / EXAMPLE_INPUTS, inputs, allow_pickle=False)

@@ -28,6 +28,16 @@ class Backend:
         """Write ``model`` to ``path`` (a new file in a local staging folder)."""
         raise NotImplementedError
 
+    def save_with_example(
+        self, model: Any, path: Path, options: dict[str, Any], example: Any
+    ) -> None:
+        """Write ``model`` to ``path`` given the user's ``example=`` batch (or ``None``).
+
+        Backends that trace or convert the model override this; the default ignores the
+        example and calls :meth:`save`.
+        """
+        self.save(model, path, options)
+
     def load(self, path: Path, manifest: Manifest, options: dict[str, Any], policy: Any) -> Any:
         """Read the model back from ``path``; untrusted payloads only through ``policy``."""
         raise NotImplementedError
@@ -71,11 +81,11 @@ class Backend:
 
     @hookimpl
     def persistkit_save(
-        self, model: Any, backend: str, directory: Path, options: dict[str, Any]
+        self, model: Any, backend: str, directory: Path, options: dict[str, Any], example: Any
     ) -> list[str] | None:
         if backend != self.info.name:
             return None
-        self.save(model, directory / self.file_name, options)
+        self.save_with_example(model, directory / self.file_name, options, example)
         return [self.file_name]
 
     @hookimpl(trylast=True)

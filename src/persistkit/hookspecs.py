@@ -79,12 +79,15 @@ def persistkit_describe(model: Any) -> dict[str, Any] | None:
 
 @hookspec(firstresult=True)
 def persistkit_save(
-    model: Any, backend: str, directory: Path, options: dict[str, Any]
+    model: Any, backend: str, directory: Path, options: dict[str, Any], example: Any
 ) -> list[str] | None:
     """Write ``model`` into the local, empty ``directory`` using format ``backend``.
 
-    Called by ``save`` after freeze. ``options`` are the backend options the user passed; the
-    hook may add or replace JSON-serialisable entries (e.g. what it needs to rebuild the model),
+    Called by ``save`` after freeze. ``example`` is the input batch the user passed as
+    ``example=`` (a numpy array), or ``None``; backends that trace or convert the model
+    (``BackendInfo.converts``) need it and always get one. ``options`` are the backend
+    options the user passed; the hook may add or replace JSON-serialisable entries (e.g. what
+    it needs to rebuild the model),
     and ``save`` records ``options`` in the manifest afterwards, so ``persistkit_load`` gets
     them back. Return the file names written (relative to ``directory``), or ``None`` if
     ``backend`` is not this plugin's; stops at the first non-``None`` result. Raise

@@ -67,6 +67,11 @@ class Manifest:
     signature: dict[str, Any] | None = None
     example: dict[str, str] | None = None
     notes: list[str] = field(default_factory=list)
+    #: what the model's outputs mean: ``{"kind": "logits"|"probabilities"|"labels"|...,
+    #: "labels": [...]}`` (see :mod:`persistkit.answers`); ``None`` when not recorded
+    outputs: dict[str, Any] | None = None
+    #: how a picture becomes an input, as data (see :mod:`persistkit.preprocess`)
+    preprocess: dict[str, Any] | None = None
     name: str | None = None
     version: int | None = None
     seal: dict[str, str] | None = None
@@ -119,6 +124,11 @@ class Manifest:
             "example": self.example,
             "notes": self.notes,
         }
+        # written only when set, so manifests (and seals) made before they existed stay the same
+        if self.outputs is not None:
+            data["outputs"] = self.outputs
+        if self.preprocess is not None:
+            data["preprocess"] = self.preprocess
         if self.seal is not None:
             data["seal"] = self.seal
         return data
@@ -172,6 +182,8 @@ class Manifest:
             signature=_get(data, "signature", (dict, type(None)), None),
             example=_get(data, "example", (dict, type(None)), None),
             notes=[str(n) for n in _get(data, "notes", list, [])],
+            outputs=_get(data, "outputs", (dict, type(None)), None),
+            preprocess=_get(data, "preprocess", (dict, type(None)), None),
             seal=_get(data, "seal", (dict, type(None)), None),
         )._validated()
 

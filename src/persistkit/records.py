@@ -28,6 +28,12 @@ class BackendInfo:
     ``save_options`` and ``load_options`` name the keyword options the backend takes at save
     and at load; ``save``/``load`` refuse any other before doing any work. ``None`` (a plugin
     that does not declare them) passes every option through unchecked.
+    ``converts`` says the payload re-expresses the model's computation rather than storing
+    the object (a traced graph, ONNX): ``save`` then requires ``example=``, hands it to the
+    backend, reloads the written payload and compares its predictions on the example with the
+    model's own before publishing. ``tolerance`` is ``(rtol, atol)`` for that comparison
+    (``numpy.allclose`` terms) where the format's kernels differ in float rounding; ``None``
+    demands identical outputs.
     """
 
     name: str
@@ -41,6 +47,8 @@ class BackendInfo:
     plugin: str = ""
     save_options: tuple[str, ...] | None = None
     load_options: tuple[str, ...] | None = None
+    converts: bool = False
+    tolerance: tuple[float, float] | None = None
 
     @property
     def available(self) -> bool:
