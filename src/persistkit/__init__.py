@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from persistkit.arrays import arrays_identical, to_numpy
     from persistkit.backend import Backend, PickleProtocolBackend
     from persistkit.bench import bench
+    from persistkit.convert import convert
     from persistkit.manifest import Manifest
     from persistkit.safety import TrustPolicy, export_key, trust_key
     from persistkit.store import Store
@@ -55,6 +56,7 @@ _LAZY = {
     "trust_key": "persistkit.safety",
     "export_key": "persistkit.safety",
     "bench": "persistkit.bench",
+    "convert": "persistkit.convert",
 }
 
 
@@ -83,6 +85,7 @@ __all__ = [
     "arrays_identical",
     "backends",
     "bench",
+    "convert",
     "errors",
     "export_key",
     "freeze",

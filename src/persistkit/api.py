@@ -809,8 +809,8 @@ def verify(
         model = _load_opened(found, files, trusted=trusted, verify=False, options=None)
         if not manifest.example:
             return VerifyReport(found.uri, len(manifest.files), False, True)
-        inputs = _stored_array(files, manifest.example["inputs"])
-        expected = _stored_array(files, manifest.example["outputs"])
+        inputs = stored_array(files, manifest.example["inputs"])
+        expected = stored_array(files, manifest.example["outputs"])
     actual = to_numpy(predict(model, inputs))
     if not arrays_identical(expected, actual):
         raise VerificationError(
@@ -821,8 +821,9 @@ def verify(
     return VerifyReport(found.uri, len(manifest.files), True, True)
 
 
-def _stored_array(files: PayloadFiles, name: str) -> Any:
-    """An example array of the artifact, read from its checked descriptor."""
+def stored_array(files: PayloadFiles, name: str) -> Any:
+    """An example array of the artifact (``manifest.example`` names them), read from its
+    checked descriptor."""
     try:
         return np.load(io.BytesIO(files[name].read_bytes()), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
