@@ -45,12 +45,16 @@ class Trust(Remedy):
                     "(that runs this file's code)"
                 )
             return "if you trust its source, pass trusted=True (that runs this file's code)"
-        # the command line trusts all or nothing: it has no option naming single globals
         where = (
             "run the command again with" if interface == "cli" else "start `persistkit serve` with"
         )
-        audit = "; `persistkit scan` shows the full audit" if self.names else ""
-        return f"if you trust its source, {where} --trust (that runs its code){audit}"
+        if self.names:
+            listed = " ".join(f"--trust {n}" for n in self.names[:20])
+            return (
+                f"if you trust its source, {where} {listed} (allows just those), or --trust "
+                "alone (that runs its code); `persistkit scan` shows the full audit"
+            )
+        return f"if you trust its source, {where} --trust (that runs its code)"
 
 
 # how each interface spells an option: Python keyword argument, CLI flag (value placeholder)

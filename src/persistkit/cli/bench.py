@@ -9,6 +9,8 @@ from persistkit.cli.options import (
     json_option,
     print_json,
     store_option,
+    trust_option,
+    trusted,
     use_app_dir,
 )
 
@@ -37,7 +39,7 @@ def register(group: click.Group) -> None:
 )
 @click.option("--plot", "plot_path", metavar="OUT.png", default=None, help="Write a bar chart.")
 @click.option("--no-memory", is_flag=True, help="Skip the fresh-process peak memory measurement.")
-@click.option("--trust", is_flag=True, help="Trust the artifact entirely (runs its code).")
+@trust_option("the artifact")
 @store_option
 @json_option
 @app_dir_option
@@ -47,7 +49,7 @@ def bench(
     repeat: int,
     plot_path: str | None,
     no_memory: bool,
-    trust: bool,
+    trust: tuple[str, ...],
     store_url: str | None,
     as_json: bool,
     app_dir: str,
@@ -71,7 +73,7 @@ def bench(
         backends=backend_list.split(",") if backend_list else None,
         repeat=repeat,
         store=store_url,
-        trusted=trust,
+        trusted=trusted(trust),
         measure_memory=not no_memory,
         progress=show,
     )

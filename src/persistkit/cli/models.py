@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from persistkit.cli.options import json_option, print_json, store_option, table
+from persistkit.cli.options import (
+    json_option,
+    print_json,
+    store_option,
+    table,
+    trust_option,
+    trusted,
+)
 
 
 def register(group: click.Group) -> None:
@@ -187,14 +194,16 @@ def show(ref: str, store_url: str | None, as_json: bool) -> None:
 @store_option
 @json_option
 @quiet_option
-@click.option("--trust", is_flag=True, help="Trust the artifact entirely (runs its code).")
-def verify(ref: str, store_url: str | None, as_json: bool, quiet: bool, trust: bool) -> None:
+@trust_option()
+def verify(
+    ref: str, store_url: str | None, as_json: bool, quiet: bool, trust: tuple[str, ...]
+) -> None:
     """Check every file's sha256, reload REF and prove its stored example's predictions
     are bitwise identical. Exit 1 if anything differs."""
     from persistkit.api import verify as verify_artifact
 
     store = _open_store(store_url, quiet)
-    report = verify_artifact(ref, store=store, trusted=trust)
+    report = verify_artifact(ref, store=store, trusted=trusted(trust))
     if as_json:
         print_json(
             {

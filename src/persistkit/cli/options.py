@@ -30,6 +30,46 @@ app_dir_option = click.option(
 )
 
 
+_TRUST_ALL = "*"
+
+
+def trust_option(what: str = "the artifact") -> Callable[[Any], Any]:
+    """``--trust`` alone trusts ``what`` entirely; ``--trust NAME`` (repeatable) trusts only
+    that global, as ``trusted=["NAME", ...]`` does in Python. Read it with :func:`trusted`."""
+    return click.option(
+        "--trust",
+        "trust",
+        multiple=True,
+        is_flag=False,
+        flag_value=_TRUST_ALL,
+        default=(),
+        metavar="[NAME]",
+        help=f"--trust alone trusts {what} entirely (runs its code); --trust module.Name "
+        "(repeatable) allows just that global, as `persistkit scan` lists them.",
+    )
+
+
+def trusted(values: tuple[str, ...]) -> bool | list[str]:
+    """What ``--trust`` values mean for ``load(trusted=...)``: ``True``, a list of exact
+    global names, or ``False``. A value that names an existing file is refused: it was
+    probably an input swallowed by a bare ``--trust`` placed before it."""
+    import os
+
+    if _TRUST_ALL in values:
+        return True
+    names = []
+    for value in values:
+        parts = value.split(".")
+        if os.path.exists(value) or len(parts) < 2 or not all(p.isidentifier() for p in parts):
+            raise click.BadParameter(
+                f"{value!r} is not a global's name like module.Name"
+                + (" (it is a file here)" if os.path.exists(value) else ""),
+                param_hint="--trust",
+            ) from None
+        names.append(value)
+    return names or False
+
+
 def use_app_dir(folder: str) -> str:
     """Put ``folder`` on this process's import path, last; return it resolved.
 

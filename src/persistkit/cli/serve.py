@@ -9,7 +9,13 @@ import socket
 
 import click
 
-from persistkit.cli.options import app_dir_option, store_option, use_app_dir
+from persistkit.cli.options import (
+    app_dir_option,
+    store_option,
+    trust_option,
+    trusted,
+    use_app_dir,
+)
 from persistkit.errors import PersistkitError
 
 
@@ -61,7 +67,7 @@ def check_port(host: str, port: int) -> None:
     type=click.IntRange(1, 4096),
     help="Largest request body accepted (larger ones get 413).",
 )
-@click.option("--trust", is_flag=True, help="Trust the artifacts entirely (runs their code).")
+@trust_option("the artifacts")
 @click.option(
     "--log-level",
     default="info",
@@ -76,7 +82,7 @@ def serve(
     port: int,
     workers: int,
     max_body_mb: int,
-    trust: bool,
+    trust: tuple[str, ...],
     log_level: str,
     app_dir: str,
 ) -> None:
@@ -102,7 +108,7 @@ def serve(
     max_body = max_body_mb * 1024 * 1024
     code_folder = use_app_dir(app_dir)
     check_port(host, port)  # before loading models, which can take minutes
-    repository = ModelRepository(list(refs), store=store_url, trusted=trust)
+    repository = ModelRepository(list(refs), store=store_url, trusted=trusted(trust))
     # Load (or, with several workers, at least try) in this process first, so a bad ref
     # fails here as one clear line instead of a traceback per worker.
     repository.load()
@@ -123,7 +129,7 @@ def serve(
         {
             "refs": list(refs),
             "store": store_url,
-            "trusted": trust,
+            "trusted": trusted(trust),
             "max_body_bytes": max_body,
             "app_dir": code_folder,
         }
