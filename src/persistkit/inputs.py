@@ -7,6 +7,8 @@ flattened when the signature is 2-D; pixel values stay 0–255, converted to the
 dtype without rescaling — a model fed pictures must be trained on 0–255 pixel values.
 A picture of another aspect ratio is stretched (the default), center-cropped or padded with
 black (``fit=``); every change is described in ``changes`` so callers can say what was done.
+A model saved with ``preprocess=`` gets its pictures as that spec declares instead (resize,
+crop, rescale, normalize: see :mod:`persistkit.preprocess`); the rule above is the default.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from persistkit.errors import InputError
+from persistkit.errors import InputError, PersistkitWarning
 from persistkit.signature import TensorSpec, conform
 
 IMAGE_SUFFIXES = frozenset(
@@ -53,9 +58,66 @@ def read_inputs(
     image_size: tuple[int, int] | None = None,
     fit: str = "stretch",
     changes: list[str] | None = None,
+    preprocess: dict[str, Any] | None = None,
 ) -> list[np.ndarray]:
     """One batch per file, each conformed to ``spec`` (see :func:`read_input`)."""
-    return [read_input(p, spec, image_size=image_size, fit=fit, changes=changes) for p in paths]
+    return [
+        read_input(p, spec, image_size=image_size, fit=fit, changes=changes, preprocess=preprocess)
+        for p in paths
+    ]
+
+
+def file_inputs(inputs: Any, spec: TensorSpec | None) -> list[Path] | None:
+    """The files ``inputs`` names, or ``None`` when they are data.
+
+    A path object (or a list of them) always names files. Strings name files unless the
+    model takes text (a ``BYTES`` input): they do when every one is a file here, and, for a
+    model whose input is known to be numeric, always (so a missing file is reported as
+    missing, not as text the model cannot read).
+    """
+    items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    if not items or not all(isinstance(i, (str, os.PathLike)) for i in items):
+        return None
+    if all(isinstance(i, os.PathLike) for i in items):
+        return [Path(i) for i in items]
+    if spec is not None and spec.datatype == "BYTES":
+        return None
+    if spec is not None or all(os.path.isfile(i) for i in items):
+        return [Path(i) for i in items]
+    return None
+
+
+def read_batch(
+    paths: Iterable[str | Path],
+    spec: TensorSpec | None,
+    *,
+    preprocess: Any = None,
+    changes: list[str] | None = None,
+) -> np.ndarray:
+    """Every file in ``paths`` read (see :func:`read_input`) into one batch. ``preprocess``
+    is a manifest's record, checked here."""
+    from persistkit.preprocess import checked_spec
+
+    spec_checked = checked_spec(preprocess, manifest=True)
+    batches = read_inputs(paths, spec, changes=changes, preprocess=spec_checked)
+    return np.concatenate(batches) if len(batches) > 1 else batches[0]
+
+
+def read_file_inputs(inputs: Any, manifest: Any) -> Any:
+    """``inputs`` as a batch when they name files (:func:`file_inputs`), read by the
+    ``manifest``'s signature and preprocessing; other inputs come back unchanged. Changes
+    made to pictures are said as a :class:`~persistkit.errors.PersistkitWarning` each."""
+    from persistkit.signature import Signature
+
+    spec = Signature.from_manifest(manifest.signature).input
+    paths = file_inputs(inputs, spec)
+    if paths is None:
+        return inputs
+    changes: list[str] = []
+    batch = read_batch(paths, spec, preprocess=manifest.preprocess, changes=changes)
+    for change in changes:
+        warnings.warn(PersistkitWarning(change), stacklevel=3)
+    return batch
 
 
 def read_input(
@@ -65,11 +127,12 @@ def read_input(
     image_size: tuple[int, int] | None = None,
     fit: str = "stretch",
     changes: list[str] | None = None,
+    preprocess: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Read one file as a batch fitting ``spec`` (a single item gets a batch dimension of 1).
 
-    ``image_size`` (height, width) overrides the size taken from the signature; ``fit`` and
-    ``changes`` are as for :func:`read_image`.
+    ``image_size`` (height, width) overrides the size taken from the signature; ``fit``,
+    ``changes`` and ``preprocess`` (a checked spec) are as for :func:`read_image`.
     Raises :class:`InputError` for unreadable, unsupported or ill-fitting files.
     """
     path = Path(path)
@@ -90,6 +153,7 @@ def read_input(
             source=path.name,
             fit=fit,
             changes=changes,
+            preprocess=preprocess,
         )
     raise InputError(
         f"cannot read {path.name}: unknown file type {suffix or '(no suffix)'}",
@@ -171,23 +235,83 @@ def read_image(
     source: str = "the picture",
     fit: str = "stretch",
     changes: list[str] | None = None,
+    preprocess: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Decode a picture (any format Pillow reads) into a batch of one fitting ``spec``.
 
-    The same function serves ``persistkit predict`` and the server's upload page, so both
-    give the model the same pixels. A picture of another aspect ratio than the model's input
-    is stretched (``fit="stretch"``, the default), center-cropped to that ratio (``"crop"``)
-    or fitted inside it and padded with black, 0 (``"pad"``). When the picture had to be
-    changed (size, colours, alpha), one line saying what was done is appended to ``changes``,
-    e.g. ``"one.png: 20x12 RGBA -> 8x8 grayscale (stretched, alpha dropped)"``.
+    The same function serves ``persistkit predict``, ``persistkit.predict`` and the server,
+    so all give the model the same pixels. ``preprocess`` is a checked spec (see
+    :mod:`persistkit.preprocess`); without one, the 0–255 rule applies: a picture of another
+    aspect ratio than the model's input is stretched (``fit="stretch"``, the default),
+    center-cropped to that ratio (``"crop"``) or fitted inside it and padded with black, 0
+    (``"pad"``). When the picture had to be changed (size, colours, alpha), one line saying
+    what was done is appended to ``changes``, e.g.
+    ``"one.png: 20x12 RGBA -> 8x8 grayscale (stretched, alpha dropped)"``.
     """
+    from persistkit import preprocess as pre
+
     if fit not in FITS:
         raise InputError(f"unknown fit {fit!r} for pictures", hint=f"pass one of {', '.join(FITS)}")
     if spec is not None and spec.datatype == "BYTES":
         raise InputError(f"the model takes text, not pictures like {source}", hint="pass text")
+    layout = image_layout(spec, image_size)
+    steps = pre.Steps.of(preprocess) if preprocess else None
+    mode = pre.colour_mode(preprocess, layout.mode) if preprocess else layout.mode
+    with _decoded(data, source) as opened:
+        original = (opened.width, opened.height, opened.mode, _has_alpha(opened))
+        image = opened.convert(mode)
+    details = []
+    if preprocess and steps is not None and steps.resize:
+        image = pre.resize(image, preprocess)
+        if image.size != original[:2]:
+            same_ratio = original[0] * image.height == original[1] * image.width
+            details.append(
+                "resized" if same_ratio or "shortest_edge" in preprocess["size"] else "stretched"
+            )
+    elif not (steps and steps.crop):
+        width, height = layout.width or image.width, layout.height or image.height
+        if (width, height) != image.size:
+            same_ratio = image.width * height == image.height * width
+            image = _fit_size(image, (width, height), fit)
+            details.append("resized" if same_ratio else _FIT_WORDS[fit])
+    pixels = np.asarray(image, dtype=np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    if preprocess and steps is not None:
+        if steps.crop:
+            before = pixels.shape[:2]
+            pixels = pre.center_crop(pixels, preprocess["crop_size"])
+            if pixels.shape[:2] != before:
+                details.append("center-cropped")
+        pixels = pre.rescale_and_normalize(pixels, preprocess, steps, source=source)
+        pixels = pre.lay_out(pixels, preprocess.get("data_format"), layout.layout)
+    else:
+        pixels = pre.lay_out(pixels, None, layout.layout)
+    if changes is not None:
+        size = _model_size(image, preprocess, steps)
+        change = describe_change(original, (*size, mode), fit, details=details)
+        if change:
+            changes.append(f"{source}: {change}")
+    return conform(pixels, spec, source=source)
+
+
+def _model_size(image: Any, preprocess: dict[str, Any] | None, steps: Any) -> tuple[int, int]:
+    """The (width, height) the model gets: the crop's when one was taken, else the image's."""
+    if preprocess and steps is not None and steps.crop:
+        crop = preprocess["crop_size"]
+        return crop["width"], crop["height"]
+    return int(image.width), int(image.height)
+
+
+_FIT_WORDS = {"stretch": "stretched", "crop": "center-cropped", "pad": "padded with black"}
+
+
+@contextmanager
+def _decoded(data: bytes, source: str) -> Iterator[Any]:
+    """The picture in ``data`` opened with Pillow, refusing decompression bombs; decoding
+    errors (also those raised while the caller converts it) become :class:`InputError`."""
     from PIL import Image, UnidentifiedImageError
 
-    layout = image_layout(spec, image_size)
     try:
         with Image.open(io.BytesIO(data)) as opened:
             if opened.width * opened.height > MAX_IMAGE_PIXELS:
@@ -195,13 +319,7 @@ def read_image(
                     f"{source} is {opened.width}x{opened.height} pixels, too large to decode",
                     hint=f"send a picture under {MAX_IMAGE_PIXELS // 1_000_000} megapixels",
                 )
-            original = (opened.width, opened.height, opened.mode, _has_alpha(opened))
-            image = opened.convert(layout.mode)
-            width = layout.width or image.width
-            height = layout.height or image.height
-            if (width, height) != image.size:
-                image = _fit_size(image, (width, height), fit)
-            pixels = np.asarray(image, dtype=np.uint8)
+            yield opened
     except UnidentifiedImageError:
         raise InputError(
             f"{source} is not a picture in any format Pillow reads",
@@ -212,17 +330,6 @@ def read_image(
             f"cannot decode {source}: {exc}",
             hint="send an intact PNG, JPEG or another common picture format",
         ) from None
-    if changes is not None:
-        change = describe_change(original, (width, height, layout.mode), fit)
-        if change:
-            changes.append(f"{source}: {change}")
-    if layout.layout == "flat":
-        pixels = pixels.reshape(-1)
-    elif layout.layout == "HWC" and pixels.ndim == 2:
-        pixels = pixels[:, :, np.newaxis]
-    elif layout.layout == "CHW":
-        pixels = pixels[np.newaxis] if pixels.ndim == 2 else np.transpose(pixels, (2, 0, 1))
-    return conform(pixels, spec, source=source)
 
 
 def _fit_size(image: Any, size: tuple[int, int], fit: str) -> Any:
@@ -242,20 +349,24 @@ def _has_alpha(image: Any) -> bool:
 
 
 def describe_change(
-    original: tuple[int, int, str, bool], result: tuple[int, int, str], fit: str
+    original: tuple[int, int, str, bool],
+    result: tuple[int, int, str],
+    fit: str,
+    *,
+    details: list[str] | None = None,
 ) -> str:
     """What turning a ``(width, height, mode, has_alpha)`` picture into ``(width, height,
-    mode)`` did, in a few words, or ``""`` when the model gets the picture as it was."""
+    mode)`` did, in a few words, or ``""`` when the model gets the picture as it was.
+    ``details`` names the size changes made (else they are told from ``fit``)."""
     width, height, mode, alpha = original
     new_width, new_height, new_mode = result
-    details = []
-    if (width, height) != (new_width, new_height):
-        if width * new_height == height * new_width:
-            details.append("resized")
-        else:
-            details.append(
-                {"stretch": "stretched", "crop": "center-cropped", "pad": "padded with black"}[fit]
-            )
+    if details is None:
+        details = []
+        if (width, height) != (new_width, new_height):
+            same_ratio = width * new_height == height * new_width
+            details.append("resized" if same_ratio else _FIT_WORDS[fit])
+    else:
+        details = list(details)
     if alpha:
         details.append("alpha dropped")
     # a palette picture keeps its colours in RGB; black-and-white ones keep theirs in grayscale
