@@ -94,10 +94,22 @@ def predict(
 
     ``method`` picks another prediction method where the family has them
     (``"predict_proba"``, ``"transform"``, ...). Returns a numpy-friendly result.
+    With a source, ``inputs`` may name files (a path, or a list of them: pictures, ``.npy``,
+    ``.csv``, ``.json``); they are read as ``persistkit predict`` reads them, pictures by the
+    manifest's ``preprocess`` record (see :func:`persistkit.inputs.read_file_inputs`).
     """
     model = model_or_source
     if isinstance(model_or_source, (str, os.PathLike, Artifact)):
-        model = load(model_or_source, **load_options)
+        from persistkit.inputs import read_file_inputs
+
+        found = locate(model_or_source, load_options.pop("store", None))
+        inputs = read_file_inputs(inputs, found.manifest)
+        model = load_located(
+            found,
+            trusted=load_options.pop("trusted", False),
+            verify=load_options.pop("verify", True),
+            options=load_options,
+        )
     options = {"method": method} if method else {}
     result = get_plugins().hook.persistkit_predict(model=model, inputs=inputs, options=options)
     if result is None:
