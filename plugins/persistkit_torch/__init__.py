@@ -68,6 +68,23 @@ class TorchPlugin(Backend):
         return is_torch_module(model) or is_tensor_dict(model)
 
     def sniff(self, path: Path, head: bytes) -> bool:
+        """A ``torch.save`` file: by suffix or a zip whose first entry is ``<name>/data.pkl``;
+        never a ``.pt2`` archive (``torch.export``) or a TorchScript archive (``torch.jit``),
+        which are zips of the same shape that other backends read."""
+        if head.startswith(_ZIP_MAGIC):
+            import zipfile
+
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    names = [n.split("/", 1)[-1] for n in archive.namelist()]
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+                names = []  # damaged: the suffix decides, and the load reports the damage
+            if (
+                "archive_format" in names
+                or "constants.pkl" in names
+                or any(n.startswith(("code/", "models/")) for n in names)
+            ):
+                return False
         return super().sniff(path, head) or (head.startswith(_ZIP_MAGIC) and b"data.pkl" in head)
 
     def save(self, model: Any, path: Path, options: dict[str, Any]) -> None:

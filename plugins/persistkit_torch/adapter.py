@@ -24,9 +24,26 @@ def freeze(model: Any) -> Any:
     Returns the same module. It does NOT compile (``torch.compile``), quantize, fuse layers,
     change dtypes or move the module to another device: the frozen module computes exactly what
     the trained one computes in eval mode.
+
+    A module loaded from ``torch.export`` (``ExportedProgram.module()``) refuses ``eval()``:
+    its mode was fixed when it was traced (dropout and batch norm are recorded as calls in
+    that mode), so it is left as it is. A TorchScript module refuses ``requires_grad_``: its
+    parameters are switched off one by one instead.
     """
-    model.eval()
-    model.requires_grad_(False)
+    try:
+        model.eval()
+    except NotImplementedError:
+        if not hasattr(model, "_in_spec"):  # only an exported GraphModule has no eval()
+            raise
+    scripted = any(
+        c.__module__ == "torch.jit._script" and c.__name__ == "ScriptModule"
+        for c in type(model).__mro__
+    )
+    if scripted:
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+    else:
+        model.requires_grad_(False)
     return model
 
 

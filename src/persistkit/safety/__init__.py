@@ -11,6 +11,7 @@ from persistkit.safety.audit import FileAudit, audit_file
 from persistkit.safety.numpy_format import read_npy, read_npz
 from persistkit.safety.pickle_audit import PickleAudit, audit_pickle, scan_globals
 from persistkit.safety.policy import TrustPolicy
+from persistkit.safety.pt2_audit import Pt2Audit, audit_pt2, looks_like_pt2
 from persistkit.safety.safetensors_format import (
     SafetensorsHeader,
     TensorEntry,
@@ -22,13 +23,16 @@ from persistkit.safety.unpickler import restricted_load
 __all__ = [
     "FileAudit",
     "PickleAudit",
+    "Pt2Audit",
     "SafetensorsHeader",
     "TensorEntry",
     "TrustPolicy",
     "allowed_names",
     "audit_file",
     "audit_pickle",
+    "audit_pt2",
     "export_key",
+    "looks_like_pt2",
     "read_npy",
     "read_npz",
     "read_safetensors_header",
