@@ -49,6 +49,25 @@ def test_the_command_line_is_told_its_own_trust_flag(untrusted: Path) -> None:
     [line] = result.output.splitlines()
     assert "numpy.log1p" in line  # the message still names what it would import
     assert "--trust" in line and "trusted=" not in line
+    assert "--trust numpy.log1p" in line  # one global, the way Python's trusted=[...] does
+
+
+def test_the_command_line_trusts_one_global_by_name(untrusted: Path) -> None:
+    from persistkit.cli.options import trusted
+
+    assert trusted(()) is False
+    assert trusted(("*",)) is True
+    assert trusted(("numpy.log1p", "numpy.exp")) == ["numpy.log1p", "numpy.exp"]
+
+
+@pytest.mark.parametrize("value", ["x.npy", "log1p", "numpy.", "os.path/x"])
+def test_a_trust_value_that_is_a_file_or_no_global_name_is_a_usage_error(
+    untrusted: Path, value: str
+) -> None:
+    """``--trust x.npy`` is an input swallowed by a bare --trust placed before it."""
+    result = cli("verify", "m", "--trust", value)
+    assert result.exit_code == 2
+    assert "module.Name" in result.output
 
 
 def test_the_server_operator_is_told_how_to_start_the_server(untrusted: Path) -> None:

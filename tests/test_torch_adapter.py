@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 import persistkit  # noqa: E402
 from persistkit.api import choose_backend, describe  # noqa: E402
-from persistkit.errors import InputError  # noqa: E402
+from persistkit.errors import CannotSaveError, InputError  # noqa: E402
 from torch_helpers import mlp_inputs, trained_mlp, trained_tied  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -169,13 +169,24 @@ def test_importable_modules_prefer_safetensors_and_fall_back_to_torch() -> None:
     assert choose_backend(torch.nn.Sequential(torch.nn.Linear(2, 2)))[0] == "torch"
 
 
-def test_a_local_class_is_steered_to_torch_with_the_reason() -> None:
+def test_a_local_class_is_steered_to_a_class_free_format_with_the_reason() -> None:
     class Local(torch.nn.Module):
         pass
 
-    backend, reason = choose_backend(Local())
-    assert backend == "torch"
+    backend, reason = choose_backend(Local(), example=np.ones((2, 3), np.float32))
+    assert backend == "export"
     assert "cannot be imported" in reason
+
+
+def test_a_local_class_without_an_example_is_an_error_that_asks_for_one() -> None:
+    """Never a silent whole-module pickle that only loads where the class is defined."""
+
+    class Local(torch.nn.Module):
+        pass
+
+    with pytest.raises(CannotSaveError, match="needs example=") as caught:
+        choose_backend(Local())
+    assert "example=" in (caught.value.hint or "")
 
 
 def test_the_adapter_leaves_non_torch_models_alone() -> None:

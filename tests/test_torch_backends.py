@@ -586,7 +586,7 @@ def test_map_location_passes_through_to_safetensors(tmp_path: Path) -> None:
     assert seen == ["cpu", "cpu"]
 
 
-def test_a_class_defined_in_main_is_saved_with_torch_and_a_note_why(
+def test_a_class_defined_in_main_is_frozen_with_export_given_an_example(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class MainNet(torch.nn.Module):
@@ -601,7 +601,32 @@ def test_a_class_defined_in_main_is_saved_with_torch_and_a_note_why(
     MainNet.__qualname__ = "MainNet"
     monkeypatch.setattr(sys.modules["__main__"], "MainNet", MainNet, raising=False)
     model = MainNet()
-    artifact = persistkit.save(model, tmp_path / "m")
+    x = np.ones((3, 2), np.float32)
+    with pytest.raises(CannotSaveError, match="needs example="):
+        persistkit.save(model, tmp_path / "refused")
+    artifact = persistkit.save(model, tmp_path / "m", example=x)
+    assert artifact.backend == "export"
+    assert any("chosen automatically" in note for note in artifact.manifest.notes)
+    monkeypatch.delattr(sys.modules["__main__"], "MainNet")  # a process without the class
+    assert outputs(persistkit.load(artifact.path), x).tobytes() == outputs(model, x).tobytes()
+
+
+def test_a_class_defined_in_main_is_saved_with_torch_when_asked_and_a_note_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class MainNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 2)
+
+        def forward(self, x: Any) -> Any:
+            return self.layer(x)
+
+    MainNet.__module__ = "__main__"
+    MainNet.__qualname__ = "MainNet"
+    monkeypatch.setattr(sys.modules["__main__"], "MainNet", MainNet, raising=False)
+    model = MainNet()
+    artifact = persistkit.save(model, tmp_path / "m", backend="torch")
     assert artifact.backend == "torch"
     assert any("__main__" in note for note in artifact.manifest.notes)
     x = np.ones((1, 2), np.float32)
