@@ -74,3 +74,59 @@ def running_server(app: Any) -> Iterator[RunningServer]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+# --- a picture model saved with labels and a preprocess spec ------------------------------
+
+COLOURS = ["red", "green", "blue"]
+#: Hugging Face image-processor keys: shortest edge to 8, middle 8x8, 0-1, then (x - .5) / .5
+PICTURE_PREPROCESS = {
+    "do_convert_rgb": True,
+    "size": {"shortest_edge": 8},
+    "crop_size": {"height": 8, "width": 8},
+    "do_rescale": True,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+    "data_format": "channels_first",
+}
+
+
+def channel_means(x: np.ndarray) -> np.ndarray:
+    """A picture "classifier": its logits are the mean of each colour channel (N, 3, H, W)."""
+    return np.asarray(x, dtype=np.float32).mean(axis=(2, 3))
+
+
+def framed_picture() -> np.ndarray:
+    """24x16 RGB: dull red in the middle, bright blue bands at the left and right edges.
+    The whole picture is bluer than red; its middle (what the center crop keeps) is red."""
+    picture = np.zeros((16, 24, 3), dtype=np.uint8)
+    picture[:, :, 0] = 120
+    picture[:, :4] = (0, 0, 255)
+    picture[:, 20:] = (0, 0, 255)
+    return picture
+
+
+def expected_picture_input(picture: np.ndarray) -> np.ndarray:
+    """PICTURE_PREPROCESS worked by hand: Pillow's bilinear resize (the filter Hugging Face's
+    ViT processor uses) to 12x8, columns 2..9, /255, (x - .5) / .5, channels first."""
+    from PIL import Image
+
+    resized = np.asarray(Image.fromarray(picture).resize((12, 8), Image.Resampling.BILINEAR))
+    middle = resized[:, 2:10].astype(np.float64) / 255
+    return ((middle - 0.5) / 0.5).transpose(2, 0, 1)[np.newaxis].astype(np.float32)
+
+
+def save_picture_model(target: Any, **options: Any) -> Any:
+    """``channel_means`` saved with colour labels, logits and PICTURE_PREPROCESS."""
+    import persistkit
+
+    example = expected_picture_input(framed_picture())
+    return persistkit.save(
+        channel_means,
+        target,
+        example=example,
+        labels=COLOURS,
+        output="logits",
+        preprocess=PICTURE_PREPROCESS,
+        **options,
+    )

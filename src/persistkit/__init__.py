@@ -18,6 +18,7 @@ from persistkit.manager import hookimpl
 from persistkit.records import Artifact, BackendInfo, Recommendation
 
 if TYPE_CHECKING:
+    from persistkit.answers import Answer, answer
     from persistkit.api import (
         VerifyReport,
         backends,
@@ -46,6 +47,8 @@ _LAZY = {
     "verify": "persistkit.api",
     "backends": "persistkit.api",
     "VerifyReport": "persistkit.api",
+    "answer": "persistkit.answers",
+    "Answer": "persistkit.answers",
     "Backend": "persistkit.backend",
     "PickleProtocolBackend": "persistkit.backend",
     "to_numpy": "persistkit.arrays",
@@ -72,6 +75,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Answer",
     "Artifact",
     "Backend",
     "BackendInfo",
@@ -82,6 +86,7 @@ __all__ = [
     "TrustPolicy",
     "VerifyReport",
     "__version__",
+    "answer",
     "arrays_identical",
     "backends",
     "bench",

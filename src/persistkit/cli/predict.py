@@ -62,6 +62,11 @@ def format_prediction(value: Any) -> str:
     help="How a picture of another aspect ratio meets the model's input size: stretch it, "
     "crop its center, or fit it inside and pad with black.",
 )
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Print the model's raw outputs even when it was saved with labels.",
+)
 @click.option("--trust", is_flag=True, help="Trust the artifact entirely (runs its code).")
 @app_dir_option
 def predict(
@@ -72,6 +77,7 @@ def predict(
     method: str | None,
     image_size: str | None,
     fit: str,
+    raw: bool,
     trust: bool,
     app_dir: str,
 ) -> None:
@@ -79,9 +85,12 @@ def predict(
 
     \b
     Pictures are converted to grayscale or RGB, resized to the model's input size and given
-    to the model as 0-255 pixel values; rows of a .csv and items of a .json list are items.
-    A picture that had to be changed (size, colours, alpha) gets one line on stderr saying
-    what was done (under "warnings" with --json).
+    to the model as 0-255 pixel values, unless the model was saved with preprocess= (then
+    resized, cropped, rescaled and normalized as that says); rows of a .csv and items of a
+    .json list are items. A picture that had to be changed (size, colours, alpha) gets one
+    line on stderr saying what was done (under "warnings" with --json).
+    A model saved with labels answers "photo.jpg: gnome (0.97)" (with --json:
+    {"label", "score", "scores"} per item); --raw or --method give the raw outputs.
     Prints one line per item, or {"predictions": [...]} with --json.
 
     \b
@@ -89,39 +98,54 @@ def predict(
       persistkit predict digits one.png two.png
       persistkit predict digits:3 batch.npy --json
       persistkit predict digits one.png --method predict_proba
+      persistkit predict gnome photo.jpg --raw
     """
-    import numpy as np
-
+    from persistkit.answers import read_record, score_batch
     from persistkit.api import load_located, locate
     from persistkit.api import predict as run_model
     from persistkit.arrays import to_numpy
     from persistkit.inputs import read_inputs
+    from persistkit.preprocess import checked_spec
     from persistkit.signature import Signature
 
     use_app_dir(app_dir)
     size = parse_image_size(image_size)
     found = locate(ref, store_url)  # once: the inputs are shaped for the version that loads
-    signature = Signature.from_manifest(found.manifest.signature)
+    manifest = found.manifest
+    signature = Signature.from_manifest(manifest.signature)
+    spec = checked_spec(manifest.preprocess, manifest=True)
+    record = None if raw or method else read_record(manifest.outputs)
     changes: list[str] = []
-    batches = read_inputs(inputs, signature.input, image_size=size, fit=fit, changes=changes)
+    batches = read_inputs(
+        inputs, signature.input, image_size=size, fit=fit, changes=changes, preprocess=spec
+    )
     for change in changes:
         click.echo(f"note: {change}", err=True)
     model = load_located(found, trusted=trust)
-    batch = np.concatenate(batches) if len(batches) > 1 else batches[0]
+    batch = _concatenated(batches)
     predictions = to_numpy(run_model(model, batch, method=method))
     if predictions.ndim == 0 or len(predictions) != len(batch):
         raise InputError(
             f"the model returned {predictions.shape} for {len(batch)} items",
             hint="use a --method that returns one prediction per item",
         )
+    values: list[Any] = predictions.tolist()
+    shown: list[str] = [format_prediction(v) for v in predictions] if not as_json else []
+    if record is not None:
+        answers = score_batch(predictions, record, model=model, batch=batch).answers()
+        values = [a.to_dict() for a in answers]
+        shown = [str(a) for a in answers]
     if as_json:
-        print_json(
-            {"predictions": predictions.tolist(), **({"warnings": changes} if changes else {})}
-        )
+        print_json({"predictions": values, **({"warnings": changes} if changes else {})})
         return
-    labels = _item_labels(inputs, [len(b) for b in batches])
-    for label, value in zip(labels, predictions):
-        click.echo(f"{label}: {format_prediction(value)}")
+    for label, text in zip(_item_labels(inputs, [len(b) for b in batches]), shown):
+        click.echo(f"{label}: {text}")
+
+
+def _concatenated(batches: list[Any]) -> Any:
+    import numpy as np
+
+    return np.concatenate(batches) if len(batches) > 1 else batches[0]
 
 
 def _item_labels(inputs: tuple[str, ...], counts: list[int]) -> list[str]:
