@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import io
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,7 +59,10 @@ def _refuse_too_large(size: int, what: str, hint: str) -> None:
 
 # -- torch ------------------------------------------------------------------------------------
 
-_TORCH_HINT = 'save it with backend="export" (torch.export, .pt2) or backend="safetensors"'
+_TORCH_HINT = (
+    'save it with backend="safetensors" or backend="torch": they store the module rather than '
+    "convert it"
+)
 
 
 def convert_torch(model: Any, example: Any, options: dict[str, Any]) -> Converted:
@@ -77,7 +82,7 @@ def convert_torch(model: Any, example: Any, options: dict[str, Any]) -> Converte
     for axis, name in _dynamic_axes(options.get("dynamic"), x.ndim).items():
         dims[axis] = torch.export.Dim(name)
     opset = options.get("opset")
-    what = type(model).__qualname__
+    what = type(model).__name__
     try:
         with _quiet_exporter():
             program = torch.onnx.export(
@@ -95,8 +100,7 @@ def convert_torch(model: Any, example: Any, options: dict[str, Any]) -> Converte
         proto = program.model_proto
     except Exception as exc:  # the exporter raises many kinds (tracing, lowering, ONNX)
         raise CannotSaveError(
-            f"torch's ONNX exporter cannot convert this {what}: {type(exc).__name__}: "
-            f"{_first_line(exc)}",
+            f"torch's ONNX exporter cannot convert this {what}: {_export_failure(exc)}",
             hint=_TORCH_HINT,
         ) from None
     _refuse_too_large(proto.ByteSize(), what, _TORCH_HINT)
@@ -154,17 +158,42 @@ def _dynamic_axes(value: Any, ndim: int) -> dict[int, str]:
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """The exporter logs a warning per missing torchvision operator and warns about its own
-    deprecations; none of it concerns the user's model (failures still raise)."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """The exporter logs a warning per missing torchvision operator, dumps graphs when tracing
+    fails and warns about its own deprecations; none of it is for the user (a failure still
+    raises, and its cause goes into the CannotSaveError). torch's loggers set their own levels,
+    so each is raised to ERROR for the call and restored after; ``sys.stderr`` is captured
+    for the call (in every thread of the process: the exporter holds it for seconds)."""
+    loggers = [logging.getLogger("torch")] + [
+        logger
+        for name, logger in list(logging.root.manager.loggerDict.items())
+        if name.startswith("torch.") and isinstance(logger, logging.Logger)
+    ]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        # torch.export prints the graph it failed on to sys.stderr
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _export_failure(exc: BaseException) -> str:
+    """What went wrong, in a line or two: the exporter's own message names the step that
+    failed; the innermost cause says why."""
+    cause = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    said = f"{type(exc).__name__}: {_first_line(exc).removesuffix('Next steps:').strip()}"
+    if cause is not exc:
+        said += f" (caused by {type(cause).__name__}: {_first_line(cause)})"
+    return _ANSI.sub("", said)
 
 
 # -- scikit-learn -----------------------------------------------------------------------------
@@ -219,7 +248,7 @@ def convert_sklearn(model: Any, example: Any, options: dict[str, Any]) -> Conver
         except Exception as exc:  # skl2onnx raises RuntimeError, ValueError, its own kinds
             errors.append(f"{dtype}: {type(exc).__name__}: {_first_line(exc)}")
             continue
-        _refuse_too_large(len(data), type(model).__qualname__, _SKLEARN_HINT)
+        _refuse_too_large(len(data), type(model).__name__, _SKLEARN_HINT)
         outputs = [o.name for o in proto.graph.output]
         return Converted(
             data=data,
