@@ -75,7 +75,10 @@ def audit_file(path: Path, policy: TrustPolicy | None = None, *, build: bool = T
         return FileAudit(str(path), "not a regular file", 0, error=exc.message)
     result = FileAudit(str(path), _format_of(head), size)
     try:
-        if result.format == "torch-zip":
+        if result.format == "torch-zip" and _is_pt2(path):
+            result.format = "pt2"
+            _audit_pt2(path, result)
+        elif result.format == "torch-zip":
             _audit_torch_zip(path, result, policy)
         elif result.format == "safetensors":
             from persistkit.safety.safetensors_format import read_safetensors_header
@@ -184,6 +187,29 @@ def _audit_torch_zip(path: Path, result: FileAudit, policy: TrustPolicy) -> None
     audit = audit_pickle(data, persistent=True, what=f"data.pkl of {path.name}")
     _classify(audit, result, policy, STORAGE_MARKERS)
     result.arrays = audit.persistent_ids
+
+
+def _is_pt2(path: Path) -> bool:
+    """A ``torch.export`` archive (``.pt2``), told apart from ``torch.save`` zips by name."""
+    import zipfile
+
+    from persistkit.safety.pt2_audit import looks_like_pt2
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return looks_like_pt2(archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return path.name.lower().endswith(".pt2")
+
+
+def _audit_pt2(path: Path, result: FileAudit) -> None:
+    """A ``.pt2`` archive, checked by the audit the ``export`` backend's load runs."""
+    from persistkit.payload import open_model_file
+    from persistkit.safety.pt2_audit import audit_pt2
+
+    with open_model_file(path) as opened:
+        found = audit_pt2(opened.read_bytes(), name=path.name)
+    result.arrays = found.weights + found.constants
 
 
 def _audit_npy(path: Path, result: FileAudit, policy: TrustPolicy) -> None:

@@ -11,7 +11,8 @@ from ``torch``, ``math`` or ``_operator`` (``torch.os.system`` resolves) and cal
 module runs; every ``expr_str`` goes through ``sympy.sympify`` (which ``eval``\\ s); the
 ``guards_code`` strings, and guards built from the placeholders' example values (a string
 value is pasted between quotes), are compiled with ``exec`` into a guard function by
-``ExportedProgram.module()``; ``data/aotinductor/`` entries load compiled shared libraries.
+``ExportedProgram.module()`` (the ``export`` backend passes ``check_guards=False``, so no
+guard function is built at all); ``data/aotinductor/`` entries load compiled shared libraries.
 
 **The invariant.** :func:`audit_pt2` accepts an archive only if every one of those paths is
 closed on *these very bytes*, which the caller then hands to torch unchanged (from memory,
@@ -353,17 +354,17 @@ def _audit_payload_config(
         if not isinstance(meta, dict):
             raise FormatError(f"{name}: {entry} entry {fqn!r} is malformed", hint=_DAMAGED_HINT)
         path = meta.get("path_name")
-        if meta.get("use_pickle") is not False:
-            _refuse(
-                name,
-                f"{fqn!r} in {entry} is stored as a pickle (use_pickle), which torch "
-                "loads with a full unpickler",
-            )
         if not isinstance(path, str) or not pattern.fullmatch(path):
             _refuse(
                 name,
                 f"{fqn!r} in {entry} is stored as {path!r}, not a raw tensor file "
                 "(custom and opaque objects are unpickled)",
+            )
+        if meta.get("use_pickle") is not False:
+            _refuse(
+                name,
+                f"{fqn!r} in {entry} is stored as a pickle (use_pickle), which torch "
+                "loads with a full unpickler",
             )
         if not isinstance(meta.get("tensor_meta"), dict):
             raise FormatError(f"{name}: {fqn!r} in {entry} has no tensor_meta", hint=_DAMAGED_HINT)
