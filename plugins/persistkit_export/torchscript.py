@@ -15,6 +15,7 @@ without trust, so a save with ``backend="torchscript"`` is refused with that adv
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,11 @@ class TorchScriptBackend(Backend):
             )
         data = payload.read_bytes()
         try:
-            return torch.jit.load(io.BytesIO(data), map_location=options.get("map_location", "cpu"))
+            with warnings.catch_warnings():  # deprecated in favour of torch.export: we know
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return torch.jit.load(
+                    io.BytesIO(data), map_location=options.get("map_location", "cpu")
+                )
         except PersistkitError:
             raise
         except Exception as exc:  # torch.jit reports a damaged archive as RuntimeError & co
