@@ -93,7 +93,13 @@ def test_model_metadata_comes_from_the_signature(served: Served) -> None:
         "versions": ["1", "2"],
         "platform": "sklearn_joblib",
         "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 64]}],
-        "outputs": [{"name": "output-0", "datatype": "INT64", "shape": [-1]}],
+        "outputs": [
+            {"name": "output-0", "datatype": "INT64", "shape": [-1]},
+            # a classifier is saved with its classes as labels: it answers them as text,
+            # with predict_proba's scores, one column per label
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "scores", "datatype": "FP64", "shape": [-1, 10]},
+        ],
     }
 
 
@@ -301,3 +307,93 @@ def test_an_artifact_folder_is_served_under_its_folder_name(tmp_path: Path) -> N
     repository.load()
     served = repository.get("my-model")
     assert (served.name, served.version, repository.versions("my-model")) == ("my-model", None, [])
+
+
+# --- answers: label and scores beside the model's own output ---------------------------------
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_a_classifier_answers_its_labels_as_bytes_and_its_scores(
+    served: Served, binary: bool
+) -> None:
+    rows = served.data.rows[200:206]
+    outputs = [
+        triton.InferRequestedOutput(name, binary_data=binary)
+        for name in ("output-0", "label", "scores")
+    ]
+    result = served.client.infer("digits", [infer_input(rows, binary=True)], outputs=outputs)
+    labels = result.as_numpy("label")
+    assert labels.dtype == object and labels.shape == (6,)
+    # tritonclient gives str from JSON, bytes from binary data (4-byte length + UTF-8 each)
+    expected = [str(v) for v in served.model.predict(rows)]
+    assert [v.decode() if binary else v for v in labels] == expected
+    assert np.array_equal(result.as_numpy("output-0"), served.model.predict(rows))
+    scores = result.as_numpy("scores")
+    assert scores.dtype == np.float64
+    assert np.array_equal(scores, served.model.predict_proba(rows))
+
+
+def test_asking_for_the_label_alone_answers_the_label_alone(served: Served) -> None:
+    rows = served.data.rows[:2]
+    output = triton.InferRequestedOutput("label", binary_data=False)
+    result = served.client.infer("digits", [infer_input(rows, binary=False)], outputs=[output])
+    assert [o["name"] for o in result.get_response()["outputs"]] == ["label"]
+    assert result.as_numpy("label").tolist() == [str(v) for v in served.model.predict(rows)]
+
+
+def test_asking_for_an_unknown_output_names_the_outputs_there_are(served: Served) -> None:
+    output = triton.InferRequestedOutput("probs")
+    with pytest.raises(InferenceServerException, match="'output-0', 'label', 'scores'"):
+        served.client.infer(
+            "digits", [infer_input(served.data.rows[:1], binary=False)], outputs=[output]
+        )
+
+
+def test_a_model_without_labels_answers_its_own_output_only(served: Served) -> None:
+    metadata = served.client.get_model_metadata("digits", "1")  # a plain function
+    assert [o["name"] for o in metadata["outputs"]] == ["output-0"]
+    result = served.client.infer(
+        "digits", [infer_input(served.data.rows[:2], binary=False)], model_version="1"
+    )
+    assert [o["name"] for o in result.get_response()["outputs"]] == ["output-0"]
+
+
+def test_a_picture_model_answers_on_the_server_as_in_python_and_the_cli(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from persistkit.cli import main
+    from serve_helpers import (
+        COLOURS,
+        expected_picture_input,
+        framed_picture,
+        save_picture_model,
+        write_png,
+    )
+
+    saved = save_picture_model(tmp_path / "colours")
+    png = write_png(framed_picture(), tmp_path / "photo.png")
+    with pytest.warns(persistkit.errors.PersistkitWarning):
+        [answer] = persistkit.answer(saved, png)
+    cli = CliRunner().invoke(main, ["predict", str(tmp_path / "colours"), str(png), "--json"])
+    assert json.loads(cli.stdout)["predictions"] == [answer.to_dict()]
+    app = create_app(ModelRepository([str(tmp_path / "colours")]))
+    with running_server(app) as server:
+        client = triton.InferenceServerClient(server.host_port)
+        metadata = client.get_model_metadata("colours")
+        assert metadata["outputs"][1:] == [
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "scores", "datatype": "FP32", "shape": [-1, 3]},
+        ]
+        batch = expected_picture_input(framed_picture())  # what the preprocess record makes
+        tensor = triton.InferInput("input-0", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch, binary_data=True)
+        result = client.infer("colours", [tensor])
+        assert result.as_numpy("label").tolist() == [b"red"]  # binary output: bytes
+        scores = result.as_numpy("scores")[0]
+        assert COLOURS[int(np.argmax(scores))] == answer.label
+        assert scores.tolist() == pytest.approx([answer.scores[c] for c in COLOURS], rel=1e-6)
+        page = httpx.post(f"{server.url}/ui/predict/colours", content=png.read_bytes()).json()
+        client.close()
+    assert page["predictions"] == [answer.to_dict()]
+    assert page["answers"][0]["text"] == str(answer) == f"red ({answer.score:.2f})"
+    assert page["warnings"] == ["the picture: 24x16 RGB -> 8x8 RGB (resized, center-cropped)"]

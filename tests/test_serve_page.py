@@ -82,7 +82,9 @@ def test_picture_sent_from_the_page_gets_the_same_answer_as_the_cli(
         served = page.http.post("/ui/predict/digits", content=png.read_bytes())
         assert served.status_code == 200
         assert served.json()["predictions"] == json.loads(cli.output)["predictions"]
-        assert served.json()["predictions"] == page.model.predict(page.data.rows[[index]]).tolist()
+        expected = page.model.predict(page.data.rows[[index]]).tolist()
+        assert [p["label"] for p in served.json()["predictions"]] == expected
+        assert served.json()["raw"] == expected
 
 
 def test_page_endpoint_says_what_it_did_to_a_picture_of_another_shape(
@@ -127,7 +129,9 @@ def test_chromium_user_picks_a_picture_and_sees_the_answer(page: Page, tmp_path:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed")
     png = write_png(page.data.pictures[8], tmp_path / "eight.png")
-    expected = str(page.model.predict(page.data.rows[8:9])[0])
+    label = page.model.predict(page.data.rows[8:9])[0]
+    score = page.model.predict_proba(page.data.rows[8:9])[0][label]
+    expected = f"{label} ({score:.2f})"  # as `persistkit predict` prints it
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
@@ -138,6 +142,9 @@ def test_chromium_user_picks_a_picture_and_sees_the_answer(page: Page, tmp_path:
             tab.click("#send")
             answer = tab.locator("#answer")
             playwright_api.expect(answer).to_have_text(expected, timeout=10_000)
+            top = tab.locator("#top li")
+            playwright_api.expect(top).to_have_count(5)
+            playwright_api.expect(top.first).to_have_text(f"{label}: {score:.2f}")
             # a picture of another shape: the page says what was done to it
             from PIL import Image
 
@@ -150,3 +157,16 @@ def test_chromium_user_picks_a_picture_and_sees_the_answer(page: Page, tmp_path:
             )
         finally:
             browser.close()
+
+
+def test_page_endpoint_gives_the_answer_text_and_the_top_five_scores(
+    page: Page, tmp_path: Path
+) -> None:
+    png = write_png(page.data.pictures[3], tmp_path / "three.png")
+    body = page.http.post("/ui/predict/digits", content=png.read_bytes()).json()
+    probabilities = page.model.predict_proba(page.data.rows[3:4])[0]
+    label = page.model.predict(page.data.rows[3:4])[0]
+    [shown] = body["answers"]
+    assert shown["text"] == f"{label} ({probabilities[label]:.2f})"
+    best = sorted(range(10), key=lambda i: -probabilities[i])[:5]  # ties keep label order
+    assert shown["top"] == [{"label": i, "score": probabilities[i]} for i in best]

@@ -349,7 +349,7 @@ def answer(
             record = read_record(found.manifest.outputs)
             origin = "the manifest's labels"
         else:
-            record = output_record(labels, output, {})
+            record = record_for_model(model, labels, output)
             origin = "labels="
     else:
         record = record_for_model(model, labels, output)

@@ -2,7 +2,9 @@
 
 OIP routes stay pure protocol. The page (``GET /``) lists models through ``GET /ui/models`` and
 posts a picture to ``POST /ui/predict/{name}``, which decodes it with the same code as
-``persistkit predict`` (:func:`persistkit.inputs.read_image`).
+``persistkit predict`` (:func:`persistkit.inputs.read_image`, with the model's preprocess
+record). A model saved with labels also answers a ``label`` (``BYTES``) and a ``scores``
+output beside its own (see :mod:`persistkit.answers`).
 """
 
 from __future__ import annotations
@@ -34,12 +36,16 @@ from persistkit.errors import (
 )
 from persistkit.server.protocol import (
     HEADER_LENGTH,
-    build_response,
+    build_outputs_response,
     check_inputs,
     parse_infer_request,
 )
-from persistkit.server.repository import ModelRepository, ServedModel
-from persistkit.signature import OUTPUT_NAME
+from persistkit.server.repository import (
+    LABEL_OUTPUT,
+    SCORES_OUTPUT,
+    ModelRepository,
+    ServedModel,
+)
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 CONFIG_ENV = "PERSISTKIT_SERVE_CONFIG"
@@ -173,7 +179,7 @@ class Routes:
     async def model_metadata(self, request: Request) -> Response:
         served = self._model(request)
         signature = served.signature
-        outputs = [s.to_dict() for s in signature.outputs]
+        outputs = [s.to_dict() for s in (*signature.outputs, *served.answer_outputs)]
         return JSONResponse(
             {
                 "name": served.name,
@@ -194,23 +200,44 @@ class Routes:
         body = await self._body(request)
         parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
         batch = check_inputs(parsed.inputs, served.signature)
-        output_name = served.signature.output.name if served.signature.output else OUTPUT_NAME
-        unknown = [name for name in parsed.outputs if name != output_name]
+        available = [served.output_name, *(s.name for s in served.answer_outputs)]
+        unknown = [name for name in parsed.outputs if name not in available]
         if unknown:
             raise InputError(
-                f"the model has no output named {unknown[0][:64]!r}; its output is {output_name!r}",
-                hint="ask for that output, or for none",
+                f"the model has no output named {unknown[0][:64]!r}; its outputs are "
+                f"{', '.join(repr(name) for name in available)}",
+                hint="ask for those outputs, or for none",
             )
+        wanted = parsed.outputs or available
         prediction = await self._predict(served, batch)
-        response = build_response(
+        arrays = {served.output_name: prediction}
+        if any(name != served.output_name for name in wanted):
+            arrays.update(await self._answer_arrays(served, batch, prediction))
+        response = build_outputs_response(
             model_name=served.name,
             model_version=served.version_label,
             request_id=parsed.id,
-            output_name=output_name,
-            prediction=prediction,
+            outputs=[(name, arrays[name]) for name in wanted if name in arrays],
             binary=parsed.binary_output,
         )
         return Response(response.body, headers=response.headers)
+
+    async def _answer_arrays(
+        self, served: ServedModel, batch: np.ndarray, prediction: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """The ``label`` (object array of str) and ``scores`` outputs of ``prediction``."""
+        from persistkit.answers import score_batch
+
+        assert served.outputs is not None
+        call = partial(score_batch, prediction, served.outputs, model=served.model, batch=batch)
+        scored = await anyio.to_thread.run_sync(call)
+        labels = np.empty(len(scored.predicted), dtype=object)
+        labels[:] = [str(label) for label in scored.predicted]
+        arrays = {LABEL_OUTPUT: labels}
+        specs = {spec.name: spec for spec in served.answer_outputs}
+        if SCORES_OUTPUT in specs and scored.probabilities is not None:
+            arrays[SCORES_OUTPUT] = scored.probabilities.astype(specs[SCORES_OUTPUT].dtype)
+        return arrays
 
     async def _predict(self, served: ServedModel, batch: np.ndarray) -> np.ndarray:
         from persistkit.api import predict
@@ -257,7 +284,12 @@ class Routes:
         )
 
     async def ui_predict(self, request: Request) -> Response:
-        """A picture in the body -> ``{"model", "version", "predictions"}``."""
+        """A picture in the body -> ``{"model", "version", "predictions"}``, read with the
+        model's preprocess record. For a model saved with labels, ``predictions`` are
+        ``{"label", "score", "scores"}`` (as ``persistkit predict --json`` prints them),
+        ``answers`` the text people read (``"gnome (0.97)"``) with the top 5 scores, and
+        ``raw`` the model's own outputs."""
+        from persistkit.answers import score_batch
         from persistkit.inputs import read_image
 
         served = self._served(
@@ -274,6 +306,7 @@ class Routes:
                 served.signature.input,
                 source="the picture",
                 changes=changes,
+                preprocess=served.preprocess,
             )
         )
         prediction = await self._predict(served, batch)
@@ -282,6 +315,15 @@ class Routes:
             "version": served.version_label,
             "predictions": prediction.tolist(),
         }
+        if served.outputs is not None:
+            call = partial(score_batch, prediction, served.outputs, model=served.model, batch=batch)
+            answers = (await anyio.to_thread.run_sync(call)).answers()
+            answer["raw"] = answer["predictions"]
+            answer["predictions"] = [a.to_dict() for a in answers]
+            answer["answers"] = [
+                {"text": str(a), "top": [{"label": k, "score": v} for k, v in a.top(5)]}
+                for a in answers
+            ]
         if changes:  # what was done to the picture to fit the model, said, never silent
             answer["warnings"] = changes
         return JSONResponse(answer)

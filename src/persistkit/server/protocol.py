@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -325,26 +326,38 @@ def build_response(
     output_name: str,
     prediction: np.ndarray,
     binary: bool,
+    extra: Sequence[tuple[str, np.ndarray]] = (),
 ) -> InferResponse:
-    """Encode one output tensor as JSON, or as JSON header + raw bytes when ``binary``."""
-    if prediction.ndim == 0:
-        prediction = prediction.reshape(1)
-    datatype = oip_datatype(prediction.dtype)
-    output: dict[str, Any] = {
-        "name": output_name,
-        "datatype": datatype,
-        "shape": list(prediction.shape),
-    }
-    payload = b""
-    if binary:
-        payload = _to_binary(prediction, datatype)
-        output["parameters"] = {"binary_data_size": len(payload)}
-    else:
-        output["data"] = _to_json_values(prediction, datatype)
+    """Encode the output tensor, then each ``(name, array)`` of ``extra`` (the ``label``
+    and ``scores`` of a model saved with labels): see :func:`build_outputs_response`."""
+    return build_outputs_response(
+        model_name=model_name,
+        model_version=model_version,
+        request_id=request_id,
+        outputs=[(output_name, prediction), *extra],
+        binary=binary,
+    )
+
+
+def build_outputs_response(
+    *,
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    outputs: Sequence[tuple[str, np.ndarray]],
+    binary: bool,
+) -> InferResponse:
+    """Encode ``(name, array)`` outputs as JSON, or as a JSON header + raw bytes in output
+    order when ``binary`` (``BYTES`` elements: 4-byte little-endian length, then UTF-8)."""
+    encoded, payloads = [], []
+    for name, array in outputs:
+        output, payload = _encode_output(name, array, binary)
+        encoded.append(output)
+        payloads.append(payload)
     response: dict[str, Any] = {
         "model_name": model_name,
         "model_version": model_version,
-        "outputs": [output],
+        "outputs": encoded,
     }
     if request_id is not None:
         response["id"] = request_id
@@ -352,12 +365,25 @@ def build_response(
     if not binary:
         return InferResponse(header, {"content-type": "application/json"})
     return InferResponse(
-        header + payload,
+        header + b"".join(payloads),
         {
             "content-type": "application/octet-stream",
             "inference-header-content-length": str(len(header)),
         },
     )
+
+
+def _encode_output(name: str, array: np.ndarray, binary: bool) -> tuple[dict[str, Any], bytes]:
+    if array.ndim == 0:
+        array = array.reshape(1)
+    datatype = oip_datatype(array.dtype)
+    output: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+    if not binary:
+        output["data"] = _to_json_values(array, datatype)
+        return output, b""
+    payload = _to_binary(array, datatype)
+    output["parameters"] = {"binary_data_size": len(payload)}
+    return output, payload
 
 
 def _to_json_values(prediction: np.ndarray, datatype: str) -> list[Any]:
@@ -371,7 +397,7 @@ def _to_binary(prediction: np.ndarray, datatype: str) -> bytes:
     if datatype == "BYTES":
         parts = []
         for value in prediction.reshape(-1):
-            raw = value if isinstance(value, bytes) else str(value).encode()
+            raw = value if isinstance(value, bytes) else str(value).encode("utf-8")
             parts.append(struct.pack("<I", len(raw)) + raw)
         return b"".join(parts)
     little = prediction.dtype.newbyteorder("<")

@@ -10,12 +10,20 @@ from typing import Any
 from persistkit.errors import ModelNotServedError, PersistkitError
 from persistkit.manifest import Manifest
 from persistkit.refs import normalise_name, parse_ref
-from persistkit.signature import Signature
+from persistkit.signature import OUTPUT_NAME, Signature, TensorSpec
+
+#: the outputs a model saved with labels answers beside its own (see persistkit.answers)
+LABEL_OUTPUT = "label"
+SCORES_OUTPUT = "scores"
 
 
 @dataclass
 class ServedModel:
-    """One loaded model version with what the protocol needs to describe it."""
+    """One loaded model version with what the protocol needs to describe it.
+
+    ``outputs`` and ``preprocess`` are the manifest's records, checked when the model loaded:
+    what the outputs mean (labels) and how a picture becomes an input.
+    """
 
     name: str
     version: int | None  # None for an artifact served from a path outside any store
@@ -23,6 +31,32 @@ class ServedModel:
     manifest: Manifest
     signature: Signature
     aliases: set[str] = field(default_factory=set)
+    outputs: dict[str, Any] | None = None
+    preprocess: dict[str, Any] | None = None
+
+    @property
+    def output_name(self) -> str:
+        """The name of the model's own output."""
+        return self.signature.output.name if self.signature.output else OUTPUT_NAME
+
+    @property
+    def answer_outputs(self) -> list[TensorSpec]:
+        """``label`` (``BYTES``, one string per item) and ``scores`` (one probability per
+        label, in the labels' order) when the manifest says what the outputs mean. A
+        classifier without ``predict_proba`` has no scores; a name the model's own output
+        already uses is left out."""
+        if self.outputs is None:
+            return []
+        from persistkit.answers import scores_datatype
+
+        specs = [TensorSpec(LABEL_OUTPUT, "BYTES", (-1,))]
+        labels = self.outputs.get("labels")
+        has_scores = self.outputs["kind"] != "labels" or hasattr(self.model, "predict_proba")
+        if labels is not None and has_scores:
+            raw = self.signature.output.datatype if self.signature.output else None
+            datatype = scores_datatype(self.outputs, raw)
+            specs.append(TensorSpec(SCORES_OUTPUT, datatype, (-1, len(labels))))
+        return [spec for spec in specs if spec.name != self.output_name]
 
     @property
     def version_label(self) -> str:
@@ -76,7 +110,9 @@ class ModelRepository:
             self._ready.set()
 
     def _load_one(self, ref: str) -> ServedModel:
+        from persistkit.answers import read_record
         from persistkit.api import load_located, locate
+        from persistkit.preprocess import checked_spec
 
         found = locate(ref, self.store)  # once: the manifest served is the model's own
         manifest = found.manifest
@@ -91,6 +127,8 @@ class ModelRepository:
                 aliases.add(parsed.alias)
             if version is not None:
                 aliases |= self._aliases_of(name, version)
+        outputs = read_record(manifest.outputs)  # damaged records fail start-up, not requests
+        preprocess = checked_spec(manifest.preprocess, manifest=True)
         model = load_located(found, trusted=self.trusted)
         return ServedModel(
             name=name,
@@ -99,6 +137,8 @@ class ModelRepository:
             manifest=manifest,
             signature=Signature.from_manifest(manifest.signature),
             aliases=aliases,
+            outputs=outputs,
+            preprocess=preprocess,
         )
 
     def _aliases_of(self, name: str, version: int) -> set[str]:
