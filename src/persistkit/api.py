@@ -283,19 +283,25 @@ def choose_backend(
         reverse=True,
     )
     skipped = []
+    needs_example = False
     for name, (_score, why) in ranked:
         info = plugins.backends.get(name)
         if info is None or not info.available:
             skipped.append(f"{name} (not installed)")
             continue
         if info.converts and example is None:
+            # the adapter preferred a format that runs the model on an example: falling
+            # back to a weaker vote (a pickle of a class only its script defines) would be
+            # a quiet guess, so without an example this is an error
             skipped.append(f"{name} (needs example=)")
+            needs_example = True
             continue
+        if needs_example:
+            break
         if plugins.hook.persistkit_can_save(model=model, backend=name) is False:
             skipped.append(f"{name} (cannot save it)")
             continue
         return name, why or f"the best installed backend for a {_qualname(model)}"
-    needs_example = any(s.endswith("(needs example=)") for s in skipped)
     raise CannotSaveError(
         f"no installed backend can save a {_qualname(model)}"
         + (f"; considered: {', '.join(skipped)}" if skipped else ""),
