@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 import persistkit  # noqa: E402
 from persistkit.api import choose_backend, describe  # noqa: E402
 from persistkit.errors import CannotSaveError, InputError  # noqa: E402
-from torch_helpers import mlp_inputs, trained_mlp, trained_tied  # noqa: E402
+from torch_helpers import mlp_inputs, outputs, trained_mlp, trained_tied  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -192,3 +192,15 @@ def test_a_local_class_without_an_example_is_an_error_that_asks_for_one() -> Non
 def test_the_adapter_leaves_non_torch_models_alone() -> None:
     assert persistkit.freeze({"not": "a model"}) == {"not": "a model"}
     assert describe(lambda x: x).get("family") != "torch"
+
+
+def test_an_exported_embedding_model_keeps_token_inputs_as_indices(tmp_path: Any) -> None:
+    """A torch.export graph has no Embedding layer objects; its embedding op says it."""
+    from torch_models import TiedLM
+
+    model = TiedLM(vocab=10, dim=4).eval()
+    tokens = np.array([1, 2, 3, 4], dtype=np.int64)
+    persistkit.save(model, tmp_path / "lm", backend="export", example=tokens)
+    loaded = persistkit.load(tmp_path / "lm")
+    expected = outputs(model, tokens)
+    assert np.asarray(persistkit.predict(loaded, tokens)).tobytes() == expected.tobytes()

@@ -69,7 +69,8 @@ def predict(model: Any, inputs: Any, options: dict[str, Any]) -> Any:
     try:
         with torch.inference_mode():
             out = func(x)
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+    # AssertionError: an exported graph's input checks (shapes and guards) assert
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
             f"{type(model).__name__} rejected inputs of shape {tuple(x.shape)} and dtype "
@@ -112,7 +113,13 @@ def _parameter_dtype_device(model: Any) -> tuple[Any, Any]:
 
 
 def _takes_indices(model: Any) -> bool:
-    return any(type(m).__name__ in _INDEX_LAYERS for m in model.modules())
+    """Whether integer inputs are indices (an embedding layer), so they keep their dtype.
+    A frozen graph (torch.export) has no layer objects: its embedding ops are looked for."""
+    if any(type(m).__name__ in _INDEX_LAYERS for m in model.modules()):
+        return True
+    graph = getattr(model, "graph", None)
+    nodes = getattr(graph, "nodes", ())
+    return any("embedding" in str(getattr(node, "target", "")) for node in nodes)
 
 
 def _to_numpy(out: Any) -> Any:
