@@ -247,3 +247,18 @@ def test_class_defined_in_main_is_exported_and_loads_in_a_fresh_process(tmp_path
     assert cli.returncode == 0, cli.stderr[-2000:]
     answered = np.array(json.loads(cli.stdout)["predictions"], dtype=np.float32)
     assert np.array_equal(answered, np.load(expected))
+
+
+def test_an_exported_program_is_saved_as_it_is_not_pickled(tmp_path: Path) -> None:
+    """An ExportedProgram used to be pickled silently and not load back."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2)).eval()
+    x = torch.randn(4, 3)
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("b")},))
+    with pytest.raises(CannotSaveError, match="needs example="):
+        persistkit.save(program, tmp_path / "refused")
+    artifact = persistkit.save(program, tmp_path / "ep", example=x.numpy())
+    assert artifact.backend == "export"
+    fresh = torch.randn(7, 3)
+    with torch.inference_mode():
+        expected = model(fresh).numpy()
+    assert persistkit.predict(tmp_path / "ep", fresh.numpy()).tobytes() == expected.tobytes()

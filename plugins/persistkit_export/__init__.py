@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import persistkit
-from persistkit import Backend, BackendInfo
-from persistkit_export.export import ExportBackend
+from persistkit import Backend, BackendInfo, Recommendation
+from persistkit_export.export import ExportBackend, is_exported_program
 from persistkit_export.torchscript import TorchScriptBackend
 
 
@@ -45,6 +45,35 @@ class ExportPlugin:
         if chosen is None:
             return None
         return chosen.persistkit_save(model, backend, directory, options, example)
+
+    # -- an ExportedProgram the user made: saved as it is, run through its module ----------
+    @persistkit.hookimpl
+    def persistkit_recommend(self, model: Any) -> list[Recommendation] | None:
+        if not is_exported_program(model):
+            return None
+        return [
+            Recommendation(
+                "export", 90, "an ExportedProgram is written as it is with torch.export.save"
+            )
+        ]
+
+    @persistkit.hookimpl
+    def persistkit_freeze(self, model: Any) -> Any | None:
+        return model if is_exported_program(model) else None  # fixed when it was exported
+
+    @persistkit.hookimpl
+    def persistkit_predict(self, model: Any, inputs: Any, options: dict[str, Any]) -> Any | None:
+        if not is_exported_program(model):
+            return None
+        return persistkit.predict(model.module(), inputs, **options)
+
+    @persistkit.hookimpl
+    def persistkit_describe(self, model: Any) -> dict[str, Any] | None:
+        if not is_exported_program(model):
+            return None
+        import torch
+
+        return {"family": "torch", "libraries": {"torch": torch.__version__}}
 
     @persistkit.hookimpl(trylast=True)
     def persistkit_sniff(self, path: Path, head: bytes) -> str | None:

@@ -55,7 +55,7 @@ class ExportBackend(Backend):
     file_name = "model.pt2"
 
     def can_save(self, model: Any) -> bool:
-        return _is_torch_module(model)
+        return _is_torch_module(model) or is_exported_program(model)
 
     def sniff(self, path: Path, head: bytes) -> bool:
         return super().sniff(path, head) or zip_kind(path, head) == "pt2"
@@ -65,6 +65,10 @@ class ExportBackend(Backend):
     ) -> None:
         import torch
 
+        if is_exported_program(model):  # exported already: written as it is
+            torch.export.save(model, str(path))
+            options["torch_version"] = torch.__version__
+            return
         if not _is_torch_module(model):
             raise CannotSaveError(
                 f"the export backend saves torch nn.Module models, not a "
@@ -244,6 +248,14 @@ def _is_library(filename: str) -> bool:
     markers = ("/torch/", "/persistkit/", "/persistkit_export/", "/persistkit_torch/")
     stdlib = sysconfig.get_paths().get("stdlib", "\0")
     return any(m in lowered for m in markers) or lowered.startswith(stdlib) or "<" in filename
+
+
+def is_exported_program(obj: Any) -> bool:
+    """True for a ``torch.export.ExportedProgram`` (checked without importing torch)."""
+    return any(
+        c.__name__ == "ExportedProgram" and c.__module__.startswith("torch.export")
+        for c in type(obj).__mro__
+    )
 
 
 def _is_torch_module(obj: Any) -> bool:
