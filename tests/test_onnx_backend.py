@@ -284,13 +284,19 @@ def test_regressor_answers_in_sklearn_shape_within_tolerance(
     assert_within_tolerance(got, model.predict(X[300:]))
 
 
-def test_tree_regressor_falls_back_to_float32(tmp_path: Path) -> None:
-    # onnxruntime has no float64 TreeEnsembleRegressor; scikit-learn's trees compare float32
-    # features themselves, so float32 inputs decide every split the same way
-    X, y = load_diabetes(return_X_y=True)
-    model = RandomForestRegressor(n_estimators=5, random_state=0).fit(X, y)
-    art = persistkit.save(model, tmp_path / "reg", backend="onnx", example=X[:10])
-    assert manifest_options(art.path)["input_type"] == "float32"
+def test_scaled_forest_scales_in_float64_and_splits_in_float32_like_sklearn(
+    tmp_path: Path,
+) -> None:
+    # found by test_onnx_properties: scaling in float32 moved a sample across a split; the
+    # graph now scales in float64 and casts before the trees, as scikit-learn does
+    X, y = load_digits(return_X_y=True)
+    model = make_pipeline(StandardScaler(), RandomForestRegressor(10, random_state=0))
+    model.fit(X[:1000], y[:1000] * 1.5)
+    art = persistkit.save(model, tmp_path / "reg", backend="onnx", example=X[:5])
+    options = manifest_options(art.path)
+    assert options["input_type"] == "float64"
+    assert options["float32_from"] == "RandomForestRegressor"
+    assert_within_tolerance(persistkit.predict(art.path, X[1000:]), model.predict(X[1000:]))
 
 
 def test_float32_can_be_asked_for(tmp_path: Path) -> None:

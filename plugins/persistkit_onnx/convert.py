@@ -234,11 +234,14 @@ def convert_sklearn(model: Any, example: Any, options: dict[str, Any]) -> Conver
     errors = []
     for dtype in [forced] if forced else list(_SKLEARN_TYPES):
         tensor_type = getattr(data_types, _SKLEARN_TYPES[dtype])
+        converting, cast_before = model, None
+        if dtype == "float64":
+            converting, cast_before = _cast_before_trees(model)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 proto = skl2onnx.convert_sklearn(
-                    model,
+                    converting,
                     initial_types=[("input", tensor_type([None, example.shape[1]]))],
                     options={"zipmap": False} if classifier else None,
                     target_opset=int(opset) if opset is not None else None,
@@ -250,17 +253,59 @@ def convert_sklearn(model: Any, example: Any, options: dict[str, Any]) -> Conver
             continue
         _refuse_too_large(len(data), type(model).__name__, _SKLEARN_HINT)
         outputs = [o.name for o in proto.graph.output]
+        facts: dict[str, Any] = {"input_type": dtype}
+        if cast_before:
+            facts["float32_from"] = cast_before
         return Converted(
             data=data,
             converter="skl2onnx",
             libraries={"scikit-learn": _version("scikit-learn"), "skl2onnx": skl2onnx.__version__},
             methods=_sklearn_methods(model, outputs, classifier),
-            facts={"input_type": dtype},
+            facts=facts,
         )
     raise CannotSaveError(
         f"skl2onnx cannot convert this {_estimator_names(model)} ({'; '.join(errors)})",
         hint=_SKLEARN_HINT,
     )
+
+
+#: estimators whose predict casts the features to float32 first (scikit-learn's tree DTYPE):
+#: a float32 cast placed before them changes nothing, and lets the steps before them run in
+#: float64 in the ONNX graph as they do in scikit-learn (onnxruntime's tree kernels take float32)
+_FLOAT32_TREES = frozenset(
+    {
+        "DecisionTreeClassifier",
+        "DecisionTreeRegressor",
+        "ExtraTreeClassifier",
+        "ExtraTreeRegressor",
+        "RandomForestClassifier",
+        "RandomForestRegressor",
+        "ExtraTreesClassifier",
+        "ExtraTreesRegressor",
+        "GradientBoostingClassifier",
+        "GradientBoostingRegressor",
+    }
+)
+
+
+def _cast_before_trees(model: Any) -> tuple[Any, str | None]:
+    """``model`` with skl2onnx's float32 cast inserted before a final tree ensemble, for a
+    float64 conversion (a new Pipeline around the same fitted steps; ``model`` is unchanged),
+    and the name of the estimator the cast precedes. Without it, a float64 graph has no tree
+    kernel, and an all-float32 graph scales features in float32, which moves some samples
+    across a split: scikit-learn scales in float64 and only then casts."""
+    steps = list(model.steps) if hasattr(model, "steps") else [("model", model)]
+    final = steps[-1][1]
+    if type(final).__name__ not in _FLOAT32_TREES or type(final).__module__.split(".")[0] != (
+        "sklearn"
+    ):
+        return model, None
+    import numpy as np
+    from skl2onnx.sklapi import CastTransformer
+    from sklearn.pipeline import Pipeline
+
+    cast = CastTransformer(dtype=np.float32).fit(np.zeros((1, 1)))
+    return Pipeline([*steps[:-1], ("cast_to_float32", cast), steps[-1]]), type(final).__name__
 
 
 def _runs(data: bytes) -> None:
