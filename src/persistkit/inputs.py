@@ -263,11 +263,10 @@ def read_image(
     details = []
     if preprocess and steps is not None and steps.resize:
         image = pre.resize(image, preprocess)
-        if image.size != original[:2]:
-            same_ratio = original[0] * image.height == original[1] * image.width
-            details.append(
-                "resized" if same_ratio or "shortest_edge" in preprocess["size"] else "stretched"
-            )
+        # resizing is what the model's own spec asks for: only a change of shape is news
+        same_ratio = original[0] * image.height == original[1] * image.width
+        if not same_ratio and "shortest_edge" not in preprocess["size"]:
+            details.append("stretched")
     elif not (steps and steps.crop):
         width, height = layout.width or image.width, layout.height or image.height
         if (width, height) != image.size:
@@ -278,11 +277,8 @@ def read_image(
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
     if preprocess and steps is not None:
-        if steps.crop:
-            before = pixels.shape[:2]
+        if steps.crop:  # declared by the spec, like the resize: not reported
             pixels = pre.center_crop(pixels, preprocess["crop_size"])
-            if pixels.shape[:2] != before:
-                details.append("center-cropped")
         pixels = pre.rescale_and_normalize(pixels, preprocess, steps, source=source)
         pixels = pre.lay_out(pixels, preprocess.get("data_format"), layout.layout)
     else:
