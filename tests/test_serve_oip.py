@@ -372,8 +372,7 @@ def test_a_picture_model_answers_on_the_server_as_in_python_and_the_cli(tmp_path
 
     saved = save_picture_model(tmp_path / "colours")
     png = write_png(framed_picture(), tmp_path / "photo.png")
-    with pytest.warns(persistkit.errors.PersistkitWarning):
-        [answer] = persistkit.answer(saved, png)
+    [answer] = persistkit.answer(saved, png)
     cli = CliRunner().invoke(main, ["predict", str(tmp_path / "colours"), str(png), "--json"])
     assert json.loads(cli.stdout)["predictions"] == [answer.to_dict()]
     app = create_app(ModelRepository([str(tmp_path / "colours")]))
@@ -392,8 +391,19 @@ def test_a_picture_model_answers_on_the_server_as_in_python_and_the_cli(tmp_path
         scores = result.as_numpy("scores")[0]
         assert COLOURS[int(np.argmax(scores))] == answer.label
         assert scores.tolist() == pytest.approx([answer.scores[c] for c in COLOURS], rel=1e-6)
+        # the picture file itself, as BYTES: the server reads it with the preprocess record
+        files = triton.InferInput("input-0", [2], "BYTES")
+        files.set_data_from_numpy(np.array([png.read_bytes()] * 2, dtype=object))
+        from_files = client.infer("colours", [files])
+        assert from_files.as_numpy("label").tolist() == [b"red", b"red"]
+        for row in from_files.as_numpy("scores").tolist():
+            assert row == pytest.approx([answer.scores[c] for c in COLOURS], rel=1e-6)
+        as_json = triton.InferInput("input-0", [1], "BYTES")
+        as_json.set_data_from_numpy(np.array([b"not a picture"], dtype=object), binary_data=False)
+        with pytest.raises(InferenceServerException, match="binary data"):
+            client.infer("colours", [as_json])
         page = httpx.post(f"{server.url}/ui/predict/colours", content=png.read_bytes()).json()
         client.close()
     assert page["predictions"] == [answer.to_dict()]
     assert page["answers"][0]["text"] == str(answer) == f"red ({answer.score:.2f})"
-    assert page["warnings"] == ["the picture: 24x16 RGB -> 8x8 RGB (resized, center-cropped)"]
+    assert "warnings" not in page  # resize and crop are the spec's own steps

@@ -39,6 +39,7 @@ from persistkit.server.protocol import (
     build_outputs_response,
     check_inputs,
     parse_infer_request,
+    picture_files,
 )
 from persistkit.server.repository import (
     LABEL_OUTPUT,
@@ -199,7 +200,11 @@ class Routes:
         served = self._model(request)
         body = await self._body(request)
         parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
-        batch = check_inputs(parsed.inputs, served.signature)
+        pictures = picture_files(parsed.inputs, served.signature)
+        if pictures is not None:
+            batch = await self._read_pictures(served, pictures)
+        else:
+            batch = check_inputs(parsed.inputs, served.signature)
         available = [served.output_name, *(s.name for s in served.answer_outputs)]
         unknown = [name for name in parsed.outputs if name not in available]
         if unknown:
@@ -238,6 +243,26 @@ class Routes:
         if SCORES_OUTPUT in specs and scored.probabilities is not None:
             arrays[SCORES_OUTPUT] = scored.probabilities.astype(specs[SCORES_OUTPUT].dtype)
         return arrays
+
+    async def _read_pictures(self, served: ServedModel, pictures: list[bytes]) -> np.ndarray:
+        """Encoded picture files sent as a BYTES input, read exactly as ``persistkit predict``
+        reads picture files (the model's preprocess record, else the 0-255 rule)."""
+        from persistkit.inputs import read_image
+
+        def read_all() -> np.ndarray:
+            return np.concatenate(
+                [
+                    read_image(
+                        data,
+                        served.signature.input,
+                        source=f"picture {index}",
+                        preprocess=served.preprocess,
+                    )
+                    for index, data in enumerate(pictures)
+                ]
+            )
+
+        return await anyio.to_thread.run_sync(read_all)
 
     async def _predict(self, served: ServedModel, batch: np.ndarray) -> np.ndarray:
         from persistkit.api import predict

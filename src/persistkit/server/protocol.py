@@ -272,6 +272,35 @@ def _count_error(label: str, shape: list[int], want: int, got: int) -> InputErro
     )
 
 
+def picture_files(inputs: dict[str, np.ndarray], signature: Signature) -> list[bytes] | None:
+    """The encoded picture files (PNG, JPEG, ...) of a request that sends its one input as
+    ``BYTES`` to a model whose input is numeric, one file per batch item; else ``None``.
+
+    A client then needs no preprocessing code: the server reads each file as ``persistkit
+    predict`` reads a picture file. (A model whose own input is text keeps BYTES as text.)
+    """
+    spec = signature.input
+    if spec is None or spec.datatype == "BYTES" or len(inputs) != 1:
+        return None
+    name, array = next(iter(inputs.items()))
+    if array.dtype != object or name != spec.name:
+        return None
+    if array.ndim != 1 or not len(array):
+        raise InputError(
+            f"pictures sent as BYTES to {spec.name!r} must have shape [N] (one file per "
+            f"item), not {list(array.shape)}",
+            hint="send shape [1] with the bytes of one picture file",
+        )
+    if not all(isinstance(item, bytes) for item in array):
+        raise InputError(
+            "pictures sent as BYTES must travel as binary data: JSON strings cannot hold "
+            "a picture file's bytes",
+            hint="use the binary data extension (tritonclient: "
+            "set_data_from_numpy(..., binary_data=True))",
+        )
+    return list(array)
+
+
 def check_inputs(inputs: dict[str, np.ndarray], signature: Signature) -> np.ndarray:
     """The single model input, checked against the signature (name, datatype, shape).
 
