@@ -35,7 +35,12 @@ from torch import Tensor, nn  # noqa: E402
 
 import persistkit  # noqa: E402
 import persistkit_onnx  # noqa: E402
-from persistkit.errors import CannotSaveError, FormatError, InputError  # noqa: E402
+from persistkit.errors import (  # noqa: E402
+    CannotSaveError,
+    FormatError,
+    InputError,
+    PersistkitWarning,
+)
 from persistkit_onnx import TOLERANCE, OnnxModel, checks  # noqa: E402
 
 RTOL, ATOL = TOLERANCE
@@ -297,6 +302,14 @@ def test_scaled_forest_scales_in_float64_and_splits_in_float32_like_sklearn(
     assert options["input_type"] == "float64"
     assert options["float32_from"] == "RandomForestRegressor"
     assert_within_tolerance(persistkit.predict(art.path, X[1000:]), model.predict(X[1000:]))
+
+
+def test_float32_before_trees_warns_that_splits_can_change(tmp_path: Path) -> None:
+    X, y = load_digits(return_X_y=True)
+    model = make_pipeline(StandardScaler(), RandomForestRegressor(3, random_state=0))
+    model.fit(X[:500], y[:500])
+    with pytest.warns(PersistkitWarning, match="before RandomForestRegressor compute in float32"):
+        persistkit.save(model, tmp_path / "m", backend="onnx", example=X[:5], dtype="float32")
 
 
 def test_float32_can_be_asked_for(tmp_path: Path) -> None:

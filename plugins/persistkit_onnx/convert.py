@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from persistkit.errors import CannotSaveError
+from persistkit.errors import CannotSaveError, PersistkitWarning
 from persistkit_onnx.checks import MAX_ONNX_BYTES
 
 _DIM_NAME_HINT = 'pass dynamic={1: "seq"}: axis numbers (1 and up; 0 is always the batch) to names'
@@ -229,6 +229,8 @@ def convert_sklearn(model: Any, example: Any, options: dict[str, Any]) -> Conver
             f"dtype={forced!r} is not an input type the onnx backend converts to",
             hint='pass dtype="float64" or dtype="float32", or leave it out',
         )
+    if forced == "float32":
+        _warn_float32_before_trees(model)
     classifier = _is_classifier(model)
     opset = options.get("opset")
     errors = []
@@ -286,6 +288,23 @@ _FLOAT32_TREES = frozenset(
         "GradientBoostingRegressor",
     }
 )
+
+
+def _warn_float32_before_trees(model: Any) -> None:
+    """dtype="float32" on a pipeline with steps before a tree ensemble: those steps then
+    compute in float32, and a sample near a split can land on the other side."""
+    steps = getattr(model, "steps", None)
+    if not isinstance(steps, list) or len(steps) < 2:
+        return
+    final = type(steps[-1][1]).__name__
+    if final in _FLOAT32_TREES:
+        warnings.warn(
+            f'dtype="float32" makes the steps before {final} compute in float32, where '
+            "scikit-learn computes them in float64: samples near a split can get another "
+            "prediction than scikit-learn's (leave dtype= out to keep them in float64)",
+            PersistkitWarning,
+            stacklevel=4,
+        )
 
 
 def _cast_before_trees(model: Any) -> tuple[Any, str | None]:
