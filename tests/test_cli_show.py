@@ -18,3 +18,29 @@ def test_show_aligns_the_signature_with_the_other_fields() -> None:
     column = lines["backend"].index("joblib")
     assert lines["input"].index("input-0") == column
     assert lines["output"].index("output-0") == column
+
+
+def test_show_says_what_the_answers_are_and_how_pictures_are_read() -> None:
+    model, X = tiny_forest()
+    persistkit.save(
+        model,
+        "forest",
+        example=X[:2],
+        labels=["no", "yes"],
+        preprocess={"do_resize": True, "size": {"height": 8, "width": 8}},
+    )
+    result = CliRunner().invoke(main, ["show", "forest"])
+    assert result.exit_code == 0, result.output
+    assert "answers:    labels of no, yes" in result.output
+    assert "preprocess: do_resize=True, size={'height': 8, 'width': 8}" in result.output
+    assert "checked:" not in result.output  # joblib stores the object; nothing was converted
+
+
+def test_show_reports_a_conversion_check(tmp_path: object) -> None:
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    model, X = tiny_forest()
+    persistkit.save(model, "forest", example=X[:4], backend="onnx")
+    result = CliRunner().invoke(main, ["show", "forest"])
+    assert "checked:    4 example items, identical" in result.output

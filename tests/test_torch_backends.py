@@ -607,6 +607,7 @@ def test_a_class_defined_in_main_is_frozen_with_export_given_an_example(
     artifact = persistkit.save(model, tmp_path / "m", example=x)
     assert artifact.backend == "export"
     assert any("chosen automatically" in note for note in artifact.manifest.notes)
+    assert not any("torch.save" in note for note in artifact.manifest.notes[:-1])
     monkeypatch.delattr(sys.modules["__main__"], "MainNet")  # a process without the class
     assert outputs(persistkit.load(artifact.path), x).tobytes() == outputs(model, x).tobytes()
 

@@ -164,8 +164,8 @@ class TorchPlugin(Backend):
         return adapter.predict(model, inputs, options) if is_torch_module(model) else None
 
     @persistkit.hookimpl
-    def persistkit_describe(self, model: Any) -> dict[str, Any] | None:
-        return adapter.describe(model) if is_torch_module(model) else None
+    def persistkit_describe(self, model: Any, backend: str | None) -> dict[str, Any] | None:
+        return adapter.describe(model, backend) if is_torch_module(model) else None
 
     @persistkit.hookimpl
     def persistkit_recommend(self, model: Any) -> list[Recommendation] | None:

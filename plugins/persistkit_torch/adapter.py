@@ -148,9 +148,10 @@ def _numpy_has(dtype: Any) -> bool:
     return True
 
 
-def describe(model: Any) -> dict[str, Any]:
+def describe(model: Any, backend: str | None = None) -> dict[str, Any]:
     """Family ``torch``, torch version, parameter count, and the devices and dtypes of the
-    parameters and buffers; a note when the class cannot be imported by name."""
+    parameters and buffers; a note when a whole-module ``torch`` save holds a class that
+    cannot be imported by name."""
     import torch
 
     tensors = list(model.parameters()) + list(model.buffers())
@@ -162,7 +163,7 @@ def describe(model: Any) -> dict[str, Any]:
         "devices": sorted({str(t.device) for t in tensors}),
         "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors}),
     }
-    if importable_name(type(model)) is None:
+    if backend == "torch" and importable_name(type(model)) is None:
         facts["notes"] = [
             f"{type(model).__qualname__} is defined in {type(model).__module__} (not an "
             "importable module): a whole-module torch.save of it loads only in a program "

@@ -174,7 +174,7 @@ def save(
             "`persistkit verify` can prove the reload)",
         )
 
-    described = describe(model, plugins)
+    described = describe(model, plugins, backend=chosen)
     notes = list(described.pop("notes", []))
     if reason:
         notes.append(f"backend {chosen!r} chosen automatically: {reason}")
@@ -320,12 +320,15 @@ def _is_safe(plugins: Plugins, name: str) -> bool:
     return bool(info and info.safe)
 
 
-def describe(model: Any, plugins: Plugins | None = None) -> dict[str, Any]:
-    """Merge what every adapter says about ``model`` (family, class, libraries, notes)."""
+def describe(
+    model: Any, plugins: Plugins | None = None, *, backend: str | None = None
+) -> dict[str, Any]:
+    """Merge what every adapter says about ``model`` (family, class, libraries, notes), for a
+    save with ``backend`` if given."""
     plugins = plugins or get_plugins()
     merged: dict[str, Any] = {"class": _qualname(model), "libraries": {"numpy": np.__version__}}
     notes: list[str] = []
-    for facts in reversed(plugins.hook.persistkit_describe(model=model)):
+    for facts in reversed(plugins.hook.persistkit_describe(model=model, backend=backend)):
         if not facts:
             continue
         merged["libraries"].update(facts.get("libraries", {}))

@@ -67,13 +67,14 @@ def persistkit_freeze(model: Any) -> Any | None:
 
 
 @hookspec
-def persistkit_describe(model: Any) -> dict[str, Any] | None:
+def persistkit_describe(model: Any, backend: str | None) -> dict[str, Any] | None:
     """Return facts about ``model`` for the manifest.
 
-    Called by ``save``. Known keys: ``family`` (str), ``class`` (fully qualified name),
-    ``libraries`` (``{distribution: version}``), ``notes`` (list of str); other keys are kept
-    under ``model`` in the manifest. Results of all plugins are merged; return ``None`` if the
-    model is not this adapter's family.
+    Called by ``save`` with the ``backend`` it writes with (``None`` when no save is under
+    way), so a note can concern that format. Known keys: ``family`` (str), ``class`` (fully
+    qualified name), ``libraries`` (``{distribution: version}``), ``notes`` (list of str);
+    other keys are kept under ``model`` in the manifest. Results of all plugins are merged;
+    return ``None`` if the model is not this adapter's family.
     """
 
 

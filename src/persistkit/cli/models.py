@@ -183,6 +183,20 @@ def show(ref: str, store_url: str | None, as_json: bool) -> None:
         lines.append("aliases:    " + ", ".join(aliases))
     if manifest.tags:
         lines.append("tags:       " + ", ".join(f"{k}={v}" for k, v in manifest.tags.items()))
+    if manifest.outputs:
+        labels = manifest.outputs.get("labels") or []
+        shown = ", ".join(map(str, labels[:10])) + (", ..." if len(labels) > 10 else "")
+        answers = manifest.outputs.get("kind")
+        lines.append(f"answers:    {answers}" + (f" of {shown}" if labels else ""))
+    if manifest.preprocess:
+        steps = ", ".join(f"{k}={v}" for k, v in manifest.preprocess.items())
+        lines.append(f"preprocess: {steps}")
+    conversion = manifest.model.get("conversion")
+    if isinstance(conversion, dict):
+        how = "identical" if conversion.get("identical") else (
+            f"within {conversion.get('tolerance')} (max diff {conversion.get('max_abs_diff')})"
+        )
+        lines.append(f"checked:    {conversion.get('checked_items')} example items, {how}")
     if manifest.metadata:
         lines.append(f"metadata:   {manifest.metadata}")
     lines += [f"note:       {n}" for n in manifest.notes]
