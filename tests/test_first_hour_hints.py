@@ -60,6 +60,26 @@ def test_the_command_line_trusts_one_global_by_name(untrusted: Path) -> None:
     assert trusted(("numpy.log1p", "numpy.exp")) == ["numpy.log1p", "numpy.exp"]
 
 
+def test_predict_with_trust_name_allows_just_that_global(tmp_path: Path) -> None:
+    """The CLI's --trust NAME is Python's trusted=["NAME"]: that global, nothing else."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from sklearn_helpers import double
+    finally:
+        sys.path.remove(str(Path(__file__).parent))
+    Path(tmp_path / "f.pkl").write_bytes(pickle.dumps(double))
+    np.save(tmp_path / "x.npy", np.ones((1, 3)))
+    args = ["predict", str(tmp_path / "f.pkl"), str(tmp_path / "x.npy"), "--json"]
+    refused = cli(*args)
+    assert refused.exit_code == 1 and "--trust sklearn_helpers.double" in refused.output
+    assert cli(*args, "--trust", "numpy.log1p").exit_code == 1  # another global: still refused
+    allowed = cli(*args, "--trust", "sklearn_helpers.double")
+    assert allowed.exit_code == 0, allowed.output
+    assert '"predictions": [[2.0, 2.0, 2.0]]' in allowed.output
+
+
 @pytest.mark.parametrize("value", ["x.npy", "log1p", "numpy.", "os.path/x"])
 def test_a_trust_value_that_is_a_file_or_no_global_name_is_a_usage_error(
     untrusted: Path, value: str

@@ -11,6 +11,8 @@ from persistkit.cli.options import (
     json_option,
     print_json,
     store_option,
+    trust_option,
+    trusted,
     use_app_dir,
 )
 from persistkit.errors import InputError
@@ -67,7 +69,7 @@ def format_prediction(value: Any) -> str:
     is_flag=True,
     help="Print the model's raw outputs even when it was saved with labels.",
 )
-@click.option("--trust", is_flag=True, help="Trust the artifact entirely (runs its code).")
+@trust_option()
 @app_dir_option
 def predict(
     ref: str,
@@ -78,7 +80,7 @@ def predict(
     image_size: str | None,
     fit: str,
     raw: bool,
-    trust: bool,
+    trust: tuple[str, ...],
     app_dir: str,
 ) -> None:
     """Predict with REF on each INPUT: pictures (PNG, JPEG, ...), .npy, .csv or .json files.
@@ -121,7 +123,7 @@ def predict(
     )
     for change in changes:
         click.echo(f"note: {change}", err=True)
-    model = load_located(found, trusted=trust)
+    model = load_located(found, trusted=trusted(trust))
     batch = _concatenated(batches)
     predictions = to_numpy(run_model(model, batch, method=method))
     if predictions.ndim == 0 or len(predictions) != len(batch):
