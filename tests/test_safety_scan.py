@@ -127,3 +127,25 @@ def test_scan_of_a_stream_that_breaks_a_rule_says_refused(tmp_path: Path) -> Non
     code, out = _scan(str(path))
     assert code == 1
     assert "REFUSED" in out and "verdict: refused" in out
+
+
+def test_scan_of_an_onnx_file_is_its_safe_load(tmp_path: Path) -> None:
+    """ONNX carries no code: scan's verdict is the default load's (not a pickle audit)."""
+    pytest.importorskip("onnxruntime")
+    from click.testing import CliRunner
+
+    from persistkit.cli import main
+    from sklearn_helpers import tiny_forest
+
+    model, X = tiny_forest()
+    art = persistkit.save(model, tmp_path / "art", example=X[:4], backend="onnx")
+    good = tmp_path / "good.onnx"
+    good.write_bytes((art.path / "model.onnx").read_bytes())
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(good.read_bytes()[:300])
+    clean = CliRunner().invoke(main, ["scan", str(good)])
+    assert clean.exit_code == 0, clean.output
+    assert "good.onnx: onnx" in clean.output and "verdict: clean" in clean.output
+    damaged = CliRunner().invoke(main, ["scan", str(bad)])
+    assert damaged.exit_code == 1
+    assert "not a readable ONNX model" in damaged.output and "verdict: damaged" in damaged.output

@@ -86,6 +86,9 @@ def audit_file(path: Path, policy: TrustPolicy | None = None, *, build: bool = T
             result.arrays = len(read_safetensors_header(path).tensors)
         elif result.format == "npy":
             _audit_npy(path, result, policy)
+        elif (safe := _safe_format_of(path)) is not None:
+            result.format = safe
+            _load_safe_format(path, result)
         else:
             _audit_pickle_family(path, head, result, policy)
     except UntrustedArtifactError as exc:
@@ -108,6 +111,28 @@ def audit_file(path: Path, policy: TrustPolicy | None = None, *, build: bool = T
         if result.refused is not None and audited_refusal is not None:
             result.refused = audited_refusal
     return result
+
+
+def _safe_format_of(path: Path) -> str | None:
+    """The backend that reads ``path`` when a plugin recognises it and declares the format
+    ``safe`` (it carries no code: ONNX, say); ``None`` otherwise, also for pickle-family
+    formats, which are audited here opcode by opcode."""
+    from persistkit.manager import get_plugins
+
+    plugins = get_plugins()
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    backend = plugins.hook.persistkit_sniff(path=path, head=head)
+    info = plugins.backends.get(backend) if backend else None
+    return backend if info is not None and info.safe and info.available else None
+
+
+def _load_safe_format(path: Path, result: FileAudit) -> None:
+    """A safe format's verdict is its load under the default policy: its plugin's own
+    checks (external data, operator domains, damage) run exactly as ``load`` runs them."""
+    from persistkit.api import load
+
+    load(path, trusted=False)
 
 
 def _build_as_load_would(path: Path, result: FileAudit, policy: TrustPolicy) -> None:
