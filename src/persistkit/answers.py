@@ -329,24 +329,16 @@ def answer(
     """
     import os
 
-    from persistkit.api import load_located, locate
+    from persistkit.api import load_for_inputs
     from persistkit.api import predict as run_model
-    from persistkit.inputs import read_file_inputs
     from persistkit.records import Artifact
 
     model = source_or_model
     record: dict[str, Any] | None
     if isinstance(source_or_model, (str, os.PathLike, Artifact)):
-        found = locate(source_or_model, load_options.pop("store", None))
-        inputs = read_file_inputs(inputs, found.manifest)
-        model = load_located(
-            found,
-            trusted=load_options.pop("trusted", False),
-            verify=load_options.pop("verify", True),
-            options=load_options,
-        )
+        model, inputs, manifest = load_for_inputs(source_or_model, inputs, load_options)
         if labels is None and output is None:
-            record = read_record(found.manifest.outputs)
+            record = read_record(manifest.outputs)
             origin = "the manifest's labels"
         else:
             record = record_for_model(model, labels, output)

@@ -100,16 +100,7 @@ def predict(
     """
     model = model_or_source
     if isinstance(model_or_source, (str, os.PathLike, Artifact)):
-        from persistkit.inputs import read_file_inputs
-
-        found = locate(model_or_source, load_options.pop("store", None))
-        inputs = read_file_inputs(inputs, found.manifest)
-        model = load_located(
-            found,
-            trusted=load_options.pop("trusted", False),
-            verify=load_options.pop("verify", True),
-            options=load_options,
-        )
+        model, inputs, _manifest = load_for_inputs(model_or_source, inputs, load_options)
     options = {"method": method} if method else {}
     result = get_plugins().hook.persistkit_predict(model=model, inputs=inputs, options=options)
     if result is None:
@@ -118,6 +109,26 @@ def predict(
             hint="install the plugin for this model family, or pass a callable",
         )
     return result
+
+
+def load_for_inputs(
+    source: Any, inputs: Any, load_options: dict[str, Any]
+) -> tuple[Any, Any, Manifest]:
+    """Load ``source`` (``store=``, ``trusted=``, ``verify=`` and backend options taken from
+    ``load_options``) and read ``inputs`` for it: file names become the batch the manifest's
+    signature and ``preprocess`` record say. Returns the model, the inputs and the manifest."""
+    from persistkit.inputs import read_file_inputs
+
+    options = dict(load_options)
+    found = locate(source, options.pop("store", None))
+    inputs = read_file_inputs(inputs, found.manifest)
+    model = load_located(
+        found,
+        trusted=options.pop("trusted", False),
+        verify=options.pop("verify", True),
+        options=options,
+    )
+    return model, inputs, found.manifest
 
 
 # --- save --------------------------------------------------------------------------------
