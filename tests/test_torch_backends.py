@@ -586,9 +586,10 @@ def test_map_location_passes_through_to_safetensors(tmp_path: Path) -> None:
     assert seen == ["cpu", "cpu"]
 
 
-def test_a_class_defined_in_main_is_frozen_with_export_given_an_example(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def main_net(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A network whose class is defined in ``__main__``, as in a notebook or a script."""
+
     class MainNet(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -600,7 +601,13 @@ def test_a_class_defined_in_main_is_frozen_with_export_given_an_example(
     MainNet.__module__ = "__main__"
     MainNet.__qualname__ = "MainNet"
     monkeypatch.setattr(sys.modules["__main__"], "MainNet", MainNet, raising=False)
-    model = MainNet()
+    return MainNet()
+
+
+def test_a_class_defined_in_main_is_frozen_with_export_given_an_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, main_net: Any
+) -> None:
+    model = main_net
     x = np.ones((3, 2), np.float32)
     with pytest.raises(CannotSaveError, match="needs example="):
         persistkit.save(model, tmp_path / "refused")
@@ -613,20 +620,9 @@ def test_a_class_defined_in_main_is_frozen_with_export_given_an_example(
 
 
 def test_a_class_defined_in_main_is_saved_with_torch_when_asked_and_a_note_why(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, main_net: Any
 ) -> None:
-    class MainNet(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.layer = torch.nn.Linear(2, 2)
-
-        def forward(self, x: Any) -> Any:
-            return self.layer(x)
-
-    MainNet.__module__ = "__main__"
-    MainNet.__qualname__ = "MainNet"
-    monkeypatch.setattr(sys.modules["__main__"], "MainNet", MainNet, raising=False)
-    model = MainNet()
+    model = main_net
     artifact = persistkit.save(model, tmp_path / "m", backend="torch")
     assert artifact.backend == "torch"
     assert any("__main__" in note for note in artifact.manifest.notes)
