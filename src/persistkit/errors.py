@@ -186,6 +186,16 @@ class AmbiguousSourceWarning(PersistkitWarning):
     which one was used and how to name the other."""
 
 
+class EnvironmentMismatchWarning(PersistkitWarning):
+    """The artifact was saved with other major or minor versions of libraries its payload
+    needs than the ones running now; the message names saved and running versions."""
+
+
+class DriftWarning(PersistkitWarning):
+    """With other library versions than at save time, the model's predictions on its stored
+    example differ from the ones stored (``load(..., strict=True)`` raises instead)."""
+
+
 class PluginError(PersistkitError):
     """A plugin is broken or two plugins disagree (e.g. both declare the same backend)."""
 
@@ -277,6 +287,28 @@ class VersionNotFoundError(StoreError, ArtifactNotFoundError):
 
 class VerificationError(PersistkitError):
     """Reloaded predictions differ from the ones stored with the example."""
+
+
+class IncompatibleEnvironmentError(ArtifactError):
+    """The payload cannot be loaded with the library versions installed here (a module,
+    class or attribute it needs is gone or changed). ``requirements`` maps each distribution
+    to the version it was saved with; ``install_line`` is the exact ``pip install`` command
+    that recreates that environment."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        requirements: dict[str, str] | None = None,
+        hint: str | None = None,
+        remedies: Sequence[Remedy] = (),
+    ) -> None:
+        self.requirements = dict(requirements or {})
+        pins = " ".join(f'"{name}=={version}"' for name, version in self.requirements.items())
+        self.install_line = f"pip install {pins}" if pins else None
+        if hint is None and self.install_line:
+            hint = f"install the versions it was saved with: {self.install_line}"
+        super().__init__(message, hint=hint, remedies=remedies)
 
 
 class InputError(PersistkitError):
