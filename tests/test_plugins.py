@@ -15,7 +15,13 @@ import pytest
 
 import persistkit
 from persistkit import BackendInfo, hookimpl
-from persistkit.errors import BackendNotFoundError, BackendUnavailableError, PluginError
+from persistkit.errors import (
+    BackendNotFoundError,
+    BackendUnavailableError,
+    FormatError,
+    ManifestError,
+    PluginError,
+)
 from persistkit.manager import build_plugins, get_plugins, reset_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,3 +189,42 @@ def test_no_warning_when_all_plugins_load() -> None:
         warnings.simplefilter("error")
         reset_plugins()
         get_plugins()
+
+
+class _MarkedFolder:
+    """A folder format of another tool: a folder holding MARK, read from the opened files."""
+
+    @persistkit.hookimpl
+    def persistkit_backends(self) -> list[BackendInfo]:
+        return [BackendInfo("marked", safe=True)]
+
+    @persistkit.hookimpl
+    def persistkit_sniff(self, path: Path, head: bytes) -> str | None:
+        return "marked" if path.is_dir() and (path / "MARK").is_file() else None
+
+    @persistkit.hookimpl
+    def persistkit_load(self, backend: str, manifest: object, files: object) -> object:
+        if backend != "marked":
+            return None
+        return {name: files[name].read_bytes() for name in files.files}  # type: ignore[attr-defined]
+
+
+def test_a_folder_a_plugin_recognises_loads_with_every_file_opened(tmp_path: Path) -> None:
+    reset_plugins(build_plugins(_MarkedFolder()))
+    folder = tmp_path / "theirs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "MARK").write_bytes(b"")
+    (folder / "sub" / "w.bin").write_bytes(b"123")
+    assert persistkit.load(folder) == {"MARK": b"", "sub/w.bin": b"123"}
+    assert persistkit.inspect(str(folder)).backend == "marked"
+    (folder / "link").symlink_to(folder / "MARK")
+    with pytest.raises(FormatError, match="link"):
+        persistkit.load(folder)
+
+
+def test_a_folder_no_plugin_recognises_is_still_not_an_artifact(tmp_path: Path) -> None:
+    reset_plugins(build_plugins(_MarkedFolder()))
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "x.txt").write_text("x")
+    with pytest.raises(ManifestError, match="not a persistkit artifact"):
+        persistkit.load(tmp_path / "plain")

@@ -536,6 +536,7 @@ class Located:
     uri: str
     bare: bool = False
     identity: FileIdentity | None = None
+    folder: bool = False  # a bare model *folder* from another tool (bare is true too)
     in_store: bool = False
 
 
@@ -664,11 +665,56 @@ def _locate_path(path: Path) -> Located:
             hint="check the path; a store ref is written without slashes, like name:3",
         )
     if path.is_dir():
+        if not (path / MANIFEST_NAME).exists():
+            foreign = _sniff_folder(path)
+            if foreign is not None:
+                return Located(path, foreign, str(path), bare=True, folder=True)
         return Located(path, read_artifact_manifest(path), str(path))
     if not stat.S_ISREG(mode):
         raise not_regular(path.name, mode)
     manifest, identity = _sniff_bare(path)
     return Located(path.parent, manifest, str(path), bare=True, identity=identity)
+
+
+#: a foreign model folder (Hugging Face, MLflow) is read whole: at most this many files
+MAX_FOREIGN_FOLDER_FILES = 10_000
+
+
+def _sniff_folder(path: Path) -> Manifest | None:
+    """The stand-in manifest of a model folder made by another tool (a Hugging Face
+    ``save_pretrained`` folder, an MLflow model) that a plugin recognises, or ``None``.
+
+    Plugins are asked through ``persistkit_sniff`` with the folder's path and empty ``head``.
+    Every regular file under the folder is listed (no hashes: there is no record to check),
+    links and special files are refused, and the backend reads the files from the opened
+    descriptors like any payload.
+    """
+    backend = get_plugins().hook.persistkit_sniff(path=path, head=b"")
+    if backend is None:
+        return None
+    from persistkit.payload import refuse_special_entries
+
+    refuse_special_entries(path)
+    entries = []
+    for root, folders, names in os.walk(path):
+        folders.sort()
+        for name in sorted(names):
+            full = Path(root) / name
+            relative = full.relative_to(path).as_posix()
+            entries.append(FileEntry(relative, full.stat().st_size, "0" * 64))
+            if len(entries) > MAX_FOREIGN_FOLDER_FILES:
+                raise FormatError(
+                    f"{path} holds more than {MAX_FOREIGN_FOLDER_FILES} files; it is read as "
+                    f"a {backend} model folder, and that is too many",
+                    hint="point at the model's own folder",
+                )
+    if not entries:
+        return None
+    return Manifest(
+        backend=backend,
+        files=entries,
+        notes=[f"foreign {backend} folder: no persistkit manifest, no integrity record"],
+    )
 
 
 def bare_manifest(path: Path) -> Manifest:
@@ -732,6 +778,8 @@ def load_located(
 def open_located(found: Located) -> PayloadFiles:
     """Open every file the load of ``found`` reads, once, refusing links and special files
     (see :mod:`persistkit.payload`). Close the result when done."""
+    if found.folder:
+        return PayloadFiles.open_foreign_folder(found.directory, found.manifest)
     if found.bare:
         path = found.directory / found.manifest.files[0].path
         return PayloadFiles.open_bare(path, found.manifest, found.identity)

@@ -361,6 +361,23 @@ class PayloadFiles:
         return group
 
     @classmethod
+    def open_foreign_folder(cls, directory: Path, manifest: Manifest) -> PayloadFiles:
+        """Open every file of a model folder made by another tool (``manifest`` is the
+        stand-in listing them, without hashes: there is no record to check them against),
+        after refusing any link or special file in the folder."""
+        refuse_special_entries(directory)
+        group = cls(directory, manifest, bare=True)
+        try:
+            for entry in manifest.files:
+                fd = _open_relative(directory, entry.path, str(directory))
+                # no entry: nothing was recorded, the bytes are what they are
+                group.files[entry.path] = PayloadFile(entry.path, directory / entry.path, fd, None)
+        except BaseException:
+            group.close()
+            raise
+        return group
+
+    @classmethod
     def open_bare(
         cls, path: Path, manifest: Manifest, expected: FileIdentity | None = None
     ) -> PayloadFiles:
