@@ -102,9 +102,16 @@ def opsets_of(model: Any) -> dict[str, int]:
 
 
 def _all_tensors(model: Any) -> Iterator[Any]:
+    """Every tensor the model holds: graph initializers (dense and sparse), node attributes
+    (dense and sparse, in subgraphs too), functions' nodes and default attributes, and the
+    training-info graphs."""
     yield from _graph_tensors(model.graph)
     for function in model.functions:
         yield from _node_tensors(function.node)
+        yield from _attribute_tensors(function.attribute_proto)
+    for info in model.training_info:
+        for graph in (info.initialization, info.algorithm):
+            yield from _graph_tensors(graph)
 
 
 def _graph_tensors(graph: Any) -> Iterator[Any]:
@@ -119,11 +126,21 @@ def _node_tensors(nodes: Any) -> Iterator[Any]:
     """Tensors held in node attributes, also inside subgraphs (If branches, Loop bodies);
     protobuf's own nesting limit bounds the recursion."""
     for node in nodes:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from _graph_tensors(attribute.g)
-            for graph in attribute.graphs:
-                yield from _graph_tensors(graph)
+        yield from _attribute_tensors(node.attribute)
+
+
+def _attribute_tensors(attributes: Any) -> Iterator[Any]:
+    """Tensors held in attributes: dense and sparse ones (a sparse ``Constant`` value reads
+    its external bytes like an initializer), and those in subgraphs."""
+    for attribute in attributes:
+        if attribute.HasField("t"):
+            yield attribute.t
+        yield from attribute.tensors
+        sparse = [attribute.sparse_tensor] if attribute.HasField("sparse_tensor") else []
+        for tensor in [*sparse, *attribute.sparse_tensors]:
+            yield tensor.values
+            yield tensor.indices
+        if attribute.HasField("g"):
+            yield from _graph_tensors(attribute.g)
+        for graph in attribute.graphs:
+            yield from _graph_tensors(graph)

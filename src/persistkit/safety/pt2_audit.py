@@ -20,7 +20,10 @@ never by opening the file again):
 
 * the bytes are one well-formed zip: local headers at offset 0, the end record in the last 22
   bytes and no comment, every entry stored (uncompressed) with a matching CRC, one root
-  folder, no duplicate names, no absolute or ``..`` paths, bounded counts and sizes;
+  folder, no duplicate names (not even ones that differ only in case: torch's zip reader
+  looks names up ignoring case, so it could read another entry than the one audited), no
+  absolute or ``..`` paths, bounded counts and sizes; an empty weight or constant file
+  holds an empty tensor (torch allocates the sizes its config claims with zeros);
 * every entry is one the reader is known to treat as data: ``archive_format`` (``pt2``),
   ``archive_version``, ``byteorder``, ``.data/*``, ``models/<m>.json``, the weights and
   constants configs and the raw ``weight_N``/``tensor_N`` files they name,
@@ -38,8 +41,17 @@ never by opening the file again):
   comparisons, parentheses and the reviewed sympy function names; no attribute access,
   subscripts, strings, keyword arguments, ``**`` or other names;
 * ``guards_code`` is empty and the top-level graph takes only tensors (so no guard is built
-  from a string or float the file chose); tree specs name only tuples, lists and dicts;
-  verifiers are ``ATEN`` or ``TRAINING``.
+  from a string or float the file chose); tree specs name only tuples, lists and dicts, and
+  their contexts are plain JSON (``null`` or a list of keys: torch decodes contexts with a
+  hook that *imports any module* an ``{"__enum__": ...}`` object names);
+  verifiers are ``ATEN`` or ``TRAINING``;
+* every name torch pastes into the Python source of ``forward`` that fx generates and
+  ``exec``\\ s (at load, and again in ``.module()``) is a plain identifier: graph value and
+  node names (``name``, ``as_name``, the keys of ``tensor_values`` and the other value
+  tables), argument and subgraph names, ``forward_arg_names`` and the keyword names of the
+  top-level ``in_spec``; every parameter, buffer and constant name is identifiers or digits
+  joined by dots (fx writes a non-identifier part between quotes, ``getattr(self, "0")``).
+  An input named ``*b, c=<code>`` would otherwise run ``<code>`` as a default argument.
 
 Anything else raises :class:`UntrustedArtifactError` naming the entry, target or expression,
 or :class:`FormatError` for a damaged archive. Resource use of the graph itself (a huge
@@ -183,6 +195,18 @@ _TREE_TYPES = frozenset(
     {None, "builtins.tuple", "builtins.list", "builtins.dict", "collections.OrderedDict"}
 )
 _VERIFIERS = frozenset({"ATEN", "TRAINING"})
+# names fx writes into generated Python source as they are (graph values, nodes, arguments,
+# subgraphs, placeholders) and the tables keyed by them
+_PLAIN_NAME = re.compile(_IDENT)
+_NAME_FIELDS = frozenset({"name", "as_name", "user_input_name"})
+_NAME_TABLES = frozenset(
+    {"tensor_values", "sym_int_values", "sym_bool_values", "sym_float_values", "custom_obj_values"}
+)
+# attribute paths (fx writes each part after a dot, or between quotes when not an identifier)
+_FQN = re.compile(r"[A-Za-z0-9_]{1,200}(?:\.[A-Za-z0-9_]{1,200}){0,50}")
+_FQN_FIELDS = frozenset(
+    {"parameter_name", "buffer_name", "tensor_constant_name", "custom_obj_name"}
+)
 _INPUT_SPECS = frozenset({"parameter", "buffer", "tensor_constant", "user_input"})
 
 
@@ -273,11 +297,12 @@ def _read_zip(data: bytes, name: str) -> dict[str, bytes]:
         raise FormatError(f"{name} is an empty zip archive", hint=_DAMAGED_HINT)
     if len(infos) > MAX_ENTRIES:
         _refuse(name, f"it has {len(infos)} entries (more than {MAX_ENTRIES})")
-    twice = sorted(n for n, k in Counter(i.filename for i in infos).items() if k > 1)
+    twice = sorted(n for n, k in Counter(i.filename.lower() for i in infos).items() if k > 1)
     if twice:
         _refuse(
             name,
-            f"the entry {twice[0]!r} appears more than once (readers disagree on which one counts)",
+            f"the entry {twice[0]!r} appears more than once, perhaps in another case (torch's "
+            "zip reader ignores case; readers disagree on which one counts)",
         )
     if min(i.header_offset for i in infos) != 0:
         _refuse(name, "bytes precede its first zip entry")
@@ -372,9 +397,30 @@ def _audit_payload_config(
             raise FormatError(
                 f"{name} lacks {folder + path!r} (named in {entry})", hint=_DAMAGED_HINT
             )
+        _check_fqn(fqn, entry, name)
         _check_exprs(meta, f"{entry} entry {fqn!r}", name)
+        if not entries[folder + path] and _claimed_elements(meta["tensor_meta"]) != 0:
+            _refuse(
+                name,
+                f"{fqn!r} in {entry} is an empty file that claims a tensor of "
+                f"{_short(meta['tensor_meta'].get('sizes'))} (torch would allocate it)",
+            )
         used.add(folder + path)
     return used
+
+
+def _claimed_elements(tensor_meta: dict[str, Any]) -> int | None:
+    """The element count ``tensor_meta`` claims, or ``None`` when its sizes are not plain
+    integers (torch then refuses it itself)."""
+    count = 1
+    for size in tensor_meta.get("sizes") or []:
+        value = size.get("as_int") if isinstance(size, dict) else None
+        if not isinstance(value, int):
+            return None
+        if value == 0:
+            return 0
+        count *= max(value, 1)
+    return count
 
 
 def _audit_program(program: Any, entry: str, name: str, result: Pt2Audit) -> None:
@@ -396,6 +442,7 @@ def _audit_program(program: Any, entry: str, name: str, result: Pt2Audit) -> Non
     ):
         _refuse(name, f"{entry} has range constraints that are not symbol: integer bounds")
     module = program["graph_module"]
+    _check_names(module, entry, name)
     _check_exprs(program, entry, name)
     _check_custom_objects(program, entry, name)
     graph = module.get("graph")
@@ -414,6 +461,13 @@ def _audit_program(program: Any, entry: str, name: str, result: Pt2Audit) -> Non
         if isinstance(signature, dict):
             for key in ("in_spec", "out_spec"):
                 _check_treespec(signature.get(key), f"{entry} {key}", name)
+            arg_names = signature.get("forward_arg_names") or []
+            if not isinstance(arg_names, list):
+                raise FormatError(
+                    f"{name}: {entry} has malformed forward_arg_names", hint=_DAMAGED_HINT
+                )
+            for arg_name in arg_names:
+                _check_name(arg_name, f"{entry} forward_arg_names", name)
     for graph_dict in _graphs(graph):
         for node in graph_dict.get("nodes", []):
             _audit_node(node, entry, name, result)
@@ -564,6 +618,40 @@ def _check_custom_objects(program: Any, entry: str, name: str) -> None:
                 _refuse(name, f"{entry} passes a custom (script) object, which torch unpickles")
 
 
+def _check_names(module: dict[str, Any], entry: str, name: str) -> None:
+    """The rule on names fx pastes into generated source (see the module docstring), checked
+    on every dict of the graph module: its graphs and subgraphs, signature and call graph."""
+    for value in _walk(module):
+        if not isinstance(value, dict):
+            continue
+        for key, item in value.items():
+            if key in _NAME_FIELDS and isinstance(item, str) and item:
+                _check_name(item, entry, name)
+            elif key in _NAME_TABLES and isinstance(item, dict):
+                for table_key in item:
+                    _check_name(table_key, entry, name)
+            elif key in _FQN_FIELDS and isinstance(item, str):
+                _check_fqn(item, entry, name)
+
+
+def _check_name(value: Any, entry: str, name: str) -> None:
+    if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value) or len(value) > 200:
+        _refuse(
+            name,
+            f"{entry} names a value {_short(value)}, not a plain identifier; torch writes "
+            "these names into Python code it runs",
+        )
+
+
+def _check_fqn(value: Any, entry: str, name: str) -> None:
+    if not isinstance(value, str) or not _FQN.fullmatch(value):
+        _refuse(
+            name,
+            f"{entry} names a parameter, buffer or constant {_short(value)}, not dotted "
+            "identifiers; torch writes these names into Python code it runs",
+        )
+
+
 def _check_treespec(spec: Any, what: str, name: str) -> None:
     if spec is None:
         return
@@ -574,12 +662,49 @@ def _check_treespec(spec: Any, what: str, name: str) -> None:
     if not isinstance(decoded, list) or len(decoded) != 2:
         raise FormatError(f"{name}: {what} is not a tree spec", hint=_DAMAGED_HINT)
     for value in _walk(decoded[1]):
-        if isinstance(value, dict) and "type" in value and value["type"] not in _TREE_TYPES:
+        if not isinstance(value, dict) or "type" not in value:
+            continue
+        if value["type"] not in _TREE_TYPES:
             _refuse(
                 name,
                 f"{what} rebuilds outputs as {value['type']!r}; only tuples, lists and "
                 "dicts are reviewed",
             )
+        _tree_context(value.get("context"), what, name)
+    root = decoded[1]
+    children = root.get("children_spec") if isinstance(root, dict) else None
+    if (
+        isinstance(root, dict)
+        and root.get("type") == "builtins.tuple"
+        and isinstance(children, list)
+        and len(children) == 2
+        and isinstance(children[1], dict)
+        and children[1].get("type") == "builtins.dict"
+    ):
+        # the keyword arguments of forward: fx writes their names into its signature
+        for key in _tree_context(children[1].get("context"), what, name):
+            _check_name(key, f"{what} keyword argument", name)
+
+
+def _tree_context(context: Any, what: str, name: str) -> list[Any]:
+    """A tree-spec node's context, decoded: ``null`` or a list of dict keys (strings or
+    integers). torch decodes it with a hook that imports the module any JSON object in it
+    names (``{"__enum__": ..., "fqn": "module:Name"}``), so objects are refused."""
+    if context is None:
+        return []
+    try:
+        decoded = json.loads(context) if isinstance(context, str) else context
+    except (ValueError, RecursionError):
+        raise FormatError(f"{name}: {what} has a malformed context", hint=_DAMAGED_HINT) from None
+    if decoded is None:
+        return []
+    if not isinstance(decoded, list) or not all(isinstance(key, (str, int)) for key in decoded):
+        _refuse(
+            name,
+            f"{what} has the context {_short(context)}, not a list of keys; torch decodes "
+            "objects in it by importing the module they name",
+        )
+    return decoded
 
 
 def _audit_sample_inputs(data: bytes, entry: str, name: str) -> None:
