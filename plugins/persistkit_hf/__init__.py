@@ -40,7 +40,7 @@ from persistkit_hf.config import (
     model_class,
     parse_config,
 )
-from persistkit_hf.weights import WEIGHT_FILES, check_fits, weights_of
+from persistkit_hf.weights import WEIGHT_FILES, check_loaded, check_size, weights_of
 
 BACKEND = "hf"
 
@@ -148,11 +148,12 @@ class HfPlugin:
 def _build(config: dict[str, Any], tensors: dict[str, Any]) -> Any:
     """The model ``config`` describes, with ``tensors`` as its weights.
 
-    The class and config come from transformers; the weights are checked against a copy
-    built on the meta device first (names and shapes: a config asking for huge layers
-    allocates nothing before that), then handed to ``from_pretrained`` as a state dict with
-    no path (``None``): it reads no file and fetches nothing (``local_files_only``), and
-    transformers ties, places and initialises non-persistent buffers as it always does.
+    The class and config come from transformers. A copy built on the meta device first
+    must need no more weights than the files hold (a config asking for huge layers
+    allocates nothing). Then ``from_pretrained`` gets the config and the tensors as a state
+    dict with no path (``None``): it reads no file and fetches nothing
+    (``local_files_only``); it renames checkpoint keys, ties and places weights as it always
+    does, and any weight it reports missing, unexpected or misshapen refuses the load.
     """
     import torch
 
@@ -175,23 +176,25 @@ def _build(config: dict[str, Any], tensors: dict[str, Any]) -> Any:
             f"{CONFIG} does not build a {cls.__name__}: {type(exc).__name__}: {exc}",
             hint="the config is damaged or needs another transformers version",
         ) from None
-    check_fits(probe, tensors)
+    check_size(probe, tensors)
     del probe
-    with _quiet():
-        model, info = cls.from_pretrained(
-            None,
-            config=build_config(cls, config),
-            state_dict=tensors,
-            output_loading_info=True,
-            local_files_only=True,
-            trust_remote_code=False,
-        )
-    left = {k: v for k, v in info.items() if v}
-    if left:  # check_fits agreed; transformers did not: refuse rather than guess
+    try:
+        with _quiet():
+            model, info = cls.from_pretrained(
+                None,
+                config=build_config(cls, config),
+                state_dict=tensors,
+                output_loading_info=True,
+                local_files_only=True,
+                trust_remote_code=False,
+            )
+    except (ValueError, RuntimeError, KeyError) as exc:  # shapes transformers cannot fit
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise FormatError(
-            f"transformers did not load every weight of {cls.__name__}: {left}",
+            f"the weights do not fit {cls.__name__}: {type(exc).__name__}: {detail}",
             hint="the folder's weights and config.json are from different models",
-        )
+        ) from None
+    check_loaded(model, info)
     return model.eval()
 
 

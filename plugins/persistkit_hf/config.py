@@ -145,6 +145,8 @@ def model_class(name: str) -> Any:
     if not (
         isinstance(found, type)
         and issubclass(found, transformers.PreTrainedModel)
+        and found is not transformers.PreTrainedModel
+        and getattr(found, "config_class", None) is not None
         and found.__module__.startswith("transformers.")
     ):
         raise UntrustedArtifactError(

@@ -121,36 +121,49 @@ def _read_pickled(payload: Any, policy: Any) -> dict[str, Any]:
     return dict(state)
 
 
-def check_fits(model: Any, tensors: dict[str, Any]) -> None:
-    """Refuse ``tensors`` unless they are exactly ``model``'s weights (``model`` is built on
-    the meta device, so nothing the config asks for is allocated before this check): every
-    parameter and persistent buffer by name and shape, except the weights transformers ties
-    to another (filled by tying), and nothing left over, except keys the model class itself
-    declares obsolete."""
-    import re
-
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+def check_size(model: Any, tensors: dict[str, Any]) -> None:
+    """Refuse a config that asks for more weights than the folder holds, before anything is
+    allocated: ``model`` is built on the meta device. (Names are checked by the load itself,
+    through transformers' own renaming of checkpoint keys.) Tied weights, which
+    ``save_pretrained`` leaves out, are not counted."""
     tied = _tied_targets(model)
-    missing = [k for k in expected if k not in tensors and k not in tied]
-    ignored = list(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or [])
-    unexpected = [
-        k for k in tensors if k not in expected and not any(re.search(p, k) for p in ignored)
-    ]
-    wrong = [
-        f"{k} {tuple(tensors[k].shape)} instead of {shape}"
-        for k, shape in expected.items()
-        if k in tensors and tuple(tensors[k].shape) != shape
-    ]
+    state = {k: t for k, t in model.state_dict().items() if k not in tied}
+    wanted = sum(t.numel() for t in state.values())
+    held = sum(t.numel() for t in tensors.values())
+    if wanted > held:
+        missing = [k for k in state if k not in tensors]
+        named = f": missing {len(missing)} ({', '.join(missing[:5])})" if missing else ""
+        raise FormatError(
+            f"config.json describes a {type(model).__name__} of {wanted:,} weights, but the "
+            f"folder's weight files hold {held:,}{named}",
+            hint=_MISMATCH_HINT,
+        )
+
+
+def check_loaded(model: Any, info: dict[str, Any]) -> None:
+    """Refuse a load that transformers reports as inexact: a weight it had to initialise
+    (missing from the files), a tensor it did not use, one of another shape."""
     parts = []
-    for what, keys in (("missing", missing), ("unexpected", unexpected), ("misshapen", wrong)):
+    for what, key in (
+        ("missing", "missing_keys"),
+        ("unexpected", "unexpected_keys"),
+        ("misshapen", "mismatched_keys"),
+        ("failed", "error_msgs"),
+    ):
+        keys = sorted(str(k) for k in info.get(key) or ())
         if keys:
             parts.append(f"{what} {len(keys)} ({', '.join(keys[:5])})")
     if parts:
         raise FormatError(
             f"the weights do not fit {type(model).__name__}: {'; '.join(parts)}",
-            hint="the folder's weights and config.json are from different models, or the "
-            "folder is incomplete; save the model again with save_pretrained",
+            hint=_MISMATCH_HINT,
         )
+
+
+_MISMATCH_HINT = (
+    "the folder's weights and config.json are from different models, or the folder is "
+    "incomplete; save the model again with save_pretrained"
+)
 
 
 def _tied_targets(model: Any) -> set[str]:
