@@ -234,3 +234,27 @@ def test_scan_gives_the_loads_verdict(tmp_path: Path) -> None:
     assert not report["loads_by_default"]
     assert report["untrusted_globals"] == ["math.sqrt"]
     assert report["files"][0]["format"] == "skops"
+
+
+def test_a_tree_whose_children_point_outside_its_nodes_is_refused(
+    data: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    # skops builds it (its arguments are fine); predict would read out of bounds: the
+    # checks persistkit runs after every untrusted load refuse it
+    source = sio.dumps(DecisionTreeClassifier(max_depth=2).fit(*data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(source)) as old, zipfile.ZipFile(out, "w") as new:
+        for info in old.infolist():
+            raw = old.read(info)
+            if info.filename.endswith(".npy"):
+                array = np.load(io.BytesIO(raw), allow_pickle=False)
+                if array.dtype.names and "left_child" in array.dtype.names:
+                    array["left_child"][0] = 10**6
+                    buffer = io.BytesIO()
+                    np.save(buffer, array, allow_pickle=False)
+                    raw = buffer.getvalue()
+            new.writestr(info.filename, raw)
+    path = tmp_path / "wild.skops"
+    path.write_bytes(out.getvalue())
+    with pytest.raises(FormatError, match="wild.skops"):
+        persistkit.load(path)
