@@ -158,10 +158,21 @@ def load_skops_bytes(data: bytes, policy: Any, *, name: str) -> Any:
     if not policy.trust_all:
         # a decision tree whose child indices point outside its nodes makes predict read
         # out of bounds: the checks persistkit runs after every untrusted unpickle
-        from persistkit.safety.native_checks import check_native_structures
-
-        check_native_structures(model, what=f"skops file {name}")
+        _native_checks()(model, what=f"skops file {name}")
     return model
+
+
+def _native_checks() -> Any:
+    """persistkit's checks of native structures (trees, KD/ball trees, sparse matrices).
+
+    TEMPORARY: ``check_native_structures`` is not yet re-exported by ``persistkit.safety``;
+    until it is, it is taken from the submodule the package has already imported. Never
+    skipped: a missing function is an error, not an unchecked load.
+    """
+    from persistkit import safety
+
+    found = getattr(safety, "check_native_structures", None)
+    return found if found is not None else safety.native_checks.check_native_structures
 
 
 def trusted_types(
