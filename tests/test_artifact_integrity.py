@@ -140,8 +140,9 @@ def test_changed_predictions_fail_verification(artifact: Path) -> None:
                 f["size"] = outputs.stat().st_size
 
     _edit_manifest(artifact, fix)
-    with pytest.raises(VerificationError, match="differ"):
+    with pytest.raises(VerificationError, match="the stored example's outputs changed") as caught:
         persistkit.verify(artifact, trusted=True)
+    assert "changed since they were saved" in (caught.value.hint or "")  # same versions
 
 
 def test_a_crash_during_save_leaves_no_artifact_and_no_staging(tmp_path: Path) -> None:

@@ -167,7 +167,7 @@ def test_verify_proves_a_stored_example_reproduces(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {
         "uri": "double:1",
-        "files_checked": 3,
+        "files_checked": 4,  # payload, requirements.txt, example inputs and outputs
         "example_checked": True,
         "identical": True,
     }

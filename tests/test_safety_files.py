@@ -246,7 +246,7 @@ def test_saved_companion_files_are_listed_hashed_and_checked(
     art = persistkit.save({"anything": 1}, tmp_path / "art", backend="joblib").path
     manifest = persistkit.inspect(art)
     listed = {entry.path: entry for entry in manifest.files}
-    assert set(listed) == {"model.joblib", "model.joblib_01.npy"}
+    assert set(listed) == {"model.joblib", "model.joblib_01.npy", "requirements.txt"}
     companion = art / "model.joblib_01.npy"
     digest = hashlib.sha256(companion.read_bytes()).hexdigest()
     assert listed["model.joblib_01.npy"].sha256 == digest

@@ -93,7 +93,7 @@ def test_an_importable_module_is_saved_with_safetensors_by_default(tmp_path: Pat
 def test_the_safetensors_payload_is_a_standard_file_with_no_pickle(tmp_path: Path) -> None:
     model = trained_mlp()
     path = save(model, tmp_path / "m", backend="safetensors")
-    payload_files = {p.name for p in path.iterdir()} - {"persistkit.json"}
+    payload_files = {p.name for p in path.iterdir()} - {"persistkit.json", "requirements.txt"}
     assert payload_files == {"model.safetensors"}
     tensors = safetensors_torch.load_file(str(path / "model.safetensors"))
     assert set(tensors) == set(model.state_dict())

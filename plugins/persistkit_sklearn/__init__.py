@@ -98,11 +98,37 @@ def persistkit_describe(model: Any) -> dict[str, Any] | None:
     n_features = getattr(model, "n_features_in_", None)
     if n_features is not None:
         facts["n_features_in"] = int(n_features)
+    facts["modules"] = sorted(_modules_of(model))
+    # continuous outputs stored with the example, so a drift that keeps labels is seen
+    facts["score_methods"] = [
+        m for m in ("predict_proba", "decision_function") if _has_method(model, m)
+    ][:1]
     classes = getattr(model, "classes_", None)
     if _is_label_list(classes):
         # the default labels= of a classifier (answers read "setosa (0.97)")
         facts["classes"] = [c.item() if hasattr(c, "item") else c for c in classes]
     return facts
+
+
+def _modules_of(model: Any) -> set[str]:
+    """The modules of the classes of ``model`` and every estimator nested in its parameters
+    (pipeline steps, meta-estimators' estimators): the code its pickle imports."""
+    found = {type(model).__module__}
+    try:
+        params = model.get_params(deep=True)
+    except Exception:  # a third-party estimator with an unusual get_params
+        return found
+    for value in params.values():
+        if hasattr(value, "get_params") and not isinstance(value, type):
+            found.add(type(value).__module__)
+    return found
+
+
+def _has_method(model: Any, name: str) -> bool:
+    try:  # scikit-learn hides methods a fitted model cannot offer (available_if)
+        return callable(getattr(model, name, None))
+    except Exception:
+        return False
 
 
 def _is_label_list(classes: Any) -> bool:

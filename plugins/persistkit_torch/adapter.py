@@ -162,6 +162,8 @@ def describe(model: Any, backend: str | None = None) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in model.parameters()),
         "devices": sorted({str(t.device) for t in tensors}),
         "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors}),
+        # the code a whole-module save imports: torch, transformers, the user's package
+        "modules": sorted({type(m).__module__ for m in model.modules()}),
     }
     if backend == "torch" and importable_name(type(model)) is None:
         facts["notes"] = [

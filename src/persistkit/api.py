@@ -34,19 +34,36 @@ from persistkit.artifact import (
     unreported_files,
     write_manifest,
 )
+from persistkit.environment import (
+    Mismatch,
+    carried_versions,
+    incompatible,
+    install_line,
+    mismatches,
+    missing_library_names,
+    recorded,
+    requirements_for,
+    warn_mismatches,
+    write_requirements,
+)
+from persistkit.environment import describe as describe_mismatches
 from persistkit.errors import (
     AmbiguousSourceWarning,
     ArtifactNotFoundError,
     CannotSaveError,
+    DriftWarning,
     FormatError,
     InputError,
+    IntegrityError,
     ListModels,
+    ManifestError,
     NoAdapterError,
     OptionError,
     PersistkitError,
     PluginError,
     UntrustedArtifactError,
     VerificationError,
+    warn,
 )
 from persistkit.manager import Plugins, get_plugins
 from persistkit.manifest import MANIFEST_NAME, FileEntry, Manifest
@@ -229,7 +246,11 @@ def save(
             # every file written is listed and hashed, also those the backend did not report
             # (an old joblib's companion .npy files)
             files += unreported_files(staging, files)
-        hashed = hasher.entries(files)
+            requirements = requirements_for(
+                described.pop("modules", ()), described.get("libraries", {})
+            )
+            written = [*files, write_requirements(staging, requirements)]
+        hashed = hasher.entries(written)
         answering = model
         if info.converts:
             assert example_batch is not None
@@ -237,21 +258,21 @@ def save(
                 model, info, staging, files, backend_options, example_batch, plugins
             )
             described["conversion"] = conversion
-        example_files, signature = _write_example(answering, example_batch, staging)
-        if example_files:
+        example_record, signature = _write_example(
+            answering, example_batch, staging, described.pop("score_methods", ())
+        )
+        if example_record:
             check_against_outputs(outputs_record, np.load(staging / EXAMPLE_OUTPUTS))
         manifest = Manifest(
             backend=chosen,
             backend_options=_jsonable(backend_options),
-            files=[h.entry for h in hashed] + file_entries(staging, example_files),
+            files=[h.entry for h in hashed] + file_entries(staging, example_record.values()),
             model={k: v for k, v in described.items() if k != "libraries"},
-            environment=environment(described.get("libraries", {})),
+            environment=environment(described.get("libraries", {}), requirements),
             metadata=dict(metadata or {}),
             tags=dict(tags or {}),
             signature=signature,
-            example=(
-                {"inputs": EXAMPLE_INPUTS, "outputs": EXAMPLE_OUTPUTS} if example_files else None
-            ),
+            example=example_record or None,
             notes=notes,
             outputs=outputs_record,
             preprocess=preprocess_spec,
@@ -349,7 +370,11 @@ def describe(
     return merged
 
 
-def environment(libraries: dict[str, str]) -> dict[str, Any]:
+def environment(
+    libraries: dict[str, str], requirements: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The manifest's ``environment``: Python and platform, the adapters' ``libraries``, and
+    ``requirements`` (every distribution the payload needs, see :mod:`persistkit.environment`)."""
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -357,6 +382,7 @@ def environment(libraries: dict[str, str]) -> dict[str, Any]:
         "byteorder": sys.byteorder,
         "persistkit": __version__,
         "libraries": dict(sorted(libraries.items())),
+        "requirements": dict(requirements if requirements is not None else libraries),
     }
 
 
@@ -373,7 +399,7 @@ _SAVE_ARGUMENTS = (
     "output",
     "preprocess",
 )
-_LOAD_ARGUMENTS = ("store", "trusted", "verify")
+_LOAD_ARGUMENTS = ("store", "trusted", "verify", "strict")
 
 
 def check_options(info: BackendInfo, options: dict[str, Any], *, when: str) -> None:
@@ -501,22 +527,46 @@ def check_conversion(
 
 
 def _write_example(
-    model: Any, inputs: np.ndarray | None, directory: Path
-) -> tuple[list[str], dict[str, Any] | None]:
+    model: Any,
+    inputs: np.ndarray | None,
+    directory: Path,
+    score_methods: Sequence[str] = (),
+) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """Store ``inputs`` and the model's predictions for them, plus the continuous outputs of
+    each of ``score_methods`` (``predict_proba``, ``decision_function``: labels alone hide a
+    model that drifted). Returns the manifest's ``example`` record (role -> file) and the
+    signature."""
     if inputs is None:
-        return [], None
+        return {}, None
     outputs = to_numpy(predict(model, inputs))
     (directory / "example").mkdir()
     np.save(directory / EXAMPLE_INPUTS, inputs, allow_pickle=False)
+    _save_example_array(directory / EXAMPLE_OUTPUTS, outputs)
+    record = {"inputs": EXAMPLE_INPUTS, "outputs": EXAMPLE_OUTPUTS}
+    for method in score_methods:
+        if not isinstance(method, str) or not method.isidentifier() or method in record:
+            continue
+        try:
+            scores = to_numpy(predict(model, inputs, method=method))
+        except PersistkitError:
+            continue  # e.g. decision_function of a model that only has it on paper
+        if scores.dtype.kind not in "fc":
+            continue
+        path = f"example/{method}.npy"
+        _save_example_array(directory / path, scores)
+        record[method] = path
+    return record, signature_from_example(inputs, outputs)
+
+
+def _save_example_array(path: Path, values: np.ndarray) -> None:
     try:
-        np.save(directory / EXAMPLE_OUTPUTS, outputs, allow_pickle=False)
+        np.save(path, values, allow_pickle=False)
     except ValueError:
         raise InputError(
-            f"the model's predictions for example= are {outputs.dtype} objects, which "
+            f"the model's predictions for example= are {values.dtype} objects, which "
             "persistkit cannot store safely",
             hint="make predict return a numeric array, or save without example=",
         ) from None
-    return [EXAMPLE_INPUTS, EXAMPLE_OUTPUTS], signature_from_example(inputs, outputs)
 
 
 # --- load --------------------------------------------------------------------------------
@@ -645,11 +695,7 @@ def _stored_name(store: Store, text: str) -> bool:
 
 def _warn_ambiguous(message: str) -> None:
     """Warn, pointing at the first caller outside persistkit (whichever call got here)."""
-    package = str(Path(__file__).parent)
-    level, frame = 1, sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        level, frame = level + 1, frame.f_back  # type: ignore[assignment]
-    warnings.warn(AmbiguousSourceWarning(message), stacklevel=level)
+    warn(AmbiguousSourceWarning(message))
 
 
 def _locate_path(path: Path) -> Located:
@@ -748,6 +794,7 @@ def load(
     store: Store | str | None = None,
     trusted: bool | Iterable[str] = False,
     verify: bool = True,
+    strict: bool = False,
     **backend_options: Any,
 ) -> Any:
     """Load a model from a path, URL or store ref, checking integrity and trust first.
@@ -755,9 +802,19 @@ def load(
     ``trusted`` may be a list of exact ``"module.Qualname"`` globals to allow, or ``True`` to
     run whatever the payload contains. Artifacts sealed by your own key are trusted.
     ``verify=False`` skips the sha256 check (sizes are still checked).
+
+    The library versions the artifact was saved with are compared with the installed ones:
+    a different major or minor version is an :class:`EnvironmentMismatchWarning`; then the
+    stored example is run again and outputs that moved are a :class:`DriftWarning`
+    (``strict=True``: a :class:`VerificationError`). A load that fails because of the
+    versions is an :class:`IncompatibleEnvironmentError` with the ``pip install`` line.
     """
     return load_located(
-        locate(source, store), trusted=trusted, verify=verify, options=backend_options
+        locate(source, store),
+        trusted=trusted,
+        verify=verify,
+        strict=strict,
+        options=backend_options,
     )
 
 
@@ -766,13 +823,16 @@ def load_located(
     *,
     trusted: bool | Iterable[str] = False,
     verify: bool = True,
+    strict: bool = False,
     options: dict[str, Any] | None = None,
 ) -> Any:
     """:func:`load` for an artifact already located (so its manifest is not read again)."""
     if options:
         check_options(get_plugins().backend(found.manifest.backend), options, when="load")
     with open_located(found) as files:
-        return _load_opened(found, files, trusted=trusted, verify=verify, options=options)
+        return _load_opened(
+            found, files, trusted=trusted, verify=verify, strict=strict, options=options
+        )
 
 
 def open_located(found: Located) -> PayloadFiles:
@@ -793,9 +853,11 @@ def _load_opened(
     trusted: bool | Iterable[str],
     verify: bool,
     options: dict[str, Any] | None,
+    strict: bool = False,
 ) -> Any:
     """Check ``files`` as the trust at stake requires, then let the backend read them: from
-    the descriptors that were checked, never by opening the paths again."""
+    the descriptors that were checked, never by opening the paths again. Then compare the
+    recorded library versions with the running ones (see :func:`load`)."""
     plugins = get_plugins()
     manifest = found.manifest
     sealed = not found.bare and seal_is_valid(manifest)
@@ -807,23 +869,29 @@ def _load_opened(
         files.verify()
     policy = TrustPolicy.from_argument(trusted, sealed=sealed, source=found.uri)
     _check_backend_trust(info, policy)
-    with loading(files):
-        model = plugins.hook.persistkit_load(
-            backend=manifest.backend,
-            directory=found.directory,
-            manifest=manifest,
-            options={**manifest.backend_options, **(options or {})},
-            policy=policy,
-            files=files,
-        )
-    files.ensure_unchanged()  # an in-place write while a backend read or mapped a file
-    if model is None:
-        raise PluginError(f"no plugin loaded backend {manifest.backend!r}")
+    needed = {} if found.bare else recorded(manifest.environment)
+    differ = mismatches(needed)
+    warn_mismatches(found.uri, differ)
     try:
-        return _freeze_model(model)
-    except PersistkitError:
-        raise
+        with loading(files):
+            model = plugins.hook.persistkit_load(
+                backend=manifest.backend,
+                directory=found.directory,
+                manifest=manifest,
+                options={**manifest.backend_options, **(options or {})},
+                policy=policy,
+                files=files,
+            )
+        files.ensure_unchanged()  # an in-place write while a backend read or mapped a file
+        if model is None:
+            raise PluginError(f"no plugin loaded backend {manifest.backend!r}")
+        frozen = _freeze_model(model)
     except Exception as exc:
+        explained = _explained_by_versions(exc, found, files, needed, differ)
+        if explained is not None:
+            raise explained from None
+        if isinstance(exc, PersistkitError):
+            raise
         # the payload decoded into an object that its own library finds inconsistent
         raise FormatError(
             f"{found.uri} loaded, but the model in it is broken: preparing it for inference "
@@ -831,6 +899,95 @@ def _load_opened(
             hint="the file is damaged, or was written by incompatible library versions "
             "(`persistkit show` lists them)",
         ) from None
+    if differ and manifest.example and not found.bare:
+        check_drift(frozen, found, files, differ, strict=strict)
+    return frozen
+
+
+def _explained_by_versions(
+    exc: Exception,
+    found: Located,
+    files: PayloadFiles,
+    needed: dict[str, str],
+    differ: list[Mismatch],
+) -> Exception | None:
+    """An :class:`IncompatibleEnvironmentError` when ``exc`` (a failed load) is what other
+    library versions cause: a global of a trusted library that does not exist here (never a
+    trust problem), or any failure of a payload made with other versions than run here.
+    For a bare file, the versions are those the file carries. ``None`` otherwise."""
+    if found.bare and not found.folder:
+        try:
+            needed = carried_versions(files.primary.read_bytes())
+        except (PersistkitError, OSError):
+            needed = {}
+        differ = mismatches(needed)
+    if isinstance(exc, UntrustedArtifactError):
+        gone = missing_library_names(exc.globals_needed)
+        if not gone:
+            return None
+        if not needed:
+            needed = {m.distribution: m.saved for m in differ}
+        return incompatible(
+            found.uri,
+            f"it needs {', '.join(gone[:5])}, which the installed version does not have",
+            needed,
+            differ,
+        )
+    if not differ or isinstance(exc, (IntegrityError, ManifestError)):
+        return None  # the same versions: the file itself is at fault
+    detail = exc.message if isinstance(exc, PersistkitError) else f"{type(exc).__name__}: {exc}"
+    return incompatible(found.uri, detail.splitlines()[0][:300], needed, differ)
+
+
+def check_drift(
+    model: Any, found: Located, files: PayloadFiles, differ: list[Mismatch], *, strict: bool
+) -> None:
+    """With other library versions than at save time, re-run the stored example: outputs
+    that moved are a :class:`DriftWarning` (a :class:`VerificationError` with ``strict``)."""
+    moved = moved_example_outputs(model, files, found.manifest.example or {})
+    if not moved:
+        return
+    message = (
+        f"{found.uri}: with {describe_mismatches(differ)}, the stored example's "
+        f"{'; '.join(moved)}"
+    )
+    if strict:
+        raise VerificationError(
+            message,
+            hint="install the versions it was saved with: "
+            + install_line({m.distribution: m.saved for m in differ}),
+        )
+    warn(DriftWarning(message + " (load(..., strict=True) makes this an error)"))
+
+
+def moved_example_outputs(model: Any, files: PayloadFiles, example: dict[str, str]) -> list[str]:
+    """Re-run the stored example on ``model``: one phrase per stored output (``outputs``,
+    and continuous ones such as ``predict_proba``) that is not bitwise what was stored."""
+    inputs = stored_array(files, example["inputs"])
+    moved = []
+    for role, path in example.items():
+        if role == "inputs":
+            continue
+        expected = stored_array(files, path)
+        method = None if role == "outputs" else role
+        try:
+            actual = to_numpy(predict(model, inputs, method=method))
+        except PersistkitError as exc:
+            moved.append(f"{role} fails ({exc.message})")
+            continue
+        if not arrays_identical(expected, actual):
+            moved.append(f"{role} {_how_far(expected, actual)}")
+    return moved
+
+
+def _how_far(expected: np.ndarray, actual: np.ndarray) -> str:
+    if expected.shape != actual.shape:
+        return f"changed shape {expected.shape} -> {actual.shape}"
+    if expected.dtype.kind in "fc" and actual.dtype.kind in "fc":
+        diff = np.abs(expected.astype(np.float64) - actual.astype(np.float64))
+        return f"moved by up to {float(np.nanmax(diff)):.3g}"
+    changed = int(np.sum(expected != actual))
+    return f"changed for {changed} of {expected.size} values"
 
 
 def _check_backend_trust(info: BackendInfo, policy: TrustPolicy) -> None:
@@ -886,17 +1043,23 @@ def verify(
     manifest = found.manifest
     with open_located(found) as files:
         files.verify(rehash=True)  # an explicit check reads it all
-        model = _load_opened(found, files, trusted=trusted, verify=False, options=None)
+        with warnings.catch_warnings():
+            # verify's own comparison below says it, as an error
+            warnings.simplefilter("ignore", DriftWarning)
+            model = _load_opened(found, files, trusted=trusted, verify=False, options=None)
         if not manifest.example:
             return VerifyReport(found.uri, len(manifest.files), False, True)
-        inputs = stored_array(files, manifest.example["inputs"])
-        expected = stored_array(files, manifest.example["outputs"])
-    actual = to_numpy(predict(model, inputs))
-    if not arrays_identical(expected, actual):
+        moved = moved_example_outputs(model, files, manifest.example)
+    if moved:
+        differ = mismatches(recorded(manifest.environment))
         raise VerificationError(
-            f"{found.uri}: predictions after reload differ from those stored at save time",
-            hint="the library versions may differ from the ones in the manifest "
-            "(`persistkit show` lists them); install those versions",
+            f"{found.uri}: after reload, the stored example's {'; '.join(moved)}",
+            hint=(
+                "the library versions differ from the ones it was saved with: "
+                + install_line({m.distribution: m.saved for m in differ})
+                if differ
+                else "the payload or its example files were changed since they were saved"
+            ),
         )
     return VerifyReport(found.uri, len(manifest.files), True, True)
 

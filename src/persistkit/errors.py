@@ -181,6 +181,23 @@ class PersistkitWarning(UserWarning):
     """Base class of persistkit's warnings: something worked, but maybe not as you meant."""
 
 
+def warn(warning: PersistkitWarning) -> None:
+    """Issue ``warning`` pointing at the first caller outside persistkit and its plugins
+    (whichever public call got here), so the line shown is the user's."""
+    import sys
+    import warnings
+
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and _is_ours(frame.f_code.co_filename):
+        level, frame = level + 1, frame.f_back  # type: ignore[assignment]
+    warnings.warn(warning, stacklevel=level)
+
+
+def _is_ours(filename: str) -> bool:
+    marker = filename.replace("\\", "/")
+    return "/persistkit/" in marker or "/persistkit_" in marker or "pluggy" in marker
+
+
 class AmbiguousSourceWarning(PersistkitWarning):
     """A source named both a file (or folder) here and a model in the store; the message says
     which one was used and how to name the other."""

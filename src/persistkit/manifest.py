@@ -19,6 +19,7 @@ from typing import Any
 from persistkit.errors import ManifestError
 
 MANIFEST_NAME = "persistkit.json"
+REQUIREMENTS_FILE = "requirements.txt"  # written by persistkit beside the payload
 FORMAT_PREFIX = "persistkit/"
 FORMAT_VERSION = 1
 FORMAT = f"{FORMAT_PREFIX}{FORMAT_VERSION}"
@@ -89,13 +90,19 @@ class Manifest:
         return value if isinstance(value, str) else None
 
     @property
+    def payload_files(self) -> list[str]:
+        """The files the backend wrote: every listed file but the example's and
+        ``requirements.txt`` (which persistkit writes beside them)."""
+        other = set((self.example or {}).values()) | {REQUIREMENTS_FILE}
+        return [entry.path for entry in self.files if entry.path not in other]
+
+    @property
     def primary_file(self) -> str:
-        """The first payload file the backend wrote (example files excluded)."""
-        example_files = set((self.example or {}).values())
-        for entry in self.files:
-            if entry.path not in example_files:
-                return entry.path
-        raise ManifestError("the manifest lists no payload file")
+        """The first payload file the backend wrote."""
+        payload = self.payload_files
+        if not payload:
+            raise ManifestError("the manifest lists no payload file")
+        return payload[0]
 
     @property
     def total_size(self) -> int:

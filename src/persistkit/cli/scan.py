@@ -55,12 +55,9 @@ def scan_report(source: str, store_url: str | None = None) -> dict[str, Any]:
         found = locate(source, store_url)
         manifest = found.manifest
         sealed = not found.bare and seal_is_valid(manifest)
-        examples = set((manifest.example or {}).values())
         # an unsealed artifact is loaded whole below, which builds each file anyway
         audits = [
-            audit_file(found.directory / entry.path, build=sealed)
-            for entry in manifest.files
-            if entry.path not in examples
+            audit_file(found.directory / path, build=sealed) for path in manifest.payload_files
         ]
         # links and special files anywhere in the folder: load refuses them too
         audits += [

@@ -1,0 +1,229 @@
+"""The environment a payload needs: recorded at save, compared with what runs at load.
+
+At save, every distribution whose code the payload needs is recorded with its version: the
+libraries the adapters name, and the distribution that owns each module the model's classes
+come from (``transformers`` for a Hugging Face model, the user's own package), under
+``environment["requirements"]`` in the manifest and as ``requirements.txt`` beside it.
+
+At load, :func:`mismatches` compares those versions with the installed ones: a different major
+or minor version (or a missing distribution) is a :class:`Mismatch`. The load warns once
+(:class:`persistkit.errors.EnvironmentMismatchWarning`), and a load that then fails for a
+reason the versions explain becomes :class:`persistkit.errors.IncompatibleEnvironmentError`
+with the exact ``pip install`` line.
+
+Bare files carry no manifest; :func:`carried_versions` reads what the file itself records
+(scikit-learn writes ``_sklearn_version`` into every estimator's state).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from persistkit.manifest import REQUIREMENTS_FILE
+
+# top-level module -> distribution, where the names differ (checked before a full scan)
+_KNOWN_OWNERS = {
+    "sklearn": "scikit-learn",
+    "PIL": "pillow",
+    "cv2": "opencv-python",
+    "yaml": "PyYAML",
+    "skimage": "scikit-image",
+}
+# modules of the standard library and of Python itself need no distribution
+_BUILTIN = frozenset({"builtins", "__main__", "copyreg", "collections", "_codecs", "functools"})
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One distribution whose running version differs from the recorded one."""
+
+    distribution: str
+    saved: str
+    running: str | None  # None: not installed here
+
+    def __str__(self) -> str:
+        running = "not installed" if self.running is None else f"running {self.running}"
+        return f"{self.distribution} (saved with {self.saved}, {running})"
+
+
+def owner_of(module: str) -> str | None:
+    """The installed distribution that provides the top-level package of ``module``, or
+    ``None`` for the standard library, ``__main__`` and modules no distribution owns."""
+    top = module.split(".", 1)[0]
+    if not top or top in _BUILTIN or top in sys.stdlib_module_names:
+        return None
+    candidates = [_KNOWN_OWNERS.get(top, top), top.replace("_", "-")]
+    for name in candidates:
+        try:
+            return importlib.metadata.distribution(name).metadata["Name"] or name
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    owners = _packages_distributions().get(top)
+    return owners[0] if owners else None
+
+
+@functools.cache
+def _packages_distributions() -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()  # ~0.1 s: only for unusual names
+
+
+def installed_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def requirements_for(modules: Iterable[str], libraries: Mapping[str, str]) -> dict[str, str]:
+    """Distribution -> version for ``libraries`` (already versioned by the adapters) plus the
+    owner of every module in ``modules`` (the model's classes), sorted by name."""
+    found = {name: version for name, version in libraries.items() if version}
+    for module in modules:
+        owner = owner_of(module)
+        if owner is not None and owner not in found:
+            version = installed_version(owner)
+            if version is not None:
+                found[owner] = version
+    return dict(sorted(found.items(), key=lambda item: item[0].lower()))
+
+
+def requirements_text(requirements: Mapping[str, str]) -> str:
+    """``requirements.txt`` pinning each distribution, with a header saying where from."""
+    lines = ["# the library versions this model was saved with (pip install -r requirements.txt)"]
+    lines += [f"{name}=={version}" for name, version in requirements.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_requirements(directory: Path, requirements: Mapping[str, str]) -> str:
+    (directory / REQUIREMENTS_FILE).write_text(requirements_text(requirements))
+    return REQUIREMENTS_FILE
+
+
+def recorded(environment: Mapping[str, object]) -> dict[str, str]:
+    """The versions a manifest's ``environment`` records: ``requirements`` (this release)
+    or, for older artifacts, ``libraries``. Values that are not strings are ignored (the
+    manifest is untrusted input)."""
+    for key in ("requirements", "libraries"):
+        value = environment.get(key)
+        if isinstance(value, dict) and value:
+            return {str(k): v for k, v in value.items() if isinstance(v, str)}
+    return {}
+
+
+def mismatches(requirements: Mapping[str, str]) -> list[Mismatch]:
+    """Each recorded distribution whose installed major.minor version differs, or that is
+    not installed. Patch releases are assumed compatible; local build tags (``+cpu``) and
+    pre-release markers are ignored."""
+    found = []
+    for name, saved in requirements.items():
+        running = installed_version(name)
+        if running is None or _major_minor(running) != _major_minor(saved):
+            found.append(Mismatch(name, saved, running))
+    return found
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    parts = re.split(r"[.+]", version.strip())
+    return tuple(parts[:2])
+
+
+def describe(found: Iterable[Mismatch]) -> str:
+    return ", ".join(str(m) for m in found)
+
+
+# --- what a bare file carries ---------------------------------------------------------------
+
+# scikit-learn's __getstate__ adds "_sklearn_version": "1.3.2" to every estimator's state;
+# in a pickle that is the key, an optional MEMOIZE, then a SHORT_BINUNICODE (or BINUNICODE)
+_SKLEARN_VERSION = re.compile(
+    rb"_sklearn_version(?:\x94|q.|r....)?(?:\x8c(.)|X(....))", re.DOTALL
+)
+
+
+def carried_versions(data: bytes) -> dict[str, str]:
+    """The library versions a bare pickle or joblib file records about itself (so far:
+    scikit-learn's ``_sklearn_version``); compressed joblib files are decompressed first."""
+    from persistkit.errors import PersistkitError
+    from persistkit.safety import TrustPolicy
+    from persistkit.safety.joblib_reader import compression_of, decompress
+
+    method = compression_of(data[:16])
+    if method is not None:
+        try:  # under the same size and ratio caps as a load
+            data = decompress(data, method, TrustPolicy(), what="file")
+        except PersistkitError:  # a damaged file: the load itself reports it
+            return {}
+    for match in _SKLEARN_VERSION.finditer(data):
+        start = match.end()
+        short, long = match.group(1), match.group(2)
+        length = short[0] if short is not None else int.from_bytes(long, "little")
+        text = data[start : start + min(length, 32)]
+        if re.fullmatch(rb"\d+\.\d+(\.\d+)?[\w.+-]*", text):
+            return {"scikit-learn": text.decode("ascii")}
+    return {}
+
+
+def install_line(requirements: Mapping[str, str]) -> str:
+    return "pip install " + " ".join(f'"{n}=={v}"' for n, v in requirements.items())
+
+
+# --- at load ----------------------------------------------------------------------------------
+
+#: top-level packages of libraries whose modules may be imported to tell "this name is gone
+#: in the installed version" from "this name is not trusted" (their code is installed here
+#: and trusted; a stranger's module is never imported to find out)
+LIBRARY_PACKAGES = ("sklearn", "numpy", "scipy", "torch", "joblib", "transformers")
+
+
+def warn_mismatches(uri: str, found: list[Mismatch]) -> None:
+    """One :class:`EnvironmentMismatchWarning` naming every mismatch."""
+    from persistkit.errors import EnvironmentMismatchWarning, warn
+
+    if found:
+        warn(
+            EnvironmentMismatchWarning(
+                f"{uri} was saved with other library versions than the ones running here: "
+                f"{describe(found)}; its predictions may differ (pin them with "
+                f"{install_line({m.distribution: m.saved for m in found})})"
+            )
+        )
+
+
+def missing_library_names(names: Iterable[str]) -> list[str]:
+    """The dotted ``module.Qualname`` globals of trusted libraries (:data:`LIBRARY_PACKAGES`)
+    that do not exist in the versions installed here: gone or moved since the file was made."""
+    import importlib
+
+    gone = []
+    for name in names:
+        module, _, qualname = name.rpartition(".")
+        if module.split(".", 1)[0] not in LIBRARY_PACKAGES:
+            continue
+        try:
+            target: object = importlib.import_module(module)
+            for part in qualname.split("."):
+                target = getattr(target, part)
+        except (ImportError, AttributeError):
+            gone.append(name)
+    return gone
+
+
+def incompatible(
+    uri: str, what: str, needed: Mapping[str, str], running_differs: Iterable[Mismatch]
+) -> Exception:
+    """The :class:`IncompatibleEnvironmentError` for a load that failed because of ``what``
+    (one line), pinning ``needed`` (the versions the payload was made with)."""
+    from persistkit.errors import IncompatibleEnvironmentError
+
+    differ = list(running_differs)
+    shown = f" ({describe(differ)})" if differ else ""
+    return IncompatibleEnvironmentError(
+        f"{uri} cannot be loaded with the library versions installed here{shown}: {what}",
+        requirements=dict(needed),
+    )
