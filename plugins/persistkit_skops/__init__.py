@@ -28,6 +28,7 @@ from typing import Any
 import persistkit
 from persistkit import Backend, BackendInfo
 from persistkit.errors import CannotSaveError, FormatError, PersistkitError, UntrustedArtifactError
+from persistkit.safety import check_native_structures
 
 #: skops nodes that reference a type or make an instance of it without calling it with
 #: arguments from the file (``cls.__new__`` and the attributes set, like pickle's BUILD): a
@@ -158,21 +159,8 @@ def load_skops_bytes(data: bytes, policy: Any, *, name: str) -> Any:
     if not policy.trust_all:
         # a decision tree whose child indices point outside its nodes makes predict read
         # out of bounds: the checks persistkit runs after every untrusted unpickle
-        _native_checks()(model, what=f"skops file {name}")
+        check_native_structures(model, what=f"skops file {name}")
     return model
-
-
-def _native_checks() -> Any:
-    """persistkit's checks of native structures (trees, KD/ball trees, sparse matrices).
-
-    TEMPORARY: ``check_native_structures`` is not yet re-exported by ``persistkit.safety``;
-    until it is, it is taken from the submodule the package has already imported. Never
-    skipped: a missing function is an error, not an unchecked load.
-    """
-    from persistkit import safety
-
-    found = getattr(safety, "check_native_structures", None)
-    return found if found is not None else safety.native_checks.check_native_structures
 
 
 def trusted_types(

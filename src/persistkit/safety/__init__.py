@@ -8,6 +8,7 @@ file without loading it.
 
 from persistkit.safety.allowlist import allowed_names
 from persistkit.safety.audit import FileAudit, audit_file
+from persistkit.safety.native_checks import check_native_structures
 from persistkit.safety.numpy_format import read_npy, read_npz
 from persistkit.safety.pickle_audit import PickleAudit, audit_pickle, scan_globals
 from persistkit.safety.policy import TrustPolicy
@@ -31,6 +32,7 @@ __all__ = [
     "audit_file",
     "audit_pickle",
     "audit_pt2",
+    "check_native_structures",
     "export_key",
     "looks_like_pt2",
     "read_npy",
