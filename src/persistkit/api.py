@@ -869,7 +869,9 @@ def _load_opened(
         files.verify()
     policy = TrustPolicy.from_argument(trusted, sealed=sealed, source=found.uri)
     _check_backend_trust(info, policy)
-    needed = {} if found.bare else recorded(manifest.environment)
+    needed = bare_requirements(found, files, plugins) if found.bare else recorded(
+        manifest.environment
+    )
     differ = mismatches(needed)
     warn_mismatches(found.uri, differ)
     try:
@@ -915,12 +917,6 @@ def _explained_by_versions(
     library versions cause: a global of a trusted library that does not exist here (never a
     trust problem), or any failure of a payload made with other versions than run here.
     For a bare file, the versions are those the file carries. ``None`` otherwise."""
-    if found.bare and not found.folder:
-        try:
-            needed = carried_versions(files.primary.read_bytes())
-        except (PersistkitError, OSError):
-            needed = {}
-        differ = mismatches(needed)
     if isinstance(exc, UntrustedArtifactError):
         gone = missing_library_names(exc.globals_needed)
         if not gone:
@@ -937,6 +933,33 @@ def _explained_by_versions(
         return None  # the same versions: the file itself is at fault
     detail = exc.message if isinstance(exc, PersistkitError) else f"{type(exc).__name__}: {exc}"
     return incompatible(found.uri, detail.splitlines()[0][:300], needed, differ)
+
+
+#: pickle-family formats whose bare files are scanned for the versions they carry
+_CARRIES_VERSIONS = ("pickle", "joblib", "cloudpickle", "dill")
+_MAX_SCANNED_BYTES = 512 * 1024 * 1024
+
+
+def bare_requirements(found: Located, files: PayloadFiles, plugins: Plugins) -> dict[str, str]:
+    """What a bare file or foreign folder says it needs: the plugins' answers
+    (``persistkit_requirements``), else, for a pickle-family file, the library versions the
+    stream carries (scikit-learn's ``_sklearn_version``)."""
+    manifest = found.manifest
+    needed: dict[str, str] = {}
+    for answer in plugins.hook.persistkit_requirements(
+        backend=manifest.backend, manifest=manifest, files=files
+    ):
+        if isinstance(answer, dict):
+            needed.update({str(k): str(v) for k, v in answer.items()})
+    if needed or found.folder or manifest.backend not in _CARRIES_VERSIONS:
+        return needed
+    primary = files.primary
+    if primary.size > _MAX_SCANNED_BYTES:
+        return {}
+    try:
+        return carried_versions(primary.read_bytes())
+    except (PersistkitError, OSError):
+        return {}
 
 
 def check_drift(

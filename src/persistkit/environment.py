@@ -196,14 +196,20 @@ def warn_mismatches(uri: str, found: list[Mismatch]) -> None:
 
 
 def missing_library_names(names: Iterable[str]) -> list[str]:
-    """The dotted ``module.Qualname`` globals of trusted libraries (:data:`LIBRARY_PACKAGES`)
-    that do not exist in the versions installed here: gone or moved since the file was made."""
+    """The dotted ``module.Qualname`` globals that do not exist here: in a trusted library
+    (:data:`LIBRARY_PACKAGES`), a module or attribute gone or moved since the file was made;
+    elsewhere, a top-level module no installed package provides at all (found without
+    importing anything: scikit-learn < 1.8 pickled its Cython losses as ``_loss.*``)."""
     import importlib
+    import importlib.util
 
     gone = []
     for name in names:
         module, _, qualname = name.rpartition(".")
-        if module.split(".", 1)[0] not in LIBRARY_PACKAGES:
+        top = module.split(".", 1)[0]
+        if top not in LIBRARY_PACKAGES:
+            if top and "." not in module and _no_such_module(top):
+                gone.append(name)
             continue
         try:
             target: object = importlib.import_module(module)
@@ -212,6 +218,17 @@ def missing_library_names(names: Iterable[str]) -> list[str]:
         except (ImportError, AttributeError):
             gone.append(name)
     return gone
+
+
+def _no_such_module(top: str) -> bool:
+    import importlib.util
+
+    if top in sys.modules or top in sys.builtin_module_names:
+        return False
+    try:
+        return importlib.util.find_spec(top) is None
+    except (ImportError, ValueError):
+        return True
 
 
 def incompatible(

@@ -129,6 +129,20 @@ def persistkit_load(
     """
 
 
+@hookspec
+def persistkit_requirements(backend: str, manifest: Any, files: Any) -> dict[str, str] | None:
+    """Name the distributions (and versions) a payload made by another tool needs, as far as
+    it records them: an MLflow folder lists its pins, a pickle may carry library versions.
+
+    Called by ``load`` for a bare file or a foreign folder (persistkit's own artifacts record
+    theirs in the manifest), before the backend reads it; ``files`` are the opened
+    :class:`persistkit.payload.PayloadFiles`. The versions are compared with the installed
+    ones (a warning, and the ``pip install`` line of an
+    :class:`persistkit.errors.IncompatibleEnvironmentError` if the load then fails). Return
+    ``{distribution: version}``, or ``None``; results of all plugins are merged.
+    """
+
+
 # --- predict ------------------------------------------------------------------------------
 
 

@@ -30,6 +30,10 @@ REVIEWED: dict[tuple[str, str], str] = {
     ("sklearn.metrics._dist_metrics.DistanceMetric32", "__setstate__"): "p and typed arrays",
     ("sklearn._loss._loss.CyHalfMultinomialLoss", "__setstate__"): "Cython auto-pickle fields",
     ("numpy.random.bit_generator.BitGenerator", "__setstate__"): "numpy validates .state",
+    # numpy < 2 pickled a Generator with its bit generator's state dict as BUILD state
+    # (scikit-learn < 1.6's HistGradientBoosting keeps one); numpy 2 sets that dict as
+    # .bit_generator.state, which it validates, and ignores anything that is not a dict
+    ("numpy.random._generator.Generator", "__setstate__"): "a dict: .bit_generator.state",
     ("numpy.random.bit_generator.SeedSequence", "__setstate__"): "Cython typed fields",
     ("numpy.random.mtrand.RandomState", "__setstate__"): "numpy validates the state it sets",
     ("torch.nn.modules.module.Module", "__setstate__"): "updates __dict__ (hooks checked)",
