@@ -307,24 +307,20 @@ def test_describe_says_family_hf_and_the_id2label_labels(bert: Any) -> None:
     assert facts["output"] == "logits"
 
 
-def test_cli_predict_on_a_folder_prints_its_raw_logits(bert: Any, tmp_path: Path) -> None:
+def test_cli_predict_on_a_folder_prints_its_raw_logits_with_raw(bert: Any, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from persistkit.cli import main
 
     folder = _folder(bert, tmp_path / "bert")
     np.save(tmp_path / "ids.npy", IDS)
-    result = CliRunner().invoke(main, ["predict", str(folder), str(tmp_path / "ids.npy"), "--json"])
+    args = ["predict", str(folder), str(tmp_path / "ids.npy"), "--json", "--raw"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     got = np.array(json.loads(result.stdout)["predictions"])
     np.testing.assert_allclose(got, _logits(bert, IDS), rtol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: a folder's stand-in manifest has no outputs record, and output_record has "
-    "no way for an adapter to give labels of kind 'logits' (see docs/formats.md)",
-)
 def test_cli_predict_on_a_folder_answers_with_the_id2label_labels(
     bert: Any, tmp_path: Path
 ) -> None:
@@ -363,3 +359,17 @@ def test_a_subclass_defined_elsewhere_is_not_saved_as_hf(bert: Any, tmp_path: Pa
     model = Tweaked(bert.config).eval()
     with pytest.raises(persistkit.errors.CannotSaveError, match="transformers' own classes"):
         persistkit.save(model, tmp_path / "tweaked", backend="hf")
+
+
+def test_scan_of_a_folder_is_its_default_load(bert: Any, tmp_path: Path) -> None:
+    """config.json is no pickle: a foreign folder's verdict is its backend's load."""
+    from persistkit.cli.scan import scan_report
+
+    folder = _folder(bert, tmp_path / "bert")
+    report = scan_report(str(folder))
+    assert report["backend"] == "hf" and report["clean"] and report["loads_by_default"]
+    config = (folder / "config.json").read_text()
+    config = config.replace('"architectures"', '"auto_map": {}, "architectures"')
+    (folder / "config.json").write_text(config)
+    refused = scan_report(str(folder))
+    assert not refused["clean"] and "auto_map" in refused["files"][0]["refused"]

@@ -220,11 +220,6 @@ def test_a_file_unpacking_beyond_the_policys_limit_is_refused(
         persistkit_skops.load_skops_bytes(raw, small, name="m.skops")
 
 
-@pytest.mark.xfail(
-    reason="core: persistkit.safety.audit.audit_file classifies every zip as a torch file "
-    "before asking a safe format's plugin (see the skops report)",
-    strict=False,
-)
 def test_scan_gives_the_loads_verdict(tmp_path: Path) -> None:
     from persistkit.cli.scan import scan_report
 

@@ -44,6 +44,12 @@ def output_record(
             f"output={output!r} is not a kind persistkit knows",
             hint=f"pass one of: {', '.join(repr(k) for k in OUTPUT_KINDS)}",
         )
+    described = facts.get("labels") if classes is None else None
+    if labels is None and described is not None:
+        # an adapter that knows the model's own labels (a Hugging Face id2label) and what
+        # its outputs are ("logits")
+        kind = output or facts.get("output") or "logits"
+        return {"kind": kind, "labels": _checked_labels(described, what="the model's labels")}
     if labels is None and classes is None:
         if output is None:
             return None
@@ -310,6 +316,18 @@ def record_for_model(
     return output_record(labels, output, describe(model))
 
 
+def record_of(manifest: Any, model: Any, *, bare: bool) -> dict[str, Any] | None:
+    """What a loaded model's outputs mean: the manifest's record, or for a bare file or a
+    foreign folder (no persistkit manifest) what the model says about itself (a classifier's
+    ``classes_``, a Hugging Face ``id2label``)."""
+    if manifest.outputs is not None or not bare:
+        return read_record(manifest.outputs)
+    try:
+        return record_for_model(model, None, None)
+    except InputError:  # labels the model carries that are not usable as labels
+        return None
+
+
 def answer(
     source_or_model: Any,
     inputs: Any,
@@ -336,9 +354,9 @@ def answer(
     model = source_or_model
     record: dict[str, Any] | None
     if isinstance(source_or_model, (str, os.PathLike, Artifact)):
-        model, inputs, manifest = load_for_inputs(source_or_model, inputs, load_options)
+        model, inputs, found = load_for_inputs(source_or_model, inputs, load_options)
         if labels is None and output is None:
-            record = read_record(manifest.outputs)
+            record = record_of(found.manifest, model, bare=found.bare)
             origin = "the manifest's labels"
         else:
             record = record_for_model(model, labels, output)

@@ -49,14 +49,15 @@ from persistkit.environment import (
 from persistkit.environment import describe as describe_mismatches
 from persistkit.errors import (
     AmbiguousSourceWarning,
+    ArtifactError,
     ArtifactNotFoundError,
     CannotSaveError,
     DriftWarning,
     FormatError,
+    ImportCode,
     InputError,
-    IntegrityError,
+    LibraryRejectedError,
     ListModels,
-    ManifestError,
     NoAdapterError,
     OptionError,
     PersistkitError,
@@ -130,10 +131,11 @@ def predict(
 
 def load_for_inputs(
     source: Any, inputs: Any, load_options: dict[str, Any]
-) -> tuple[Any, Any, Manifest]:
+) -> tuple[Any, Any, Located]:
     """Load ``source`` (``store=``, ``trusted=``, ``verify=`` and backend options taken from
     ``load_options``) and read ``inputs`` for it: file names become the batch the manifest's
-    signature and ``preprocess`` record say. Returns the model, the inputs and the manifest."""
+    signature and ``preprocess`` record say. Returns the model, the inputs and where (and
+    what) the source is."""
     from persistkit.inputs import read_file_inputs
 
     options = dict(load_options)
@@ -145,7 +147,7 @@ def load_for_inputs(
         verify=options.pop("verify", True),
         options=options,
     )
-    return model, inputs, found.manifest
+    return model, inputs, found
 
 
 # --- save --------------------------------------------------------------------------------
@@ -207,7 +209,8 @@ def save(
     if reason:
         notes.append(f"backend {chosen!r} chosen automatically: {reason}")
     outputs_record = output_record(labels, output, described)
-    described.pop("classes", None)
+    for used in ("classes", "labels", "output"):
+        described.pop(used, None)
     preprocess_spec = checked_spec(preprocess)
 
     location = None if target is None else os.fspath(target)
@@ -929,9 +932,19 @@ def _explained_by_versions(
             needed,
             differ,
         )
-    if not differ or isinstance(exc, (IntegrityError, ManifestError)):
+    if not differ:
         return None  # the same versions: the file itself is at fault
-    detail = exc.message if isinstance(exc, PersistkitError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, PersistkitError):
+        # persistkit's own verdicts stand (damage, trust, a folder's paths), except where a
+        # library's code refused the payload or its module is missing
+        missing_module = isinstance(exc, ArtifactError) and any(
+            isinstance(r, ImportCode) for r in exc.remedies
+        )
+        if not (isinstance(exc, LibraryRejectedError) or missing_module):
+            return None
+        detail = exc.message
+    else:
+        detail = f"{type(exc).__name__}: {exc}"
     return incompatible(found.uri, detail.splitlines()[0][:300], needed, differ)
 
 

@@ -73,7 +73,15 @@ def _packages_distributions() -> Mapping[str, list[str]]:
     return importlib.metadata.packages_distributions()  # ~0.1 s: only for unusual names
 
 
+#: a requirement on Python itself (MLflow records one): compared, never pip-installed
+PYTHON = "python"
+
+
 def installed_version(distribution: str) -> str | None:
+    if distribution.lower() == PYTHON:
+        import platform
+
+        return platform.python_version()
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -170,7 +178,9 @@ def carried_versions(data: bytes) -> dict[str, str]:
 
 
 def install_line(requirements: Mapping[str, str]) -> str:
-    return "pip install " + " ".join(f'"{n}=={v}"' for n, v in requirements.items())
+    """``pip install "a==1.2" ...`` for ``requirements`` (Python itself left out)."""
+    pins = {n: v for n, v in requirements.items() if n.lower() != PYTHON}
+    return "pip install " + " ".join(f'"{n}=={v}"' for n, v in pins.items())
 
 
 # --- at load ----------------------------------------------------------------------------------

@@ -257,6 +257,12 @@ class FormatError(ArtifactError):
     """A payload file is truncated, corrupted or not in the format it claims."""
 
 
+class LibraryRejectedError(FormatError):
+    """A library's own code (a constructor, ``__setstate__``) refused what the payload holds:
+    the file is damaged, or was written by other versions of that library. With other
+    versions recorded, ``load`` raises :class:`IncompatibleEnvironmentError` instead."""
+
+
 class UntrustedArtifactError(PersistkitError):
     """Loading would run code (import globals) that nobody has trusted.
 
@@ -321,7 +327,11 @@ class IncompatibleEnvironmentError(ArtifactError):
         remedies: Sequence[Remedy] = (),
     ) -> None:
         self.requirements = dict(requirements or {})
-        pins = " ".join(f'"{name}=={version}"' for name, version in self.requirements.items())
+        pins = " ".join(
+            f'"{name}=={version}"'
+            for name, version in self.requirements.items()
+            if name.lower() != "python"  # compared, but not something pip installs
+        )
         self.install_line = f"pip install {pins}" if pins else None
         if hint is None and self.install_line:
             hint = f"install the versions it was saved with: {self.install_line}"

@@ -102,7 +102,7 @@ def predict(
       persistkit predict digits one.png --method predict_proba
       persistkit predict gnome photo.jpg --raw
     """
-    from persistkit.answers import read_record, score_batch
+    from persistkit.answers import read_record, record_of, score_batch
     from persistkit.api import load_located, locate
     from persistkit.api import predict as run_model
     from persistkit.arrays import to_numpy
@@ -116,7 +116,8 @@ def predict(
     manifest = found.manifest
     signature = Signature.from_manifest(manifest.signature)
     spec = checked_spec(manifest.preprocess, manifest=True)
-    record = None if raw or method else read_record(manifest.outputs)
+    if not (raw or method):
+        read_record(manifest.outputs)  # a damaged record fails before any work
     changes: list[str] = []
     batches = read_inputs(
         inputs, signature.input, image_size=size, fit=fit, changes=changes, preprocess=spec
@@ -124,6 +125,7 @@ def predict(
     for change in changes:
         click.echo(f"note: {change}", err=True)
     model = load_located(found, trusted=trusted(trust))
+    record = None if raw or method else record_of(manifest, model, bare=found.bare)
     batch = _concatenated(batches)
     predictions = to_numpy(run_model(model, batch, method=method))
     if predictions.ndim == 0 or len(predictions) != len(batch):

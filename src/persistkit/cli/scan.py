@@ -55,10 +55,17 @@ def scan_report(source: str, store_url: str | None = None) -> dict[str, Any]:
         found = locate(source, store_url)
         manifest = found.manifest
         sealed = not found.bare and seal_is_valid(manifest)
-        # an unsealed artifact is loaded whole below, which builds each file anyway
-        audits = [
-            audit_file(found.directory / path, build=sealed) for path in manifest.payload_files
-        ]
+        # an unsealed artifact is loaded whole below, which builds each file anyway; a
+        # foreign folder's files (config, weights, an MLmodel) are read only by its backend,
+        # so its verdict is that load's alone
+        audits = (
+            []
+            if found.folder
+            else [
+                audit_file(found.directory / path, build=sealed)
+                for path in manifest.payload_files
+            ]
+        )
         # links and special files anywhere in the folder: load refuses them too
         audits += [
             FileAudit(str(found.directory), "not a regular file", 0, error=problem.message)
@@ -93,16 +100,18 @@ def _as_load_would(found: Any) -> list[Any]:
     from persistkit.errors import NotFittedError, PersistkitError, UntrustedArtifactError
     from persistkit.safety.audit import FileAudit
 
-    entry = FileAudit(str(found.directory), "artifact", 0)
+    kind = found.manifest.backend if found.folder else "artifact"
+    entry = FileAudit(str(found.directory), kind, 0)
     try:
         load_located(found)
     except UntrustedArtifactError as exc:
         entry.refused = exc.message
+        entry.untrusted = sorted(exc.globals_needed)
     except NotFittedError:
         return []  # built fine; only preparing it for inference failed
     except PersistkitError as exc:
         entry.error = exc.message
-    return [entry] if not entry.clean else []
+    return [entry] if not entry.clean or found.folder else []
 
 
 def _rebuild_imports(backend_options: dict[str, Any]) -> list[str]:

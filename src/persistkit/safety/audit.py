@@ -78,6 +78,10 @@ def audit_file(path: Path, policy: TrustPolicy | None = None, *, build: bool = T
         if result.format == "torch-zip" and _is_pt2(path):
             result.format = "pt2"
             _audit_pt2(path, result)
+        elif result.format == "torch-zip" and (safe := _safe_format_of(path)) is not None:
+            # a zip a safe format's plugin claims (skops) is that format, not a torch file
+            result.format = safe
+            _load_safe_format(path, result)
         elif result.format == "torch-zip":
             _audit_torch_zip(path, result, policy)
         elif result.format == "safetensors":
@@ -93,6 +97,8 @@ def audit_file(path: Path, policy: TrustPolicy | None = None, *, build: bool = T
             _audit_pickle_family(path, head, result, policy)
     except UntrustedArtifactError as exc:
         result.refused = exc.message
+        # a safe format's load names what it would need trusted (skops types)
+        result.untrusted = sorted(set(result.untrusted) | set(exc.globals_needed))
     except PersistkitError as exc:
         result.error = exc.message
     if (

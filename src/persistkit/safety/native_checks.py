@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from persistkit.errors import FormatError, Trust
+from persistkit.errors import FormatError, LibraryRejectedError, Trust
 
 _MAX_VISITS = 1_000_000
 
@@ -58,7 +58,7 @@ def check_native_structures(root: Any, *, what: str) -> None:
         except FormatError:
             raise
         except Exception as exc:  # a structure missing its parts cannot even be checked
-            raise FormatError(
+            raise LibraryRejectedError(
                 f"the {what} holds a {type(obj).__qualname__} that is incomplete or malformed "
                 f"({type(exc).__name__}: {exc})",
                 remedies=(Trust(),),

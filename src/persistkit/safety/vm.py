@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from persistkit.errors import FormatError, PersistkitError
+from persistkit.errors import FormatError, LibraryRejectedError, PersistkitError
 from persistkit.safety.allowlist import CALLED_CLASS, DATA_CLASS, RECONSTRUCTOR, role_of
 from persistkit.safety.capabilities import defining_class, reviewed
 from persistkit.safety.pickle_audit import ALL_JOBLIB_WRAPPERS, JOBLIB_ARRAY_WRAPPER, mapped_global
@@ -998,7 +998,7 @@ def run_restricted(
         raise FormatError(f"the {what} nests objects too deeply to load") from None
     except Exception as exc:
         # allowed constructors reject bad arguments with all kinds of exceptions
-        raise FormatError(
+        raise LibraryRejectedError(
             f"the {what} is corrupted: rebuilding it failed ({type(exc).__name__}: {exc})",
             hint="the file is damaged, or was written by incompatible library versions",
         ) from None

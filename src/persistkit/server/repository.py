@@ -110,7 +110,7 @@ class ModelRepository:
             self._ready.set()
 
     def _load_one(self, ref: str) -> ServedModel:
-        from persistkit.answers import read_record
+        from persistkit.answers import read_record, record_of
         from persistkit.api import load_located, locate
         from persistkit.preprocess import checked_spec
 
@@ -127,9 +127,10 @@ class ModelRepository:
                 aliases.add(parsed.alias)
             if version is not None:
                 aliases |= self._aliases_of(name, version)
-        outputs = read_record(manifest.outputs)  # damaged records fail start-up, not requests
+        read_record(manifest.outputs)  # damaged records fail start-up, not requests
         preprocess = checked_spec(manifest.preprocess, manifest=True)
         model = load_located(found, trusted=self.trusted)
+        outputs = record_of(manifest, model, bare=found.bare)
         return ServedModel(
             name=name,
             version=version,
