@@ -62,6 +62,7 @@ from persistkit.errors import (
     OptionError,
     PersistkitError,
     PluginError,
+    SealBrokenError,
     UntrustedArtifactError,
     VerificationError,
     warn,
@@ -78,7 +79,7 @@ from persistkit.payload import (
 from persistkit.preprocess import checked_spec
 from persistkit.records import Artifact, BackendInfo
 from persistkit.refs import looks_like_location, normalise_name, parse_ref
-from persistkit.safety import TrustPolicy, seal, seal_is_valid
+from persistkit.safety import TrustPolicy, seal, seal_state
 from persistkit.signature import signature_from_example
 from persistkit.store import Store, fetch_url, manifest_at_url
 from persistkit.verified import FileIdentity
@@ -863,7 +864,15 @@ def _load_opened(
     recorded library versions with the running ones (see :func:`load`)."""
     plugins = get_plugins()
     manifest = found.manifest
-    sealed = not found.bare and seal_is_valid(manifest)
+    state = "unsealed" if found.bare else seal_state(manifest)
+    if state == "modified" and trusted is not True:
+        raise SealBrokenError(
+            f"{found.uri} was changed after it was sealed by a key you trust: its manifest "
+            "(which records every file's hash) is not what was sealed",
+            hint="restore it from its store or save the model again; if you trust where the "
+            "change came from, pass trusted=True (then it loads as a stranger's file)",
+        )
+    sealed = state in ("yours", "trusted")
     info = plugins.backend(manifest.backend)
     seal_grants_trust = sealed and not info.safe and trusted is not True
     if not found.bare and (verify or seal_grants_trust):
@@ -1056,11 +1065,18 @@ class VerifyReport:
     files_checked: int
     example_checked: bool
     identical: bool
+    seal: str = "unsealed"  # one of persistkit.safety.SEAL_STATES
 
     def __str__(self) -> str:
+        from persistkit.safety import SEAL_STATES
+
+        sealed = SEAL_STATES.get(self.seal, self.seal)
         if not self.example_checked:
-            return f"{self.uri}: {self.files_checked} files intact; no example stored"
-        return f"{self.uri}: {self.files_checked} files intact; example predictions identical"
+            return f"{self.uri}: {self.files_checked} files intact; no example stored; {sealed}"
+        return (
+            f"{self.uri}: {self.files_checked} files intact; example predictions identical; "
+            f"{sealed}"
+        )
 
 
 def verify(
@@ -1083,8 +1099,9 @@ def verify(
             # verify's own comparison below says it, as an error
             warnings.simplefilter("ignore", DriftWarning)
             model = _load_opened(found, files, trusted=trusted, verify=False, options=None)
+        state = seal_state(manifest)
         if not manifest.example:
-            return VerifyReport(found.uri, len(manifest.files), False, True)
+            return VerifyReport(found.uri, len(manifest.files), False, True, state)
         moved = moved_example_outputs(model, files, manifest.example)
     if moved:
         differ = mismatches(recorded(manifest.environment))
@@ -1097,7 +1114,7 @@ def verify(
                 else "the payload or its example files were changed since they were saved"
             ),
         )
-    return VerifyReport(found.uri, len(manifest.files), True, True)
+    return VerifyReport(found.uri, len(manifest.files), True, True, state)
 
 
 def stored_array(files: PayloadFiles, name: str) -> Any:

@@ -253,6 +253,12 @@ class IntegrityError(ArtifactError):
     """A payload file does not match the size or sha256 recorded in the manifest."""
 
 
+class SealBrokenError(IntegrityError):
+    """The manifest carries a seal of a key you trust, but was changed after it was sealed:
+    someone edited it (its recorded hashes, backend, options ...). It is not loaded as
+    yours; ``trusted=True`` loads it anyway, as a stranger's file."""
+
+
 class FormatError(ArtifactError):
     """A payload file is truncated, corrupted or not in the format it claims."""
 

@@ -197,6 +197,7 @@ def show(ref: str, store_url: str | None, as_json: bool) -> None:
             f"within {conversion.get('tolerance')} (max diff {conversion.get('max_abs_diff')})"
         )
         lines.append(f"checked:    {conversion.get('checked_items')} example items, {how}")
+    lines.append(f"seal:       {_seal_line(manifest)}")
     if manifest.metadata:
         lines.append(f"metadata:   {manifest.metadata}")
     lines += [f"note:       {n}" for n in manifest.notes]
@@ -225,6 +226,7 @@ def verify(
                 "files_checked": report.files_checked,
                 "example_checked": report.example_checked,
                 "identical": report.identical,
+                "seal": report.seal,
             }
         )
         return
@@ -375,3 +377,12 @@ def _size(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"
+
+
+def _seal_line(manifest: Any) -> str:
+    from persistkit.safety import SEAL_STATES, seal_state
+
+    state = seal_state(manifest)
+    kid = (manifest.seal or {}).get("key_id")
+    text = SEAL_STATES[state] + (f" (key {kid})" if kid and state != "yours" else "")
+    return text.upper() if state == "modified" else text

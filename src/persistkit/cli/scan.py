@@ -43,18 +43,19 @@ def scan_report(source: str, store_url: str | None = None) -> dict[str, Any]:
     """The audit of ``source`` as a JSON-ready dict (what ``scan --json`` prints)."""
     from persistkit.api import locate
     from persistkit.payload import special_entries
-    from persistkit.safety import TrustPolicy, seal_is_valid
+    from persistkit.safety import TrustPolicy, seal_state
     from persistkit.safety.audit import FileAudit, audit_file
 
     path = Path(source).expanduser()
     rebuild: list[str] = []
     if path.is_file():
         audits = [audit_file(path)]
-        backend, sealed, uri = None, False, str(path)
+        backend, sealed, uri, seal = None, False, str(path), "unsealed"
     else:
         found = locate(source, store_url)
         manifest = found.manifest
-        sealed = not found.bare and seal_is_valid(manifest)
+        seal = "unsealed" if found.bare else seal_state(manifest)
+        sealed = seal in ("yours", "trusted")
         # an unsealed artifact is loaded whole below, which builds each file anyway; a
         # foreign folder's files (config, weights, an MLmodel) are read only by its backend,
         # so its verdict is that load's alone
@@ -85,6 +86,7 @@ def scan_report(source: str, store_url: str | None = None) -> dict[str, Any]:
         "source": uri,
         "backend": backend,
         "sealed_by_trusted_key": sealed,
+        "seal": seal,
         "clean": clean,
         "loads_by_default": clean or (sealed and not any(a.error for a in audits)),
         "untrusted_globals": untrusted,
@@ -162,6 +164,13 @@ def _human(report: dict[str, Any]) -> str:
         lines.append(f"  rebuilding the model imports {name} ({verdict})")
     if report["sealed_by_trusted_key"]:
         lines.append("sealed by a key you trust: it loads without --trust")
+    elif report["seal"] == "modified":
+        lines.append(
+            "SEAL BROKEN: sealed by a key you trust, but its manifest changed since; load "
+            "refuses it unless --trust"
+        )
+    elif report["seal"] == "foreign":
+        lines.append("sealed by a key you do not trust: it loads as a stranger's file")
     if report["clean"]:
         lines.append("verdict: clean - loads under the default policy")
     elif any(f["error"] for f in report["files"]):

@@ -18,10 +18,18 @@ from persistkit.safety.safetensors_format import (
     TensorEntry,
     read_safetensors_header,
 )
-from persistkit.safety.signing import export_key, seal, seal_is_valid, trust_key
+from persistkit.safety.signing import (
+    SEAL_STATES,
+    export_key,
+    seal,
+    seal_is_valid,
+    seal_state,
+    trust_key,
+)
 from persistkit.safety.unpickler import restricted_load
 
 __all__ = [
+    "SEAL_STATES",
     "FileAudit",
     "PickleAudit",
     "Pt2Audit",
@@ -42,5 +50,6 @@ __all__ = [
     "scan_globals",
     "seal",
     "seal_is_valid",
+    "seal_state",
     "trust_key",
 ]

@@ -86,16 +86,39 @@ def seal(manifest: Manifest, key: bytes | None = None) -> dict[str, str]:
     return {"algorithm": SEAL_ALGORITHM, "key_id": key_id(key), "value": mac}
 
 
+#: what a manifest's seal says about who made it
+SEAL_STATES = {
+    "yours": "sealed by you",
+    "trusted": "sealed by a key you trust",
+    "foreign": "sealed by a key you do not trust",
+    "unsealed": "not sealed",
+    "modified": "sealed by a key you trust, but changed since it was sealed",
+}
+
+
+def seal_state(manifest: Manifest) -> str:
+    """One of :data:`SEAL_STATES`: ``"yours"`` (your own key), ``"trusted"`` (a key added
+    with ``trust_key``), ``"foreign"`` (another key, or an algorithm this version does not
+    know), ``"unsealed"``, or ``"modified"``: the key is one you trust but the manifest's
+    sealed fields (and so the hashes of its files) changed after it was sealed."""
+    sealed = manifest.seal
+    if not sealed:
+        return "unsealed"
+    if sealed.get("algorithm") != SEAL_ALGORITHM:
+        return "foreign"
+    kid = str(sealed.get("key_id", ""))
+    key = trusted_keys().get(kid)
+    if key is None:
+        return "foreign"
+    expected = hmac.new(key, manifest.sealed_bytes(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, str(sealed.get("value", ""))):
+        return "modified"
+    return "yours" if kid == key_id(user_key()) else "trusted"
+
+
 def seal_is_valid(manifest: Manifest) -> bool:
     """True when the manifest carries a seal made by one of the user's trusted keys."""
-    sealed = manifest.seal
-    if not sealed or sealed.get("algorithm") != SEAL_ALGORITHM:
-        return False
-    key = trusted_keys().get(str(sealed.get("key_id", "")))
-    if key is None:
-        return False
-    expected = hmac.new(key, manifest.sealed_bytes(), hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, str(sealed.get("value", "")))
+    return seal_state(manifest) in ("yours", "trusted")
 
 
 def export_key() -> str:

@@ -1,0 +1,212 @@
+"""Longevity: what an artifact needs is recorded, compared at load, and a difference is never
+silent: a warning, a drift warning (or error), or an IncompatibleEnvironmentError with the
+exact install line. And the seal says whose an artifact is, or that it changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import persistkit
+from persistkit.cli import main
+from persistkit.errors import (
+    DriftWarning,
+    EnvironmentMismatchWarning,
+    IncompatibleEnvironmentError,
+    SealBrokenError,
+    VerificationError,
+)
+from sklearn_helpers import digits_model
+
+
+def edit_manifest(artifact: Path, change: Any) -> None:
+    path = artifact / "persistkit.json"
+    path.chmod(0o644)
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def claim_version(artifact: Path, distribution: str, version: str) -> None:
+    def change(data: dict) -> None:
+        data["environment"]["requirements"][distribution] = version
+
+    edit_manifest(artifact, change)
+
+
+def resave_file(artifact: Path, name: str, array: np.ndarray) -> None:
+    """Change an example file and record its new hash (as an editor would)."""
+    path = artifact / name
+    path.chmod(0o644)
+    np.save(path, array)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def change(data: dict) -> None:
+        for entry in data["files"]:
+            if entry["path"] == name:
+                entry["sha256"], entry["size"] = digest, path.stat().st_size
+
+    edit_manifest(artifact, change)
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    model, X, _ = digits_model()
+    return persistkit.save(model, tmp_path / "digits", example=X[:6]).path
+
+
+# --- capture ---------------------------------------------------------------------------------
+
+
+def test_the_payloads_distributions_are_recorded_and_written_as_requirements(saved: Path) -> None:
+    manifest = persistkit.inspect(str(saved))
+    needed = manifest.environment["requirements"]
+    assert {"scikit-learn", "numpy", "scipy"} <= set(needed)
+    text = (saved / "requirements.txt").read_text()
+    assert f"scikit-learn=={needed['scikit-learn']}" in text
+    assert "requirements.txt" in [f.path for f in manifest.files]  # hashed like the payload
+
+
+def test_the_distribution_that_owns_the_models_class_is_recorded(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=16,
+    )
+    model = transformers.BertForSequenceClassification(config).eval()
+    art = persistkit.save(model, tmp_path / "bert", backend="torch")
+    needed = art.manifest.environment["requirements"]
+    assert needed["transformers"] == transformers.__version__
+    assert needed["torch"] == torch.__version__
+
+
+def test_a_classifiers_example_keeps_its_probabilities(saved: Path) -> None:
+    manifest = persistkit.inspect(str(saved))
+    assert manifest.example is not None
+    assert manifest.example["predict_proba"] == "example/predict_proba.npy"
+    assert np.load(saved / "example/predict_proba.npy").shape == (6, 10)
+
+
+# --- check at load ---------------------------------------------------------------------------
+
+
+def test_same_versions_load_without_a_word(saved: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        persistkit.load(saved)
+
+
+def test_a_recorded_minor_version_that_differs_is_a_warning_naming_both(saved: Path) -> None:
+    claim_version(saved, "scikit-learn", "0.24.2")
+    mismatch = r"scikit-learn \(saved with 0.24.2, running"
+    with pytest.warns(EnvironmentMismatchWarning, match=mismatch):
+        persistkit.load(saved, trusted=True)
+
+
+def test_a_patch_release_is_no_mismatch(saved: Path) -> None:
+    running = persistkit.inspect(str(saved)).environment["requirements"]["numpy"]
+    major, minor, *_ = running.split(".")
+    claim_version(saved, "numpy", f"{major}.{minor}.999")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EnvironmentMismatchWarning)
+        persistkit.load(saved, trusted=True)
+
+
+def test_outputs_that_moved_with_other_versions_are_a_drift_warning(saved: Path) -> None:
+    """Labels alone would hide it: the stored probabilities moved, the labels did not."""
+    claim_version(saved, "scikit-learn", "0.24.2")
+    proba = np.load(saved / "example/predict_proba.npy")
+    resave_file(saved, "example/predict_proba.npy", proba * 0.9)
+    with pytest.warns(DriftWarning, match="predict_proba moved by up to"):
+        persistkit.load(saved, trusted=True)
+    with pytest.raises(VerificationError, match="predict_proba moved") as caught:
+        persistkit.load(saved, trusted=True, strict=True)
+    assert 'pip install "scikit-learn==0.24.2"' in (caught.value.hint or "")
+
+
+def test_an_unknown_library_name_in_an_old_file_is_incompatible_not_untrusted(
+    tmp_path: Path,
+) -> None:
+    """A class that no longer exists is a version problem, with the install line."""
+    model, _, _ = digits_model()
+    data = pickle.dumps(model, protocol=4)
+    data = data.replace(b"sklearn.linear_model._logistic", b"sklearn.linear_model.logistic_")
+    data = data.replace(b"1.9.1", b"1.0.2")  # the version the file says it was made with
+    (tmp_path / "old.pkl").write_bytes(data)
+    with pytest.raises(IncompatibleEnvironmentError) as caught:
+        persistkit.load(tmp_path / "old.pkl")
+    assert "sklearn.linear_model.logistic_.LogisticRegression" in caught.value.message
+    assert caught.value.install_line == 'pip install "scikit-learn==1.0.2"'
+    with pytest.raises(IncompatibleEnvironmentError):  # trusted: no raw ModuleNotFoundError
+        persistkit.load(tmp_path / "old.pkl", trusted=True)
+
+
+def test_a_raw_library_error_with_other_versions_is_incompatible(
+    saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import persistkit_joblib
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("buffer dtype mismatch, expected 'intp_t' but got 'long'")
+
+    claim_version(saved, "scikit-learn", "0.24.2")
+    monkeypatch.setattr(persistkit_joblib.plugin, "load_payload", broken)
+    with (
+        pytest.raises(IncompatibleEnvironmentError, match="buffer dtype mismatch") as caught,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", EnvironmentMismatchWarning)
+        persistkit.load(saved, trusted=True)
+    assert caught.value.requirements["scikit-learn"] == "0.24.2"
+
+
+def test_a_bare_file_says_the_version_it_carries(tmp_path: Path) -> None:
+    model, _, _ = digits_model()
+    data = pickle.dumps(model, protocol=4).replace(b"1.9.1", b"1.3.2")
+    (tmp_path / "theirs.pkl").write_bytes(data)
+    with pytest.warns(EnvironmentMismatchWarning, match=r"saved with 1.3.2"):
+        persistkit.load(tmp_path / "theirs.pkl")
+
+
+# --- seal states -----------------------------------------------------------------------------
+
+
+def test_show_verify_and_scan_say_whose_an_artifact_is(saved: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert "seal:       sealed by you" in runner.invoke(main, ["show", str(saved)]).output
+    assert "sealed by you" in runner.invoke(main, ["verify", str(saved)]).output
+    report = json.loads(runner.invoke(main, ["scan", str(saved), "--json"]).output)
+    assert report["seal"] == "yours"
+
+
+def test_a_sealed_manifest_changed_since_is_its_own_error(saved: Path) -> None:
+    def change(data: dict) -> None:
+        data["backend"]["options"]["compress"] = 9
+
+    edit_manifest(saved, change)
+    with pytest.raises(SealBrokenError, match="changed after it was sealed"):
+        persistkit.load(saved)
+    persistkit.load(saved, trusted=True)  # the owner may still decide to load it
+    shown = CliRunner().invoke(main, ["show", str(saved)]).output
+    assert "CHANGED SINCE IT WAS SEALED" in shown
+    report = json.loads(CliRunner().invoke(main, ["scan", str(saved), "--json"]).output)
+    assert report["seal"] == "modified"
+
+
+def test_another_users_artifact_is_sealed_by_a_key_you_do_not_trust(
+    saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PERSISTKIT_HOME", str(tmp_path / "someone-else"))
+    assert persistkit.verify(saved).seal == "foreign"
+    assert "sealed by a key you do not trust" in CliRunner().invoke(
+        main, ["show", str(saved)]
+    ).output
