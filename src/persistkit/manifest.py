@@ -77,6 +77,10 @@ class Manifest:
     version: int | None = None
     seal: dict[str, str] | None = None
     format: str = FORMAT
+    #: the bytes a seal covers, as the manifest was written (set when it is parsed): a seal
+    #: is checked against what was sealed, not against this version's reading of it, so a
+    #: migration, or a field a newer writer added, never looks like tampering
+    sealed_source: bytes | None = field(default=None, repr=False, compare=False)
 
     # -- views ------------------------------------------------------------------------------
     @property
@@ -145,10 +149,7 @@ class Manifest:
 
     def sealed_bytes(self) -> bytes:
         """The canonical bytes a seal (signature) covers: every field but the unsealed ones."""
-        data = {k: v for k, v in self.to_dict().items() if k not in UNSEALED_FIELDS}
-        return json.dumps(
-            data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_default
-        ).encode()
+        return _canonical(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Manifest:
@@ -171,6 +172,10 @@ class Manifest:
     def from_dict(cls, data: Any) -> Manifest:
         if not isinstance(data, dict):
             raise ManifestError(f"{MANIFEST_NAME} must hold a JSON object")
+        try:
+            sealed_source: bytes | None = _canonical(data)
+        except (TypeError, ValueError):
+            sealed_source = None
         data = _migrate(data)
         backend = _get(data, "backend", dict)
         files_raw = _get(data, "files", list)
@@ -192,6 +197,7 @@ class Manifest:
             outputs=_get(data, "outputs", (dict, type(None)), None),
             preprocess=_get(data, "preprocess", (dict, type(None)), None),
             seal=_get(data, "seal", (dict, type(None)), None),
+            sealed_source=sealed_source,
         )._validated()
 
     def _validated(self) -> Manifest:
@@ -207,6 +213,14 @@ class Manifest:
                         f"example {role!r} points at {path!r}, which is not a listed file"
                     )
         return self
+
+
+def _canonical(data: dict[str, Any]) -> bytes:
+    """Sorted, compact, ASCII JSON of ``data`` without the fields a seal leaves out."""
+    sealed = {k: v for k, v in data.items() if k not in UNSEALED_FIELDS}
+    return json.dumps(
+        sealed, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_default
+    ).encode()
 
 
 def utc_now() -> str:

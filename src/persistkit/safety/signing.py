@@ -81,7 +81,9 @@ def trusted_keys() -> dict[str, bytes]:
 
 
 def seal(manifest: Manifest, key: bytes | None = None) -> dict[str, str]:
+    """The seal of ``manifest`` as it is now (it forgets the bytes it was parsed from)."""
     key = user_key() if key is None else key
+    manifest.sealed_source = None
     mac = hmac.new(key, manifest.sealed_bytes(), hashlib.sha256).hexdigest()
     return {"algorithm": SEAL_ALGORITHM, "key_id": key_id(key), "value": mac}
 
@@ -110,7 +112,8 @@ def seal_state(manifest: Manifest) -> str:
     key = trusted_keys().get(kid)
     if key is None:
         return "foreign"
-    expected = hmac.new(key, manifest.sealed_bytes(), hashlib.sha256).hexdigest()
+    covered = manifest.sealed_source or manifest.sealed_bytes()  # as written, if parsed
+    expected = hmac.new(key, covered, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, str(sealed.get("value", ""))):
         return "modified"
     return "yours" if kid == key_id(user_key()) else "trusted"
