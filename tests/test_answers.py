@@ -162,6 +162,16 @@ def test_two_labels_fit_one_output_column_at_save(tmp_path: Path) -> None:
     assert [a.label for a in answers] == ["yes", "no"]
 
 
+def resealed(data: dict[str, Any]) -> str:
+    """The manifest ``data`` sealed again with this user's key, as JSON."""
+    from persistkit.manifest import Manifest
+    from persistkit.safety import seal
+
+    manifest = Manifest.from_dict(data)
+    manifest.seal = seal(manifest)
+    return manifest.to_json()
+
+
 def test_an_old_manifest_without_outputs_still_predicts_raw_but_has_no_answers(
     iris: tuple[Any, np.ndarray], tmp_path: Path
 ) -> None:
@@ -170,7 +180,7 @@ def test_an_old_manifest_without_outputs_still_predicts_raw_but_has_no_answers(
     path = tmp_path / "old" / "persistkit.json"
     data = json.loads(path.read_text())
     del data["outputs"]
-    path.write_text(json.dumps(data))
+    path.write_text(resealed(data))  # as persistkit 0.1 wrote it: no outputs, sealed
     assert persistkit.inspect(tmp_path / "old").outputs is None
     assert persistkit.predict(tmp_path / "old", X[:2]).tolist() == ["setosa", "setosa"]
     with pytest.raises(InputError, match="nothing says what this model's outputs mean"):
@@ -189,7 +199,7 @@ def test_a_damaged_outputs_record_is_a_manifest_error(
     path = tmp_path / "damaged" / "persistkit.json"
     data = json.loads(path.read_text())
     data["outputs"] = {"kind": "horoscope", "labels": ["a"]}
-    path.write_text(json.dumps(data))
+    path.write_text(resealed(data))
     with pytest.raises(ManifestError, match="outputs record is not valid"):
         persistkit.answer(tmp_path / "damaged", X[:1])
 

@@ -170,6 +170,7 @@ def test_verify_proves_a_stored_example_reproduces(tmp_path: Path) -> None:
         "files_checked": 4,  # payload, requirements.txt, example inputs and outputs
         "example_checked": True,
         "identical": True,
+        "seal": "yours",
     }
 
 

@@ -146,11 +146,16 @@ def test_a_bad_image_size_is_a_usage_error(model: Any, tmp_path: Path) -> None:
 
 
 def _drop_outputs_record(artifact: Path) -> None:
-    """Make ``artifact`` look as if saved before outputs records existed."""
+    """Make ``artifact`` look as if saved (and sealed) before outputs records existed."""
+    from persistkit.manifest import Manifest
+    from persistkit.safety import seal
+
     path = artifact / "persistkit.json"
-    manifest = json.loads(path.read_text())
-    del manifest["outputs"]
-    path.write_text(json.dumps(manifest))
+    data = json.loads(path.read_text())
+    del data["outputs"]
+    manifest = Manifest.from_dict(data)
+    manifest.seal = seal(manifest)
+    path.write_text(manifest.to_json())
 
 
 def test_an_old_manifest_without_outputs_prints_raw_numbers_as_before(

@@ -11,7 +11,7 @@ import pytest
 
 import persistkit
 from hostile.corpus import Evil
-from persistkit.errors import SigningKeyError, UntrustedArtifactError
+from persistkit.errors import SealBrokenError, SigningKeyError, UntrustedArtifactError
 from persistkit.manager import reset_plugins
 from persistkit.safety import seal_is_valid
 
@@ -97,6 +97,10 @@ def test_editing_a_sealed_manifest_breaks_the_seal(tmp_path: Path) -> None:
     manifest["metadata"] = {"owner": "mallory"}
     manifest_path.write_text(json.dumps(manifest))
     assert not seal_is_valid(persistkit.inspect(artifact))
+    with pytest.raises(SealBrokenError, match="changed after it was sealed"):
+        persistkit.load(artifact)
+    manifest.pop("seal")  # handed over unsealed: a stranger's file, refused as untrusted
+    manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(UntrustedArtifactError):
         persistkit.load(artifact)
 

@@ -57,8 +57,10 @@ def as_stranger(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def edit_manifest(artifact: Path, change: Any) -> None:
-    """Apply ``change(dict)`` to the artifact's manifest (this breaks its seal)."""
+    """Apply ``change(dict)`` to the artifact's manifest and drop its seal, as someone
+    handing over an edited artifact would (an edit under a seal is a SealBrokenError)."""
     path = artifact / "persistkit.json"
     data = json.loads(path.read_text())
     change(data)
+    data.pop("seal", None)
     path.write_text(json.dumps(data))
