@@ -26,6 +26,7 @@ import persistkit  # noqa: E402
 from persistkit.errors import FormatError, PersistkitError, UntrustedArtifactError  # noqa: E402
 from persistkit.safety import audit_pt2  # noqa: E402
 from persistkit.safety.pt2_audit import expression_problem  # noqa: E402
+from pt2_helpers import mlp_archive  # noqa: E402
 from torch_helpers import as_stranger, mlp_inputs, outputs, trained_mlp  # noqa: E402
 
 Entries = dict[str, bytes]
@@ -44,12 +45,7 @@ class _Canary:
 @pytest.fixture(scope="module")
 def archive() -> bytes:
     """A real torch.export archive of a trained MLP with a dynamic batch (symbolic sizes)."""
-    model = trained_mlp().eval()
-    x = torch.from_numpy(mlp_inputs(4))
-    program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("b")},))
-    buffer = io.BytesIO()
-    torch.export.save(program, buffer)
-    return buffer.getvalue()
+    return mlp_archive()
 
 
 def entries_of(data: bytes) -> Entries:

@@ -20,7 +20,8 @@ torch = pytest.importorskip("torch")
 
 import persistkit  # noqa: E402
 from persistkit.errors import UntrustedArtifactError  # noqa: E402
-from torch_helpers import mlp_inputs, trained_mlp  # noqa: E402
+from pt2_helpers import mlp_archive  # noqa: E402
+from torch_helpers import mlp_inputs  # noqa: E402
 
 Entries = dict[str, bytes]
 PROGRAM = "models/model.json"
@@ -29,12 +30,7 @@ CONFIGS = ("data/weights/model_weights_config.json", "data/constants/model_const
 
 @pytest.fixture(scope="module")
 def archive() -> bytes:
-    model = trained_mlp().eval()
-    x = torch.from_numpy(mlp_inputs(4))
-    program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("b")},))
-    buffer = io.BytesIO()
-    torch.export.save(program, buffer)
-    return buffer.getvalue()
+    return mlp_archive()
 
 
 @pytest.fixture(autouse=True)
