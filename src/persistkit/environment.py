@@ -52,6 +52,7 @@ class Mismatch:
         return f"{self.distribution} (saved with {self.saved}, {running})"
 
 
+@functools.lru_cache(maxsize=1024)
 def owner_of(module: str) -> str | None:
     """The installed distribution that provides the top-level package of ``module``, or
     ``None`` for the standard library, ``__main__`` and modules no distribution owns."""
@@ -77,7 +78,10 @@ def _packages_distributions() -> Mapping[str, list[str]]:
 PYTHON = "python"
 
 
+@functools.cache  # ~0.5 ms a lookup; what is installed does not change under a process
 def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` (``"python"``: the interpreter's), or
+    ``None`` when it is not installed."""
     if distribution.lower() == PYTHON:
         import platform
 
