@@ -373,3 +373,32 @@ def test_scan_of_a_folder_is_its_default_load(bert: Any, tmp_path: Path) -> None
     (folder / "config.json").write_text(config)
     refused = scan_report(str(folder))
     assert not refused["clean"] and "auto_map" in refused["files"][0]["refused"]
+
+
+def test_a_picture_for_an_image_folder_is_read_with_its_preprocessor_config(
+    vit: Any, tmp_path: Path
+) -> None:
+    """The folder's preprocessor_config.json is its preprocess record: persistkit's answer
+    on a photo is transformers' own (processor, then model, then softmax)."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from persistkit.cli import main
+
+    folder = _folder(vit, tmp_path / "vit")
+    size = vit.config.image_size
+    processor = transformers.ViTImageProcessor(size={"height": size, "width": size})
+    processor.save_pretrained(folder)
+    photo = tmp_path / "photo.png"
+    pixels = np.random.default_rng(5).integers(0, 256, size=(50, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(photo)
+    with torch.no_grad():
+        logits = vit(**processor(Image.open(photo), return_tensors="pt")).logits[0]
+    expected = torch.softmax(logits.double(), -1).numpy()
+    [answer] = persistkit.answer(folder, photo)
+    label = vit.config.id2label[int(expected.argmax())]
+    assert answer.label == label
+    assert answer.score == pytest.approx(float(expected.max()), abs=1e-5)
+    result = CliRunner().invoke(main, ["predict", str(folder), str(photo)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"{photo}: {answer}"

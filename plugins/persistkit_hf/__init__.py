@@ -110,6 +110,16 @@ class HfPlugin:
             return None
 
     @persistkit.hookimpl
+    def persistkit_folder_facts(self, backend: str, path: Path) -> dict[str, Any] | None:
+        """The folder's ``preprocessor_config.json`` as persistkit's preprocess record, so
+        ``persistkit predict FOLDER photo.jpg`` reads pictures as the model expects."""
+        if backend != BACKEND:
+            return None
+        raw = _read_small(path / PREPROCESSOR_CONFIG)
+        spec = preprocess_from_hf(raw) if raw is not None else None
+        return {"preprocess": spec} if spec is not None else None
+
+    @persistkit.hookimpl
     def persistkit_load(self, backend: str, manifest: Any, policy: Any, files: Any) -> Any | None:
         if backend != BACKEND:
             return None
@@ -218,6 +228,42 @@ def _is_file(path: Path) -> bool:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
+#: keys of an image processor's config that say what it is, not what it does to pixels
+_DESCRIPTIVE_KEYS = frozenset(
+    {"image_processor_type", "processor_class", "feature_extractor_type", "_processor_class"}
+)
+#: the keys persistkit's preprocess record reads (see persistkit.preprocess)
+_PIXEL_KEYS = frozenset(
+    {
+        "do_resize", "size", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
+        "do_normalize", "image_mean", "image_std", "do_convert_rgb", "resample",
+        "data_format",
+    }
+)
+
+
+def preprocess_from_hf(raw: bytes) -> dict[str, Any] | None:
+    """An image processor's ``preprocessor_config.json`` as a preprocess record: its pixel
+    keys, channels first (what transformers' vision models take). ``None`` when it is not
+    JSON, or when it asks for a step persistkit does not apply (``crop_pct``, padding, ...):
+    then no picture is guessed at, and a picture input fails with the model's own error."""
+    import json
+
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(config, dict):
+        return None
+    unknown = set(config) - _PIXEL_KEYS - _DESCRIPTIVE_KEYS
+    if unknown:
+        return None
+    spec = {k: v for k, v in config.items() if k in _PIXEL_KEYS}
+    spec.setdefault("data_format", "channels_first")
+    return spec
 
 
 def _read_small(path: Path) -> bytes | None:

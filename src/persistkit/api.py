@@ -760,10 +760,15 @@ def _sniff_folder(path: Path) -> Manifest | None:
                 )
     if not entries:
         return None
+    facts: dict[str, Any] = {}
+    for answer in get_plugins().hook.persistkit_folder_facts(backend=backend, path=path):
+        facts.update(answer or {})
+    preprocess = facts.get("preprocess")
     return Manifest(
         backend=backend,
         files=entries,
         notes=[f"foreign {backend} folder: no persistkit manifest, no integrity record"],
+        preprocess=preprocess if isinstance(preprocess, dict) else None,
     )
 
 

@@ -130,6 +130,19 @@ def persistkit_load(
 
 
 @hookspec
+def persistkit_folder_facts(backend: str, path: Path) -> dict[str, Any] | None:
+    """Say what a model folder made by another tool declares as data, for its stand-in
+    manifest: ``preprocess`` (how a picture becomes an input, in the keys of
+    :mod:`persistkit.preprocess`; a Hugging Face ``preprocessor_config.json``).
+
+    Called when such a folder (see ``persistkit_sniff``) is located, before anything loads,
+    so ``predict`` reads pictures for it as for a persistkit artifact. Values are checked
+    where they are used, like any manifest data. Return a dict, or ``None``; results of all
+    plugins are merged.
+    """
+
+
+@hookspec
 def persistkit_requirements(backend: str, manifest: Any, files: Any) -> dict[str, str] | None:
     """Name the distributions (and versions) a payload made by another tool needs, as far as
     it records them: an MLflow folder lists its pins, a pickle may carry library versions.

@@ -288,6 +288,9 @@ def read_image(
         change = describe_change(original, (*size, mode), fit, details=details)
         if change:
             changes.append(f"{source}: {change}")
+    if spec is None and preprocess:
+        # no signature to say so (another tool's model folder): the spec made one item
+        return pixels[np.newaxis]
     return conform(pixels, spec, source=source)
 
 
