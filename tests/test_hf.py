@@ -402,3 +402,20 @@ def test_a_picture_for_an_image_folder_is_read_with_its_preprocessor_config(
     result = CliRunner().invoke(main, ["predict", str(folder), str(photo)])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == f"{photo}: {answer}"
+
+
+def test_the_upload_page_answers_a_picture_for_an_image_folder(vit: Any, tmp_path: Path) -> None:
+    from PIL import Image
+    from starlette.testclient import TestClient
+
+    from persistkit.server import ModelRepository, create_app
+
+    folder = _folder(vit, tmp_path / "vit")
+    size = vit.config.image_size
+    transformers.ViTImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(photo)
+    [expected] = persistkit.answer(folder, photo)
+    with TestClient(create_app(ModelRepository([str(folder)]))) as client:
+        page = client.post("/ui/predict/vit", content=photo.read_bytes()).json()
+    assert page["answers"][0]["text"] == str(expected)

@@ -146,7 +146,7 @@ def read_input(
     if suffix == ".json":
         return conform(_read_json(path, spec), spec, source=path.name)
     if suffix in IMAGE_SUFFIXES or _pillow_knows(suffix):
-        return read_image(
+        picture = read_image(
             path.read_bytes(),
             spec,
             image_size=image_size,
@@ -155,6 +155,7 @@ def read_input(
             changes=changes,
             preprocess=preprocess,
         )
+        return picture_batch(picture, spec, preprocess)
     raise InputError(
         f"cannot read {path.name}: unknown file type {suffix or '(no suffix)'}",
         hint=f"give {_SUPPORTED}",
@@ -227,6 +228,14 @@ def _flat_layout(
     )
 
 
+def picture_batch(
+    picture: np.ndarray, spec: TensorSpec | None, preprocess: dict[str, Any] | None
+) -> np.ndarray:
+    """:func:`read_image`'s result as a batch: it is one already when a signature shaped it;
+    without one (another tool's model folder), the preprocess record made a single item."""
+    return picture[np.newaxis] if spec is None and preprocess else picture
+
+
 def read_image(
     data: bytes,
     spec: TensorSpec | None,
@@ -288,9 +297,6 @@ def read_image(
         change = describe_change(original, (*size, mode), fit, details=details)
         if change:
             changes.append(f"{source}: {change}")
-    if spec is None and preprocess:
-        # no signature to say so (another tool's model folder): the spec made one item
-        return pixels[np.newaxis]
     return conform(pixels, spec, source=source)
 
 

@@ -247,16 +247,19 @@ class Routes:
     async def _read_pictures(self, served: ServedModel, pictures: list[bytes]) -> np.ndarray:
         """Encoded picture files sent as a BYTES input, read exactly as ``persistkit predict``
         reads picture files (the model's preprocess record, else the 0-255 rule)."""
-        from persistkit.inputs import read_image
+        from persistkit.inputs import picture_batch, read_image
+
+        spec = served.signature.input
 
         def read_all() -> np.ndarray:
             return np.concatenate(
                 [
-                    read_image(
-                        data,
-                        served.signature.input,
-                        source=f"picture {index}",
-                        preprocess=served.preprocess,
+                    picture_batch(
+                        read_image(
+                            data, spec, source=f"picture {index}", preprocess=served.preprocess
+                        ),
+                        spec,
+                        served.preprocess,
                     )
                     for index, data in enumerate(pictures)
                 ]
@@ -315,7 +318,7 @@ class Routes:
         ``answers`` the text people read (``"gnome (0.97)"``) with the top 5 scores, and
         ``raw`` the model's own outputs."""
         from persistkit.answers import score_batch
-        from persistkit.inputs import read_image
+        from persistkit.inputs import picture_batch, read_image
 
         served = self._served(
             request.path_params["name"], request.query_params.get("version") or None
@@ -334,6 +337,7 @@ class Routes:
                 preprocess=served.preprocess,
             )
         )
+        batch = picture_batch(batch, served.signature.input, served.preprocess)
         prediction = await self._predict(served, batch)
         answer: dict[str, Any] = {
             "model": served.name,
