@@ -227,3 +227,25 @@ def test_a_torch_network_saved_with_labels_answers_softmax_of_its_logits(tmp_pat
 def test_answer_and_answer_class_are_public() -> None:
     assert "answer" in persistkit.__all__ and "Answer" in persistkit.__all__
     assert persistkit.Answer is Answer
+
+
+# --- regressions found in review ---------------------------------------------------------------
+
+
+def test_labels_that_are_not_a_classifiers_classes_are_refused_at_save(
+    iris: tuple[Any, np.ndarray], tmp_path: Path
+) -> None:
+    model, _ = iris
+    with pytest.raises(InputError, match="classes_"):
+        persistkit.save(model, tmp_path / "m", labels=["a", "b", "c"])
+
+
+def test_an_empty_batch_has_no_answers() -> None:
+    assert persistkit.answer(lambda x: np.zeros((0, 3)), np.zeros((0, 2)), labels=list("abc"),
+                             output="logits") == []
+
+
+def test_a_single_label_is_refused() -> None:
+    with pytest.raises(InputError, match="2 to"):
+        persistkit.answer(lambda x: np.zeros((1, 1)), np.zeros((1, 2)), labels=["cat"],
+                          output="logits")

@@ -22,6 +22,7 @@ from persistkit.errors import (
     EnvironmentMismatchWarning,
     IncompatibleEnvironmentError,
     SealBrokenError,
+    UntrustedArtifactError,
     VerificationError,
 )
 from sklearn_helpers import digits_model
@@ -210,3 +211,52 @@ def test_another_users_artifact_is_sealed_by_a_key_you_do_not_trust(
     assert "sealed by a key you do not trust" in CliRunner().invoke(
         main, ["show", str(saved)]
     ).output
+
+
+# --- regressions found in review ---------------------------------------------------------------
+
+
+def test_an_untrusted_file_never_chooses_a_module_to_import(tmp_path: Path) -> None:
+    """Telling a gone library name from an untrusted one must not import what the file
+    names: numpy.f2py.__main__ would run f2py's command line and exit."""
+    import sys
+
+    (tmp_path / "evil.pkl").write_bytes(b"cnumpy.f2py.__main__\nfoo\n.")
+    with pytest.raises(UntrustedArtifactError, match=r"numpy\.f2py\.__main__\.foo"):
+        persistkit.load(tmp_path / "evil.pkl")
+    assert "numpy.f2py.__main__" not in sys.modules
+
+
+def test_metadata_with_number_keys_keeps_its_seal(tmp_path: Path) -> None:
+    """JSON writes {9: ..} as {"9": ..}: the seal covers what is written."""
+    model, X, _ = digits_model()
+    persistkit.save(model, tmp_path / "m", metadata={9: "a", 10: "b"}, example=X[:2])
+    assert persistkit.verify(tmp_path / "m").seal == "yours"
+
+
+def test_predict_and_answer_take_strict(saved: Path) -> None:
+    X = np.load(saved / "example/inputs.npy")
+    assert persistkit.predict(saved, X, strict=True).shape == (6,)
+    assert len(persistkit.answer(saved, X, strict=True)) == 6
+
+
+def test_a_converted_artifact_needs_its_runtime_not_the_original_library(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("onnxruntime")
+    model, X, _ = digits_model()
+    art = persistkit.save(model, tmp_path / "o", backend="onnx", example=X[:5])
+    needed = art.manifest.environment["requirements"]
+    assert "onnxruntime" in needed and "scikit-learn" not in needed
+    [answer] = persistkit.answer(art.path, X[:1])  # the ONNX payload's probabilities
+    assert answer.score is not None
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [("2.0rc1", ("2", "0")), ("2.0.0+cpu", ("2", "0")), ("1.9.1", ("1", "9")), ("3", ("3", "0"))],
+)
+def test_versions_compare_by_release_numbers(version: str, expected: tuple[str, str]) -> None:
+    from persistkit.environment import _major_minor
+
+    assert _major_minor(version) == expected

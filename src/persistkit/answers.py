@@ -60,8 +60,22 @@ def output_record(
             )
         return {"kind": output}
     if labels is None:
+        if classes is not None and len(classes) < 2 and output is None:
+            return None  # a classifier fitted on one class has nothing to tell apart
         labels = classes
     checked = _checked_labels(labels, what="labels=")
+    if (
+        classes is not None
+        and (output or "labels") == "labels"
+        and [str(c) for c in checked] != [str(c) for c in classes]
+    ):
+        shown = ", ".join(map(str, list(classes)[:10]))
+        raise InputError(
+            f"labels= must be this classifier's classes_ ({shown}), in that order: it "
+            "predicts those, so other labels would never match an answer",
+            hint="leave labels= out (the classes are the labels), or fit the model on "
+            "the names you want to see",
+        )
     kind = output or ("labels" if classes is not None else "logits")
     return {"kind": kind, "labels": checked}
 
@@ -76,8 +90,11 @@ def _checked_labels(labels: Any, *, what: str) -> list[Any]:
             f"{what} must be a list of labels, not {type(labels).__name__}",
             hint='pass labels=["cat", "dog", ...]',
         ) from None
-    if not items or len(items) > MAX_LABELS:
-        raise InputError(f"{what} must hold 1 to {MAX_LABELS} labels, not {len(items)}")
+    if not 2 <= len(items) <= MAX_LABELS:
+        raise InputError(
+            f"{what} must hold 2 to {MAX_LABELS} labels, not {len(items)}",
+            hint="one label per class the model tells apart (a yes/no model: two)",
+        )
     out = []
     for item in items:
         value = item.item() if hasattr(item, "item") and callable(item.item) else item
@@ -228,7 +245,8 @@ def score_batch(
             hint='save it with output="labels" if it predicts labels itself',
         )
     dtype = np.float32 if array.dtype in (np.float16, np.float32) else np.float64
-    values = array.astype(np.float64).reshape(len(array), -1)
+    width = array.shape[-1] if array.ndim >= 2 else 1
+    values = array.astype(np.float64).reshape(len(array), width)
     if record["kind"] == "logits":
         probabilities = _sigmoid_pair(values) if values.shape[1] == 1 else _softmax(values)
     else:
@@ -284,12 +302,15 @@ def _scored_labels(
             hint='save it with output="logits" or "probabilities" and one label per column',
         )
     predicted = [v.item() if hasattr(v, "item") else v for v in array.tolist()]
-    if labels is None or model is None or batch is None or not hasattr(model, "predict_proba"):
+    if labels is None or model is None or batch is None:
         return ScoredBatch(labels, predicted, None)
     from persistkit.api import predict
     from persistkit.arrays import to_numpy
 
-    probabilities = np.asarray(to_numpy(predict(model, batch, method="predict_proba")))
+    try:  # asked through the adapter: an ONNX classifier has it without the attribute
+        probabilities = np.asarray(to_numpy(predict(model, batch, method="predict_proba")))
+    except PersistkitError:  # a classifier without probabilities: the label alone
+        return ScoredBatch(labels, predicted, None)
     if probabilities.shape != (len(array), len(labels)):
         raise error(
             f"{origin} has {len(labels)} labels, but predict_proba gives shape "

@@ -146,6 +146,7 @@ def load_for_inputs(
         found,
         trusted=options.pop("trusted", False),
         verify=options.pop("verify", True),
+        strict=options.pop("strict", False),
         options=options,
     )
     return model, inputs, found
@@ -250,8 +251,13 @@ def save(
             # every file written is listed and hashed, also those the backend did not report
             # (an old joblib's companion .npy files)
             files += unreported_files(staging, files)
-            requirements = requirements_for(
-                described.pop("modules", ()), described.get("libraries", {})
+            modules = described.pop("modules", ())
+            # a converted payload (ONNX, a torch.export program) needs its runtime, not the
+            # model's original library
+            requirements = (
+                requirements_for(info.requires, {"numpy": np.__version__})
+                if info.converts
+                else requirements_for(modules, described.get("libraries", {}))
             )
             written = [*files, write_requirements(staging, requirements)]
         hashed = hasher.entries(written)

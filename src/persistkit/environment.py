@@ -78,18 +78,27 @@ def _packages_distributions() -> Mapping[str, list[str]]:
 PYTHON = "python"
 
 
-@functools.cache  # ~0.5 ms a lookup; what is installed does not change under a process
+_FOUND_VERSIONS: dict[str, str] = {}
+
+
 def installed_version(distribution: str) -> str | None:
     """The installed version of ``distribution`` (``"python"``: the interpreter's), or
-    ``None`` when it is not installed."""
+    ``None`` when it is not installed. A version found is remembered for the process (a
+    lookup costs ~0.5 ms per load otherwise); one not found is looked up again, so a
+    ``pip install`` in a running notebook is seen."""
     if distribution.lower() == PYTHON:
         import platform
 
         return platform.python_version()
+    found = _FOUND_VERSIONS.get(distribution)
+    if found is not None:
+        return found
     try:
-        return importlib.metadata.version(distribution)
+        found = importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
+    _FOUND_VERSIONS[distribution] = found
+    return found
 
 
 def requirements_for(modules: Iterable[str], libraries: Mapping[str, str]) -> dict[str, str]:
@@ -141,8 +150,11 @@ def mismatches(requirements: Mapping[str, str]) -> list[Mismatch]:
 
 
 def _major_minor(version: str) -> tuple[str, ...]:
-    parts = re.split(r"[.+]", version.strip())
-    return tuple(parts[:2])
+    """``("2", "0")`` for ``2.0.1``, ``2.0rc1``, ``2.0.0+cpu``: release numbers only."""
+    found = re.match(r"\s*v?(\d+)(?:\.(\d+))?", version)
+    if found is None:
+        return (version.strip(),)
+    return (found.group(1), found.group(2) or "0")
 
 
 def describe(found: Iterable[Mismatch]) -> str:
@@ -212,26 +224,54 @@ def warn_mismatches(uri: str, found: list[Mismatch]) -> None:
 def missing_library_names(names: Iterable[str]) -> list[str]:
     """The dotted ``module.Qualname`` globals that do not exist here: in a trusted library
     (:data:`LIBRARY_PACKAGES`), a module or attribute gone or moved since the file was made;
-    elsewhere, a top-level module no installed package provides at all (found without
-    importing anything: scikit-learn < 1.8 pickled its Cython losses as ``_loss.*``)."""
-    import importlib
-    import importlib.util
+    elsewhere, a top-level module no installed package provides at all (scikit-learn < 1.8
+    pickled its Cython losses as ``_loss.*``).
+
+    Nothing is imported to find out (the names come from an untrusted file): an attribute
+    is looked up statically on a module already imported, a module by ``find_spec`` only
+    where its parent package is already imported. A name that cannot be decided this way
+    is not reported."""
+    import inspect
 
     gone = []
     for name in names:
         module, _, qualname = name.rpartition(".")
-        top = module.split(".", 1)[0]
+        parts = module.split(".")
+        if not module or any(p.startswith("__") or not p.isidentifier() for p in parts):
+            continue
+        top = parts[0]
         if top not in LIBRARY_PACKAGES:
-            if top and "." not in module and _no_such_module(top):
+            if len(parts) == 1 and _no_such_module(top):
                 gone.append(name)
             continue
-        try:
-            target: object = importlib.import_module(module)
-            for part in qualname.split("."):
-                target = getattr(target, part)
-        except (ImportError, AttributeError):
-            gone.append(name)
+        loaded = sys.modules.get(module)
+        if loaded is None:
+            if _submodule_missing(module):
+                gone.append(name)
+            continue
+        target: object = loaded
+        for part in qualname.split("."):
+            target = inspect.getattr_static(target, part, _ABSENT)
+            if target is _ABSENT:
+                gone.append(name)
+                break
     return gone
+
+
+_ABSENT = object()
+
+
+def _submodule_missing(module: str) -> bool:
+    """True when ``module``'s parent package is imported and has no such submodule."""
+    import importlib.util
+
+    parent = module.rpartition(".")[0]
+    if not parent or parent not in sys.modules:
+        return False  # deciding would mean importing the parent
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):
+        return True
 
 
 def _no_such_module(top: str) -> bool:

@@ -148,8 +148,10 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False, default=_json_default) + "\n"
 
     def sealed_bytes(self) -> bytes:
-        """The canonical bytes a seal (signature) covers: every field but the unsealed ones."""
-        return _canonical(self.to_dict())
+        """The canonical bytes a seal (signature) covers: every field but the unsealed ones,
+        as they read back from ``persistkit.json`` (JSON turns number keys into strings and
+        tuples into lists: the seal must cover what is written, not what was passed)."""
+        return _canonical(json.loads(json.dumps(self.to_dict(), default=_json_default)))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Manifest:

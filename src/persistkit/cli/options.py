@@ -45,7 +45,8 @@ def trust_option(what: str = "the artifact") -> Callable[[Any], Any]:
         default=(),
         metavar="[NAME]",
         help=f"--trust alone trusts {what} entirely (runs its code); --trust module.Name "
-        "(repeatable) allows just that global, as `persistkit scan` lists them.",
+        "(repeatable) allows just that global, as `persistkit scan` lists them. A bare "
+        "--trust takes the next word as a name: put it after the other arguments.",
     )
 
 
