@@ -18,7 +18,6 @@ Bare files carry no manifest; :func:`carried_versions` reads what the file itsel
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -59,6 +58,8 @@ def owner_of(module: str) -> str | None:
     top = module.split(".", 1)[0]
     if not top or top in _BUILTIN or top in sys.stdlib_module_names:
         return None
+    import importlib.metadata
+
     candidates = [_KNOWN_OWNERS.get(top, top), top.replace("_", "-")]
     for name in candidates:
         try:
@@ -71,6 +72,8 @@ def owner_of(module: str) -> str | None:
 
 @functools.cache
 def _packages_distributions() -> Mapping[str, list[str]]:
+    import importlib.metadata
+
     return importlib.metadata.packages_distributions()  # ~0.1 s: only for unusual names
 
 
@@ -93,6 +96,8 @@ def installed_version(distribution: str) -> str | None:
     found = _FOUND_VERSIONS.get(distribution)
     if found is not None:
         return found
+    import importlib.metadata  # ~15 ms: only when a version is first asked for
+
     try:
         found = importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:

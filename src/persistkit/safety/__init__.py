@@ -6,13 +6,13 @@ files: :meth:`TrustPolicy.load_torch`). :func:`audit_file` and :func:`audit_pick
 file without loading it.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from persistkit.safety.allowlist import allowed_names
 from persistkit.safety.audit import FileAudit, audit_file
-from persistkit.safety.native_checks import check_native_structures
 from persistkit.safety.numpy_format import read_npy, read_npz
 from persistkit.safety.pickle_audit import PickleAudit, audit_pickle, scan_globals
 from persistkit.safety.policy import TrustPolicy
-from persistkit.safety.pt2_audit import Pt2Audit, audit_pt2, looks_like_pt2
 from persistkit.safety.safetensors_format import (
     SafetensorsHeader,
     TensorEntry,
@@ -27,6 +27,29 @@ from persistkit.safety.signing import (
     trust_key,
 )
 from persistkit.safety.unpickler import restricted_load
+
+if TYPE_CHECKING:
+    from persistkit.safety.native_checks import check_native_structures
+    from persistkit.safety.pt2_audit import Pt2Audit, audit_pt2, looks_like_pt2
+
+# imported on first use: only the loads of those formats need them
+_LAZY = {
+    "check_native_structures": "persistkit.safety.native_checks",
+    "Pt2Audit": "persistkit.safety.pt2_audit",
+    "audit_pt2": "persistkit.safety.pt2_audit",
+    "looks_like_pt2": "persistkit.safety.pt2_audit",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'persistkit.safety' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "SEAL_STATES",
