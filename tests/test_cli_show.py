@@ -26,12 +26,11 @@ def test_show_says_what_the_answers_are_and_how_pictures_are_read() -> None:
         model,
         "forest",
         example=X[:2],
-        labels=["no", "yes"],
         preprocess={"do_resize": True, "size": {"height": 8, "width": 8}},
     )
     result = CliRunner().invoke(main, ["show", "forest"])
     assert result.exit_code == 0, result.output
-    assert "answers:    labels of no, yes" in result.output
+    assert "answers:    labels of 0, 1" in result.output  # the classifier's classes_
     assert "preprocess: do_resize=True, size={'height': 8, 'width': 8}" in result.output
     assert "checked:" not in result.output  # joblib stores the object; nothing was converted
 
