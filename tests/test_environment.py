@@ -260,3 +260,21 @@ def test_versions_compare_by_release_numbers(version: str, expected: tuple[str, 
     from persistkit.environment import _major_minor
 
     assert _major_minor(version) == expected
+
+
+def test_a_compressed_bare_file_is_told_as_it_loads_and_sklearns_warnings_become_one(
+    tmp_path: Path,
+) -> None:
+    """A compressed file's version is not searched before the load (that would cost a
+    second decompression): scikit-learn's own per-estimator warnings say it, once, as ours."""
+    import zlib
+
+    model, _, _ = digits_model()
+    data = pickle.dumps(model, protocol=4).replace(b"1.9.1", b"1.3.2")
+    (tmp_path / "theirs.joblib").write_bytes(zlib.compress(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        persistkit.load(tmp_path / "theirs.joblib")
+    ours = [w for w in caught if issubclass(w.category, EnvironmentMismatchWarning)]
+    assert len(ours) == 1 and "saved with 1.3.2" in str(ours[0].message)
+    assert not [w for w in caught if w.category.__name__ == "InconsistentVersionWarning"]

@@ -6,6 +6,7 @@ plugin hook (see :mod:`persistkit.hookspecs`).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import platform
@@ -37,8 +38,10 @@ from persistkit.artifact import (
 from persistkit.environment import (
     Mismatch,
     carried_versions,
+    carried_versions_mapped,
     incompatible,
     install_line,
+    library_version_warnings,
     mismatches,
     missing_library_names,
     recorded,
@@ -897,8 +900,14 @@ def _load_opened(
     )
     differ = mismatches(needed)
     warn_mismatches(found.uri, differ)
+    reads_pickle = found.bare and not found.folder and manifest.backend in _CARRIES_VERSIONS
     try:
-        with loading(files):
+        with (
+            loading(files),
+            library_version_warnings(found.uri, warned=bool(differ))
+            if reads_pickle
+            else contextlib.nullcontext(),
+        ):
             model = plugins.hook.persistkit_load(
                 backend=manifest.backend,
                 directory=found.directory,
@@ -940,6 +949,12 @@ def _explained_by_versions(
     library versions cause: a global of a trusted library that does not exist here (never a
     trust problem), or any failure of a payload made with other versions than run here.
     For a bare file, the versions are those the file carries. ``None`` otherwise."""
+    if not needed and found.bare and found.manifest.backend in _CARRIES_VERSIONS:
+        try:  # a compressed file's versions, only now that the load failed
+            needed = carried_versions(files.primary.read_bytes())
+        except (PersistkitError, OSError):
+            needed = {}
+        differ = mismatches(needed)
     if isinstance(exc, UntrustedArtifactError):
         gone = missing_library_names(exc.globals_needed)
         if not gone:
@@ -970,7 +985,6 @@ def _explained_by_versions(
 
 #: pickle-family formats whose bare files are scanned for the versions they carry
 _CARRIES_VERSIONS = ("pickle", "joblib", "cloudpickle", "dill")
-_MAX_SCANNED_BYTES = 512 * 1024 * 1024
 
 
 def bare_requirements(found: Located, files: PayloadFiles, plugins: Plugins) -> dict[str, str]:
@@ -987,11 +1001,9 @@ def bare_requirements(found: Located, files: PayloadFiles, plugins: Plugins) -> 
     if needed or found.folder or manifest.backend not in _CARRIES_VERSIONS:
         return needed
     primary = files.primary
-    if primary.size > _MAX_SCANNED_BYTES:
-        return {}
-    try:
-        return carried_versions(primary.read_bytes())
-    except (PersistkitError, OSError):
+    try:  # searched in a map of the file: no copy, no second read
+        return carried_versions_mapped(primary.fd, primary.size) or {}
+    except (PersistkitError, OSError, ValueError):
         return {}
 
 

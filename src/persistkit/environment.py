@@ -17,12 +17,15 @@ Bare files carry no manifest; :func:`carried_versions` reads what the file itsel
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from persistkit.manifest import REQUIREMENTS_FILE
 
@@ -188,6 +191,26 @@ def carried_versions(data: bytes) -> dict[str, str]:
             data = decompress(data, method, TrustPolicy(), what="file")
         except PersistkitError:  # a damaged file: the load itself reports it
             return {}
+    return _versions_in(data)
+
+
+def carried_versions_mapped(fd: int, size: int) -> dict[str, str] | None:
+    """:func:`carried_versions` of an opened file without reading it into memory (a
+    read-only map is searched); ``None`` for a compressed file, whose versions would cost a
+    decompression (the load reports them as the library warns of them instead)."""
+    import mmap
+
+    from persistkit.safety.joblib_reader import compression_of
+
+    if size == 0:
+        return {}
+    if compression_of(os.pread(fd, 16, 0)) is not None:
+        return None
+    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+        return _versions_in(mapped)
+
+
+def _versions_in(data: Any) -> dict[str, str]:
     for match in _SKLEARN_VERSION.finditer(data):
         start = match.end()
         short, long = match.group(1), match.group(2)
@@ -303,3 +326,30 @@ def incompatible(
         f"{uri} cannot be loaded with the library versions installed here{shown}: {what}",
         requirements=dict(needed),
     )
+
+
+@contextlib.contextmanager
+def library_version_warnings(uri: str, *, warned: bool) -> Iterator[None]:
+    """Around the load of a bare file: scikit-learn warns once per estimator when it
+    unpickles one made by another version (``InconsistentVersionWarning``); those become one
+    :class:`EnvironmentMismatchWarning` (none if the versions the file carries were already
+    told, ``warned``). Other warnings pass through unchanged."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            versions: dict[str, str] = {}
+            others = []
+            for item in caught:
+                original = getattr(item.message, "original_sklearn_version", None)
+                if type(item.message).__name__ == "InconsistentVersionWarning" and original:
+                    versions["scikit-learn"] = str(original)
+                else:
+                    others.append(item)
+    for item in others:
+        warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    if versions and not warned:
+        warn_mismatches(uri, mismatches(versions))
