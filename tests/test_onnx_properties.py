@@ -134,7 +134,6 @@ def sklearn_pipelines(draw: st.DrawFn) -> tuple[Any, bool]:
     from sklearn.decomposition import PCA
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MinMaxScaler, StandardScaler
     from sklearn.tree import DecisionTreeClassifier
@@ -145,12 +144,13 @@ def sklearn_pipelines(draw: st.DrawFn) -> tuple[Any, bool]:
         steps.append(StandardScaler() if scaler == "standard" else MinMaxScaler())
     if draw(st.booleans()):
         steps.append(PCA(draw(st.integers(2, 8)), random_state=0))
-    final = draw(st.sampled_from(["logistic", "forest", "tree", "knn", "ridge", "forest_reg"]))
+    # no k-nearest-neighbours here: where neighbours tie in distance, ONNX's TopK and
+    # scikit-learn pick different ones, so probabilities move by 1/k (docs/onnx.md)
+    final = draw(st.sampled_from(["logistic", "forest", "tree", "ridge", "forest_reg"]))
     estimators = {
         "logistic": LogisticRegression(max_iter=300),
         "forest": RandomForestClassifier(n_estimators=10, random_state=0),
         "tree": DecisionTreeClassifier(max_depth=6, random_state=0),
-        "knn": KNeighborsClassifier(draw(st.integers(1, 7))),
         "ridge": Ridge(alpha=draw(st.floats(0.01, 10.0))),
         "forest_reg": RandomForestRegressor(n_estimators=10, random_state=0),
     }
