@@ -900,7 +900,7 @@ def _load_opened(
     )
     differ = mismatches(needed)
     warn_mismatches(found.uri, differ)
-    reads_pickle = found.bare and not found.folder and manifest.backend in _CARRIES_VERSIONS
+    reads_pickle = _carries_versions(found)
     try:
         with (
             loading(files),
@@ -949,7 +949,7 @@ def _explained_by_versions(
     library versions cause: a global of a trusted library that does not exist here (never a
     trust problem), or any failure of a payload made with other versions than run here.
     For a bare file, the versions are those the file carries. ``None`` otherwise."""
-    if not needed and found.bare and found.manifest.backend in _CARRIES_VERSIONS:
+    if not needed and _carries_versions(found):
         try:  # a compressed file's versions, only now that the load failed
             needed = carried_versions(files.primary.read_bytes())
         except (PersistkitError, OSError):
@@ -987,6 +987,11 @@ def _explained_by_versions(
 _CARRIES_VERSIONS = ("pickle", "joblib", "cloudpickle", "dill")
 
 
+def _carries_versions(found: Located) -> bool:
+    """A bare pickle-family file: no manifest, but its stream records library versions."""
+    return found.bare and not found.folder and found.manifest.backend in _CARRIES_VERSIONS
+
+
 def bare_requirements(found: Located, files: PayloadFiles, plugins: Plugins) -> dict[str, str]:
     """What a bare file or foreign folder says it needs: the plugins' answers
     (``persistkit_requirements``), else, for a pickle-family file, the library versions the
@@ -998,7 +1003,7 @@ def bare_requirements(found: Located, files: PayloadFiles, plugins: Plugins) -> 
     ):
         if isinstance(answer, dict):
             needed.update({str(k): str(v) for k, v in answer.items()})
-    if needed or found.folder or manifest.backend not in _CARRIES_VERSIONS:
+    if needed or not _carries_versions(found):
         return needed
     primary = files.primary
     try:  # searched in a map of the file: no copy, no second read
@@ -1023,7 +1028,7 @@ def check_drift(
         raise VerificationError(
             message,
             hint="install the versions it was saved with: "
-            + install_line({m.distribution: m.saved for m in differ}),
+            + install_line(differ),
         )
     warn(DriftWarning(message + " (load(..., strict=True) makes this an error)"))
 
@@ -1132,7 +1137,7 @@ def verify(
             f"{found.uri}: after reload, the stored example's {'; '.join(moved)}",
             hint=(
                 "the library versions differ from the ones it was saved with: "
-                + install_line({m.distribution: m.saved for m in differ})
+                + install_line(differ)
                 if differ
                 else "the payload or its example files were changed since they were saved"
             ),

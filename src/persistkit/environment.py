@@ -221,10 +221,11 @@ def _versions_in(data: Any) -> dict[str, str]:
     return {}
 
 
-def install_line(requirements: Mapping[str, str]) -> str:
-    """``pip install "a==1.2" ...`` for ``requirements`` (Python itself left out)."""
-    pins = {n: v for n, v in requirements.items() if n.lower() != PYTHON}
-    return "pip install " + " ".join(f'"{n}=={v}"' for n, v in pins.items())
+def install_line(found: Iterable[Mismatch]) -> str:
+    """The ``pip install`` line that brings back the versions ``found`` were saved with."""
+    from persistkit.errors import pip_install_line
+
+    return pip_install_line({m.distribution: m.saved for m in found})
 
 
 # --- at load ----------------------------------------------------------------------------------
@@ -244,7 +245,7 @@ def warn_mismatches(uri: str, found: list[Mismatch]) -> None:
             EnvironmentMismatchWarning(
                 f"{uri} was saved with other library versions than the ones running here: "
                 f"{describe(found)}; its predictions may differ (pin them with "
-                f"{install_line({m.distribution: m.saved for m in found})})"
+                f"{install_line(found)})"
             )
         )
 

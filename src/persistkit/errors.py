@@ -318,6 +318,17 @@ class VerificationError(PersistkitError):
     """Reloaded predictions differ from the ones stored with the example."""
 
 
+def pip_install_line(requirements: dict[str, str]) -> str:
+    """``pip install "a==1.2" ...`` pinning ``requirements``; Python itself is left out (it
+    is compared, but not something pip installs). ``""`` when nothing is left to pin."""
+    pins = " ".join(
+        f'"{name}=={version}"'
+        for name, version in requirements.items()
+        if name.lower() != "python"
+    )
+    return f"pip install {pins}" if pins else ""
+
+
 class IncompatibleEnvironmentError(ArtifactError):
     """The payload cannot be loaded with the library versions installed here (a module,
     class or attribute it needs is gone or changed). ``requirements`` maps each distribution
@@ -333,12 +344,7 @@ class IncompatibleEnvironmentError(ArtifactError):
         remedies: Sequence[Remedy] = (),
     ) -> None:
         self.requirements = dict(requirements or {})
-        pins = " ".join(
-            f'"{name}=={version}"'
-            for name, version in self.requirements.items()
-            if name.lower() != "python"  # compared, but not something pip installs
-        )
-        self.install_line = f"pip install {pins}" if pins else None
+        self.install_line = pip_install_line(self.requirements) or None
         if hint is None and self.install_line:
             hint = f"install the versions it was saved with: {self.install_line}"
         super().__init__(message, hint=hint, remedies=remedies)

@@ -70,7 +70,7 @@ def audit_file(path: Path, policy: TrustPolicy | None = None, *, build: bool = T
     policy = policy or TrustPolicy()
     try:  # a link, FIFO or device is refused as load refuses it, without reading it
         with open_model_file(path) as opened:
-            size, head = opened.size, os.pread(opened.fd, 16, 0)
+            size, head = opened.size, os.pread(opened.fd, _HEAD_BYTES, 0)
     except PersistkitError as exc:
         return FileAudit(str(path), "not a regular file", 0, error=exc.message)
     result = FileAudit(str(path), _format_of(head), size)
@@ -78,10 +78,10 @@ def audit_file(path: Path, policy: TrustPolicy | None = None, *, build: bool = T
         if result.format == "torch-zip" and _is_pt2(path):
             result.format = "pt2"
             _audit_pt2(path, result)
-        elif result.format == "torch-zip" and (safe := _safe_format_of(path)) is not None:
+        elif result.format == "torch-zip" and (safe := _safe_format_of(path, head)) is not None:
             # a zip a safe format's plugin claims (skops) is that format, not a torch file
             result.format = safe
-            _load_safe_format(path, result)
+            _load_safe_format(path)
         elif result.format == "torch-zip":
             _audit_torch_zip(path, result, policy)
         elif result.format == "safetensors":
@@ -90,9 +90,9 @@ def audit_file(path: Path, policy: TrustPolicy | None = None, *, build: bool = T
             result.arrays = len(read_safetensors_header(path).tensors)
         elif result.format == "npy":
             _audit_npy(path, result, policy)
-        elif (safe := _safe_format_of(path)) is not None:
+        elif (safe := _safe_format_of(path, head)) is not None:
             result.format = safe
-            _load_safe_format(path, result)
+            _load_safe_format(path)
         else:
             _audit_pickle_family(path, head, result, policy)
     except UntrustedArtifactError as exc:
@@ -119,15 +119,13 @@ def audit_file(path: Path, policy: TrustPolicy | None = None, *, build: bool = T
     return result
 
 
-def _safe_format_of(path: Path) -> str | None:
-    """The backend that reads ``path`` when a plugin recognises it and declares the format
-    ``safe`` (it carries no code: ONNX, say); ``None`` otherwise, also for pickle-family
-    formats, which are audited here opcode by opcode."""
+def _safe_format_of(path: Path, head: bytes) -> str | None:
+    """The backend that reads ``path`` (``head``: its first bytes) when a plugin recognises
+    it and declares the format ``safe`` (it carries no code: ONNX, say); ``None`` otherwise,
+    also for pickle-family formats, which are audited here opcode by opcode."""
     from persistkit.manager import get_plugins
 
     plugins = get_plugins()
-    with open(path, "rb") as fh:
-        head = fh.read(64)
     backend = plugins.hook.persistkit_sniff(path=path, head=head)
     if backend in _AUDITED_HERE:
         return None
@@ -135,11 +133,13 @@ def _safe_format_of(path: Path) -> str | None:
     return backend if info is not None and info.safe and info.available else None
 
 
+#: what plugins are shown of a file to recognise it (as ``load`` shows them)
+_HEAD_BYTES = 64
 #: safe formats this module reads itself (their own branches report arrays and details)
 _AUDITED_HERE = ("numpy", "safetensors", "export")
 
 
-def _load_safe_format(path: Path, result: FileAudit) -> None:
+def _load_safe_format(path: Path) -> None:
     """A safe format's verdict is its load under the default policy: its plugin's own
     checks (external data, operator domains, damage) run exactly as ``load`` runs them."""
     from persistkit.api import load
