@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache, partial
 from importlib import resources
@@ -34,19 +34,13 @@ from persistkit.errors import (
     PersistkitError,
     RequestTooLargeError,
 )
+from persistkit.server.inference import Inference
 from persistkit.server.protocol import (
     HEADER_LENGTH,
     build_outputs_response,
-    check_inputs,
     parse_infer_request,
-    picture_files,
 )
-from persistkit.server.repository import (
-    LABEL_OUTPUT,
-    SCORES_OUTPUT,
-    ModelRepository,
-    ServedModel,
-)
+from persistkit.server.repository import ModelRepository, ServedModel
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 CONFIG_ENV = "PERSISTKIT_SERVE_CONFIG"
@@ -63,17 +57,25 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(
-    repository: ModelRepository, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    repository: ModelRepository,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    inference: Inference | None = None,
 ) -> Starlette:
     """The server for ``repository``. Models not yet loaded load at start-up (the ASGI
-    lifespan), in a worker thread; until then ``/v2/health/ready`` answers 503."""
+    lifespan), in a worker thread; until then ``/v2/health/ready`` answers 503.
+
+    ``inference`` runs the predictions (a plain :class:`Inference`, no batching, by
+    default); it is ``app.state.inference``, so another transport (gRPC) can share it.
+    """
+    inference = inference or Inference()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(repository.load)
         yield
 
-    routes = Routes(repository, max_body_bytes)
+    routes = Routes(repository, max_body_bytes, inference)
     app = Starlette(
         routes=routes.all(),
         lifespan=lifespan,
@@ -84,6 +86,7 @@ def create_app(
         },
     )
     app.state.repository = repository
+    app.state.inference = inference
     return app
 
 
@@ -134,9 +137,12 @@ def _page_html() -> str:
 class Routes:
     """Request handlers bound to one repository."""
 
-    def __init__(self, repository: ModelRepository, max_body_bytes: int) -> None:
+    def __init__(
+        self, repository: ModelRepository, max_body_bytes: int, inference: Inference
+    ) -> None:
         self.repository = repository
         self.max_body_bytes = max_body_bytes
+        self.inference = inference
 
     def all(self) -> list[Route]:
         model = "/v2/models/{name}"
@@ -200,80 +206,18 @@ class Routes:
         served = self._model(request)
         body = await self._body(request)
         parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
-        pictures = picture_files(parsed.inputs, served.signature)
-        if pictures is not None:
-            batch = await self._read_pictures(served, pictures)
-        else:
-            batch = check_inputs(parsed.inputs, served.signature)
-        available = [served.output_name, *(s.name for s in served.answer_outputs)]
-        unknown = [name for name in parsed.outputs if name not in available]
-        if unknown:
-            raise InputError(
-                f"the model has no output named {unknown[0][:64]!r}; its outputs are "
-                f"{', '.join(repr(name) for name in available)}",
-                hint="ask for those outputs, or for none",
-            )
-        wanted = parsed.outputs or available
-        prediction = await self._predict(served, batch)
-        arrays = {served.output_name: prediction}
-        if any(name != served.output_name for name in wanted):
-            arrays.update(await self._answer_arrays(served, batch, prediction))
+        answer = await self.inference.infer(served, parsed.inputs, parsed.outputs)
         response = build_outputs_response(
-            model_name=served.name,
-            model_version=served.version_label,
+            model_name=answer.model_name,
+            model_version=answer.model_version,
             request_id=parsed.id,
-            outputs=[(name, arrays[name]) for name in wanted if name in arrays],
+            outputs=answer.outputs,
             binary=parsed.binary_output,
         )
         return Response(response.body, headers=response.headers)
 
-    async def _answer_arrays(
-        self, served: ServedModel, batch: np.ndarray, prediction: np.ndarray
-    ) -> dict[str, np.ndarray]:
-        """The ``label`` (object array of str) and ``scores`` outputs of ``prediction``."""
-        from persistkit.answers import score_batch
-
-        assert served.outputs is not None
-        call = partial(score_batch, prediction, served.outputs, model=served.model, batch=batch)
-        scored = await anyio.to_thread.run_sync(call)
-        labels = np.empty(len(scored.predicted), dtype=object)
-        labels[:] = [str(label) for label in scored.predicted]
-        arrays = {LABEL_OUTPUT: labels}
-        specs = {spec.name: spec for spec in served.answer_outputs}
-        if SCORES_OUTPUT in specs and scored.probabilities is not None:
-            arrays[SCORES_OUTPUT] = scored.probabilities.astype(specs[SCORES_OUTPUT].dtype)
-        return arrays
-
-    async def _read_pictures(self, served: ServedModel, pictures: list[bytes]) -> np.ndarray:
-        """Encoded picture files sent as a BYTES input, read exactly as ``persistkit predict``
-        reads picture files (the model's preprocess record, else the 0-255 rule)."""
-        from persistkit.inputs import picture_batch, read_image
-
-        spec = served.signature.input
-
-        def read_all() -> np.ndarray:
-            return np.concatenate(
-                [
-                    picture_batch(
-                        read_image(
-                            data, spec, source=f"picture {index}", preprocess=served.preprocess
-                        ),
-                        spec,
-                        served.preprocess,
-                    )
-                    for index, data in enumerate(pictures)
-                ]
-            )
-
-        return await anyio.to_thread.run_sync(read_all)
-
     async def _predict(self, served: ServedModel, batch: np.ndarray) -> np.ndarray:
-        from persistkit.api import predict
-        from persistkit.arrays import to_numpy
-
-        call: Callable[[], Any] = partial(predict, served.model, batch)
-        result = await anyio.to_thread.run_sync(call)
-        return to_numpy(result)
+        return await self.inference.predict(served, batch)
 
     async def _body(self, request: Request) -> bytes:
         """The raw body (clients may send no Content-Type), refused past the size limit."""
