@@ -314,6 +314,15 @@ class VersionNotFoundError(StoreError, ArtifactNotFoundError):
     """The named model, version, alias or digest does not exist in the store."""
 
 
+class QueryError(PersistkitError):
+    """A ``--where`` or ``--sort`` clause (``store.find(where=, sort=)``) that cannot be read."""
+
+
+class RecordError(PersistkitError):
+    """``metrics=``, ``params=`` or ``lineage=`` given to ``save`` that cannot be recorded
+    (a metric that is not a finite number, a key that is not a name, ...)."""
+
+
 class VerificationError(PersistkitError):
     """Reloaded predictions differ from the ones stored with the example."""
 
