@@ -77,3 +77,27 @@ class Progress:
             self._draw(time.monotonic())
             self.stream.write("\n")
             self.stream.flush()
+
+
+class CountProgress(Progress):
+    """A one-line counter of finished pieces of work (``predict [####....] 3/40 partitions``),
+    for long jobs measured in items rather than bytes; shown on a terminal when there is more
+    than one piece."""
+
+    def __init__(
+        self, label: str, total: int, *, unit: str = "items", stream: TextIO | None = None
+    ) -> None:
+        super().__init__(label, total, stream=stream)
+        self.unit = unit
+        self.active = total > 1 and enabled(self.stream)
+
+    def _draw(self, now: float) -> None:
+        fraction = self.done / self.total if self.total else 1.0
+        width = 24
+        filled = int(width * min(fraction, 1.0))
+        rate = self.done / max(now - self._started, 1e-6)
+        self.stream.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{self.done}/{self.total} {self.unit} {rate:.1f}/s"
+        )
+        self.stream.flush()
