@@ -375,6 +375,15 @@ class OptionError(InputError):
     """A keyword option given to ``save`` or ``load`` that the backend does not take there."""
 
 
+class BatchError(PersistkitError):
+    """A batch run (``predict_many``, ``persistkit predict --output``) cannot go on: its parts
+    folder belongs to another run, there is nothing to resume, or the model changed under it."""
+
+
+class EngineError(BatchError):
+    """The engine a batch run asked for is unknown, not installed or cannot be reached."""
+
+
 __all__ = [name for name in dir() if name.endswith("Error")] + [
     "INTERFACES",
     "AmbiguousSourceWarning",
