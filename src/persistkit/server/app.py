@@ -219,8 +219,9 @@ class Routes:
     async def _predict(self, served: ServedModel, batch: np.ndarray) -> np.ndarray:
         return await self.inference.predict(served, batch)
 
-    async def _body(self, request: Request) -> bytes:
-        """The raw body (clients may send no Content-Type), refused past the size limit."""
+    async def _body(self, request: Request) -> bytearray:
+        """The raw body (clients may send no Content-Type), refused past the size limit. A
+        ``bytearray``: binary tensors are writable views of it (no copy per tensor)."""
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             raise self._too_large()
@@ -230,7 +231,7 @@ class Routes:
             if size > self.max_body_bytes:
                 raise self._too_large()
             chunks.append(chunk)
-        return b"".join(chunks)
+        return bytearray().join(chunks)
 
     def _too_large(self) -> RequestTooLargeError:
         return RequestTooLargeError(
@@ -274,7 +275,7 @@ class Routes:
         batch = await anyio.to_thread.run_sync(
             partial(
                 read_image,
-                body,
+                bytes(body),
                 served.signature.input,
                 source="the picture",
                 changes=changes,

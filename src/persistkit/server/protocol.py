@@ -7,16 +7,16 @@ Pure functions over bytes and arrays, no HTTP: the app calls them and maps
 
 from __future__ import annotations
 
-import json
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from persistkit.errors import InputError
+from persistkit.server import codec
 from persistkit.signature import DATATYPES, MAX_RANK, Signature, numpy_dtype, oip_datatype
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -38,11 +38,15 @@ class InferRequest:
     binary_output: bool
 
 
-def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+def parse_infer_request(body: bytes | bytearray, header_length: str | None) -> InferRequest:
     """Decode an infer request body; ``header_length`` is the value of the
-    ``Inference-Header-Content-Length`` header (binary extension), or None for pure JSON."""
+    ``Inference-Header-Content-Length`` header (binary extension), or None for pure JSON.
+
+    Binary tensors are views of ``body``, not copies: pass a ``bytearray`` for arrays the
+    model may write to (from ``bytes`` they are copied, as numpy cannot write to them).
+    """
     if header_length is None:
-        header, binary = body, b""
+        header, binary = memoryview(body), memoryview(b"")
     else:
         # ASCII digits only: "²".isdigit() is true, but int() refuses it
         digits = header_length.isascii() and header_length.isdigit()
@@ -53,10 +57,22 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
                 f"{len(body)} bytes",
                 hint="give the length in bytes of the JSON part at the start of the body",
             )
-        header, binary = body[:length], body[length:]
+        view = memoryview(body)
+        header, binary = view[:length], view[length:]
     try:
-        request = json.loads(header)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return _parse(header, binary, codec.loads)
+    except InputError:
+        if codec.BACKEND == "json":
+            raise
+        # orjson reads integers past 64 bits as floats: a refusal is worded from the
+        # standard library's exact reading (and a request it accepts is answered)
+        return _parse(header, binary, codec.stdlib_loads)
+
+
+def _parse(header: memoryview, binary: memoryview, loads: Callable[[Any], Any]) -> InferRequest:
+    try:
+        request = loads(header)
+    except codec.JSONDecodeError as exc:
         raise InputError(
             f"the request is not valid JSON: {exc}", hint="send a JSON object"
         ) from None
@@ -117,7 +133,7 @@ def _binary_output(request: dict[str, Any]) -> bool:
     return wanted
 
 
-def _parse_input(raw: Any, binary: bytes, offset: int) -> tuple[str, np.ndarray, int]:
+def _parse_input(raw: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, int]:
     """One input object -> (name, array, binary bytes consumed)."""
     if not isinstance(raw, dict):
         raise InputError("each input must be a JSON object", hint="see the OIP V2 spec")
@@ -189,7 +205,7 @@ def _brief(number: int) -> str:
 
 
 def _from_binary(
-    chunk: bytes, datatype: str, shape: list[int], count: int, label: str
+    chunk: bytes | bytearray | memoryview, datatype: str, shape: list[int], count: int, label: str
 ) -> np.ndarray:
     if datatype == "BYTES":
         items = _split_bytes(chunk, label)
@@ -209,11 +225,14 @@ def _from_binary(
             f"{count * dtype.itemsize} bytes) but {len(chunk)} bytes of data",
             hint="send exactly shape × element size bytes, little-endian",
         )
-    # frombuffer views the request's bytes read-only; models may write to their inputs
-    return np.frombuffer(chunk, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    array = np.frombuffer(chunk, dtype=dtype).reshape(shape)
+    if array.flags.writeable and array.flags.aligned and dtype.isnative:
+        return array  # a view of the body: no copy
+    # read-only (bytes), misaligned after the JSON header, or big-endian host: copy once
+    return array.astype(dtype.newbyteorder("="))
 
 
-def _split_bytes(chunk: bytes, label: str) -> list[bytes]:
+def _split_bytes(chunk: bytes | bytearray | memoryview, label: str) -> list[bytes]:
     """BYTES tensors: each element is a 4-byte little-endian length, then that many bytes."""
     items, pos = [], 0
     while pos < len(chunk):
@@ -223,7 +242,7 @@ def _split_bytes(chunk: bytes, label: str) -> list[bytes]:
         pos += 4
         if pos + length > len(chunk):
             raise InputError(f"{label} has a truncated BYTES element", hint="check the encoding")
-        items.append(chunk[pos : pos + length])
+        items.append(bytes(chunk[pos : pos + length]))
         pos += length
     return items
 
@@ -248,7 +267,7 @@ def _from_json(data: Any, datatype: str, shape: list[int], count: int, label: st
     if datatype == "BYTES":
         return values.astype(object).reshape(shape)
     target = numpy_dtype(datatype)
-    converted = values.astype(target).reshape(shape)
+    converted = values.astype(target, copy=False).reshape(shape)
     if datatype[0] in "IU" and count and not np.array_equal(converted.ravel(), values.ravel()):
         raise InputError(
             f"{label} has values outside the range of {datatype}",
@@ -390,7 +409,8 @@ def build_outputs_response(
     }
     if request_id is not None:
         response["id"] = request_id
-    header = json.dumps(response, separators=(",", ":")).encode()
+    finite = all(array.dtype.kind != "f" or bool(np.isfinite(array).all()) for _, array in outputs)
+    header = codec.dumps(response, finite=finite or binary)
     if not binary:
         return InferResponse(header, {"content-type": "application/json"})
     return InferResponse(
