@@ -371,6 +371,11 @@ class ModelNotServedError(PersistkitError):
     """The server has no model (or no version or alias) of that name loaded."""
 
 
+class MissingExtraError(PersistkitError):
+    """A feature needs an optional dependency that is not installed (the hint names the
+    ``pip install "persistkit[EXTRA]"`` line)."""
+
+
 class OptionError(InputError):
     """A keyword option given to ``save`` or ``load`` that the backend does not take there."""
 
