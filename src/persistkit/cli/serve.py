@@ -54,6 +54,13 @@ def check_port(host: str, port: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
+    "--grpc-port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="Also serve the protocol's gRPC half on this port (KServe uses 8081, Triton 8001); "
+    'needs pip install "persistkit[grpc]". Off by default.',
+)
+@click.option(
     "--workers",
     default=1,
     show_default=True,
@@ -80,6 +87,7 @@ def serve(
     store_url: str | None,
     host: str,
     port: int,
+    grpc_port: int | None,
     workers: int,
     max_body_mb: int,
     trust: tuple[str, ...],
@@ -108,6 +116,12 @@ def serve(
     max_body = max_body_mb * 1024 * 1024
     code_folder = use_app_dir(app_dir)
     check_port(host, port)  # before loading models, which can take minutes
+    grpc_address = None
+    if grpc_port is not None:
+        from persistkit.server.grpc_server import grpc_address as address_of  # needs the extra
+
+        check_port(host, grpc_port)
+        grpc_address = address_of(host, grpc_port)
     repository = ModelRepository(list(refs), store=store_url, trusted=trusted(trust))
     # Load (or, with several workers, at least try) in this process first, so a bad ref
     # fails here as one clear line instead of a traceback per worker.
@@ -116,10 +130,18 @@ def serve(
         f"{m.name}:{m.version_label}" if m.version_label else m.name for m in repository.models()
     )
     shown_host = f"[{host}]" if ":" in host else host
-    click.echo(f"serving {served} on http://{shown_host}:{port}/ (Ctrl+C stops)", err=True)
+    grpc_shown = f" and gRPC on {shown_host}:{grpc_port}" if grpc_address else ""
+    click.echo(
+        f"serving {served} on http://{shown_host}:{port}/{grpc_shown} (Ctrl+C stops)", err=True
+    )
     if workers == 1:
+        app = create_app(repository, max_body_bytes=max_body)
+        if grpc_address is not None:
+            from persistkit.server.grpc_server import add_grpc
+
+            add_grpc(app, grpc_address, max_message_bytes=max_body)
         uvicorn.run(
-            create_app(repository, max_body_bytes=max_body),
+            app,
             host=host,
             port=port,
             log_level=log_level,
@@ -131,6 +153,7 @@ def serve(
             "store": store_url,
             "trusted": trusted(trust),
             "max_body_bytes": max_body,
+            "grpc_address": grpc_address,
             "app_dir": code_folder,
         }
     )

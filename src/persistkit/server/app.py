@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from persistkit import __version__
@@ -34,13 +35,16 @@ from persistkit.errors import (
     PersistkitError,
     RequestTooLargeError,
 )
+from persistkit.server.follow import AliasFollower
 from persistkit.server.inference import Inference
+from persistkit.server.observer import RequestObserver
 from persistkit.server.protocol import (
     HEADER_LENGTH,
     build_outputs_response,
     parse_infer_request,
 )
 from persistkit.server.repository import ModelRepository, ServedModel
+from persistkit.server.repository_api import RepositoryRoutes
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 CONFIG_ENV = "PERSISTKIT_SERVE_CONFIG"
@@ -61,23 +65,36 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     inference: Inference | None = None,
+    follow_interval: float | None = None,
+    mutable_repository: bool = True,
 ) -> Starlette:
     """The server for ``repository``. Models not yet loaded load at start-up (the ASGI
     lifespan), in a worker thread; until then ``/v2/health/ready`` answers 503.
 
     ``inference`` runs the predictions (a plain :class:`Inference`, no batching, by
     default); it is ``app.state.inference``, so another transport (gRPC) can share it.
+    ``follow_interval`` (seconds) turns on following aliases (:mod:`persistkit.server.follow`);
+    ``mutable_repository=False`` refuses runtime loads and unloads (several workers).
     """
     inference = inference or Inference()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(repository.load)
-        yield
+        follower = AliasFollower(repository, follow_interval).start() if follow_interval else None
+        try:
+            yield
+        finally:
+            if follower is not None:
+                follower.stop()
 
     routes = Routes(repository, max_body_bytes, inference)
+    operations = RepositoryRoutes(repository, mutable=mutable_repository)
     app = Starlette(
-        routes=routes.all(),
+        routes=[*routes.all(), *operations.all()],
+        middleware=[
+            Middleware(RequestObserver, served=repository.serves, on_error=_unexpected_error)
+        ],
         lifespan=lifespan,
         exception_handlers={
             PersistkitError: _persistkit_error,
@@ -100,7 +117,22 @@ def app_from_environment() -> Starlette:
     repository = ModelRepository(
         config["refs"], store=config.get("store"), trusted=config.get("trusted", False)
     )
-    return create_app(repository, max_body_bytes=config["max_body_bytes"])
+    app = create_app(
+        repository,
+        max_body_bytes=config["max_body_bytes"],
+        follow_interval=config.get("follow_interval"),
+        mutable_repository=False,  # a load request would reach one worker of several
+    )
+    if config.get("grpc_address"):  # every worker serves gRPC on the one port (SO_REUSEPORT)
+        from persistkit.server.grpc_server import add_grpc
+
+        add_grpc(
+            app,
+            config["grpc_address"],
+            max_message_bytes=config["max_body_bytes"],
+            reuse_port=True,
+        )
+    return app
 
 
 async def _persistkit_error(request: Request, exc: Exception) -> Response:
