@@ -156,6 +156,11 @@ class ModelRepository:
         return all(c.version in models.get(c.name, {}) for c in self._claims)
 
     @property
+    def started(self) -> bool:
+        """Start-up loading finished."""
+        return self._started.is_set()
+
+    @property
     def claims(self) -> tuple[Claim, ...]:
         """What the server promises to answer for now."""
         return self._claims
