@@ -173,6 +173,9 @@ def save(
     labels: Sequence[Any] | None = None,
     output: str | None = None,
     preprocess: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    params: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | Literal[False] | None = None,
     **backend_options: Any,
 ) -> Artifact:
     """Save ``model`` to a path/URL (``target`` with a separator or scheme) or into a store.
@@ -188,9 +191,23 @@ def save(
     processor keys, see :mod:`persistkit.preprocess`). Backends that convert the model
     (``export``, ``onnx``) need ``example=``: they trace it, and the saved payload is reloaded
     and checked against the model on it before the version is published.
+    ``metrics`` (finite numbers), ``params`` (JSON scalars) and ``lineage`` (the data:
+    ``{"data": persistkit.data_digest(X)}``; the git commit is added when the saving script
+    runs in a checkout, ``lineage=False`` records nothing) are sealed into the manifest with
+    the saving user's name; stores query them (:mod:`persistkit.query`).
     Extra keyword arguments go to the backend (e.g. ``compress=3`` for joblib).
     """
+    from persistkit.lineage import recorded_lineage
+    from persistkit.training import checked_metrics, checked_params, saved_by
+
     plugins = get_plugins()
+    # checked before any work; the git commit is read now, as the script starts saving
+    record: dict[str, Any] = {
+        "metrics": checked_metrics(metrics),
+        "params": checked_params(params),
+        "lineage": recorded_lineage(lineage),
+        "saved_by": saved_by(),
+    }
     if model is None:
         # hooks use None to mean "not mine", so a None model could never load back
         raise CannotSaveError("the model is None", hint="pass the trained model object")
@@ -289,6 +306,7 @@ def save(
             notes=notes,
             outputs=outputs_record,
             preprocess=preprocess_spec,
+            **record,
         )
         manifest.seal = seal(manifest)
         if the_store is not None:
@@ -411,6 +429,9 @@ _SAVE_ARGUMENTS = (
     "labels",
     "output",
     "preprocess",
+    "metrics",
+    "params",
+    "lineage",
 )
 _LOAD_ARGUMENTS = ("store", "trusted", "verify", "strict")
 

@@ -8,6 +8,7 @@ than this persistkit understands fails with a message saying to upgrade.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,15 @@ class Manifest:
     outputs: dict[str, Any] | None = None
     #: how a picture becomes an input, as data (see :mod:`persistkit.preprocess`)
     preprocess: dict[str, Any] | None = None
+    #: what training measured: metric name -> finite number (``save(metrics=)``)
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: how it was trained: parameter name -> JSON scalar (``save(params=)``)
+    params: dict[str, Any] = field(default_factory=dict)
+    #: where it came from: the data (``save(lineage=)``) and the code (``git``, recorded
+    #: when the saving script runs in a git checkout); see :mod:`persistkit.lineage`
+    lineage: dict[str, Any] = field(default_factory=dict)
+    #: the user name of whoever saved it (the OS login at save time)
+    saved_by: str | None = None
     name: str | None = None
     version: int | None = None
     seal: dict[str, str] | None = None
@@ -140,6 +150,10 @@ class Manifest:
             data["outputs"] = self.outputs
         if self.preprocess is not None:
             data["preprocess"] = self.preprocess
+        for key in ("metrics", "params", "lineage", "saved_by"):
+            value = getattr(self, key)
+            if value:  # sealed like the rest: facts of the training, fixed at save
+                data[key] = value
         if self.seal is not None:
             data["seal"] = self.seal
         return data
@@ -198,6 +212,10 @@ class Manifest:
             notes=[str(n) for n in _get(data, "notes", list, [])],
             outputs=_get(data, "outputs", (dict, type(None)), None),
             preprocess=_get(data, "preprocess", (dict, type(None)), None),
+            metrics=_metrics(_get(data, "metrics", dict, {})),
+            params=_scalars(_get(data, "params", dict, {}), "params"),
+            lineage=_get(data, "lineage", dict, {}),
+            saved_by=_get(data, "saved_by", (str, type(None)), None),
             seal=_get(data, "seal", (dict, type(None)), None),
             sealed_source=sealed_source,
         )._validated()
@@ -342,6 +360,21 @@ def _string_dict(value: dict[str, Any], what: str) -> dict[str, str]:
     for k, v in value.items():
         if not isinstance(v, str):
             raise ManifestError(f"manifest {what} must map strings to strings ({k!r})")
+    return value
+
+
+def _metrics(value: dict[str, Any]) -> dict[str, float]:
+    for k, v in value.items():
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if not number or (isinstance(v, float) and not math.isfinite(v)):
+            raise ManifestError(f"manifest metric {k!r} is not a finite number ({v!r:.40})")
+    return value
+
+
+def _scalars(value: dict[str, Any], what: str) -> dict[str, Any]:
+    for k, v in value.items():
+        if not isinstance(v, (str, int, float, bool, type(None))):
+            raise ManifestError(f"manifest {what} {k!r} is not a JSON scalar")
     return value
 
 

@@ -1,9 +1,13 @@
 """Model names and refs: ``name``, ``name:3``, ``name:latest``, ``name@alias``,
-``name@sha256:<hex>``; and the rule that tells a ref from a path or URL.
+``name@sha256:<hex>``, ``name@best:METRIC`` (also ``name@max:METRIC``) and
+``name@min:METRIC``; and the rule that tells a ref from a path or URL.
 
 Names (and aliases): 1–128 characters of lowercase letters, digits, ``.``, ``-`` and ``_``,
 starting with a letter or digit. So a name can never be ``..``, hold a separator or a NUL, and
-never leaves the store's root.
+never leaves the store's root. Keys of metrics and parameters (:func:`validate_key`) may also
+hold capitals and start with ``_``; an alias never holds ``:``, so ``name@best:accuracy``
+(the version with the highest ``accuracy`` metric; ties go to the newest) can never be an
+alias.
 """
 
 from __future__ import annotations
@@ -18,10 +22,16 @@ from persistkit.errors import RefError
 MAX_NAME_LENGTH = 128
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{6,64}$")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 NAME_RULE = (
     "names are 1-128 characters: lowercase letters, digits, '.', '-' and '_', "
     "starting with a letter or digit"
 )
+KEY_RULE = (
+    "keys are 1-128 characters: letters, digits, '.', '-' and '_', starting with a letter or '_'"
+)
+#: ``name@<selector>:METRIC`` -> whether the lowest value wins
+METRIC_SELECTORS = {"best": False, "max": False, "min": True}
 
 
 def validate_name(name: str, *, what: str = "model name") -> str:
@@ -35,6 +45,16 @@ def validate_name(name: str, *, what: str = "model name") -> str:
     return name
 
 
+def validate_key(key: str, *, what: str = "metric name") -> str:
+    """Return ``key`` if it follows the rule for metric and parameter keys
+    (:data:`KEY_RULE`), else raise :class:`RefError`."""
+    if not isinstance(key, str) or not key:
+        raise RefError(f"the {what} is empty", hint=KEY_RULE)
+    if len(key) > MAX_NAME_LENGTH or not _KEY.match(key):
+        raise RefError(f"{key[:80]!r} is not a valid {what}", hint=KEY_RULE)
+    return key
+
+
 def normalise_name(text: str) -> str:
     """Turn a class name or free text into a valid name (``RandomForest`` -> ``randomforest``)."""
     cleaned = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip(".-_")
@@ -44,14 +64,20 @@ def normalise_name(text: str) -> str:
 
 @dataclass(frozen=True)
 class Ref:
-    """A parsed ref. Exactly one of ``version``, ``alias``, ``digest`` is set, or none (latest)."""
+    """A parsed ref. At most one of ``version``, ``alias``, ``digest``, ``metric`` is set;
+    none means the latest. ``metric`` picks the version with the highest value of that
+    metric (the lowest when ``lowest``)."""
 
     name: str
     version: int | None = None
     alias: str | None = None
     digest: str | None = None
+    metric: str | None = None
+    lowest: bool = False
 
     def __str__(self) -> str:
+        if self.metric is not None:
+            return f"{self.name}@{'min' if self.lowest else 'max'}:{self.metric}"
         if self.version is not None:
             return f"{self.name}:{self.version}"
         if self.alias is not None:
@@ -64,7 +90,10 @@ class Ref:
 def parse_ref(text: str) -> Ref:
     """Parse a ref, validating the name and the version/alias/digest part."""
     if not isinstance(text, str) or not text:
-        raise RefError("the ref is empty", hint="use name, name:3, name:latest or name@alias")
+        raise RefError(
+            "the ref is empty",
+            hint="use name, name:3, name:latest, name@alias or name@best:METRIC",
+        )
     if "@" in text:
         name, _, selector = text.partition("@")
         validate_name(name)
@@ -75,6 +104,16 @@ def parse_ref(text: str) -> Ref:
                     hint="use name@sha256:<hex>, with at least 6 lowercase hex digits",
                 )
             return Ref(name, digest=selector)
+        kind, colon, metric = selector.partition(":")
+        if colon:
+            if kind not in METRIC_SELECTORS:
+                raise RefError(
+                    f"{selector[:80]!r} is neither an alias nor a metric selector",
+                    hint="use name@alias, name@best:METRIC (highest; also name@max:METRIC) "
+                    "or name@min:METRIC (lowest)",
+                )
+            lowest = METRIC_SELECTORS[kind]
+            return Ref(name, metric=validate_key(metric), lowest=lowest)
         return Ref(name, alias=validate_name(selector, what="alias"))
     if ":" in text:
         name, _, selector = text.partition(":")

@@ -377,6 +377,21 @@ class Store:
                     infos.append(VersionInfo(name, v, m, manifest_digest(m), aliases, None, where))
             return infos
 
+    def find(
+        self,
+        name: str | None = None,
+        *,
+        where: str | builtins.list[str] | tuple[str, ...] = (),
+        sort: str | builtins.list[str] | tuple[str, ...] = (),
+        limit: int | None = None,
+    ) -> builtins.list[VersionInfo]:
+        """The versions of ``name`` (of every model when ``None``) matching every ``where``
+        clause (``"tags.stage=prod"``, ``"metrics.accuracy>=0.9"``), ordered by ``sort``
+        (``"-metrics.accuracy"``), at most ``limit``: see :mod:`persistkit.query`."""
+        from persistkit.query import find
+
+        return find(self, name, where=where, sort=sort, limit=limit)
+
     def resolve(self, ref: str | Ref) -> tuple[str, int]:
         """The ``(name, version)`` that ``ref`` points at now."""
         parsed = parse_ref(ref) if isinstance(ref, str) else ref
@@ -396,6 +411,11 @@ class Store:
                 return parsed.name, self._alias_target(parsed.name, parsed.alias, numbers)
             if parsed.digest is not None:
                 return parsed.name, self._digest_target(parsed.name, parsed.digest, numbers)
+            if parsed.metric is not None:  # name@best:accuracy, name@min:loss
+                from persistkit.query import best_version
+
+                best = best_version(self, parsed.name, parsed.metric, lowest=parsed.lowest)
+                return parsed.name, best
             return parsed.name, numbers[-1]
 
     def has(self, name: str) -> bool:
