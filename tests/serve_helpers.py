@@ -130,3 +130,63 @@ def save_picture_model(target: Any, **options: Any) -> Any:
         preprocess=PICTURE_PREPROCESS,
         **options,
     )
+
+
+# --- `persistkit serve` in a process of its own ----------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (the OS may hand it out again later)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_command(*args: str) -> list[str]:
+    """The command line of ``persistkit serve ARGS`` run by this test's Python."""
+    import sys
+
+    return [sys.executable, "-c", "from persistkit.cli import main; main()", "serve", *args]
+
+
+@contextmanager
+def serving_process(
+    args: list[str], port: int, env: dict[str, str], timeout: float = 90
+) -> Iterator[Any]:
+    """Run ``persistkit serve ARGS`` (which must listen on ``port``) until its REST side is
+    ready; yield the process; stop it after. Fails with the server's stderr if it exits."""
+    import subprocess
+
+    import httpx
+
+    process = subprocess.Popen(serve_command(*args), env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"persistkit serve exited: {process.stderr.read().decode()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:  # not listening yet
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("persistkit serve did not get ready in time")
+            time.sleep(0.2)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        process.stderr.close()  # type: ignore[union-attr]
+
+
+def text_lengths(texts: np.ndarray) -> np.ndarray:
+    """A "text model": the length of each string (a BYTES input, an INT64 output)."""
+    return np.array([len(text) for text in np.asarray(texts).ravel()], dtype=np.int64)
+
+
+def always_zero(x: np.ndarray) -> np.ndarray:
+    """A "model" that answers 0 for every row."""
+    return np.zeros(len(x), dtype=np.int64)

@@ -1,0 +1,389 @@
+"""`persistkit serve --grpc-port` speaks the Open Inference Protocol's gRPC half, checked with
+the real client (tritonclient.grpc, and its generated stub for typed contents) against a real
+`persistkit serve` process that answers REST on its other port from the same loaded models."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as triton_grpc
+import tritonclient.http as triton_http
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+import persistkit
+from persistkit.errors import InputError, ModelNotServedError, PersistkitError, RequestTooLargeError
+from persistkit.server import ModelRepository, create_app
+from persistkit.server.app import ServerNotReadyError
+from persistkit.server.grpc_server import InferenceService, add_grpc, status_code
+from persistkit.server.inference import Inference
+from serve_helpers import (
+    Digits,
+    always_zero,
+    digits,
+    free_port,
+    running_server,
+    serve_command,
+    serving_process,
+    text_lengths,
+    train_digits_model,
+)
+
+TESTS = Path(__file__).parent
+
+
+@dataclass
+class Served:
+    grpc: triton_grpc.InferenceServerClient
+    rest: triton_http.InferenceServerClient
+    stub: Any  # tritonclient's generated GRPCInferenceServiceStub on the same channel
+    data: Digits
+    model: Any  # digits:2 = digits@prod; digits:1 answers 0 for everything
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    data = digits()
+    model = train_digits_model(data)
+    store = tmp_path_factory.mktemp("grpc-store")
+    home = tmp_path_factory.mktemp("grpc-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PERSISTKIT_HOME", str(home))
+        saved = persistkit.Store(store)
+        saved.save(always_zero, "digits", example=data.rows[:3], backend="pickle")
+        saved.save(model, "digits", example=data.rows[:5])
+        saved.alias("digits:2", "prod")
+        saved.save(text_lengths, "texts", example=np.array(["ab", "c"]), backend="pickle")
+    port, grpc_port = free_port(), free_port()
+    args = ["digits:1", "digits@prod", "texts", "--store", str(store), "--port", str(port),
+            "--grpc-port", str(grpc_port), "--log-level", "warning"]  # fmt: skip
+    env = {**os.environ, "PERSISTKIT_HOME": str(home), "PYTHONPATH": str(TESTS)}
+    with serving_process(args, port, env):
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        yield Served(
+            triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}"),
+            triton_http.InferenceServerClient(f"127.0.0.1:{port}"),
+            service_pb2_grpc.GRPCInferenceServiceStub(channel),
+            data,
+            model,
+        )
+        channel.close()
+
+
+def grpc_input(array: np.ndarray, datatype: str = "FP64", name: str = "input-0") -> Any:
+    tensor = triton_grpc.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)  # raw_input_contents, tritonclient's only way
+    return tensor
+
+
+def http_input(array: np.ndarray, datatype: str = "FP64", name: str = "input-0") -> Any:
+    tensor = triton_http.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array, binary_data=False)
+    return tensor
+
+
+def typed_request(
+    model: str, values: list[Any], shape: list[int], datatype: str, field: str
+) -> Any:
+    """A ModelInferRequest with typed contents (tritonclient's own message classes)."""
+    request = service_pb2.ModelInferRequest(model_name=model, id="typed-1")
+    tensor = request.inputs.add(name="input-0", datatype=datatype, shape=shape)
+    getattr(tensor.contents, field).extend(values)
+    return request
+
+
+# --- health and metadata -------------------------------------------------------------------
+
+
+def test_server_is_live_and_ready(served: Served) -> None:
+    assert served.grpc.is_server_live()
+    assert served.grpc.is_server_ready()
+
+
+def test_served_versions_and_aliases_are_ready(served: Served) -> None:
+    assert served.grpc.is_model_ready("digits")
+    assert served.grpc.is_model_ready("digits", "1")
+    assert served.grpc.is_model_ready("digits", "prod")
+
+
+def test_a_model_or_version_not_served_is_not_ready(served: Served) -> None:
+    assert not served.grpc.is_model_ready("nope")
+    assert not served.grpc.is_model_ready("digits", "7")
+
+
+def test_server_metadata_names_persistkit_and_its_version(served: Served) -> None:
+    metadata = served.grpc.get_server_metadata()
+    assert (metadata.name, metadata.version) == ("persistkit", persistkit.__version__)
+
+
+def test_model_metadata_is_the_same_as_rest_gives(served: Served) -> None:
+    over_grpc = served.grpc.get_model_metadata("digits", as_json=True)
+    over_rest = served.rest.get_model_metadata("digits")
+    for tensors in ("inputs", "outputs"):  # protobuf's JSON writes int64 as strings
+        for tensor in over_grpc[tensors]:
+            tensor["shape"] = [int(dim) for dim in tensor["shape"]]
+    assert over_grpc == over_rest
+    names = [tensor["name"] for tensor in over_grpc["outputs"]]
+    assert names == ["output-0", "label", "scores"]
+
+
+# --- inference -----------------------------------------------------------------------------
+
+
+def test_raw_inputs_give_the_models_predictions(served: Served) -> None:
+    rows = served.data.rows[:6]
+    result = served.grpc.infer("digits", [grpc_input(rows)], request_id="req-7")
+    response = result.get_response()
+    assert (response.model_name, response.model_version, response.id) == ("digits", "2", "req-7")
+    assert result.as_numpy("output-0").tolist() == served.model.predict(rows).tolist()
+
+
+def test_the_version_segment_takes_a_number_or_an_alias(served: Served) -> None:
+    rows = served.data.rows[:4]
+    zeros = served.grpc.infer("digits", [grpc_input(rows)], model_version="1")
+    prod = served.grpc.infer("digits", [grpc_input(rows)], model_version="prod")
+    assert zeros.as_numpy("output-0").tolist() == [0, 0, 0, 0]
+    assert prod.as_numpy("output-0").tolist() == served.model.predict(rows).tolist()
+
+
+def test_a_model_saved_with_labels_answers_its_label_as_bytes(served: Served) -> None:
+    rows = served.data.rows[:5]
+    wanted = [triton_grpc.InferRequestedOutput("label"), triton_grpc.InferRequestedOutput("scores")]
+    result = served.grpc.infer("digits", [grpc_input(rows)], outputs=wanted)
+    response = result.get_response()
+    assert [(o.name, o.datatype) for o in response.outputs] == [
+        ("label", "BYTES"),
+        ("scores", "FP64"),
+    ]
+    expected = [str(label).encode() for label in served.model.predict(rows)]
+    assert result.as_numpy("label").tolist() == expected
+    assert np.allclose(result.as_numpy("scores"), served.model.predict_proba(rows))
+
+
+def test_typed_contents_are_answered_with_typed_contents(served: Served) -> None:
+    rows = served.data.rows[:3]
+    request = typed_request("digits", rows.ravel().tolist(), [3, 64], "FP64", "fp64_contents")
+    request.outputs.add(name="output-0")
+    request.outputs.add(name="label")
+    response = served.stub.ModelInfer(request)
+    assert len(response.raw_output_contents) == 0
+    assert response.id == "typed-1"
+    predictions = served.model.predict(rows).tolist()
+    assert list(response.outputs[0].contents.int64_contents) == predictions
+    assert list(response.outputs[1].contents.bytes_contents) == [
+        str(p).encode() for p in predictions
+    ]
+    assert list(response.outputs[1].shape) == [3]
+
+
+def test_bytes_inputs_reach_a_text_model_as_str_raw_or_typed(served: Served) -> None:
+    texts = np.array(["ab", "ñandú", ""], dtype=object)
+    raw = served.grpc.infer("texts", [grpc_input(texts, "BYTES")])
+    assert raw.as_numpy("output-0").tolist() == [2, 5, 0]
+    encoded = [text.encode() for text in texts]
+    typed = served.stub.ModelInfer(typed_request("texts", encoded, [3], "BYTES", "bytes_contents"))
+    assert list(typed.outputs[0].contents.int64_contents) == [2, 5, 0]
+
+
+# --- errors: the status code says what kind, the message is REST's ---------------------------
+
+
+def _grpc_error(call: Any) -> InferenceServerException:
+    with pytest.raises(InferenceServerException) as caught:
+        call()
+    return caught.value
+
+
+def _rest_error(call: Any) -> str:
+    with pytest.raises(InferenceServerException) as caught:
+        call()
+    return str(caught.value.message())
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [
+        ("unknown model", "StatusCode.NOT_FOUND"),
+        ("unknown version", "StatusCode.NOT_FOUND"),
+        ("wrong datatype", "StatusCode.INVALID_ARGUMENT"),
+        ("wrong shape", "StatusCode.INVALID_ARGUMENT"),
+        ("wrong input name", "StatusCode.INVALID_ARGUMENT"),
+        ("unknown output", "StatusCode.INVALID_ARGUMENT"),
+    ],
+)
+def test_a_bad_request_gets_its_status_code_and_rests_message(
+    served: Served, case: str, code: str
+) -> None:
+    rows = served.data.rows[:2]
+    model, version, datatype, outputs = "digits", "", "FP64", ["output-0"]
+    name = "input-0"
+    if case == "unknown model":
+        model = "nope"
+    elif case == "unknown version":
+        version = "7"
+    elif case == "wrong datatype":
+        rows, datatype = rows.astype(np.float32), "FP32"
+    elif case == "wrong shape":
+        rows = rows[:, :10].copy()
+    elif case == "wrong input name":
+        name = "pixels"
+    else:
+        outputs = ["colour"]
+    error = _grpc_error(
+        lambda: served.grpc.infer(
+            model,
+            [grpc_input(rows, datatype, name)],
+            model_version=version,
+            outputs=[triton_grpc.InferRequestedOutput(o) for o in outputs],
+        )
+    )
+    rest = _rest_error(
+        lambda: served.rest.infer(
+            model,
+            [http_input(rows, datatype, name)],
+            model_version=version,
+            outputs=[triton_http.InferRequestedOutput(o, binary_data=False) for o in outputs],
+        )
+    )
+    assert (error.status(), error.message()) == (code, rest)
+
+
+def test_model_metadata_of_an_unknown_model_is_not_found(served: Served) -> None:
+    error = _grpc_error(lambda: served.grpc.get_model_metadata("nope"))
+    assert error.status() == "StatusCode.NOT_FOUND"
+    assert error.message() == "no model named 'nope' is served here (served: digits, texts)"
+
+
+def test_typed_contents_of_the_wrong_count_are_invalid(served: Served) -> None:
+    request = typed_request("digits", [1.0, 2.0, 3.0], [2, 64], "FP64", "fp64_contents")
+    with pytest.raises(grpc.RpcError) as caught:
+        served.stub.ModelInfer(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == (
+        "input 'input-0' has shape [2, 64] (128 values) but 3 values of data"
+    )
+
+
+def test_raw_contents_of_the_wrong_size_are_invalid(served: Served) -> None:
+    request = service_pb2.ModelInferRequest(model_name="digits")
+    request.inputs.add(name="input-0", datatype="FP64", shape=[1, 64])
+    request.raw_input_contents.append(b"\0" * 100)
+    with pytest.raises(grpc.RpcError) as caught:
+        served.stub.ModelInfer(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "(64 FP64 values, 512 bytes) but 100 bytes of data" in str(caught.value.details())
+
+
+def test_an_error_maps_to_the_status_code_rest_s_status_corresponds_to() -> None:
+    codes = {
+        ModelNotServedError: grpc.StatusCode.NOT_FOUND,
+        ServerNotReadyError: grpc.StatusCode.UNAVAILABLE,
+        RequestTooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        InputError: grpc.StatusCode.INVALID_ARGUMENT,
+        PersistkitError: grpc.StatusCode.INTERNAL,
+    }
+    assert {kind: status_code(kind("x", hint="y")) for kind in codes} == codes
+
+
+def test_a_server_still_loading_is_unavailable_until_ready(tmp_path: Path) -> None:
+    persistkit.save(always_zero, tmp_path / "zeros", example=np.ones((2, 3)), backend="pickle")
+    repository = ModelRepository([str(tmp_path / "zeros")])
+    service = InferenceService(repository, Inference())
+    request = service_pb2.ModelMetadataRequest(name="zeros")
+    ready = asyncio.run(service.server_ready(service_pb2.ServerReadyRequest()))
+    with pytest.raises(ServerNotReadyError) as caught:
+        asyncio.run(service.model_metadata(request))
+    assert (ready.ready, status_code(caught.value)) == (False, grpc.StatusCode.UNAVAILABLE)
+    repository.load()
+    assert asyncio.run(service.model_metadata(request)).name == "zeros"
+
+
+def test_a_message_past_the_size_limit_is_resource_exhausted(tmp_path: Path) -> None:
+    persistkit.save(always_zero, tmp_path / "zeros", example=np.ones((2, 3)), backend="pickle")
+    app = create_app(ModelRepository([str(tmp_path / "zeros")]))
+    add_grpc(app, "127.0.0.1:0", max_message_bytes=4096)
+    with running_server(app):
+        client = triton_grpc.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}")
+        small = client.infer("zeros", [grpc_input(np.ones((2, 3)))])
+        error = _grpc_error(lambda: client.infer("zeros", [grpc_input(np.ones((200, 3)))]))
+        client.close()
+    assert small.as_numpy("output-0").tolist() == [0, 0]
+    assert error.status() == "StatusCode.RESOURCE_EXHAUSTED"
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def test_without_grpcio_grpc_port_names_the_extra_to_install(tmp_path: Path) -> None:
+    persistkit.save(always_zero, tmp_path / "zeros", example=np.ones((2, 3)), backend="pickle")
+    blocked = "import sys; sys.modules['grpc'] = None; from persistkit.cli import main; main()"
+    command = serve_command(str(tmp_path / "zeros"), "--grpc-port", str(free_port()))
+    command[2] = blocked
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "serving gRPC needs grpcio and protobuf, and grpc is not installed" in done.stderr
+    assert 'pip install "persistkit[grpc]"' in done.stderr
+
+
+def test_several_workers_share_the_grpc_port(tmp_path: Path) -> None:
+    persistkit.save(always_zero, tmp_path / "zeros", example=np.ones((2, 3)), backend="pickle")
+    port, grpc_port = free_port(), free_port()
+    args = [str(tmp_path / "zeros"), "--port", str(port), "--grpc-port", str(grpc_port),
+            "--workers", "2", "--log-level", "warning"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    with serving_process(args, port, env):
+        client = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        answers = [client.infer("zeros", [grpc_input(np.ones((3, 3)))]) for _ in range(4)]
+        client.close()
+    assert all(a.as_numpy("output-0").tolist() == [0, 0, 0] for a in answers)
+
+
+# --- the .proto and the descriptor the server builds its messages from -------------------------
+
+
+def _fields(descriptor: Any) -> Iterator[tuple[str, str, int, int, int, str]]:
+    """(message, field, number, type, label, message type) of every field, nested included."""
+    for message in descriptor.message_types_by_name.values():
+        yield from _message_fields(message)
+
+
+def _message_fields(message: Any) -> Iterator[tuple[str, str, int, int, int, str]]:
+    for field in message.fields:
+        kind = field.message_type.full_name if field.message_type else ""
+        label = 3 if field.is_repeated else 1
+        yield (message.full_name, field.name, field.number, field.type, label, kind)
+    for nested in message.nested_types:
+        yield from _message_fields(nested)
+
+
+def test_our_messages_match_tritonclients_on_the_wire() -> None:
+    """Every field we declare has the number, type and label tritonclient's generated code
+    (Triton's superset of the KServe specification) gives it."""
+    from persistkit.server import proto
+
+    ours = set(_fields(proto.ModelInferRequest.DESCRIPTOR.file))
+    theirs = set(_fields(service_pb2.DESCRIPTOR))
+    assert ours and ours <= theirs
+
+
+def test_the_descriptor_is_the_proto_file_compiled() -> None:
+    """Each ``name = number;`` of the .proto is a field of the compiled descriptor and the
+    other way round (generate.py rebuilds the descriptor after an edit)."""
+    from persistkit.server import proto
+
+    text = (Path(proto.__file__).parent / "grpc_predict_v2.proto").read_text()
+    declared = set(re.findall(r"^\s*(?:repeated \w+|map<[^>]+>|\w+) (\w+) = (\d+);", text, re.M))
+    descriptor = proto.ModelInferRequest.DESCRIPTOR.file
+    compiled = {(name, str(number)) for _, name, number, *_ in _fields(descriptor)}
+    compiled -= {("key", "1"), ("value", "2")}  # map entries protoc writes for map<> fields
+    assert declared == compiled
