@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from persistkit.backend import Backend, PickleProtocolBackend
     from persistkit.bench import bench
     from persistkit.convert import convert
+    from persistkit.lineage import data_digest
     from persistkit.manifest import Manifest
     from persistkit.safety import TrustPolicy, export_key, trust_key
     from persistkit.store import Store
@@ -60,6 +61,7 @@ _LAZY = {
     "export_key": "persistkit.safety",
     "bench": "persistkit.bench",
     "convert": "persistkit.convert",
+    "data_digest": "persistkit.lineage",
 }
 
 
@@ -69,7 +71,10 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'persistkit' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    from persistkit.collector import collection_paused
+
+    with collection_paused():  # a full collection here would sweep torch's objects too
+        value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
@@ -91,6 +96,7 @@ __all__ = [
     "backends",
     "bench",
     "convert",
+    "data_digest",
     "errors",
     "export_key",
     "freeze",

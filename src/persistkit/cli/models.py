@@ -91,23 +91,66 @@ def _open_store(store_url: str | None, quiet: bool = False) -> Any:
 @click.argument("name", required=False)
 @store_option
 @json_option
-def ls(name: str | None, store_url: str | None, as_json: bool) -> None:
-    """List every version of every model in a store, or of NAME.
+@click.option(
+    "--where",
+    "where",
+    multiple=True,
+    metavar="CLAUSE",
+    help="Only versions where CLAUSE holds; several are ANDed. FIELD OP VALUE with OP one of "
+    "= != > >= < <=, e.g. tags.stage=prod, metrics.accuracy>=0.9, params.C=1.0, "
+    "saved_by=alice, backend=joblib, created_at>=2026-11-01, created_at>=now-7d. A field a "
+    "version lacks never matches.",
+)
+@click.option(
+    "--sort",
+    "sort",
+    multiple=True,
+    metavar="KEYS",
+    help="Order by these fields (comma-separated or repeated; '-' first for descending), "
+    "e.g. --sort -metrics.accuracy,created_at. Versions lacking a field go last.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=None, help="Show at most N versions."
+)
+def ls(
+    name: str | None,
+    store_url: str | None,
+    as_json: bool,
+    where: tuple[str, ...],
+    sort: tuple[str, ...],
+    limit: int | None,
+) -> None:
+    """List every version of every model in a store, or of NAME; with --where, --sort and
+    --limit, the versions a query finds.
 
-    A version whose manifest is damaged is listed as DAMAGED (with the reason and its
-    location on stderr; "damaged" in --json) and the listing goes on; exit status 0.
-    A store location that does not exist is an error (a store is made by the first save
-    into it), and so is a NAME the store does not hold.
+    \b
+    Examples:
+      persistkit ls gnome --where tags.stage=prod --sort -metrics.accuracy --limit 5
+      persistkit ls --where saved_by=alice --where created_at>=now-7d --json
+
+    Metrics recorded at save (save(metrics=...)) are shown as columns. A version whose
+    manifest is damaged is listed as DAMAGED (with the reason and its location on stderr;
+    "damaged" in --json) when no --where clause leaves it out; exit status 0. A store
+    location that does not exist is an error (a store is made by the first save into it),
+    and so is a NAME the store does not hold.
     """
+    from persistkit.errors import QueryError
+    from persistkit.query import parse_sort, parse_where, record
+
+    # a bad clause is a usage error (exit 2), reported before the store is read
+    for option, parse, values in (("--where", parse_where, where), ("--sort", parse_sort, sort)):
+        for value in values:
+            try:
+                parse(value)
+            except QueryError as exc:
+                raise click.BadParameter(
+                    f"{exc.message} ({exc.hint_for('cli')})", param_hint=option
+                ) from None
     store = _open_store(store_url)
     if not store.is_default and not store.exists():
         raise store.missing()
-    names = [name] if name else store.list()
-    records: list[dict[str, Any]] = []
-    for model_name in names:
-        records.extend(v.to_dict() for v in store.versions(model_name))
-    if name and not records:
-        store.resolve(name)  # raises "no model named ..." with a did-you-mean
+    found = store.find(name, where=list(where), sort=list(sort), limit=limit)
+    records = [record(v) for v in found]
     for r in records:
         if r["damaged"]:
             ref = f"{r['name']}:{r['version']}"
@@ -120,8 +163,10 @@ def ls(name: str | None, store_url: str | None, as_json: bool) -> None:
         print_json(records)
         return
     if not records:
-        click.echo(f"no models in {store.url}" if not name else f"no versions of {name}")
+        empty = f"no models in {store.url}" if not name else f"no versions of {name}"
+        click.echo(empty if not where else "no versions match")
         return
+    metrics = _metric_columns(records, [*where, *sort])
     rows = [
         [
             str(r["name"]),
@@ -130,11 +175,28 @@ def ls(name: str | None, store_url: str | None, as_json: bool) -> None:
             "DAMAGED" if r["damaged"] else str(r["backend"]),
             "-" if r["damaged"] else str(r["created_at"]),
             "-" if r["damaged"] else _size(int(r["size_bytes"])),
+            *(_metric_text(r["metrics"].get(key)) for key in metrics),
             ",".join(f"{k}={v}" for k, v in r["tags"].items()),
         ]
         for r in records
     ]
-    click.echo(table(rows, ["name", "version", "aliases", "backend", "created", "size", "tags"]))
+    headers = ["name", "version", "aliases", "backend", "created", "size", *metrics, "tags"]
+    click.echo(table(rows, headers))
+
+
+MAX_METRIC_COLUMNS = 4
+
+
+def _metric_columns(records: list[dict[str, Any]], clauses: list[str]) -> list[str]:
+    """The metrics shown as columns: those a clause or sort key names first, then the
+    others by name, at most :data:`MAX_METRIC_COLUMNS`."""
+    recorded = sorted({k for r in records for k in r["metrics"]})
+    named = [k for k in recorded if any(f"metrics.{k}" in c for c in clauses)]
+    return (named + [k for k in recorded if k not in named])[:MAX_METRIC_COLUMNS]
+
+
+def _metric_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 @click.command()
@@ -198,10 +260,26 @@ def show(ref: str, store_url: str | None, as_json: bool) -> None:
         )
         lines.append(f"checked:    {conversion.get('checked_items')} example items, {how}")
     lines.append(f"seal:       {_seal_line(manifest)}")
+    lines += _training_lines(manifest)
     if manifest.metadata:
         lines.append(f"metadata:   {manifest.metadata}")
     lines += [f"note:       {n}" for n in manifest.notes]
     click.echo("\n".join(lines))
+
+
+def _training_lines(manifest: Any) -> list[str]:
+    """``show``'s lines for who saved it and what its training recorded."""
+    lines = []
+    if manifest.saved_by:
+        lines.append(f"saved by:   {manifest.saved_by}")
+    for label, values in (("metrics:", manifest.metrics), ("params:", manifest.params)):
+        if values:
+            lines.append(f"{label:<12}" + ", ".join(f"{k}={v}" for k, v in values.items()))
+    for key, value in manifest.lineage.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        lines.append(f"{'lineage:':<12}{key}: {value}")
+    return lines
 
 
 @click.command()
