@@ -39,6 +39,8 @@ CONTENTS_FIELD = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
+#: the dtype of the 32-bit fields that carry the smaller integer datatypes too
+_CARRIERS = {"int_contents": np.dtype(np.int32), "uint_contents": np.dtype(np.uint32)}
 _ALL_FIELDS = tuple(f.name for f in InferTensorContents.DESCRIPTOR.fields)
 
 
@@ -108,16 +110,19 @@ def _decode(tensor: Any, raw: bytes | None) -> np.ndarray:
 
 
 def _typed_array(values: Sequence[Any], datatype: str, shape: list[int], label: str) -> np.ndarray:
-    """Typed values in the datatype's dtype; INT8/16 and UINT8/16 travel in 32-bit fields,
+    """Typed values in the datatype's dtype. INT8/16 and UINT8/16 travel in 32-bit fields,
     so a value outside the datatype's range is refused rather than wrapped."""
     dtype = numpy_dtype(datatype)
-    wide = np.asarray(values)
-    array = wide.astype(dtype)
-    if dtype.kind in "iu" and array.size and not np.array_equal(array, wide):
-        raise InputError(
-            f"{label} has values outside the range of {datatype}",
-            hint="send whole numbers the datatype can hold",
-        )
+    carrier = _CARRIERS.get(CONTENTS_FIELD[datatype], dtype)
+    array = np.array(values, dtype=carrier)
+    if carrier != dtype:
+        narrow = array.astype(dtype)
+        if not np.array_equal(narrow, array):
+            raise InputError(
+                f"{label} has values outside the range of {datatype}",
+                hint="send whole numbers the datatype can hold",
+            )
+        array = narrow
     return array.reshape(shape)
 
 
