@@ -72,7 +72,7 @@ def test_remote_uploads_and_downloads_report_every_byte(
             super().__init__(label, total, stream=FakeTerminal())
             bars.append(self)
 
-    monkeypatch.setattr("persistkit.store.Progress", RecordedProgress)
+    monkeypatch.setattr("persistkit.catalog.space.Progress", RecordedProgress)
     monkeypatch.setattr("persistkit.cache.Progress", RecordedProgress)
     use_slow_bytes(chunks=3)
     store = Store(f"memory://progress-{uuid.uuid4().hex[:8]}")

@@ -1,23 +1,15 @@
-"""A store: named, versioned artifacts with aliases and tags, on any fsspec file system.
+"""A store: named, versioned artifacts with aliases and tags.
 
-Layout under the store's root (a local folder, ``memory://...`` or ``s3://bucket/prefix``)::
+Its bookkeeping goes through a :class:`~persistkit.catalog.Catalog`, of one of two kinds:
 
-    <name>/<version>/persistkit.json   the manifest; a version exists once this exists
-    <name>/<version>/tags.json         tags added after publication (merged over the manifest's)
-    <name>/<version>/DELETED           tombstone of a deleted version (its number is never reused)
-    <name>/aliases/<alias>.json        {"version": N}; moved by one atomic replace
-    local stores:   <name>/<version>/<payload files>
-    remote stores:  <name>/.payload/<hex>/<payload files>, <hex> being the version's digest
+* files beside the payloads (:mod:`persistkit.catalog.files`): a local folder, ``memory://...``
+  or ``s3://bucket/prefix``; the layout and how versions are claimed are described there;
+* a database (:mod:`persistkit.catalog.sql`): ``sqlite:///path/catalog.db`` (payloads in
+  ``path/catalog.blobs/`` unless ``blobs=`` says otherwise) or ``postgresql://...`` with
+  ``blobs=`` (or ``$PERSISTKIT_BLOBS``) naming a folder or ``s3://`` prefix for the payloads.
 
-Publication (the manifest is always last, so a version is visible only when complete):
-
-* local folder: backends write into ``<root>/.staging/<name>.<host>.<pid>.<id>``; the manifest
-  is written there, then the folder is renamed onto ``<name>/<version>``. ``rename`` fails when
-  that version exists, and the writer tries the next number, so racing writers never share one.
-* remote (S3, memory): the payload is uploaded under ``<name>/.payload/<digest>/``, a prefix no
-  other save uses (the digest covers the manifest's creation time and every file's sha256),
-  then the version is claimed by creating ``<name>/<version>/persistkit.json`` with a
-  conditional write (``If-None-Match: *``); a writer that loses the race tries the next number.
+Either way a version is visible only when complete (its payload is stored first, the claim of
+its number is last), two writers never share a number, and a deleted number is never reused.
 
 The digest of a version (``name@sha256:<hex>``) is the sha256 of its manifest's sealed bytes
 (:meth:`Manifest.sealed_bytes`: every field but name, version, tags and seal), so it is the
@@ -28,65 +20,50 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import errno
-import hashlib
-import json
 import os
 import shutil
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persistkit import cache, config
-from persistkit.artifact import fsync_directory, fsync_tree, write_manifest
+from persistkit import config
+from persistkit.catalog import Catalog, Orphan, open_catalog
+from persistkit.catalog.base import Damaged, manifest_digest
+from persistkit.catalog.files import FileCatalog, Listing, merge_tags_over
+from persistkit.catalog.space import FileSpace
 from persistkit.errors import (
-    ArtifactError,
     ArtifactNotFoundError,
     Command,
     ListModels,
     ManifestError,
     Option,
-    PersistkitError,
     RefError,
     StoreError,
     VersionNotFoundError,
 )
-from persistkit.manifest import MANIFEST_NAME, Manifest, utc_now
-from persistkit.payload import open_payload, read_artifact_manifest
-from persistkit.progress import Progress
+from persistkit.manifest import MANIFEST_NAME, Manifest
 from persistkit.records import Artifact
 from persistkit.refs import Ref, did_you_mean, parse_ref, typo_of, validate_name
 
+__all__ = ["CopiedVersion", "Store", "VersionInfo", "fetch_url", "manifest_at_url"]
+__all__ += ["manifest_digest"]
+
 STALE_SECONDS = 3600
-TAGS_NAME = "tags.json"
-TOMBSTONE_NAME = "DELETED"
-_STAGING = ".staging"
-_PAYLOAD = ".payload"
-_ALIASES = "aliases"
 _MAX_TAG_VALUE = 1024
-_MAX_CLAIMS = 10_000
-_MEMORY_CREATE_LOCK = threading.Lock()
-
-
-def manifest_digest(manifest: Manifest) -> str:
-    """``sha256:<hex>`` of the manifest's sealed bytes: the identity of a saved version."""
-    return "sha256:" + hashlib.sha256(manifest.sealed_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
 class VersionInfo:
     """One published version: its manifest (tags merged in), digest and the aliases on it.
 
-    ``location`` is the version's folder (local path or URL). A version whose
-    ``persistkit.json`` cannot be read or parsed is still listed: ``damaged`` holds the reason,
-    ``manifest`` and ``digest`` are ``None``, and ``location`` is that damaged file. Loading
-    it raises :class:`ManifestError`; :meth:`Store.delete` removes it.
+    ``location`` is the version's folder (local path or URL), or its row in a database
+    catalog. A version whose manifest cannot be read or parsed is still listed: ``damaged``
+    holds the reason, ``manifest`` and ``digest`` are ``None``, and ``location`` is that
+    damaged file. Loading it raises :class:`ManifestError`; :meth:`Store.delete` removes it.
     """
 
     name: str
@@ -130,79 +107,57 @@ class CopiedVersion:
     aliases_not_copied: builtins.list[str] = field(default_factory=list)
 
 
-class _Damaged(Exception):
-    """A version's manifest that cannot be read or parsed (internal; raised as ManifestError)."""
-
-    def __init__(self, name: str, version: int, reason: str, location: str) -> None:
-        super().__init__(reason)
-        self.name, self.version, self.reason, self.location = name, version, reason, location
-
-    def error(self) -> ManifestError:
-        ref = f"{self.name}:{self.version}"
-        return ManifestError(
-            f"{ref} is damaged: {self.reason} (at {self.location})",
-            hint=f"restore that file from a backup, or remove the version: persistkit rm {ref}",
-        )
-
-
-@dataclass
-class _Listing:
-    published: builtins.list[int]
-    highest: int
-    payloads: dict[str, float] = field(default_factory=dict)  # digest hex -> newest mtime
-
-
 class Store:
-    """Named, versioned models under one root: a local folder, ``memory://`` or ``s3://``.
+    """Named, versioned models: a folder, ``memory://``, ``s3://``, or a database catalog
+    (``sqlite:///...``, ``postgresql://...``) whose payloads live in ``blobs``.
 
-    ``url=None`` means ``$PERSISTKIT_STORE``, else the per-user store folder. For S3 the
-    endpoint and credentials come from the usual ``AWS_*`` environment variables (including
-    ``AWS_ENDPOINT_URL``) or from ``storage_options`` (passed to s3fs).
+    ``url=None`` means ``$PERSISTKIT_STORE``, else the per-user store folder. ``blobs=None``
+    means ``$PERSISTKIT_BLOBS``, else (SQLite only) a folder beside the database file. For S3
+    the endpoint and credentials come from the usual ``AWS_*`` environment variables
+    (including ``AWS_ENDPOINT_URL``) or from ``storage_options`` (passed to s3fs).
     """
 
     def __init__(
         self,
         url: str | os.PathLike[str] | None = None,
         *,
+        blobs: str | os.PathLike[str] | None = None,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
         raw = config.default_store_url() if url is None else os.fspath(url)
-        raw = raw.removeprefix("file://")
         # the per-user store nobody named: missing until the first save, which is no mistake
         self.is_default = url is None and not os.environ.get("PERSISTKIT_STORE")
-        self.stale_after: float = STALE_SECONDS
-        self._fs: Any = None
-        if "://" not in raw:
-            self._local_root = Path(raw).expanduser().absolute()
-            self.url = str(self._local_root)
-            self._root = self.url
-            return
-        protocol = raw.split("://", 1)[0]
-        options = dict(storage_options or {})
-        if protocol in ("s3", "s3a"):
-            # other processes write to the same bucket: never answer from a stale listing
-            options.setdefault("use_listings_cache", False)
-        try:
-            import fsspec
+        self._catalog: Catalog = open_catalog(
+            raw, blobs=None if blobs is None else os.fspath(blobs), storage_options=storage_options
+        )
+        self._space: FileSpace = self._catalog.space
+        self._catalog.stale_after = STALE_SECONDS
+        self.url: str = getattr(self._catalog, "url", None) or self._space.url
 
-            self._fs, root = fsspec.core.url_to_fs(raw, **options)
-        except ImportError as exc:
-            raise StoreError(
-                f"the {protocol}:// store needs the package {exc.name or 'for it'}",
-                hint='pip install "persistkit[s3]"' if protocol.startswith("s3") else None,
-            ) from None
-        except ValueError as exc:
-            raise StoreError(
-                f"cannot open the store {raw}: {exc}",
-                hint="use a folder, memory://..., or s3://bucket/prefix",
-            ) from None
-        self._local_root = Path()
-        self.url = raw.rstrip("/")
-        self._root = str(root).rstrip("/")
+    @property
+    def kind(self) -> str:
+        """``folder``, ``memory``, ``s3``, ``sqlite`` or ``postgresql``."""
+        return self._catalog.kind
+
+    @property
+    def catalog(self) -> Catalog:
+        """The bookkeeping behind this store (see :mod:`persistkit.catalog`)."""
+        return self._catalog
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds after which a staging folder or unreferenced payload counts as left by a
+        dead writer (cleaned up by saves and ``gc``)."""
+        return self._catalog.stale_after
+
+    @stale_after.setter
+    def stale_after(self, seconds: float) -> None:
+        self._catalog.stale_after = seconds
 
     @property
     def is_local(self) -> bool:
-        return self._fs is None
+        """Whether the payloads are in a local folder (loaded in place, no cache)."""
+        return self._space.is_local
 
     @property
     def _shown_url(self) -> str | None:
@@ -212,23 +167,24 @@ class Store:
     def exists(self) -> bool:
         """Whether there is a store at this location, however empty: a local folder that
         exists, a ``memory://`` root something was saved under, an S3 bucket that exists
-        (a prefix in it needs no creating). A store is made by the first save into it."""
+        (a prefix in it needs no creating), a database with the catalog's tables. A store
+        is made by the first save into it."""
         with self._storage_errors():
-            if self.is_local:
-                return self._local_root.is_dir()
-            if "memory" in _protocols(self._fs):
-                return bool(self._fs.isdir(self._root or "/"))
-            bucket = self._root.split("/", 1)[0]
-            return bool(self._fs.exists(bucket))
+            return self._catalog.exists()
 
     def missing(self) -> StoreError:
         """The error for reading from a store that does not exist (see :meth:`exists`)."""
-        where = "bucket" if not self.is_local and "memory" not in _protocols(self._fs) else ""
+        if isinstance(self._catalog, FileCatalog):
+            return self._space.missing()
         return StoreError(
-            f"no store at {self.url}" + (f" (the {where} does not exist)" if where else ""),
-            hint="check the location; a store is made by the first save into it",
+            f"no store at {self.url} (the database has no persistkit catalog yet)",
+            hint="check the URL; a store is made by the first save into it",
             remedies=[Option("store", purpose="to name another store")],
         )
+
+    def close(self) -> None:
+        """Release the database connections of a database-backed store (no-op otherwise)."""
+        self._catalog.close()
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -249,16 +205,23 @@ class Store:
     def stage(self, name: str) -> Path:
         """A new, empty local folder for a backend to write a version of ``name`` into."""
         validate_name(name)
-        parent = self._local_root / _STAGING if self.is_local else config.cache_dir() / _STAGING
+        parent = self._space.staging_parent()
         parent.mkdir(parents=True, exist_ok=True)
         path = parent / f"{name}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
         path.mkdir()
         return path
 
     def publish(
-        self, staging: Path, name: str, manifest: Manifest, *, durable: bool = False
+        self,
+        staging: Path,
+        name: str,
+        manifest: Manifest,
+        *,
+        durable: bool = False,
+        version: int | None = None,
     ) -> Artifact:
-        """Give the staged artifact the next free version of ``name`` and make it visible.
+        """Give the staged artifact the next free version of ``name`` (or exactly
+        ``version``, refused if taken) and make it visible.
 
         The staged folder is consumed. ``durable=True`` also fsyncs every file and folder
         (local stores; object stores acknowledge a write only once it is durable).
@@ -266,66 +229,7 @@ class Store:
         validate_name(name)
         self._clean_staging(staging.parent)
         with self._storage_errors():
-            if self.is_local:
-                return self._publish_local(staging, name, manifest, durable)
-            return self._publish_remote(staging, name, manifest)
-
-    def _publish_local(
-        self, staging: Path, name: str, manifest: Manifest, durable: bool
-    ) -> Artifact:
-        folder = self._local_root / name
-        created = not folder.is_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        if durable and created:
-            fsync_directory(self._local_root)
-        version = self._scan(name).highest + 1
-        for _ in range(_MAX_CLAIMS):
-            manifest = replace(manifest, name=name, version=version)
-            write_manifest(staging, manifest, durable=durable)
-            if durable:
-                fsync_tree(staging)
-            try:
-                os.rename(staging, folder / str(version))
-            except OSError as exc:
-                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                    version = max(version + 1, self._scan(name).highest + 1)
-                    continue
-                raise
-            if durable:
-                fsync_directory(folder)
-            path = folder / str(version)
-            return Artifact(
-                uri=f"{name}:{version}", path=path, manifest=manifest, name=name, version=version
-            )
-        raise StoreError(f"could not claim a version of {name} after {_MAX_CLAIMS} tries")
-
-    def _publish_remote(self, staging: Path, name: str, manifest: Manifest) -> Artifact:
-        # the digest is computed from the manifest as readers will parse it
-        digest = manifest_digest(Manifest.from_json(manifest.to_json()))
-        listing = self._scan(name)
-        self._clean_payloads(name, listing)
-        prefix = self._path(f"{name}/{_PAYLOAD}/{digest[7:]}")
-        with Progress(f"upload {name}", manifest.total_size) as bar:
-            for entry in manifest.files:
-                self._fs.put_file(
-                    str(staging / entry.path),
-                    f"{prefix}/{entry.path}",
-                    callback=cache._callback(bar),
-                )
-        version = listing.highest + 1
-        for _ in range(_MAX_CLAIMS):
-            manifest = replace(manifest, name=name, version=version)
-            if self._create(f"{name}/{version}/{MANIFEST_NAME}", manifest.to_json().encode()):
-                break
-            version = max(version + 1, self._scan(name).highest + 1)
-        else:
-            raise StoreError(f"could not claim a version of {name} after {_MAX_CLAIMS} tries")
-        write_manifest(staging, manifest)
-        path = cache.adopt(staging, digest)
-        shutil.rmtree(staging, ignore_errors=True)
-        return Artifact(
-            uri=f"{name}:{version}", path=path, manifest=manifest, name=name, version=version
-        )
+            return self._catalog.publish(staging, name, manifest, durable=durable, version=version)
 
     # -- reading ---------------------------------------------------------------------------
     def load(self, ref: str, **load_options: Any) -> Any:
@@ -342,17 +246,7 @@ class Store:
     def list(self) -> builtins.list[str]:
         """Names with at least one published version, sorted."""
         with self._storage_errors():
-            if self.is_local:
-                if not self._local_root.is_dir():
-                    return []
-                candidates = [p.name for p in self._local_root.iterdir() if p.is_dir()]
-                return sorted(n for n in candidates if _is_name(n) and self._scan(n).published)
-            names = set()
-            for rel in self._find(""):
-                parts = rel.split("/")
-                if len(parts) == 3 and parts[1].isdigit() and parts[2] == MANIFEST_NAME:
-                    names.add(parts[0])
-            return sorted(n for n in names if _is_name(n))
+            return self._catalog.names()
 
     def versions(self, name: str) -> builtins.list[VersionInfo]:
         """Every published version of ``name``, oldest first, with tags and aliases.
@@ -362,18 +256,18 @@ class Store:
         """
         validate_name(name)
         with self._storage_errors():
-            numbers = self._scan(name).published
-            manifests = self._read_manifests(name, numbers)
+            numbers = self._catalog.numbers(name)
+            manifests = self._catalog.records(name, numbers)
             by_version: dict[int, builtins.list[str]] = {}
             for alias, version in self.aliases(name).items():
                 by_version.setdefault(version, []).append(alias)
             infos = []
             for v, m in zip(numbers, manifests):
                 aliases = sorted(by_version.get(v, []))
-                if isinstance(m, _Damaged):
+                if isinstance(m, Damaged):
                     infos.append(VersionInfo(name, v, None, None, aliases, m.reason, m.location))
                 else:
-                    where = self._location(f"{name}/{v}")
+                    where = self._catalog.location(name, v)
                     infos.append(VersionInfo(name, v, m, manifest_digest(m), aliases, None, where))
             return infos
 
@@ -396,7 +290,7 @@ class Store:
         """The ``(name, version)`` that ``ref`` points at now."""
         parsed = parse_ref(ref) if isinstance(ref, str) else ref
         with self._storage_errors():
-            numbers = self._scan(parsed.name).published
+            numbers = self._catalog.numbers(parsed.name)
             if not numbers:
                 raise self._no_model(parsed.name)
             if parsed.version is not None:
@@ -423,7 +317,7 @@ class Store:
         if not _is_name(name):
             return False
         with self._storage_errors():
-            return bool(self._scan(name).published)
+            return bool(self._catalog.numbers(name))
 
     def _no_model(self, name: str) -> VersionNotFoundError:
         """The error for a name without versions: no store at all, or which names are near."""
@@ -458,22 +352,9 @@ class Store:
         """
         name, version = self.resolve(ref)
         with self._storage_errors():
-            rel = f"{name}/{version}/{MANIFEST_NAME}"
-            if self.is_local:
-                path = self._local_root / name / str(version)
-                try:  # not through a link, never a FIFO
-                    manifest = read_artifact_manifest(path)
-                except ArtifactError as exc:
-                    raise self._damaged(name, version, exc.message).error() from None
-                return path, self._with_tags(name, version, manifest), name, version
-            raw = self._read(rel)
-            if raw is None:
-                raise VersionNotFoundError(f"{name}:{version} was deleted")
-            manifest = self._parse_manifest(name, version, raw)
-            digest = manifest_digest(manifest)
-            prefix = self._path(f"{name}/{_PAYLOAD}/{digest[7:]}")
-            path = cache.fetch(self._fs, prefix, manifest, raw, digest)
-            return path, self._with_tags(name, version, manifest), name, version
+            path, manifest = self._catalog.fetch(name, version)
+            added = self._catalog.added_tags(name, version)
+            return path, merge_tags_over(manifest, added), name, version
 
     def digest(self, ref: str | Ref) -> str:
         """``sha256:<hex>`` identifying the version ``ref`` points at (see module docs)."""
@@ -484,15 +365,7 @@ class Store:
         """Every alias of ``name`` and the version it points at."""
         validate_name(name)
         with self._storage_errors():
-            found: dict[str, int] = {}
-            names = [n for n in self._listdir(f"{name}/{_ALIASES}") if n.endswith(".json")]
-            blobs = self._read_many([f"{name}/{_ALIASES}/{n}" for n in names])
-            for rel, data in blobs.items():
-                alias = rel.rsplit("/", 1)[1].removesuffix(".json")
-                version = _json_object(data).get("version")
-                if _is_name(alias) and isinstance(version, int):
-                    found[alias] = version
-            return dict(sorted(found.items()))
+            return self._catalog.aliases(name)
 
     def alias(self, ref: str | Ref, alias: str, *, durable: bool = False, new: bool = False) -> int:
         """Point ``name@alias`` at the version ``ref`` resolves to (atomic move).
@@ -514,9 +387,8 @@ class Store:
                 hint=f"to move {meant!r}, give that name",
                 remedies=[Option("new", purpose=f"to create {alias!r} as a new alias")],
             )
-        record = {"version": version, "updated_at": utc_now()}
         with self._storage_errors():
-            self._replace(f"{name}/{_ALIASES}/{alias}.json", _dumps(record), durable=durable)
+            self._catalog.set_alias(name, alias, version, durable=durable)
         return version
 
     def remove_alias(self, name: str, alias: str) -> None:
@@ -526,7 +398,7 @@ class Store:
         if alias not in self.aliases(name):
             raise VersionNotFoundError(f"{name} has no alias {alias!r}")
         with self._storage_errors():
-            self._remove(f"{name}/{_ALIASES}/{alias}.json")
+            self._catalog.remove_alias(name, alias)
 
     def tags(self, ref: str | Ref) -> dict[str, str]:
         """The tags of the version ``ref`` points at (saved ones and those added later)."""
@@ -542,9 +414,8 @@ class Store:
         """
         _check_tag(key, value)
         name, version = self.resolve(ref)
-        rel = f"{name}/{version}/{TAGS_NAME}"
         with self._storage_errors():
-            added = {k: str(v) for k, v in _json_object(self._read(rel)).items()}
+            added = self._catalog.added_tags(name, version)
             base = self._manifests(name, [version], merge_tags=False)[0].tags
             if value is None:
                 if key in base:
@@ -558,7 +429,7 @@ class Store:
                 del added[key]
             else:
                 added[key] = value
-            self._replace(rel, _dumps(added), durable=durable)
+            self._catalog.set_added_tags(name, version, added, durable=durable)
             return {**base, **added}
 
     # -- deleting and copying --------------------------------------------------------------
@@ -583,24 +454,8 @@ class Store:
             )
         with self._storage_errors():
             for alias in pointing:
-                self._remove(f"{name}/{_ALIASES}/{alias}.json")
-            manifest = self._read_manifests(name, [version], merge_tags=False)[0]
-            self._replace(f"{name}/{version}/{TOMBSTONE_NAME}", b"deleted " + utc_now().encode())
-            self._remove(f"{name}/{version}/{MANIFEST_NAME}")
-            if self.is_local:
-                folder = self._local_root / name / str(version)
-                for child in folder.iterdir():
-                    if child.name != TOMBSTONE_NAME:
-                        self._remove(f"{name}/{version}/{child.name}")
-            else:
-                self._remove(f"{name}/{version}/{TAGS_NAME}")
-                if isinstance(manifest, _Damaged):
-                    return version  # its payload is unknown: left to _clean_payloads
-                digest = manifest_digest(manifest)
-                others = self._read_manifests(name, self._scan(name).published, merge_tags=False)
-                # a copy may share the payload; a damaged version might, too
-                if all(isinstance(m, Manifest) and manifest_digest(m) != digest for m in others):
-                    self._remove(f"{name}/{_PAYLOAD}/{digest[7:]}")
+                self._catalog.remove_alias(name, alias)
+            self._catalog.delete(name, version)
         return version
 
     def copy(
@@ -644,7 +499,7 @@ class Store:
         parsed = parse_ref(ref)
         everything = ":" not in ref and "@" not in ref
         if everything:
-            numbers = self._scan(parsed.name).published
+            numbers = self._catalog.numbers(parsed.name)
             if not numbers:
                 self.resolve(parsed)  # raises the usual "no model named" error
         else:
@@ -653,8 +508,8 @@ class Store:
         with self._storage_errors():
             damaged = [
                 m
-                for m in self._read_manifests(name, numbers, merge_tags=False)
-                if isinstance(m, _Damaged)
+                for m in self._catalog.records(name, numbers, merge_tags=False)
+                if isinstance(m, Damaged)
             ]
         if damaged:
             bad = ", ".join(f"{d.name}:{d.version}" for d in damaged)
@@ -698,119 +553,47 @@ class Store:
         report = []
         for version, artifact in copies:
             names = sorted(on_version.get(version, []))
-            if aliases:
-                record = _dumps({"version": artifact.version, "updated_at": utc_now()})
+            if aliases and artifact.version is not None:
                 for alias in names:  # set as in the source: no typo check, no resolving again
-                    target._replace(f"{name}/{_ALIASES}/{alias}.json", record, durable=durable)
+                    target._catalog.set_alias(name, alias, artifact.version, durable=durable)
             report.append(
                 CopiedVersion(version, artifact, names if aliases else [], [] if aliases else names)
             )
         return report
 
-    # -- internals: names, versions, manifests ---------------------------------------------
-    def _scan(self, name: str) -> _Listing:
-        """Published versions of ``name``, the highest number ever claimed, payload prefixes."""
-        published: set[int] = set()
-        claimed: set[int] = set()
-        payloads: dict[str, float] = {}
-        if self.is_local:
-            folder = self._local_root / name
-            if folder.is_dir():
-                for child in folder.iterdir():
-                    if child.name.isdigit() and child.name.isascii():
-                        claimed.add(int(child.name))
-                        if (child / MANIFEST_NAME).is_file():
-                            published.add(int(child.name))
-        else:
-            for rel, info in self._find(name).items():
-                parts = rel.split("/")
-                if len(parts) == 3 and parts[1].isdigit() and parts[1].isascii():
-                    claimed.add(int(parts[1]))
-                    if parts[2] == MANIFEST_NAME:
-                        published.add(int(parts[1]))
-                elif len(parts) >= 4 and parts[1] == _PAYLOAD:
-                    payloads[parts[2]] = max(payloads.get(parts[2], 0.0), _mtime(info))
-        return _Listing(sorted(published), max(claimed, default=0), payloads)
+    # -- cleaning up -----------------------------------------------------------------------
+    def gc(self, *, grace: float | None = None, dry_run: bool = False) -> builtins.list[Orphan]:
+        """Remove what killed writers left: payloads no version points at and staging
+        folders, unchanged for ``grace`` seconds (default: ``stale_after``). Returns what
+        was (or, with ``dry_run=True``, would be) removed."""
+        older_than = self.stale_after if grace is None else grace
+        with self._storage_errors():
+            found = self._catalog.orphans(older_than)
+            found += _stale_staging(self._space.staging_parent(), older_than)
+            if not dry_run:
+                for orphan in found:
+                    if orphan.rel.startswith("/"):  # a local staging folder
+                        shutil.rmtree(orphan.rel, ignore_errors=True)
+                    else:
+                        self._space.remove(orphan.rel)
+        return found
 
+    # -- internals: names, versions, manifests ---------------------------------------------
     def _manifests(
         self, name: str, numbers: builtins.list[int], *, merge_tags: bool = True
     ) -> builtins.list[Manifest]:
         """The manifests of these versions; a damaged one raises :class:`ManifestError`
         naming it."""
         manifests = []
-        for m in self._read_manifests(name, numbers, merge_tags=merge_tags):
-            if isinstance(m, _Damaged):
+        for m in self._catalog.records(name, numbers, merge_tags=merge_tags):
+            if isinstance(m, Damaged):
                 raise m.error()
             manifests.append(m)
         return manifests
 
-    def _read_manifests(
-        self, name: str, numbers: builtins.list[int], *, merge_tags: bool = True
-    ) -> builtins.list[Manifest | _Damaged]:
-        """The manifest of each version, or why it cannot be read (a deleted one raises)."""
-        rels = [f"{name}/{v}/{MANIFEST_NAME}" for v in numbers]
-        blobs: dict[str, bytes | _Damaged] = {}
-        if self.is_local:
-            for v, rel in zip(numbers, rels):
-                try:
-                    data = self._read(rel)
-                except FileNotFoundError:
-                    data = None
-                except ArtifactError as exc:  # a link or special file in its place
-                    blobs[rel] = self._damaged(name, v, exc.message)
-                    continue
-                except OSError as exc:
-                    blobs[rel] = self._damaged(name, v, f"cannot read it: {exc.strerror}")
-                    continue
-                if data is not None:
-                    blobs[rel] = data
-        else:
-            blobs.update(self._read_many(rels))
-        tag_blobs = (
-            self._read_many([f"{name}/{v}/{TAGS_NAME}" for v in numbers]) if merge_tags else {}
-        )
-        manifests: builtins.list[Manifest | _Damaged] = []
-        for v, rel in zip(numbers, rels):
-            if rel not in blobs:
-                raise VersionNotFoundError(f"{name}:{v} was deleted")
-            blob = blobs[rel]
-            if isinstance(blob, _Damaged):
-                manifests.append(blob)
-                continue
-            parsed = self._parse_or_damage(name, v, blob)
-            if isinstance(parsed, _Damaged):
-                manifests.append(parsed)
-                continue
-            manifest = _merge_tags(parsed, tag_blobs.get(f"{name}/{v}/{TAGS_NAME}"))
-            manifests.append(replace(manifest, name=name, version=v))
-        return manifests
-
-    def _parse_manifest(self, name: str, version: int, raw: bytes) -> Manifest:
-        """Parse a version's manifest; a damaged one raises :class:`ManifestError` naming it."""
-        parsed = self._parse_or_damage(name, version, raw)
-        if isinstance(parsed, _Damaged):
-            raise parsed.error()
-        return parsed
-
-    def _parse_or_damage(self, name: str, version: int, raw: bytes) -> Manifest | _Damaged:
-        try:
-            return Manifest.from_json(raw)
-        except ManifestError as exc:
-            return self._damaged(name, version, exc.message)
-
-    def _damaged(self, name: str, version: int, reason: str) -> _Damaged:
-        return _Damaged(name, version, reason, self._location(f"{name}/{version}/{MANIFEST_NAME}"))
-
-    def _location(self, rel: str) -> str:
-        """Where ``rel`` is, for messages: a local path or the store's URL plus ``rel``."""
-        return str(self._local_root / rel) if self.is_local else f"{self.url}/{rel}"
-
-    def _with_tags(self, name: str, version: int, manifest: Manifest) -> Manifest:
-        return _merge_tags(manifest, self._read(f"{name}/{version}/{TAGS_NAME}"))
-
     def _alias_target(self, name: str, alias: str, numbers: builtins.list[int]) -> int:
-        data = self._read(f"{name}/{_ALIASES}/{alias}.json")
-        if data is None:
+        version = self._catalog.alias_version(name, alias)
+        if version is None:
             existing = self.aliases(name)
             known = ", ".join(existing) or "none"
             guess = did_you_mean(alias, existing)
@@ -820,7 +603,6 @@ class Store:
                 + f" (aliases: {known})",
                 remedies=[self._set_alias(name, alias, "to set it")],
             )
-        version = _json_object(data).get("version")
         if not isinstance(version, int) or version not in numbers:
             raise VersionNotFoundError(
                 f"{name}@{alias} points at version {version}, which no longer exists",
@@ -840,8 +622,8 @@ class Store:
     def _digest_target(self, name: str, digest: str, numbers: builtins.list[int]) -> int:
         matches = [
             v
-            for v, m in zip(numbers, self._read_manifests(name, numbers, merge_tags=False))
-            if not isinstance(m, _Damaged)  # its digest is unknown: it matches nothing
+            for v, m in zip(numbers, self._catalog.records(name, numbers, merge_tags=False))
+            if not isinstance(m, Damaged)  # its digest is unknown: it matches nothing
             and manifest_digest(m).startswith(digest)
         ]
         if not matches:
@@ -856,190 +638,65 @@ class Store:
             )
         return matches[0]
 
-    # -- internals: stale staging ----------------------------------------------------------
     def _clean_staging(self, parent: Path) -> None:
         """Remove staging folders left by dead writers on this host, or older than
         ``stale_after`` seconds (a writer on another host, or a reused pid); never this
         process's own."""
-        if not parent.is_dir():
-            return
-        now = time.time()
-        for child in parent.iterdir():
-            parts = child.name.rsplit(".", 3)
-            if len(parts) != 4 or not parts[2].isdigit():
-                continue
-            _, host, pid, _ = parts
-            try:
-                age = now - child.stat().st_mtime
-            except OSError:
-                continue
-            if host == _host() and int(pid) == os.getpid():
-                continue  # this process's own saves (other threads) are in flight
-            dead = host == _host() and not _pid_alive(int(pid))
-            if dead or age > self.stale_after:
-                shutil.rmtree(child, ignore_errors=True)
-
-    def _clean_payloads(self, name: str, listing: _Listing) -> None:
-        """Remove payload prefixes no version points at, older than ``stale_after``."""
-        if len(listing.payloads) <= len(listing.published):
-            return
-        now = time.time()
-        stale = {d for d, mtime in listing.payloads.items() if now - mtime > self.stale_after}
-        if not stale:
-            return
-        manifests = self._read_manifests(name, listing.published, merge_tags=False)
-        if any(isinstance(m, _Damaged) for m in manifests):
-            return  # which payload a damaged version points at is unknown: keep them all
-        stale -= {manifest_digest(m)[7:] for m in manifests if isinstance(m, Manifest)}
-        for digest in stale:
-            self._remove(f"{name}/{_PAYLOAD}/{digest}")
-
-    # -- internals: storage primitives (paths relative to the root) --------------------------
-    def _path(self, rel: str) -> str:
-        return f"{self._root}/{rel}" if self._root else rel
-
-    def _rel(self, full: str) -> str:
-        return full[len(self._root) :].lstrip("/") if self._root else full.lstrip("/")
-
-    def _find(self, rel: str) -> dict[str, Any]:
-        """Every file under ``rel`` (relative path -> the file system's details)."""
-        try:
-            found = self._fs.find(self._path(rel) if rel else (self._root or "/"), detail=True)
-        except FileNotFoundError:
-            self._check_bucket()
-            return {}
-        return {self._rel(k): v for k, v in found.items()}
-
-    def _read(self, rel: str) -> bytes | None:
-        if self.is_local:
-            try:  # a regular file only: a link or FIFO planted in the store is refused
-                with open_payload(self._local_root / rel) as opened:
-                    return opened.read_bytes()
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-        try:
-            return bytes(self._fs.cat_file(self._path(rel)))
-        except FileNotFoundError:
-            return None
-
-    def _read_many(self, rels: builtins.list[str]) -> dict[str, bytes]:
-        if self.is_local or not rels:
-            return {rel: data for rel in rels if (data := self._read(rel)) is not None}
-        blobs = self._fs.cat([self._path(r) for r in rels], on_error="omit")
-        if not isinstance(blobs, dict):  # a single path answers with bare bytes
-            blobs = {self._path(rels[0]): blobs}
-        return {self._rel(k): bytes(v) for k, v in blobs.items() if isinstance(v, bytes)}
-
-    def _listdir(self, rel: str) -> builtins.list[str]:
-        if self.is_local:
-            folder = self._local_root / rel
-            return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-        try:
-            return sorted(
-                p.rstrip("/").rsplit("/", 1)[-1] for p in self._fs.ls(self._path(rel), detail=False)
-            )
-        except FileNotFoundError:
-            return []
-
-    def _replace(self, rel: str, data: bytes, *, durable: bool = False) -> None:
-        """Write a small file so readers see the old or the new content, never a mix."""
-        if not self.is_local:
-            self._fs.pipe_file(self._path(rel), data)  # one PUT: atomic on object stores
-            return
-        final = self._local_root / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        if durable:
-            fsync_directory(final.parent)
-
-    def _create(self, rel: str, data: bytes) -> bool:
-        """Create a file only if absent (a conditional write); False if it already exists."""
-        try:
-            if "memory" in _protocols(self._fs):
-                # the in-process memory file system checks and creates in two steps
-                with _MEMORY_CREATE_LOCK:
-                    self._fs.pipe_file(self._path(rel), data, mode="create")
-            else:
-                self._fs.pipe_file(self._path(rel), data, mode="create")
-        except FileExistsError:
-            return False
-        return True
-
-    def _remove(self, rel: str) -> None:
-        if self.is_local:
-            path = self._local_root / rel
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self._fs.rm(self._path(rel), recursive=True)
-
-    def _check_bucket(self) -> None:
-        """On S3, raise a :class:`StoreError` naming the bucket if it does not exist."""
-        if self.is_local or not {"s3", "s3a"} & set(_protocols(self._fs)):
-            return
-        bucket = self._root.split("/", 1)[0]
-        try:
-            exists = bool(self._fs.exists(bucket))
-        except Exception:  # the original error is the better one then
-            return
-        if not exists:
-            endpoint = (
-                getattr(self._fs, "endpoint_url", None)
-                or (getattr(self._fs, "client_kwargs", None) or {}).get("endpoint_url")
-                or os.environ.get("AWS_ENDPOINT_URL_S3")
-                or os.environ.get("AWS_ENDPOINT_URL")
-                or "AWS S3"
-            )
-            raise StoreError(
-                f"no bucket {bucket!r} at {endpoint} (or no access to it); create it first",
-                hint=f"e.g. `aws s3 mb s3://{bucket}` (with --endpoint-url for another service), "
-                "or check the store URL and the AWS_* settings",
-            )
+        for orphan in _stale_staging(parent, self.stale_after):
+            shutil.rmtree(orphan.rel, ignore_errors=True)
 
     @contextlib.contextmanager
     def _storage_errors(self) -> Iterator[None]:
         """Turn the storage library's errors into one :class:`StoreError` with a hint."""
-        try:
+        with self._space.errors(self.url):
             yield
-        except PersistkitError:
-            raise
-        except PermissionError as exc:
-            raise StoreError(
-                f"permission denied in the store {self.url}: {exc}",
-                hint="check the folder's permissions or your credentials",
-            ) from exc
-        except Exception as exc:
-            if not (isinstance(exc, OSError) or _from_storage_library(exc)):
-                raise
-            if isinstance(exc, FileNotFoundError):
-                self._check_bucket()  # a missing bucket is named as such
-            raise StoreError(
-                f"the store {self.url} failed: {type(exc).__name__}: {exc}",
-                hint="check the URL, that the storage is reachable, and the AWS_* settings",
-            ) from exc
+
+    # -- the files of a folder store, for tests that damage one on purpose -------------------
+    @property
+    def _fs(self) -> Any:
+        return self._space.fs
+
+    def _path(self, rel: str) -> str:
+        return self._space.path(rel)
+
+    def _read(self, rel: str) -> bytes | None:
+        return self._space.read(rel)
+
+    def _replace(self, rel: str, data: bytes) -> None:
+        self._space.replace(rel, data)
+
+    def _scan(self, name: str) -> Listing:
+        if not isinstance(self._catalog, FileCatalog):
+            raise StoreError(f"{self.url} keeps its versions in a database, not in files")
+        return self._catalog.scan(name)
 
 
 # --- helpers -----------------------------------------------------------------------------
 
 
-def _protocols(fs: Any) -> tuple[str, ...]:
-    protocol = fs.protocol
-    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
-
-
-def _from_storage_library(exc: BaseException) -> bool:
-    module = type(exc).__module__.split(".")[0]
-    return module in {"botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "urllib3"}
+def _stale_staging(parent: Path, older_than: float) -> builtins.list[Orphan]:
+    """Staging folders under ``parent`` left by dead writers on this host, or older than
+    ``older_than`` seconds (a writer on another host, or a reused pid); never this
+    process's own (``rel`` is the folder's absolute path)."""
+    if not parent.is_dir():
+        return []
+    now = time.time()
+    found = []
+    for child in parent.iterdir():
+        parts = child.name.rsplit(".", 3)
+        if len(parts) != 4 or not parts[2].isdigit():
+            continue
+        _, host, pid, _ = parts
+        try:
+            age = now - child.stat().st_mtime
+        except OSError:
+            continue
+        if host == _host() and int(pid) == os.getpid():
+            continue  # this process's own saves (other threads) are in flight
+        dead = host == _host() and not _pid_alive(int(pid))
+        if dead or age > older_than:
+            found.append(Orphan(str(child), str(child), age))
+    return found
 
 
 def _is_name(text: str) -> bool:
@@ -1057,38 +714,6 @@ def _check_tag(key: str, value: str | None) -> None:
             f"the value of tag {key!r} must be text of at most {_MAX_TAG_VALUE} characters",
             hint="store long or structured data in metadata= at save time",
         )
-
-
-def _json_object(data: bytes | None) -> dict[str, Any]:
-    if not data:
-        return {}
-    try:
-        value = json.loads(data)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _merge_tags(manifest: Manifest, tags_blob: bytes | None) -> Manifest:
-    """``manifest`` with the tags added after publication (a ``tags.json``) merged over its own."""
-    added = _json_object(tags_blob)
-    if not added:
-        return manifest
-    return replace(manifest, tags={**manifest.tags, **{str(k): str(v) for k, v in added.items()}})
-
-
-def _dumps(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
-
-
-def _mtime(info: dict[str, Any]) -> float:
-    for key in ("LastModified", "mtime", "created"):
-        value = info.get(key)
-        if isinstance(value, datetime):
-            return value.timestamp()
-        if isinstance(value, (int, float)):
-            return float(value)
-    return time.time()
 
 
 def _host() -> str:
@@ -1130,9 +755,8 @@ def fetch_url(url: str, *, storage_options: dict[str, Any] | None = None) -> tup
             path, manifest, _, _ = in_store[0].fetch(in_store[1])
             return path, manifest
     folder, raw, manifest = _artifact_folder(url, storage_options)
-    with folder._storage_errors():
-        path = cache.fetch(folder._fs, folder._root, manifest, raw, manifest_digest(manifest))
-    return path, manifest
+    with folder.errors():
+        return folder.download("", manifest, raw, manifest_digest(manifest)), manifest
 
 
 def manifest_at_url(url: str, *, storage_options: dict[str, Any] | None = None) -> Manifest:
@@ -1155,11 +779,11 @@ def _store_version(url: str, storage_options: dict[str, Any] | None) -> tuple[St
 
 def _artifact_folder(
     url: str, storage_options: dict[str, Any] | None
-) -> tuple[Store, bytes, Manifest]:
+) -> tuple[FileSpace, bytes, Manifest]:
     """A remote artifact folder outside any store: the folder, its manifest's bytes, parsed."""
-    folder = Store(url.rstrip("/"), storage_options=storage_options)
-    with folder._storage_errors():
-        raw = folder._read(MANIFEST_NAME)
+    folder = FileSpace(url.rstrip("/"), storage_options)
+    with folder.errors():
+        raw = folder.read(MANIFEST_NAME)
         if raw is None:
             raise ArtifactNotFoundError(
                 f"{url} holds no {MANIFEST_NAME}, so it is not a persistkit artifact",

@@ -1,0 +1,60 @@
+"""The tables of a database catalog (SQLAlchemy Core), as the newest migration leaves them.
+
+Indexes are made by :mod:`persistkit.catalog.migrations` (never declared here), so the first
+migration step can create these tables exactly as release 1 of the schema had them.
+
+``persistkit_versions`` holds one row per claimed number: the manifest as written (its bytes
+verify the seal) and the columns queries filter on; a deleted version keeps its row with
+``deleted`` set (a tombstone: numbers are never reused). ``persistkit_tags`` holds every tag
+of a version, ``added`` telling a tag set after the save from one in the manifest.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text
+
+NAME = String(128)  # refs.MAX_NAME_LENGTH
+STAMP = String(40)  # an ISO 8601 UTC time, as the manifest writes it
+
+metadata = MetaData()
+
+schema_version = Table(
+    "persistkit_schema",
+    metadata,
+    Column("version", Integer, nullable=False),
+)
+
+versions = Table(
+    "persistkit_versions",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", STAMP),
+    Column("backend", String(128)),
+    Column("digest", String(71)),
+    Column("size", BigInteger),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("deleted_at", STAMP),
+    Column("manifest", Text),
+)
+
+aliases = Table(
+    "persistkit_aliases",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    Column("alias", NAME, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", STAMP, nullable=False),
+)
+
+tags = Table(
+    "persistkit_tags",
+    metadata,
+    Column("name", NAME, primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("key", NAME, primary_key=True),
+    Column("added", Boolean, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+TABLES = [versions, aliases, tags]

@@ -1,0 +1,479 @@
+"""The catalog in a database (SQLite or PostgreSQL, through SQLAlchemy Core); payloads in a
+:class:`~persistkit.catalog.space.FileSpace` (a folder or an ``s3://`` prefix), each under
+``<blobs>/<hex>/`` where ``<hex>`` is the version's digest, so copies share one payload.
+
+URLs: ``sqlite:///relative/catalog.db``, ``sqlite:////absolute/catalog.db`` (payloads beside
+it in ``catalog.blobs/`` unless told otherwise), ``postgresql://user:pw@host:5432/db``
+(``postgresql+psycopg://`` is the same; payloads must be named). Where the payloads go:
+``blobs=`` / ``$PERSISTKIT_BLOBS``, or a ``blobs=`` query parameter in the URL itself
+(``postgresql://host/db?blobs=s3://bucket/models``), handy on a command line.
+
+Saving: the payload is stored first; then one transaction claims the number: the highest
+number of the name (deleted ones too) plus one, inserted with ``UNIQUE(name, version)``
+(the primary key). SQLite serialises writers (``BEGIN IMMEDIATE``); on PostgreSQL a writer
+that loses the race gets a unique violation and claims the next number. A writer killed
+before the commit leaves no row, only an unreferenced payload that ``persistkit gc`` removes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from persistkit import cache
+from persistkit.artifact import fsync_directory, fsync_tree, write_manifest
+from persistkit.catalog import migrations
+from persistkit.catalog.base import Catalog, Damaged, Orphan, manifest_digest
+from persistkit.catalog.files import merge_tags_over
+from persistkit.catalog.space import FileSpace
+from persistkit.errors import ManifestError, StoreError, VersionNotFoundError
+from persistkit.manifest import Manifest, utc_now
+from persistkit.records import Artifact
+
+try:
+    import sqlalchemy as sa
+    from sqlalchemy import event, exc
+    from sqlalchemy.engine import URL, Connection, Engine, make_url
+except ImportError as _missing:  # pragma: no cover - the db extra is not installed
+    raise StoreError(
+        f"a database-backed store needs SQLAlchemy ({_missing.name} is not installed)",
+        hint='pip install "persistkit[db]" (and "persistkit[postgres]" for PostgreSQL)',
+    ) from None
+
+from persistkit.catalog import schema as t
+
+MAX_CLAIMS = 1000
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+_HEX = frozenset("0123456789abcdef")
+
+
+class SqlCatalog(Catalog):
+    """A store's catalog in SQLite or PostgreSQL (see the module docs)."""
+
+    def __init__(self, engine: Engine, url: str, space: FileSpace, sqlite_file: Path | None):
+        self.engine = engine
+        self.url = url
+        self.space = space
+        self.kind = "sqlite" if engine.dialect.name == "sqlite" else engine.dialect.name
+        self._sqlite_file = sqlite_file
+        self._schema_ok = False
+
+    @classmethod
+    def open(
+        cls, raw: str, *, blobs: str | None = None, storage_options: dict[str, Any] | None = None
+    ) -> SqlCatalog:
+        """The catalog at ``raw`` (see the module docs for URLs and ``blobs``)."""
+        try:
+            url = make_url(raw)
+        except exc.ArgumentError as error:
+            raise StoreError(f"cannot read the database URL {raw!r}: {error}") from None
+        query = dict(url.query)
+        in_url = query.pop("blobs", None)
+        url = url.set(query=query)
+        blobs = blobs or (in_url if isinstance(in_url, str) else None)
+        sqlite_file = None
+        if url.get_backend_name() == "sqlite":
+            if not url.database or url.database == ":memory:":
+                raise StoreError(
+                    "an in-memory SQLite catalog would vanish with each connection",
+                    hint="give a file: sqlite:///path/catalog.db",
+                )
+            sqlite_file = Path(url.database).expanduser().absolute()
+            url = url.set(database=str(sqlite_file))
+            if blobs is None:
+                blobs = str(sqlite_file.with_name(sqlite_file.stem + ".blobs"))
+        elif url.drivername in ("postgresql", "postgres"):  # psycopg 3 unless a driver is named
+            url = url.set(drivername="postgresql+psycopg")
+        if blobs is None:
+            raise StoreError(
+                f"the store {_shown(url)} needs a place for its payloads",
+                hint="pass blobs=URL (a folder or s3://bucket/prefix), set PERSISTKIT_BLOBS, "
+                "or add ?blobs=URL to the store URL",
+            )
+        space = FileSpace(blobs, storage_options)
+        shown = _shown(url) + (f"?blobs={in_url}" if isinstance(in_url, str) else "")
+        return cls(_engine(url), shown, space, sqlite_file)
+
+    def close(self) -> None:
+        with _ENGINES_LOCK:
+            for key, engine in list(_ENGINES.items()):
+                if engine is self.engine:
+                    del _ENGINES[key]
+        self.engine.dispose()
+
+    # -- transactions --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _connect(self, *, write: bool = False) -> Iterator[Connection | None]:
+        """One transaction (None when there is no catalog yet and this is a read)."""
+        if not self._ready(write):
+            yield None
+            return
+        with self._errors(), self.engine.connect() as conn:
+            if write:
+                conn.execution_options(persistkit_write=True)
+            with conn.begin():
+                yield conn
+
+    def _ready(self, write: bool) -> bool:
+        """Whether the schema is there and current: created on the first write, upgraded
+        (and a newer one refused) on the first use in this process."""
+        if self._schema_ok:
+            return True
+        if self._sqlite_file is not None and not self._sqlite_file.exists():
+            if not write:
+                return False
+            self._sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+        with self._errors(), self.engine.connect() as conn:
+            with conn.begin():
+                found = migrations.current_version(conn)
+            migrations.check_not_newer(found, self.url)
+            if found is None and not write:
+                return False
+            if found != migrations.SCHEMA_VERSION:
+                conn.execution_options(persistkit_write=True)
+                with conn.begin():
+                    migrations.upgrade(conn, self.url)
+        self._schema_ok = True
+        return True
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except exc.IntegrityError:
+            raise  # a lost claim: the caller tries the next number
+        except exc.DBAPIError as error:
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+            raise StoreError(
+                f"the catalog database {self.url} failed: {reason}",
+                hint="check that the database is reachable and the URL (user, password, "
+                "host, database name)",
+            ) from error
+
+    # -- listing -------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self._ready(False)
+
+    def names(self) -> builtins.list[str]:
+        with self._connect() as conn:
+            if conn is None:
+                return []
+            q = sa.select(t.versions.c.name).where(~t.versions.c.deleted).distinct()
+            return sorted(conn.execute(q).scalars())
+
+    def numbers(self, name: str) -> builtins.list[int]:
+        return self._numbers(name, deleted=False)
+
+    def tombstones(self, name: str) -> builtins.list[int]:
+        return self._numbers(name, deleted=True)
+
+    def _numbers(self, name: str, *, deleted: bool) -> builtins.list[int]:
+        v = t.versions.c
+        with self._connect() as conn:
+            if conn is None:
+                return []
+            q = sa.select(v.version).where(v.name == name, v.deleted == deleted)
+            return sorted(conn.execute(q.order_by(v.version)).scalars())
+
+    def records(
+        self, name: str, numbers: builtins.list[int], *, merge_tags: bool = True
+    ) -> builtins.list[Manifest | Damaged]:
+        v, g = t.versions.c, t.tags.c
+        wanted = set(numbers)
+        with self._connect() as conn:
+            rows: dict[int, str | None] = {}
+            added: dict[int, dict[str, str]] = {}
+            if conn is not None:
+                q = sa.select(v.version, v.manifest).where(v.name == name, ~v.deleted)
+                g_q = sa.select(g.version, g.key, g.value).where(g.name == name, g.added)
+                if len(wanted) <= 50:  # else the whole name, filtered here
+                    q = q.where(v.version.in_(wanted))
+                    g_q = g_q.where(g.version.in_(wanted))
+                rows = {n: m for n, m in conn.execute(q) if n in wanted}
+                if merge_tags:
+                    for n, key, value in conn.execute(g_q):
+                        added.setdefault(n, {})[key] = value
+        found: builtins.list[Manifest | Damaged] = []
+        for n in numbers:
+            if n not in rows:
+                raise VersionNotFoundError(f"{name}:{n} was deleted")
+            parsed = self._parse(name, n, rows[n])
+            if isinstance(parsed, Manifest):
+                parsed = replace(merge_tags_over(parsed, added.get(n, {})), name=name, version=n)
+            found.append(parsed)
+        return found
+
+    def _parse(self, name: str, version: int, text: str | None) -> Manifest | Damaged:
+        try:
+            return Manifest.from_json((text or "").encode())
+        except ManifestError as error:
+            return Damaged(name, version, error.message, self.location(name, version))
+
+    def location(self, name: str, version: int) -> str:
+        return f"{self.url}#{name}:{version}"
+
+    # -- aliases and tags ------------------------------------------------------------------------
+    def aliases(self, name: str) -> dict[str, int]:
+        a = t.aliases.c
+        with self._connect() as conn:
+            if conn is None:
+                return {}
+            q = sa.select(a.alias, a.version).where(a.name == name).order_by(a.alias)
+            return {alias: int(version) for alias, version in conn.execute(q)}
+
+    def alias_version(self, name: str, alias: str) -> object:
+        a = t.aliases.c
+        with self._connect() as conn:
+            if conn is None:
+                return None
+            q = sa.select(a.version).where(a.name == name, a.alias == alias)
+            return conn.execute(q).scalar()
+
+    def set_alias(self, name: str, alias: str, version: int, *, durable: bool = False) -> None:
+        a = t.aliases.c
+        with self._connect(write=True) as conn:
+            assert conn is not None
+            conn.execute(sa.delete(t.aliases).where(a.name == name, a.alias == alias))
+            conn.execute(
+                sa.insert(t.aliases).values(
+                    name=name, alias=alias, version=version, updated_at=utc_now()
+                )
+            )
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        a = t.aliases.c
+        with self._connect(write=True) as conn:
+            assert conn is not None
+            conn.execute(sa.delete(t.aliases).where(a.name == name, a.alias == alias))
+
+    def added_tags(self, name: str, version: int) -> dict[str, str]:
+        g = t.tags.c
+        with self._connect() as conn:
+            if conn is None:
+                return {}
+            q = sa.select(g.key, g.value).where(g.name == name, g.version == version, g.added)
+            return dict(conn.execute(q).tuples().all())
+
+    def set_added_tags(
+        self, name: str, version: int, tags: dict[str, str], *, durable: bool = False
+    ) -> None:
+        g = t.tags.c
+        with self._connect(write=True) as conn:
+            assert conn is not None
+            conn.execute(sa.delete(t.tags).where(g.name == name, g.version == version, g.added))
+            if tags:
+                conn.execute(
+                    sa.insert(t.tags),
+                    [
+                        {"name": name, "version": version, "key": k, "value": v, "added": True}
+                        for k, v in tags.items()
+                    ],
+                )
+
+    # -- publishing and fetching ---------------------------------------------------------------
+    def publish(
+        self,
+        staging: Path,
+        name: str,
+        manifest: Manifest,
+        *,
+        durable: bool = False,
+        version: int | None = None,
+    ) -> Artifact:
+        digest = manifest_digest(Manifest.from_json(manifest.to_json()))
+        hexdigest = digest[7:]
+        stored = self._store_payload(staging, name, manifest, hexdigest, durable)
+        for _ in range(MAX_CLAIMS):
+            try:
+                claimed = self._claim(name, manifest, digest, version)
+                break
+            except exc.IntegrityError:
+                if version is not None:
+                    raise StoreError(
+                        f"{name}:{version} already exists in {self.url} (or was deleted there)",
+                        hint="move into an empty store to keep version numbers",
+                    ) from None
+        else:
+            raise StoreError(f"could not claim a version of {name} after {MAX_CLAIMS} tries")
+        if stored is None:  # remote payload: the staged folder becomes the cache entry
+            write_manifest(staging, claimed)
+            path = cache.adopt(staging, digest)
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            write_manifest(stored, claimed, durable=durable)
+            path = stored
+        number = claimed.version
+        return Artifact(
+            uri=f"{name}:{number}", path=path, manifest=claimed, name=name, version=number
+        )
+
+    def _store_payload(
+        self, staging: Path, name: str, manifest: Manifest, hexdigest: str, durable: bool
+    ) -> Path | None:
+        """Put the payload under ``<blobs>/<hex>/``: a local one is the staged folder
+        renamed (its local path returned); a remote one is uploaded (None returned)."""
+        if not self.space.is_local:
+            self.space.upload(staging, hexdigest, manifest, name)
+            return None
+        final = self.space.local_root / hexdigest
+        if durable:
+            fsync_tree(staging)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)  # the same payload is there already
+        if durable:
+            fsync_directory(final.parent)
+        return final
+
+    def _claim(self, name: str, manifest: Manifest, digest: str, exact: int | None) -> Manifest:
+        """Insert the version's row (its number: ``exact``, else the next); the commit that
+        ends this transaction is the publication."""
+        v = t.versions.c
+        with self._connect(write=True) as conn:
+            assert conn is not None
+            if exact is None:
+                highest = conn.execute(sa.select(sa.func.max(v.version)).where(v.name == name))
+                number = int(highest.scalar() or 0) + 1
+            else:
+                number = exact
+            claimed = replace(manifest, name=name, version=number)
+            conn.execute(
+                sa.insert(t.versions).values(
+                    name=name,
+                    version=number,
+                    created_at=claimed.created_at,
+                    backend=claimed.backend,
+                    digest=digest,
+                    size=claimed.total_size,
+                    deleted=False,
+                    manifest=claimed.to_json(),
+                )
+            )
+            if claimed.tags:
+                conn.execute(
+                    sa.insert(t.tags),
+                    [
+                        {"name": name, "version": number, "key": k, "value": str(val)}
+                        | {"added": False}
+                        for k, val in claimed.tags.items()
+                    ],
+                )
+        return claimed
+
+    def fetch(self, name: str, version: int) -> tuple[Path, Manifest]:
+        v = t.versions.c
+        with self._connect() as conn:
+            row = None
+            if conn is not None:
+                q = sa.select(v.manifest, v.digest, v.deleted)
+                row = conn.execute(q.where(v.name == name, v.version == version)).first()
+        if row is None or row.deleted:
+            raise VersionNotFoundError(f"{name}:{version} was deleted")
+        parsed = self._parse(name, version, row.manifest)
+        if isinstance(parsed, Damaged):
+            raise parsed.error()
+        hexdigest = str(row.digest)[7:]
+        if self.space.is_local:
+            return self.space.local_root / hexdigest, parsed
+        return self.space.download(hexdigest, parsed, row.manifest.encode(), row.digest), parsed
+
+    # -- deleting and cleaning up --------------------------------------------------------------
+    def delete(self, name: str, version: int) -> None:
+        v, g = t.versions.c, t.tags.c
+        with self._connect(write=True) as conn:
+            assert conn is not None
+            one = (v.name == name) & (v.version == version)
+            digest = conn.execute(sa.select(v.digest).where(one)).scalar()
+            conn.execute(
+                sa.update(t.versions).where(one).values(deleted=True, deleted_at=utc_now())
+            )
+            conn.execute(sa.delete(t.tags).where(g.name == name, g.version == version))
+            shared = conn.execute(
+                sa.select(sa.func.count()).where(v.digest == digest, ~v.deleted)
+            ).scalar()
+        if digest and not shared:
+            self.space.remove(str(digest)[7:])
+
+    def tombstone(self, name: str, version: int) -> None:
+        with self._connect(write=True) as conn:
+            assert conn is not None
+            conn.execute(
+                sa.insert(t.versions).values(
+                    name=name, version=version, deleted=True, deleted_at=utc_now()
+                )
+            )
+
+    def orphans(self, older_than: float) -> builtins.list[Orphan]:
+        v = t.versions.c
+        with self._connect() as conn:
+            used: set[str] = set()
+            if conn is not None:
+                q = sa.select(v.digest).where(~v.deleted, v.digest.is_not(None)).distinct()
+                used = {str(d)[7:] for d in conn.execute(q).scalars()}
+        now = time.time()
+        found = []
+        for entry in self.space.listdir(""):
+            if len(entry) != 64 or not set(entry) <= _HEX or entry in used:
+                continue
+            changed = self.space.modified(entry)
+            age = now - (changed if changed is not None else now)
+            if age >= older_than:
+                found.append(Orphan(self.space.location(entry), entry, age))
+        return found
+
+
+# --- engines --------------------------------------------------------------------------------
+
+
+def _shown(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _engine(url: URL) -> Engine:
+    """One engine per database and process (connections are pooled)."""
+    key = url.render_as_string(hide_password=False)
+    with _ENGINES_LOCK:
+        if key in _ENGINES:
+            return _ENGINES[key]
+        try:
+            if url.get_backend_name() == "sqlite":
+                engine = sa.create_engine(url, connect_args={"timeout": 60})
+                _sqlite_transactions(engine)
+            else:
+                engine = sa.create_engine(url, pool_pre_ping=True)
+        except ImportError as error:
+            raise StoreError(
+                f"the store {_shown(url)} needs the database driver {error.name}",
+                hint='pip install "persistkit[postgres]"',
+            ) from None
+        _ENGINES[key] = engine
+        return engine
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    """Let SQLAlchemy, not the sqlite3 module, begin transactions; a write begins with
+    ``BEGIN IMMEDIATE`` (the write lock first: no deadlock between two readers upgrading);
+    WAL lets readers go on while one process writes."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("persistkit_write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
