@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from persistkit.cli.batch import batch_options, predict_batch
 from persistkit.cli.options import (
     app_dir_option,
     json_option,
@@ -71,6 +72,7 @@ def format_prediction(value: Any) -> str:
 )
 @trust_option()
 @app_dir_option
+@batch_options
 def predict(
     ref: str,
     inputs: tuple[str, ...],
@@ -82,6 +84,7 @@ def predict(
     raw: bool,
     trust: tuple[str, ...],
     app_dir: str,
+    **batch: Any,
 ) -> None:
     """Predict with REF on each INPUT: pictures (PNG, JPEG, ...), .npy, .csv or .json files.
 
@@ -101,7 +104,19 @@ def predict(
       persistkit predict digits:3 batch.npy --json
       persistkit predict digits one.png --method predict_proba
       persistkit predict gnome photo.jpg --raw
+
+    \b
+    With --output FILE (.parquet or .csv), INPUTs may also be folders (searched
+    recursively), globs or @list files, and the answers go to that table, one row per item
+    beside its input path; --engine dask spreads the work over a Dask cluster (see
+    docs/batch.md):
+      persistkit predict digits scans/ --engine dask --output answers.parquet
     """
+    if any(batch.values()):
+        predict_batch(
+            ref, inputs, store_url, as_json, method, image_size, fit, raw, trust, app_dir, **batch
+        )
+        return
     from persistkit.answers import read_record, record_of, score_batch
     from persistkit.api import load_located, locate
     from persistkit.api import predict as run_model
