@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import os
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -74,6 +80,20 @@ def check_port(host: str, port: int) -> None:
     type=click.IntRange(1, 4096),
     help="Largest request body accepted (larger ones get 413).",
 )
+@click.option(
+    "--follow-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="How often to look where each served alias (NAME@ALIAS, or NAME: the newest "
+    "version) points in the store; a moved one is loaded, then switched to.",
+)
+@click.option(
+    "--pin",
+    is_flag=True,
+    help="Serve the versions the refs name at start-up; never follow aliases.",
+)
 @trust_option("the artifacts")
 @click.option(
     "--log-level",
@@ -90,14 +110,20 @@ def serve(
     grpc_port: int | None,
     workers: int,
     max_body_mb: int,
+    follow_interval: float,
+    pin: bool,
     trust: tuple[str, ...],
     log_level: str,
     app_dir: str,
 ) -> None:
-    """Serve each REF over the Open Inference Protocol V2 (REST) until interrupted.
+    """Serve each REF over the Open Inference Protocol V2 (REST; gRPC too with --grpc-port)
+    until interrupted.
 
     \b
-    Models load once, at start-up; /v2/health/ready is true after that. Clients such as
+    Models load at start-up; /v2/health/ready is true after that. A ref on an alias
+    (NAME@prod) or on the newest version (NAME) follows the store: when it moves, the new
+    version loads in the background, then answers (--pin: never). /metrics is Prometheus's;
+    /v2/repository/... loads and unloads models at runtime (with --workers 1). Clients such as
     tritonclient.http, KServe's and Seldon's speak this protocol; the version segment of
     /v2/models/NAME/versions/VERSION takes a version number or an alias.
     Open http://HOST:PORT/ in a browser to send a picture and see the answer.
@@ -107,6 +133,7 @@ def serve(
       persistkit serve digits
       persistkit serve digits@prod digits:3 --port 9000
       persistkit serve digits --host 0.0.0.0 --workers 2
+      persistkit serve /mnt/models --host 0.0.0.0 --port 8080 --grpc-port 8081
     """
     import uvicorn
 
