@@ -161,8 +161,10 @@ def serve(
     click.echo(
         f"serving {served} on http://{shown_host}:{port}/{grpc_shown} (Ctrl+C stops)", err=True
     )
+    follow = None if pin else follow_interval
+    logging_config = log_config(log_level)
     if workers == 1:
-        app = create_app(repository, max_body_bytes=max_body)
+        app = create_app(repository, max_body_bytes=max_body, follow_interval=follow)
         if grpc_address is not None:
             from persistkit.server.grpc_server import add_grpc
 
@@ -172,6 +174,8 @@ def serve(
             host=host,
             port=port,
             log_level=log_level,
+            log_config=logging_config,
+            access_log=False,  # persistkit.server.access logs each request, with its id
         )
         return
     os.environ[CONFIG_ENV] = json.dumps(
@@ -182,16 +186,53 @@ def serve(
             "max_body_bytes": max_body,
             "grpc_address": grpc_address,
             "app_dir": code_folder,
+            "follow_interval": follow,
         }
     )
-    uvicorn.run(
-        "persistkit.server.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-    )
+    with metrics_folder():
+        uvicorn.run(
+            "persistkit.server.app:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            log_config=logging_config,
+            access_log=False,
+        )
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging set-up plus the server's own loggers (``persistkit.server``: errors,
+    loads, alias switches; ``persistkit.server.access``: one line per request with its id)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["persistkit.server"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
+
+
+@contextmanager
+def metrics_folder() -> Iterator[None]:
+    """With several workers, metrics are written to files that ``/metrics`` adds up
+    (prometheus_client's multiprocess mode): a fresh folder for this run, removed after,
+    unless ``PROMETHEUS_MULTIPROC_DIR`` already names one (then it is the caller's)."""
+    from persistkit.server.metrics import MULTIPROC_ENV
+
+    if os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="persistkit-metrics-")
+    os.environ[MULTIPROC_ENV] = folder  # inherited by the workers, which start after this
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROC_ENV]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def register(group: click.Group) -> None:
