@@ -71,7 +71,10 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'persistkit' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    from persistkit.collector import collection_paused
+
+    with collection_paused():  # a full collection here would sweep torch's objects too
+        value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

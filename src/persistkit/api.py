@@ -35,6 +35,7 @@ from persistkit.artifact import (
     unreported_files,
     write_manifest,
 )
+from persistkit.collector import collection_paused
 from persistkit.environment import (
     Mismatch,
     carried_versions,
@@ -143,8 +144,9 @@ def load_for_inputs(
     from persistkit.inputs import read_file_inputs
 
     options = dict(load_options)
-    found = locate(source, options.pop("store", None))
-    inputs = read_file_inputs(inputs, found.manifest)
+    with collection_paused():  # see load_located
+        found = locate(source, options.pop("store", None))
+        inputs = read_file_inputs(inputs, found.manifest)
     model = load_located(
         found,
         trusted=options.pop("trusted", False),
@@ -848,13 +850,14 @@ def load(
     (``strict=True``: a :class:`VerificationError`). A load that fails because of the
     versions is an :class:`IncompatibleEnvironmentError` with the ``pip install`` line.
     """
-    return load_located(
-        locate(source, store),
-        trusted=trusted,
-        verify=verify,
-        strict=strict,
-        options=backend_options,
-    )
+    with collection_paused():  # see load_located
+        return load_located(
+            locate(source, store),
+            trusted=trusted,
+            verify=verify,
+            strict=strict,
+            options=backend_options,
+        )
 
 
 def load_located(
@@ -866,12 +869,15 @@ def load_located(
     options: dict[str, Any] | None = None,
 ) -> Any:
     """:func:`load` for an artifact already located (so its manifest is not read again)."""
-    if options:
-        check_options(get_plugins().backend(found.manifest.backend), options, when="load")
-    with open_located(found) as files:
-        return _load_opened(
-            found, files, trusted=trusted, verify=verify, strict=strict, options=options
-        )
+    # a load allocates (lazy imports, the model's objects): a full collection it triggers
+    # would sweep every object of the process (~80 ms with torch imported)
+    with collection_paused():
+        if options:
+            check_options(get_plugins().backend(found.manifest.backend), options, when="load")
+        with open_located(found) as files:
+            return _load_opened(
+                found, files, trusted=trusted, verify=verify, strict=strict, options=options
+            )
 
 
 def open_located(found: Located) -> PayloadFiles:
