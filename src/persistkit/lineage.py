@@ -3,7 +3,8 @@
 The data is what the user says: ``lineage={"data": persistkit.data_digest("train.csv")}``,
 or several entries, each a text or a small mapping (``{"data": {"digest": ...,
 "source": "s3://..."}}``). The code is found alone: when the script that saves (or, from a
-notebook or a shell, the current folder) lies in a git checkout, ``lineage["git"]`` records
+notebook, a shell or an installed tool such as ``pytest``, the current folder) lies in a git
+checkout, ``lineage["git"]`` records
 
     commit   the checked-out commit (full hex)
     branch   the branch checked out (absent when HEAD is detached)
@@ -148,10 +149,18 @@ def _file_sha256(path: Path) -> bytes:
 
 def script_path() -> Path | None:
     """The file of the script that is running (``python train.py``, ``python -m pkg``), or
-    ``None`` in a notebook, a shell or ``python -c``."""
+    ``None`` in a notebook, a shell, ``python -c``, or when the running program is an
+    installed tool (``pytest``, ``persistkit convert``: a file of the Python installation
+    or an environment), whose checkout is the current folder's."""
     main = sys.modules.get("__main__")
     file = getattr(main, "__file__", None)
-    return Path(file).absolute() if isinstance(file, str) and file else None
+    if not isinstance(file, str) or not file:
+        return None
+    path = Path(file).absolute()
+    installed = {Path(p).absolute() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    if any(folder in installed for folder in path.parents):
+        return None
+    return path
 
 
 def git_lineage(script: Path | None) -> dict[str, Any] | None:

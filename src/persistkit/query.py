@@ -164,6 +164,8 @@ class Clause:
             want = self.value
         if self.field.kind == _TEXT or (self.field.kind == _ANY and isinstance(have, str)):
             have, want = _text_pair(str(have), want)
+            if isinstance(want, float) and isinstance(have, str) and self.op not in ("=", "!="):
+                return False  # text is neither above nor below a number
         return _compare(have, self.op, want)
 
 
@@ -355,9 +357,12 @@ def _as_recorded(have: Any, want: str) -> tuple[Any, Any]:
 
 
 def _text_pair(have: str, want: str) -> tuple[Any, Any]:
-    """Text compared as numbers when both sides are numbers (``tags.epochs>=10``)."""
+    """Text compared as numbers when both sides are numbers (``tags.epochs>=10``); a
+    number against other text is returned as a float, which no text orders against."""
     a, b = _parse_number(have), _parse_number(want)
-    return (a, b) if a is not None and b is not None else (have, want)
+    if b is None:
+        return have, want
+    return (a, b) if a is not None else (have, b)
 
 
 def _compare(have: Any, op: str, want: Any) -> bool:

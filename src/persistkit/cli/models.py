@@ -166,7 +166,7 @@ def ls(
         empty = f"no models in {store.url}" if not name else f"no versions of {name}"
         click.echo(empty if not where else "no versions match")
         return
-    metrics = _metric_columns(records, [*where, *sort])
+    metrics = _metric_columns(records, [*sort, *where])
     rows = [
         [
             str(r["name"]),
@@ -188,10 +188,15 @@ MAX_METRIC_COLUMNS = 4
 
 
 def _metric_columns(records: list[dict[str, Any]], clauses: list[str]) -> list[str]:
-    """The metrics shown as columns: those a clause or sort key names first, then the
-    others by name, at most :data:`MAX_METRIC_COLUMNS`."""
+    """The metrics shown as columns: those the sort keys and clauses name first, in that
+    order, then the others by name, at most :data:`MAX_METRIC_COLUMNS`."""
+    import re
+
     recorded = sorted({k for r in records for k in r["metrics"]})
-    named = [k for k in recorded if any(f"metrics.{k}" in c for c in clauses)]
+    named: list[str] = []
+    for clause in clauses:
+        mentioned = re.finditer(r"metrics\.([A-Za-z0-9_.-]+)(?=[,<>=!\s]|$)", clause)
+        named += [k for m in mentioned if (k := m.group(1)) in recorded and k not in named]
     return (named + [k for k in recorded if k not in named])[:MAX_METRIC_COLUMNS]
 
 
