@@ -261,7 +261,7 @@ class SqlCatalog(Catalog):
             if conn is None:
                 return {}
             q = sa.select(g.key, g.value).where(g.name == name, g.version == version, g.added)
-            return dict(conn.execute(q).tuples().all())
+            return {key: value for key, value in conn.execute(q)}
 
     def set_added_tags(
         self, name: str, version: int, tags: dict[str, str], *, durable: bool = False
