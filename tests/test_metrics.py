@@ -166,3 +166,21 @@ def test_show_lists_who_saved_it_its_metrics_params_and_lineage(
     as_json = CliRunner().invoke(main, ["show", "m", "--store", store.url, "--json"])
     shown = json.loads(as_json.output)
     assert shown["metrics"] == {"accuracy": 0.97} and shown["saved_by"] == "alice"
+
+
+def test_convert_carries_the_training_record_not_the_converters_commit(
+    tmp_path: Path,
+) -> None:
+    from sklearn_helpers import digits_model
+
+    store = persistkit.Store(tmp_path / "store")
+    model, X, _ = digits_model()
+    lineage = {"data": "sha256:" + "cd" * 32}
+    store.save(model, "digits", example=X[:5], metrics={"acc": 0.9}, params={"C": 1.0},
+               lineage=lineage)  # fmt: skip
+
+    converted = persistkit.convert("digits", "pickle", store=store)
+
+    assert converted.manifest.metrics == {"acc": 0.9}
+    assert converted.manifest.params == {"C": 1.0}
+    assert converted.manifest.lineage == store.manifest("digits:1").lineage

@@ -5,8 +5,8 @@ example (bitwise: otherwise the conversion would start from a model that is not 
 was saved), and saved again with backend ``to``. A converting backend (``export``, ``onnx``)
 reloads what it wrote and compares it with the source on the example before the new version
 is published; anything else is verified by reloading right after (``check=True``). Labels,
-output kind, preprocessing, metadata and tags are carried over; the new manifest names its
-source.
+output kind, preprocessing, metadata, tags, metrics, params and lineage are carried over; the
+new manifest names its source.
 """
 
 from __future__ import annotations
@@ -96,6 +96,10 @@ def convert(
         labels=outputs.get("labels"),
         output=outputs.get("kind"),
         preprocess=manifest.preprocess,
+        # the same model: its training's record, not the converting script's git commit
+        metrics=manifest.metrics,
+        params=manifest.params,
+        lineage={**manifest.lineage, "git": manifest.lineage.get("git")},
         check=True,
         **backend_options,
     )
