@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
@@ -49,6 +50,7 @@ class Served:
     stub: Any  # tritonclient's generated GRPCInferenceServiceStub on the same channel
     data: Digits
     model: Any  # digits:2 = digits@prod; digits:1 answers 0 for everything
+    url: str  # the REST side: http://127.0.0.1:PORT
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             service_pb2_grpc.GRPCInferenceServiceStub(channel),
             data,
             model,
+            f"http://127.0.0.1:{port}",
         )
         channel.close()
 
@@ -319,6 +322,49 @@ def test_a_message_past_the_size_limit_is_resource_exhausted(tmp_path: Path) -> 
         client.close()
     assert small.as_numpy("output-0").tolist() == [0, 0]
     assert error.status() == "StatusCode.RESOURCE_EXHAUSTED"
+
+
+# --- operations: request ids, metrics, one inference path for both transports ---------------
+
+
+def test_a_call_answers_the_clients_request_id_or_a_new_one(served: Served) -> None:
+    request = typed_request("texts", [b"abc"], [1], "BYTES", "bytes_contents")
+    _, given = served.stub.ModelInfer.with_call(request, metadata=(("x-request-id", "rid-42"),))
+    _, made = served.stub.ModelInfer.with_call(request)
+    assert dict(given.trailing_metadata())["x-request-id"] == "rid-42"
+    assert re.fullmatch(r"[0-9a-f]{32}", dict(made.trailing_metadata())["x-request-id"])
+
+
+def test_grpc_calls_are_counted_in_the_metrics_by_model_and_status(served: Served) -> None:
+    served.grpc.infer("texts", [grpc_input(np.array(["a"], dtype=object), "BYTES")])
+    _grpc_error(lambda: served.grpc.get_model_metadata("made-up-name"))
+    text = httpx.get(f"{served.url}/metrics").text
+    assert re.search(
+        r'persistkit_requests_total\{code="200",endpoint="grpc_ModelInfer",model="texts"\} [1-9]',
+        text,
+    )
+    assert 'endpoint="grpc_ModelMetadata",model=""} ' in text  # never the made-up name
+    assert "made-up-name" not in text
+
+
+def test_grpc_infers_through_the_apps_own_inference(tmp_path: Path) -> None:
+    """The one Inference the REST app holds (its batching, its labels) answers gRPC too."""
+
+    class Counting(Inference):
+        calls = 0
+
+        async def infer(self, *args: Any, **kwargs: Any) -> Any:
+            Counting.calls += 1
+            return await super().infer(*args, **kwargs)
+
+    persistkit.save(always_zero, tmp_path / "zeros", example=np.ones((2, 3)), backend="pickle")
+    app = create_app(ModelRepository([str(tmp_path / "zeros")]), inference=Counting())
+    add_grpc(app, "127.0.0.1:0", max_message_bytes=1 << 20)
+    with running_server(app):
+        client = triton_grpc.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}")
+        client.infer("zeros", [grpc_input(np.ones((2, 3)))])
+        client.close()
+    assert Counting.calls == 1
 
 
 # --- the command ---------------------------------------------------------------------------

@@ -14,6 +14,8 @@ Needs the ``grpc`` extra; importing this module without it raises
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -41,13 +43,16 @@ except ImportError as exc:  # the grpc extra is missing: say so once, with the f
     ) from None
 
 from persistkit import __version__
+from persistkit.server import metrics
 from persistkit.server.inference import Inference
+from persistkit.server.observer import incoming_id, install_log_filter, request_id
 from persistkit.server.repository import ModelRepository, ServedModel
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
 logger = logging.getLogger("persistkit.server")
+REQUEST_ID_KEY = "x-request-id"
 
 
 def status_code(exc: PersistkitError) -> grpc.StatusCode:
@@ -142,7 +147,7 @@ class InferenceService:
             proto.SERVICE,
             {
                 name: grpc.unary_unary_rpc_method_handler(
-                    _answering(name, method),
+                    _answering(name, method, self.repository.serves),
                     request_deserializer=proto.METHODS[name][0].FromString,
                     response_serializer=proto.METHODS[name][1].SerializeToString,
                 )
@@ -151,13 +156,38 @@ class InferenceService:
         )
 
 
+#: the HTTP status REST answers for each gRPC status (metrics count both transports alike)
+HTTP_STATUS = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+
+
 def _answering(
-    name: str, method: Callable[[Any], Awaitable[Any]]
+    name: str, method: Callable[[Any], Awaitable[Any]], served: Callable[[str], bool]
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     """``method`` as a grpc handler: persistkit errors end the call with their status code and
-    REST's message; anything else is INTERNAL, logged with its traceback."""
+    REST's message; anything else is INTERNAL, logged with its traceback. As the REST
+    middleware does, the call carries a request id (the client's ``x-request-id`` metadata,
+    else a new one; sent back in the trailing metadata, added to log lines) and is counted in
+    the metrics under the endpoint ``grpc_<name>`` (``served(model)`` keeps made-up model
+    names out of the labels)."""
+    endpoint = f"grpc_{name}"
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        began = time.perf_counter()
+        metadata = [
+            (key.encode("ascii"), value if isinstance(value, bytes) else value.encode())
+            for key, value in context.invocation_metadata() or ()
+        ]
+        rid = incoming_id(metadata) or uuid.uuid4().hex
+        request_id.set(rid)  # each call runs in its own task and context
+        context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
+        code = grpc.StatusCode.OK
         try:
             return await method(request)
         except PersistkitError as exc:
@@ -166,10 +196,14 @@ def _answering(
                 logger.error("gRPC %s failed: %s", name, exc)
             await context.abort(code, exc.message)
         except Exception as exc:
+            code = grpc.StatusCode.INTERNAL
             logger.exception("gRPC %s failed", name)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"the model failed: {type(exc).__name__}: {exc}"[:2000]
-            )
+            await context.abort(code, f"the model failed: {type(exc).__name__}: {exc}"[:2000])
+        finally:
+            model = getattr(request, "model_name", "") or getattr(request, "name", "")
+            seconds = time.perf_counter() - began
+            metrics.observe_request(model if served(model) else "", endpoint,
+                                    HTTP_STATUS.get(code, 500), seconds)  # fmt: skip
 
     return call
 
@@ -201,6 +235,7 @@ async def serving_grpc(
         ]
     )
     server.add_generic_rpc_handlers((InferenceService(repository, inference).handler(),))
+    install_log_filter()  # log lines during a call end with its request id, as in REST
     try:
         port = server.add_insecure_port(address)
     except RuntimeError:  # grpc >= 1.5x raises; older versions returned 0
