@@ -287,6 +287,12 @@ def test_raw_contents_of_the_wrong_size_are_invalid(served: Served) -> None:
     assert "(64 FP64 values, 512 bytes) but 100 bytes of data" in str(caught.value.details())
 
 
+def test_tritons_other_calls_are_unimplemented(served: Served) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        served.stub.RepositoryIndex(service_pb2.RepositoryIndexRequest())
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
 def test_an_error_maps_to_the_status_code_rest_s_status_corresponds_to() -> None:
     codes = {
         ModelNotServedError: grpc.StatusCode.NOT_FOUND,
