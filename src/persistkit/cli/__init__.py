@@ -79,9 +79,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from persistkit.cli import bench, convert, models, predict, scan, serve
+    from persistkit.cli import admin, bench, convert, models, predict, scan, serve
 
-    for module in (models, predict, serve, scan, bench, convert):
+    for module in (models, predict, serve, scan, bench, convert, admin):
         module.register(main)
 
 
