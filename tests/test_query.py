@@ -4,6 +4,8 @@ through the Python API, the CLI and the server, on every store kind."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import time
 import uuid
 from pathlib import Path
@@ -355,3 +357,35 @@ def test_show_takes_a_metric_ref(store: Store) -> None:
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0] == "name:       g:3"
     assert "metrics:    acc=0.95, loss=0.4" in result.output
+
+
+# --- the documentation's examples run as written ---------------------------------------------
+
+
+def _docs_section() -> str:
+    text = (Path(__file__).parent.parent / "docs" / "store.md").read_text()
+    start = text.index("## Metrics, lineage and queries")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_the_docs_python_example_runs_and_prints_what_it_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = re.search(r"```python\n(.*?)```", _docs_section(), re.S)
+    assert code is not None
+    exec(compile(code.group(1), "docs/store.md", "exec"), {})
+
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [
+        "[(3, 0.9733333333333334), (2, 0.96)]",
+        "('iris', 3)",
+        "('iris', 1)",
+        "3",
+    ]
+    commands = re.findall(r"^\$ persistkit (.*)$", _docs_section(), re.M)
+    assert len(commands) == 3
+    for command in commands:
+        result = run(*shlex.split(command))
+        assert result.exit_code == 0, (command, result.output)
+    listed = run(*shlex.split(commands[0])).output.splitlines()
+    assert [line.split()[:2] for line in listed[2:]] == [["iris", "3"]]
