@@ -94,6 +94,24 @@ def check_port(host: str, port: int) -> None:
     is_flag=True,
     help="Serve the versions the refs name at start-up; never follow aliases.",
 )
+@click.option(
+    "--max-batch-size",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    metavar="ROWS",
+    help="Adaptive batching: stack concurrent requests for one model into one predict call "
+    "of up to ROWS rows (1: off).",
+)
+@click.option(
+    "--max-batch-delay-ms",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 10_000),
+    metavar="MS",
+    help="With --max-batch-size: how long a request may wait for others while the model is "
+    "idle (while it is busy, requests queue and batch anyway).",
+)
 @trust_option("the artifacts")
 @click.option(
     "--log-level",
@@ -112,6 +130,8 @@ def serve(
     max_body_mb: int,
     follow_interval: float,
     pin: bool,
+    max_batch_size: int,
+    max_batch_delay_ms: float,
     trust: tuple[str, ...],
     log_level: str,
     app_dir: str,
@@ -133,11 +153,13 @@ def serve(
       persistkit serve digits
       persistkit serve digits@prod digits:3 --port 9000
       persistkit serve digits --host 0.0.0.0 --workers 2
+      persistkit serve cnn --max-batch-size 32 --max-batch-delay-ms 2
       persistkit serve /mnt/models --host 0.0.0.0 --port 8080 --grpc-port 8081
     """
     import uvicorn
 
     from persistkit.server.app import CONFIG_ENV, create_app
+    from persistkit.server.inference import Inference
     from persistkit.server.repository import ModelRepository
 
     max_body = max_body_mb * 1024 * 1024
@@ -164,7 +186,14 @@ def serve(
     follow = None if pin else follow_interval
     logging_config = log_config(log_level)
     if workers == 1:
-        app = create_app(repository, max_body_bytes=max_body, follow_interval=follow)
+        app = create_app(
+            repository,
+            max_body_bytes=max_body,
+            follow_interval=follow,
+            inference=Inference(
+                max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms
+            ),
+        )
         if grpc_address is not None:
             from persistkit.server.grpc_server import add_grpc
 
@@ -187,6 +216,8 @@ def serve(
             "grpc_address": grpc_address,
             "app_dir": code_folder,
             "follow_interval": follow,
+            "max_batch_size": max_batch_size,
+            "max_batch_delay_ms": max_batch_delay_ms,
         }
     )
     with metrics_folder():

@@ -122,6 +122,10 @@ def app_from_environment() -> Starlette:
         max_body_bytes=config["max_body_bytes"],
         follow_interval=config.get("follow_interval"),
         mutable_repository=False,  # a load request would reach one worker of several
+        inference=Inference(
+            max_batch_size=config.get("max_batch_size", 1),
+            max_batch_delay_ms=config.get("max_batch_delay_ms", 0.0),
+        ),
     )
     if config.get("grpc_address"):  # every worker serves gRPC on the one port (SO_REUSEPORT)
         from persistkit.server.grpc_server import add_grpc

@@ -9,15 +9,18 @@ get the same checks, the same picture reading, the same adaptive batching and th
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import anyio.to_thread
 import numpy as np
 
 from persistkit.errors import InputError
+from persistkit.server.batching import Batcher
+from persistkit.server.metrics import observe_batch
 from persistkit.server.protocol import check_inputs, picture_files
 from persistkit.server.repository import LABEL_OUTPUT, SCORES_OUTPUT, ServedModel
 
@@ -33,17 +36,54 @@ class InferenceAnswer:
     outputs: list[tuple[str, np.ndarray]]
 
 
+#: a model whose calls are expected to take less than this runs on the event loop: handing
+#: it to a worker thread and back costs more CPU than the call (a small scikit-learn model
+#: answers in ~0.1 ms); slower ones run in a worker thread so the loop stays responsive
+INLINE_BELOW_S = 0.001
+_TIMED_CALLS = 3  # calls run in a thread, and timed, before a model may run on the loop
+
+
+class _Timing:
+    """Running averages of one model's call time and rows per call."""
+
+    __slots__ = ("calls", "rows", "seconds")
+
+    def __init__(self) -> None:
+        self.calls, self.seconds, self.rows = 0, 0.0, 1.0
+
+    def add(self, seconds: float, rows: int) -> None:
+        weight = 1 / min(self.calls + 1, 20)
+        self.seconds += (seconds - self.seconds) * weight
+        self.rows += (max(rows, 1) - self.rows) * weight
+        self.calls += 1
+
+    def fast(self, rows: int) -> bool:
+        """True when a call over ``rows`` rows is expected to finish below
+        :data:`INLINE_BELOW_S` (time per call scaled up, never down, by rows)."""
+        expected = self.seconds * max(1.0, rows / self.rows)
+        return self.calls >= _TIMED_CALLS and expected < INLINE_BELOW_S
+
+
 class Inference:
     """Runs predictions for a server; one instance per server, shared by every transport.
 
-    ``max_batch_size`` > 1 turns on adaptive batching (see :mod:`persistkit.server.batching`):
-    concurrent requests for one model are stacked into one predict call for at most
-    ``max_batch_delay_ms``. Off (1) by default.
+    ``max_batch_size`` > 1 turns on adaptive batching (:mod:`persistkit.server.batching`):
+    concurrent requests for one model are stacked into one predict call of at most that many
+    rows, a request waiting at most ``max_batch_delay_ms`` for companions when the model is
+    idle. Off (1) by default.
     """
 
     def __init__(self, *, max_batch_size: int = 1, max_batch_delay_ms: float = 0.0) -> None:
+        if max_batch_size < 1 or max_batch_delay_ms < 0:
+            raise ValueError("max_batch_size must be >= 1 and max_batch_delay_ms >= 0")
         self.max_batch_size = max_batch_size
         self.max_batch_delay_ms = max_batch_delay_ms
+        self.batcher = (
+            Batcher(self._run, max_rows=max_batch_size, max_delay_s=max_batch_delay_ms / 1000)
+            if max_batch_size > 1
+            else None
+        )
+        self._timings: dict[int, tuple[weakref.ref[ServedModel], _Timing]] = {}
 
     async def infer(
         self,
@@ -52,9 +92,11 @@ class Inference:
         requested: Sequence[str] = (),
         parameters: Mapping[str, Any] | None = None,
     ) -> InferenceAnswer:
-        """Check ``inputs`` against ``served``'s signature, predict, and answer the
-        ``requested`` outputs (all when empty). ``parameters`` are the request's OIP
-        parameters (reserved; none changes the prediction yet)."""
+        """Check ``inputs`` (name -> array whose dtype is the datatype the request declared)
+        against ``served``'s signature, predict (batched with concurrent requests when
+        batching is on), and answer the ``requested`` outputs (all when empty).
+        ``parameters`` are the request's OIP parameters (none changes the prediction yet).
+        Raises :class:`InputError` for a request the model cannot take."""
         available = [served.output_name, *(s.name for s in served.answer_outputs)]
         unknown = [name for name in requested if name not in available]
         if unknown:
@@ -68,11 +110,11 @@ class Inference:
             batch = await _read_pictures(served, pictures)
         else:
             batch = check_inputs(dict(inputs), served.signature)
-        wanted = list(requested) or available
-        prediction = await self.predict(served, batch)
-        arrays = {served.output_name: prediction}
-        if any(name != served.output_name for name in wanted):
-            arrays.update(await _answer_arrays(served, batch, prediction))
+        wanted = tuple(requested) or tuple(available)
+        if self.batcher is not None:
+            arrays = await self.batcher.submit(served, batch, wanted)
+        else:
+            arrays = await self._run(served, batch, wanted)
         return InferenceAnswer(
             served.name,
             served.version_label,
@@ -80,26 +122,59 @@ class Inference:
         )
 
     async def predict(self, served: ServedModel, batch: np.ndarray) -> np.ndarray:
-        """The model's prediction for a checked ``batch``, in a worker thread."""
-        return await anyio.to_thread.run_sync(partial(_predict_now, served.model, batch))
+        """The model's own output for a checked ``batch`` (no batching with others)."""
+        return (await self._run(served, batch, (served.output_name,)))[served.output_name]
+
+    async def _run(
+        self, served: ServedModel, batch: np.ndarray, wanted: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
+        """One predict call (plus ``label``/``scores`` when wanted): on the event loop for a
+        model known to be fast, else in a worker thread; timed either way."""
+        timing = self._timing(served)
+        rows = len(batch) if batch.ndim else 1
+
+        def timed() -> dict[str, np.ndarray]:
+            began = time.perf_counter()
+            arrays = _compute(served, batch, wanted)
+            timing.add(time.perf_counter() - began, rows)
+            return arrays
+
+        arrays = timed() if timing.fast(rows) else await anyio.to_thread.run_sync(timed)
+        observe_batch(served.name, rows)
+        return arrays
+
+    def _timing(self, served: ServedModel) -> _Timing:
+        entry = self._timings.get(id(served))
+        if entry is not None and entry[0]() is served:
+            return entry[1]
+        self._timings = {k: v for k, v in self._timings.items() if v[0]() is not None}
+        timing = _Timing()
+        self._timings[id(served)] = (weakref.ref(served), timing)
+        return timing
 
 
-def _predict_now(model: Any, batch: Any) -> np.ndarray:
+def _compute(
+    served: ServedModel, batch: np.ndarray, wanted: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    """The wanted outputs of ``served`` for ``batch``, computed here and now."""
     from persistkit.api import predict
     from persistkit.arrays import to_numpy
 
-    return to_numpy(predict(model, batch))
+    prediction = to_numpy(predict(served.model, batch))
+    arrays = {served.output_name: prediction}
+    if any(name != served.output_name for name in wanted):
+        arrays.update(_answer_arrays(served, batch, prediction))
+    return arrays
 
 
-async def _answer_arrays(
+def _answer_arrays(
     served: ServedModel, batch: np.ndarray, prediction: np.ndarray
 ) -> dict[str, np.ndarray]:
     """The ``label`` (object array of str) and ``scores`` outputs of ``prediction``."""
     from persistkit.answers import score_batch
 
     assert served.outputs is not None
-    call = partial(score_batch, prediction, served.outputs, model=served.model, batch=batch)
-    scored = await anyio.to_thread.run_sync(call)
+    scored = score_batch(prediction, served.outputs, model=served.model, batch=batch)
     labels = np.empty(len(scored.predicted), dtype=object)
     labels[:] = [str(label) for label in scored.predicted]
     arrays = {LABEL_OUTPUT: labels}
