@@ -256,19 +256,18 @@ class Store:
         """
         validate_name(name)
         with self._storage_errors():
-            numbers = self._catalog.numbers(name)
-            manifests = self._catalog.records(name, numbers)
+            listing = self._catalog.listing(name)
             by_version: dict[int, builtins.list[str]] = {}
             for alias, version in self.aliases(name).items():
                 by_version.setdefault(version, []).append(alias)
             infos = []
-            for v, m in zip(numbers, manifests):
+            for v, m, digest in listing:
                 aliases = sorted(by_version.get(v, []))
                 if isinstance(m, Damaged):
                     infos.append(VersionInfo(name, v, None, None, aliases, m.reason, m.location))
                 else:
                     where = self._catalog.location(name, v)
-                    infos.append(VersionInfo(name, v, m, manifest_digest(m), aliases, None, where))
+                    infos.append(VersionInfo(name, v, m, digest, aliases, None, where))
             return infos
 
     def find(

@@ -86,6 +86,15 @@ class Catalog(ABC):
         or why it cannot be read. A version that is not published raises
         :class:`~persistkit.errors.VersionNotFoundError`."""
 
+    def listing(self, name: str) -> builtins.list[tuple[int, Manifest | Damaged, str | None]]:
+        """Every published version of ``name``, ascending, with its manifest (tags merged)
+        and digest (None for a damaged one): what ``ls NAME`` shows."""
+        numbers = self.numbers(name)
+        return [
+            (v, m, None if isinstance(m, Damaged) else manifest_digest(m))
+            for v, m in zip(numbers, self.records(name, numbers))
+        ]
+
     @abstractmethod
     def location(self, name: str, version: int) -> str:
         """Where a version is, for messages and ``ls --json``."""

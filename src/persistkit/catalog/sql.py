@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import os
 import shutil
 import threading
@@ -212,9 +213,30 @@ class SqlCatalog(Catalog):
             found.append(parsed)
         return found
 
+    def listing(self, name: str) -> builtins.list[tuple[int, Manifest | Damaged, str | None]]:
+        """One query for the rows, one for the added tags; digests from their column."""
+        v, g = t.versions.c, t.tags.c
+        with self._connect() as conn:
+            if conn is None:
+                return []
+            q = sa.select(v.version, v.manifest, v.digest).where(v.name == name, ~v.deleted)
+            rows = conn.execute(q.order_by(v.version)).all()
+            added: dict[int, dict[str, str]] = {}
+            g_q = sa.select(g.version, g.key, g.value).where(g.name == name, g.added)
+            for n, key, value in conn.execute(g_q):
+                added.setdefault(n, {})[key] = value
+        found: builtins.list[tuple[int, Manifest | Damaged, str | None]] = []
+        for n, text, digest in rows:
+            parsed = self._parse(name, n, text)
+            if isinstance(parsed, Damaged):
+                found.append((n, parsed, None))
+            else:
+                found.append((n, merge_tags_over(parsed, added.get(n, {})), digest))
+        return found
+
     def _parse(self, name: str, version: int, text: str | None) -> Manifest | Damaged:
         try:
-            return Manifest.from_json((text or "").encode())
+            return _parsed(text or "")
         except ManifestError as error:
             return Damaged(name, version, error.message, self.location(name, version))
 
@@ -432,6 +454,14 @@ class SqlCatalog(Catalog):
             if age >= older_than:
                 found.append(Orphan(self.space.location(entry), entry, age))
         return found
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed(text: str) -> Manifest:
+    """A row's manifest, parsed once per process: a row's text never changes (added tags
+    live in their own table), and parsing is most of the time of a long listing. Callers
+    treat manifests as values (``dataclasses.replace``), never mutate them."""
+    return Manifest.from_json(text.encode())
 
 
 # --- engines --------------------------------------------------------------------------------
