@@ -387,6 +387,18 @@ def test_without_grpcio_grpc_port_names_the_extra_to_install(tmp_path: Path) -> 
     assert 'pip install "persistkit[grpc]"' in done.stderr
 
 
+def test_grpc_port_must_differ_from_port(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from persistkit.cli import main
+
+    persistkit.save(always_zero, tmp_path / "zeros", example=np.ones((2, 3)), backend="pickle")
+    args = ["serve", str(tmp_path / "zeros"), "--port", "9123", "--grpc-port", "9123"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert "--grpc-port 9123 is also --port: give it a port of its own" in result.output
+
+
 def test_several_workers_share_the_grpc_port(tmp_path: Path) -> None:
     persistkit.save(always_zero, tmp_path / "zeros", example=np.ones((2, 3)), backend="pickle")
     port, grpc_port = free_port(), free_port()

@@ -167,6 +167,10 @@ def serve(
     check_port(host, port)  # before loading models, which can take minutes
     grpc_address = None
     if grpc_port is not None:
+        if grpc_port == port:
+            raise click.UsageError(
+                f"--grpc-port {grpc_port} is also --port: give it a port of its own"
+            )
         from persistkit.server.grpc_server import grpc_address as address_of  # needs the extra
 
         check_port(host, grpc_port)
