@@ -29,6 +29,7 @@ from persistkit.server.app import ServerNotReadyError
 from persistkit.server.grpc_server import InferenceService, add_grpc, status_code
 from persistkit.server.inference import Inference
 from serve_helpers import (
+    COLOURS,
     Digits,
     always_zero,
     digits,
@@ -196,6 +197,23 @@ def test_bytes_inputs_reach_a_text_model_as_str_raw_or_typed(served: Served) -> 
     encoded = [text.encode() for text in texts]
     typed = served.stub.ModelInfer(typed_request("texts", encoded, [3], "BYTES", "bytes_contents"))
     assert list(typed.outputs[0].contents.int64_contents) == [2, 5, 0]
+
+
+def test_picture_files_sent_as_bytes_answer_as_persistkit_predict_does(tmp_path: Path) -> None:
+    from serve_helpers import framed_picture, save_picture_model, write_png
+
+    saved = save_picture_model(tmp_path / "colours")
+    png = write_png(framed_picture(), tmp_path / "photo.png")
+    [expected] = persistkit.answer(saved, png)
+    app = create_app(ModelRepository([str(tmp_path / "colours")]))
+    add_grpc(app, "127.0.0.1:0", max_message_bytes=1 << 20)
+    with running_server(app):
+        client = triton_grpc.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}")
+        files = grpc_input(np.array([png.read_bytes()], dtype=object), "BYTES")
+        result = client.infer("colours", [files])
+        client.close()
+    assert result.as_numpy("label").tolist() == [expected.label.encode()]
+    assert np.allclose(result.as_numpy("scores")[0], [expected.scores[c] for c in COLOURS])
 
 
 # --- errors: the status code says what kind, the message is REST's ---------------------------
