@@ -21,8 +21,11 @@ from persistkit.errors import QueryError, RefError, VersionNotFoundError
 from persistkit.manifest import utc_now
 from persistkit.refs import Ref, parse_ref
 from persistkit.store import Store
-from s3_server import S3Server, s3_env, s3_server  # noqa: F401  (fixtures)
+from postgres_server import fresh_postgres_url, postgres_server  # noqa: F401  (fixtures)
+from s3_server import s3_env, s3_server  # noqa: F401  (fixtures)
+from store_helpers import store_url
 
+KINDS = ["folder", "memory", "s3", "sqlite", "postgresql", "postgresql-s3"]
 DATA = "sha256:" + "aa" * 32
 COMMIT = "4be1" * 10
 
@@ -275,17 +278,11 @@ def test_serve_loads_the_version_a_metric_ref_picks(store: Store) -> None:
     assert [(m.name, m.version) for m in repository.models()] == [("g", 3)]
 
 
-@pytest.mark.parametrize("kind", ["local", "memory", "s3"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_queries_and_metric_refs_work_on_every_store_kind(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
-    if kind == "local":
-        url = str(tmp_path / "store")
-    elif kind == "memory":
-        url = f"memory://query-{uuid.uuid4().hex[:10]}"
-    else:
-        server: S3Server = request.getfixturevalue("s3_env")
-        url = server.fresh_url()
+    url = store_url(kind, request, tmp_path)
     store = Store(url)
     fill(store, monkeypatch)
 
