@@ -216,6 +216,17 @@ def test_a_damaged_version_is_listed_but_matches_no_clause(tmp_path: Path) -> No
     assert refs(store.find("m", sort="-metrics.acc")) == ["m:2", "m:1"]
 
 
+def test_a_number_too_large_for_a_float_still_sorts(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    for acc in (0.5, 0.7):
+        store.save({"w": acc}, "m", backend="pickle", metrics={"acc": acc}, lineage=False)
+    path = tmp_path / "store" / "m" / "1" / "persistkit.json"
+    path.write_text(path.read_text().replace('"acc": 0.5', '"acc": 1' + "0" * 400))
+
+    assert refs(store.find("m", sort="-metrics.acc")) == ["m:1", "m:2"]
+    assert refs(store.find("m", where="metrics.acc>1e300")) == ["m:1"]
+
+
 # --- refs: name@best:METRIC, name@min:METRIC ----------------------------------------------------
 
 

@@ -385,7 +385,7 @@ def _compare(have: Any, op: str, want: Any) -> bool:
 def _sort_value(value: Any) -> tuple[int, Any]:
     """Numbers before text before anything else, so mixed values still sort."""
     if _is_number(value) or isinstance(value, bool):
-        return (0, float(value))
+        return (0, value)  # not float(): a huge int from a manifest would overflow
     if isinstance(value, datetime):
         return (0, value.timestamp())
     if isinstance(value, str):
