@@ -27,7 +27,9 @@ from persistkit.errors import InputError, ModelNotServedError, PersistkitError, 
 from persistkit.server import ModelRepository, create_app
 from persistkit.server.app import ServerNotReadyError
 from persistkit.server.grpc_server import InferenceService, add_grpc, status_code
+from persistkit.server.grpc_tensors import CONTENTS_FIELD
 from persistkit.server.inference import Inference
+from persistkit.signature import numpy_dtype
 from serve_helpers import (
     COLOURS,
     Digits,
@@ -42,6 +44,7 @@ from serve_helpers import (
 )
 
 TESTS = Path(__file__).parent
+NEGATED = ["FP32", "FP64", "INT64", "INT32", "INT8", "UINT8", "FP16"]
 
 
 @dataclass
@@ -67,9 +70,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         saved.save(model, "digits", example=data.rows[:5])
         saved.alias("digits:2", "prod")
         saved.save(text_lengths, "texts", example=np.array(["ab", "c"]), backend="pickle")
+        for datatype in NEGATED:  # np.negative keeps its input's dtype: one model per datatype
+            example = np.ones((2, 3), dtype=numpy_dtype(datatype))
+            saved.save(
+                np.negative, f"negative-{datatype.lower()}", example=example, backend="pickle"
+            )
     port, grpc_port = free_port(), free_port()
-    args = ["digits:1", "digits@prod", "texts", "--store", str(store), "--port", str(port),
-            "--grpc-port", str(grpc_port), "--log-level", "warning"]  # fmt: skip
+    negated = [f"negative-{datatype.lower()}" for datatype in NEGATED]
+    args = ["digits:1", "digits@prod", "texts", *negated, "--store", str(store), "--port",
+            str(port), "--grpc-port", str(grpc_port), "--log-level", "warning"]  # fmt: skip
     env = {**os.environ, "PERSISTKIT_HOME": str(home), "PYTHONPATH": str(TESTS)}
     with serving_process(args, port, env):
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
@@ -190,6 +199,29 @@ def test_typed_contents_are_answered_with_typed_contents(served: Served) -> None
     assert list(response.outputs[1].shape) == [3]
 
 
+@pytest.mark.parametrize(
+    ("datatype", "typed"),
+    # FP16 has no typed form (its refusal is tested in test_serve_grpc_tensors)
+    [(d, typed) for d in NEGATED for typed in (False, True) if d in CONTENTS_FIELD or not typed],
+)
+def test_each_datatype_round_trips_raw_or_typed(served: Served, datatype: str, typed: bool) -> None:
+    values = np.array([[1, 2, 3], [4, 5, 6]], dtype=numpy_dtype(datatype))
+    request = service_pb2.ModelInferRequest(model_name=f"negative-{datatype.lower()}")
+    tensor = request.inputs.add(name="input-0", datatype=datatype, shape=[2, 3])
+    if typed:
+        getattr(tensor.contents, CONTENTS_FIELD[datatype]).extend(values.ravel().tolist())
+    else:
+        request.raw_input_contents.append(values.tobytes())
+    response = served.stub.ModelInfer(request)
+    (output,) = response.outputs
+    assert (output.datatype, list(output.shape)) == (datatype, [2, 3])
+    if typed:
+        answer = np.array(getattr(output.contents, CONTENTS_FIELD[datatype]))
+    else:
+        answer = np.frombuffer(response.raw_output_contents[0], dtype=values.dtype)
+    assert answer.tolist() == np.negative(values).ravel().tolist()
+
+
 def test_bytes_inputs_reach_a_text_model_as_str_raw_or_typed(served: Served) -> None:
     texts = np.array(["ab", "ñandú", ""], dtype=object)
     raw = served.grpc.infer("texts", [grpc_input(texts, "BYTES")])
@@ -282,7 +314,8 @@ def test_a_bad_request_gets_its_status_code_and_rests_message(
 def test_model_metadata_of_an_unknown_model_is_not_found(served: Served) -> None:
     error = _grpc_error(lambda: served.grpc.get_model_metadata("nope"))
     assert error.status() == "StatusCode.NOT_FOUND"
-    assert error.message() == "no model named 'nope' is served here (served: digits, texts)"
+    assert error.message() == _rest_error(lambda: served.rest.get_model_metadata("nope"))
+    assert error.message().startswith("no model named 'nope' is served here (served: digits, ")
 
 
 def test_typed_contents_of_the_wrong_count_are_invalid(served: Served) -> None:
