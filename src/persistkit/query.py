@@ -15,13 +15,15 @@ A clause is ``FIELD OP VALUE``, or a bare ``FIELD`` (the version has it)::
 ``tags.KEY``
 ``version``, ``size`` (bytes),         numbers: the value must be a number
 ``metrics.KEY``
-``created_at`` (or ``created``)        a time: ``2026-11-01``, ``2026-11-01T12:30``
-                                       (UTC unless it says ``Z``/``+02:00``), ``now``,
-                                       ``today``, ``now-7d`` (``s m h d w``)
+``created_at`` (or ``created``)        a time: ``2026-11-01`` (its midnight),
+                                       ``2026-11-01T12:30`` (UTC unless it says
+                                       ``Z``/``+02:00``), ``now``, ``today``, ``now-7d``
+                                       (``s m h d w``)
 ``aliases`` (or ``alias``)             ``=``/``!=``: the version has (not) that alias
-``params.KEY``, ``lineage.PATH``,      compared as what was recorded: a number, text,
-``metadata.PATH``                      ``true``/``false`` or ``null`` (``PATH``: keys
-                                       joined by dots, ``lineage.git.commit``)
+``params.KEY``, ``lineage.PATH``,      compared as what was recorded: a number, text
+``metadata.PATH``                      or ``true``/``false`` (``PATH``: keys joined by
+                                       dots, ``lineage.git.commit``); a ``None`` recorded
+                                       counts as missing
 =====================================  ===================================================
 
 Several clauses must all hold. **A field a version lacks never matches**, whatever the
