@@ -23,6 +23,7 @@ from persistkit.server.batching import Batcher
 from persistkit.server.metrics import observe_batch
 from persistkit.server.protocol import check_inputs, picture_files
 from persistkit.server.repository import LABEL_OUTPUT, SCORES_OUTPUT, ServedModel
+from persistkit.signature import TensorSpec
 
 
 @dataclass(frozen=True)
@@ -36,20 +37,25 @@ class InferenceAnswer:
     outputs: list[tuple[str, np.ndarray]]
 
 
-#: a model whose calls are expected to take less than this runs on the event loop: handing
-#: it to a worker thread and back costs more CPU than the call (a small scikit-learn model
-#: answers in ~0.1 ms); slower ones run in a worker thread so the loop stays responsive
-INLINE_BELOW_S = 0.001
+#: a model whose calls are expected to take less CPU time than this runs on the event loop:
+#: handing it to a worker thread and back costs more than the call (a small scikit-learn
+#: model answers in ~0.1-0.3 ms), and a model holding the GIL blocks the loop from a thread
+#: too; slower ones run in a worker thread, so a model that releases the GIL (torch, large
+#: numpy work) leaves the loop free
+INLINE_BELOW_S = 0.002
 _TIMED_CALLS = 3  # calls run in a thread, and timed, before a model may run on the loop
 
 
 class _Timing:
-    """Running averages of one model's call time and rows per call."""
+    """Running averages of one model's call time and rows per call, and the outputs it
+    answers (worked out once: ``ServedModel.answer_outputs`` builds them on each use)."""
 
-    __slots__ = ("calls", "rows", "seconds")
+    __slots__ = ("answer_specs", "available", "calls", "rows", "seconds")
 
-    def __init__(self) -> None:
+    def __init__(self, served: ServedModel) -> None:
         self.calls, self.seconds, self.rows = 0, 0.0, 1.0
+        self.answer_specs = {spec.name: spec for spec in served.answer_outputs}
+        self.available = (served.output_name, *self.answer_specs)
 
     def add(self, seconds: float, rows: int) -> None:
         weight = 1 / min(self.calls + 1, 20)
@@ -97,7 +103,8 @@ class Inference:
         batching is on), and answer the ``requested`` outputs (all when empty).
         ``parameters`` are the request's OIP parameters (none changes the prediction yet).
         Raises :class:`InputError` for a request the model cannot take."""
-        available = [served.output_name, *(s.name for s in served.answer_outputs)]
+        timing = self._timing(served)
+        available = timing.available
         unknown = [name for name in requested if name not in available]
         if unknown:
             raise InputError(
@@ -110,7 +117,7 @@ class Inference:
             batch = await _read_pictures(served, pictures)
         else:
             batch = check_inputs(dict(inputs), served.signature)
-        wanted = tuple(requested) or tuple(available)
+        wanted = tuple(requested) or available
         if self.batcher is not None:
             arrays = await self.batcher.submit(served, batch, wanted)
         else:
@@ -134,9 +141,12 @@ class Inference:
         rows = len(batch) if batch.ndim else 1
 
         def timed() -> dict[str, np.ndarray]:
-            began = time.perf_counter()
-            arrays = _compute(served, batch, wanted)
-            timing.add(time.perf_counter() - began, rows)
+            # the calling thread's CPU time: in a busy server, waiting for the GIL or a
+            # core would make every model look slow; the call's own work is what would
+            # hold up the loop
+            began = time.thread_time()
+            arrays = _compute(served, batch, wanted, timing.answer_specs)
+            timing.add(time.thread_time() - began, rows)
             return arrays
 
         arrays = timed() if timing.fast(rows) else await anyio.to_thread.run_sync(timed)
@@ -148,13 +158,16 @@ class Inference:
         if entry is not None and entry[0]() is served:
             return entry[1]
         self._timings = {k: v for k, v in self._timings.items() if v[0]() is not None}
-        timing = _Timing()
+        timing = _Timing(served)
         self._timings[id(served)] = (weakref.ref(served), timing)
         return timing
 
 
 def _compute(
-    served: ServedModel, batch: np.ndarray, wanted: tuple[str, ...]
+    served: ServedModel,
+    batch: np.ndarray,
+    wanted: tuple[str, ...],
+    answer_specs: Mapping[str, TensorSpec],
 ) -> dict[str, np.ndarray]:
     """The wanted outputs of ``served`` for ``batch``, computed here and now."""
     from persistkit.api import predict
@@ -163,12 +176,15 @@ def _compute(
     prediction = to_numpy(predict(served.model, batch))
     arrays = {served.output_name: prediction}
     if any(name != served.output_name for name in wanted):
-        arrays.update(_answer_arrays(served, batch, prediction))
+        arrays.update(_answer_arrays(served, batch, prediction, answer_specs))
     return arrays
 
 
 def _answer_arrays(
-    served: ServedModel, batch: np.ndarray, prediction: np.ndarray
+    served: ServedModel,
+    batch: np.ndarray,
+    prediction: np.ndarray,
+    specs: Mapping[str, TensorSpec],
 ) -> dict[str, np.ndarray]:
     """The ``label`` (object array of str) and ``scores`` outputs of ``prediction``."""
     from persistkit.answers import score_batch
@@ -178,7 +194,6 @@ def _answer_arrays(
     labels = np.empty(len(scored.predicted), dtype=object)
     labels[:] = [str(label) for label in scored.predicted]
     arrays = {LABEL_OUTPUT: labels}
-    specs = {spec.name: spec for spec in served.answer_outputs}
     if SCORES_OUTPUT in specs and scored.probabilities is not None:
         arrays[SCORES_OUTPUT] = scored.probabilities.astype(specs[SCORES_OUTPUT].dtype)
     return arrays
