@@ -167,6 +167,20 @@ def test_a_linked_worktree_records_its_own_branch_and_commit(repo: Path, tmp_pat
 
 
 @needs_git
+def test_a_command_in_the_checkouts_config_is_not_run(repo: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    hook.chmod(0o755)
+    git(repo, "config", "core.fsmonitor", str(hook))
+
+    record = git_lineage(repo / "train" / "train.py")
+
+    assert record is not None and record["dirty"] is False
+    assert not marker.exists()
+
+
+@needs_git
 def test_a_checkout_without_commits_records_no_git(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q")
 

@@ -275,7 +275,9 @@ def _git_output(top: Path, *args: str) -> str | None:
 
     try:
         done = subprocess.run(
-            ["git", "--no-optional-locks", "-C", str(top), *args],
+            # no optional locks: never contend with the user's own git commands; no
+            # fsmonitor: a command named in a checkout's config is not run by a save
+            ["git", "--no-optional-locks", "-c", "core.fsmonitor=false", "-C", str(top), *args],
             capture_output=True,
             text=True,
             timeout=GIT_TIMEOUT_S,
