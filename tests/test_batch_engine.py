@@ -233,6 +233,30 @@ def test_the_version_is_pinned_when_the_run_starts_even_if_the_alias_moves(
     assert pq.read_schema(tmp_path / "out.parquet").metadata[b"persistkit.model"] == b"digits:1"
 
 
+def test_trust_reaches_the_workers_and_a_model_without_labels_gives_its_raw_outputs(
+    cluster: str, digits: Digits, tmp_path: Path
+) -> None:
+    import pickle
+
+    from persistkit.errors import UntrustedArtifactError
+    from sklearn_helpers import double
+
+    _, X, _ = digits
+    model_file = tmp_path / "double.pkl"  # a bare pickle of a function: code, so not trusted
+    model_file.write_bytes(pickle.dumps(double))
+    npy_folder(tmp_path / "in", X, files=3)
+    output = tmp_path / "out.parquet"
+    options: dict[str, Any] = {"output": output, "address": cluster, "partition_size": 2}
+    with pytest.raises(UntrustedArtifactError):
+        predict_many(str(model_file), tmp_path / "in", **options)
+    predict_many(str(model_file), tmp_path / "in", trusted=["sklearn_helpers.double"], **options)
+    table = pq.read_table(output)
+    assert table.column_names == ["input", "item", "outputs", "error"]
+    for row in table.to_pylist():
+        i = int(Path(row["input"]).stem[1:]) * 2 + row["item"]
+        assert row["outputs"] == (X[i] * 2).tolist()
+
+
 class CountingEngine:
     """A real engine that notes which partitions it was asked to compute."""
 
