@@ -5,6 +5,7 @@ the real client (tritonclient.grpc, and its generated stub for typed contents) a
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -340,7 +341,7 @@ def test_raw_contents_of_the_wrong_size_are_invalid(served: Served) -> None:
 
 def test_tritons_other_calls_are_unimplemented(served: Served) -> None:
     with pytest.raises(grpc.RpcError) as caught:
-        served.stub.RepositoryIndex(service_pb2.RepositoryIndexRequest())
+        served.stub.ModelStatistics(service_pb2.ModelStatisticsRequest(name="digits"))
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -422,6 +423,90 @@ def test_grpc_infers_through_the_apps_own_inference(tmp_path: Path) -> None:
         client.infer("zeros", [grpc_input(np.ones((2, 3)))])
         client.close()
     assert Counting.calls == 1
+
+
+# --- the model-repository extension ----------------------------------------------------------
+
+
+@dataclass
+class Repository:
+    grpc: triton_grpc.InferenceServerClient
+    rest: triton_http.InferenceServerClient
+
+
+@pytest.fixture
+def repository_server(tmp_path: Path) -> Iterator[Repository]:
+    """zeros:1 served from a store that also holds zeros:2 (a model answering 1s)."""
+    store = persistkit.Store(tmp_path / "store")
+    store.save(always_zero, "zeros", example=np.ones((2, 3)), backend="pickle")
+    store.save(np.ones_like, "zeros", example=np.ones((2, 3)), backend="pickle")
+    app = create_app(ModelRepository(["zeros:1"], store=str(tmp_path / "store")))
+    add_grpc(app, "127.0.0.1:0", max_message_bytes=1 << 20)
+    with running_server(app) as server:
+        client = triton_grpc.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}")
+        yield Repository(client, triton_http.InferenceServerClient(server.host_port))
+        client.close()
+
+
+def test_the_repository_index_is_the_one_rest_gives(repository_server: Repository) -> None:
+    over_grpc = repository_server.grpc.get_model_repository_index(as_json=True)["models"]
+    over_rest = repository_server.rest.get_model_repository_index()
+    assert over_grpc == [{k: v for k, v in row.items() if v} for row in over_rest]
+    assert {"name": "zeros", "version": "1", "state": "READY"} in over_grpc
+
+
+def test_load_serves_a_version_and_unload_stops_serving(repository_server: Repository) -> None:
+    client = repository_server.grpc
+    client.load_model("zeros")  # the newest: version 2
+    newest = client.infer("zeros", [grpc_input(np.ones((2, 3)))])
+    policy = json.dumps({"version_policy": {"specific": {"versions": [1]}}})
+    client.load_model("zeros", config=policy)
+    first = client.infer("zeros", [grpc_input(np.ones((2, 3)))])
+    client.unload_model("zeros")
+    assert newest.get_response().model_version == "2"
+    assert newest.as_numpy("output-0").tolist() == [[1.0] * 3] * 2
+    assert first.get_response().model_version == "1"
+    assert not client.is_model_ready("zeros")
+
+
+@pytest.mark.parametrize(
+    ("call", "code"),
+    [
+        ("load unknown", "StatusCode.NOT_FOUND"),
+        ("load bad policy", "StatusCode.INVALID_ARGUMENT"),
+        ("unload twice", "StatusCode.NOT_FOUND"),
+    ],
+)
+def test_a_refused_repository_call_has_rests_message(
+    repository_server: Repository, call: str, code: str
+) -> None:
+    def attempt(client: Any) -> None:
+        if call == "load unknown":
+            client.load_model("nothing-here")
+        elif call == "load bad policy":
+            client.load_model("zeros", config=json.dumps({"version_policy": {"all": {}}}))
+        else:
+            client.unload_model("zeros")
+            client.unload_model("zeros")
+
+    rest = _rest_error(lambda: attempt(repository_server.rest))
+    repository_server.grpc.load_model(
+        "zeros", config=json.dumps({"version_policy": {"latest": {}}})
+    )
+    error = _grpc_error(lambda: attempt(repository_server.grpc))
+    assert (error.status(), error.message()) == (code, rest)
+
+
+def test_runtime_loads_are_refused_with_several_workers(tmp_path: Path) -> None:
+    persistkit.save(always_zero, tmp_path / "zeros", example=np.ones((2, 3)), backend="pickle")
+    app = create_app(ModelRepository([str(tmp_path / "zeros")]), mutable_repository=False)
+    add_grpc(app, "127.0.0.1:0", max_message_bytes=1 << 20, mutable_repository=False)
+    with running_server(app):
+        client = triton_grpc.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}")
+        error = _grpc_error(lambda: client.unload_model("zeros"))
+        client.close()
+    assert error.status() == "StatusCode.FAILED_PRECONDITION"
+    assert "several worker processes" in error.message()
 
 
 # --- the command ---------------------------------------------------------------------------

@@ -135,6 +135,7 @@ def app_from_environment() -> Starlette:
             config["grpc_address"],
             max_message_bytes=config["max_body_bytes"],
             reuse_port=True,
+            mutable_repository=False,
         )
     return app
 

@@ -33,6 +33,7 @@ try:
     import grpc.aio
 
     from persistkit.server import proto
+    from persistkit.server.grpc_repository import CODE_OF_STATUS, RepositoryService
     from persistkit.server.grpc_tensors import decode_inputs, encode_response
 except ImportError as exc:  # the grpc extra is missing: say so once, with the fix
     if (exc.name or "").split(".")[0] not in ("grpc", "google"):
@@ -47,6 +48,7 @@ from persistkit.server import metrics
 from persistkit.server.inference import Inference
 from persistkit.server.observer import incoming_id, install_log_filter, request_id
 from persistkit.server.repository import ModelRepository, ServedModel
+from persistkit.server.repository_api import RepositoryRequestError
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -59,6 +61,8 @@ def status_code(exc: PersistkitError) -> grpc.StatusCode:
     """The gRPC status for an error REST answers with 404, 503, 413, 400 or 500."""
     from persistkit.server.app import ServerNotReadyError
 
+    if isinstance(exc, RepositoryRequestError):
+        return CODE_OF_STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
     if isinstance(exc, ModelNotServedError):
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, ServerNotReadyError):
@@ -71,13 +75,18 @@ def status_code(exc: PersistkitError) -> grpc.StatusCode:
 
 
 class InferenceService:
-    """The six calls of ``GRPCInferenceService``, answered from ``repository`` through
-    ``inference``. Each method takes a request message and returns the response message;
-    :meth:`handler` wraps them for grpc with the error mapping."""
+    """The calls of ``GRPCInferenceService``, answered from ``repository`` through
+    ``inference`` (the repository extension's three through :class:`~persistkit.server.
+    grpc_repository.RepositoryService`; ``mutable`` as there). Each method takes a request
+    message and returns the response message; :meth:`handler` wraps them for grpc with the
+    error mapping."""
 
-    def __init__(self, repository: ModelRepository, inference: Inference) -> None:
+    def __init__(
+        self, repository: ModelRepository, inference: Inference, *, mutable: bool = True
+    ) -> None:
         self.repository = repository
         self.inference = inference
+        self.repository_calls = RepositoryService(repository, mutable=mutable)
 
     def _served(self, name: str, version: str) -> ServedModel:
         from persistkit.server.app import ServerNotReadyError
@@ -142,6 +151,9 @@ class InferenceService:
             "ServerMetadata": self.server_metadata,
             "ModelMetadata": self.model_metadata,
             "ModelInfer": self.model_infer,
+            "RepositoryIndex": self.repository_calls.index,
+            "RepositoryModelLoad": self.repository_calls.load,
+            "RepositoryModelUnload": self.repository_calls.unload,
         }
         return grpc.method_handlers_generic_handler(
             proto.SERVICE,
@@ -221,11 +233,13 @@ async def serving_grpc(
     *,
     max_message_bytes: int,
     reuse_port: bool = False,
+    mutable_repository: bool = True,
 ) -> AsyncIterator[int]:
     """Serve ``GRPCInferenceService`` on ``address`` (``host:port``; port 0 picks a free
     one) until the block ends; yields the bound port. Messages up to ``max_message_bytes``
     are accepted (larger: RESOURCE_EXHAUSTED). ``reuse_port`` lets several server processes
-    (``--workers``) share the port; otherwise a port in use is a :class:`PersistkitError`."""
+    (``--workers``) share the port; otherwise a port in use is a :class:`PersistkitError`.
+    ``mutable_repository=False`` refuses runtime loads and unloads (several workers)."""
     limit = ("grpc.max_receive_message_length", max_message_bytes)
     server = grpc.aio.server(
         options=[
@@ -234,7 +248,8 @@ async def serving_grpc(
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
-    server.add_generic_rpc_handlers((InferenceService(repository, inference).handler(),))
+    service = InferenceService(repository, inference, mutable=mutable_repository)
+    server.add_generic_rpc_handlers((service.handler(),))
     install_log_filter()  # log lines during a call end with its request id, as in REST
     try:
         port = server.add_insecure_port(address)
@@ -254,7 +269,12 @@ async def serving_grpc(
 
 
 def add_grpc(
-    app: Starlette, address: str, *, max_message_bytes: int, reuse_port: bool = False
+    app: Starlette,
+    address: str,
+    *,
+    max_message_bytes: int,
+    reuse_port: bool = False,
+    mutable_repository: bool = True,
 ) -> None:
     """Serve gRPC on ``address`` for as long as ``app`` (from :func:`~persistkit.server.app.
     create_app`) runs: started in its lifespan once the models have loaded, stopped when it
@@ -270,6 +290,7 @@ def add_grpc(
             app.state.inference,
             max_message_bytes=max_message_bytes,
             reuse_port=reuse_port,
+            mutable_repository=mutable_repository,
         )
         # the REST lifespan loads the models first; gRPC starts on the loaded repository
         async with rest_lifespan(app) as state, grpc_server as port:

@@ -44,6 +44,9 @@ ModelMetadataResponse = _message("ModelMetadataResponse")
 InferTensorContents = _message("InferTensorContents")
 ModelInferRequest = _message("ModelInferRequest")
 ModelInferResponse = _message("ModelInferResponse")
+RepositoryIndexResponse = _message("RepositoryIndexResponse")
+RepositoryModelLoadResponse = _message("RepositoryModelLoadResponse")
+RepositoryModelUnloadResponse = _message("RepositoryModelUnloadResponse")
 
 #: method name -> (request class, response class), in the .proto's order
 METHODS: dict[str, tuple[Any, Any]] = {
