@@ -6,9 +6,10 @@
   interleaved, so a noisy machine hits both alike;
 * git:    ``lineage.git_lineage`` for a script in a fresh checkout: first call in a process
   (reads ``.git``, runs ``git status`` once) and later calls (``.git`` read only);
-* query:  over N versions of one name in a local-folder store: ``Store.versions`` (the
-  listing ``ls`` already did), ``Store.find`` with two clauses and a sort (the listing plus
-  the query), ``resolve("name@best:acc")`` vs ``resolve("name")``.
+* query:  over N versions of one name in a local-folder store and in a SQLite-catalog
+  store: ``Store.versions`` (the listing ``ls`` already did), ``Store.find`` with two
+  clauses and a sort (the listing plus the query), ``resolve("name@best:acc")`` vs
+  ``resolve("name")``; the stores measured in turn within each round.
 
 Run:  .venv/bin/python benchmarks/bench_query.py [--versions 1000] [--repeat 7] [--json]
 
@@ -89,27 +90,36 @@ def bench_git(root: Path, repeat: int) -> dict[str, float]:
 def bench_query(root: Path, versions: int, repeat: int) -> dict[str, float]:
     import persistkit
 
-    store = persistkit.Store(root / "many")
-    for i in range(versions):
-        store.save(
-            {"i": i},
-            "m",
-            backend="pickle",
-            metrics={"acc": (i * 7919 % 1000) / 1000},
-            params={"C": i % 10},
-            tags={"stage": "prod" if i % 3 == 0 else "dev"},
-            lineage=False,
-        )
+    stores = {
+        "folder": persistkit.Store(root / "many"),
+        "sqlite": persistkit.Store(f"sqlite:///{root}/many.db"),
+    }
+    for store in stores.values():
+        for i in range(versions):
+            store.save(
+                {"i": i},
+                "m",
+                backend="pickle",
+                metrics={"acc": (i * 7919 % 1000) / 1000},
+                params={"C": i % 10},
+                tags={"stage": "prod" if i % 3 == 0 else "dev"},
+                lineage=False,
+            )
     where = ["tags.stage=prod", "metrics.acc>=0.5"]
-    results: dict[str, list[float]] = {k: [] for k in ("versions", "find", "best", "latest")}
-    for _ in range(repeat):  # interleaved
-        results["versions"].append(timed(lambda: store.versions("m")))
-        results["find"].append(
-            timed(lambda: store.find("m", where=where, sort="-metrics.acc", limit=5))
-        )
-        results["best"].append(timed(lambda: store.resolve("m@best:acc")))
-        results["latest"].append(timed(lambda: store.resolve("m")))
-    return {f"{k}_s": statistics.median(v) for k, v in results.items()}
+    operations: dict[str, Callable[[Any], Any]] = {
+        "versions": lambda s: s.versions("m"),
+        "find": lambda s: s.find("m", where=where, sort="-metrics.acc", limit=5),
+        "best": lambda s: s.resolve("m@best:acc"),
+        "latest": lambda s: s.resolve("m"),
+    }
+    results: dict[str, list[float]] = {}
+    for _ in range(repeat):  # interleaved: every store and operation in each round
+        for kind, store in stores.items():
+            for op, fn in operations.items():
+                start = time.perf_counter()
+                fn(store)
+                results.setdefault(f"{op}_{kind}_s", []).append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in results.items()}
 
 
 def main() -> None:
