@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     )
     from persistkit.arrays import arrays_identical, to_numpy
     from persistkit.backend import Backend, PickleProtocolBackend
+    from persistkit.batch import BatchReport, predict_many
     from persistkit.bench import bench
     from persistkit.convert import convert
     from persistkit.lineage import data_digest
@@ -61,6 +62,8 @@ _LAZY = {
     "export_key": "persistkit.safety",
     "bench": "persistkit.bench",
     "convert": "persistkit.convert",
+    "predict_many": "persistkit.batch",
+    "BatchReport": "persistkit.batch",
     "data_digest": "persistkit.lineage",
 }
 
@@ -84,6 +87,7 @@ __all__ = [
     "Artifact",
     "Backend",
     "BackendInfo",
+    "BatchReport",
     "Manifest",
     "PickleProtocolBackend",
     "Recommendation",
@@ -104,6 +108,7 @@ __all__ = [
     "inspect",
     "load",
     "predict",
+    "predict_many",
     "save",
     "to_numpy",
     "trust_key",
