@@ -138,6 +138,7 @@ def test_a_model_or_version_not_served_is_not_ready(served: Served) -> None:
 def test_server_metadata_names_persistkit_and_its_version(served: Served) -> None:
     metadata = served.grpc.get_server_metadata()
     assert (metadata.name, metadata.version) == ("persistkit", persistkit.__version__)
+    assert list(metadata.extensions) == ["model_repository"]
 
 
 def test_model_metadata_is_the_same_as_rest_gives(served: Served) -> None:

@@ -111,7 +111,9 @@ class InferenceService:
         return proto.ModelReadyResponse(ready=True)
 
     async def server_metadata(self, request: Any) -> Any:
-        return proto.ServerMetadataResponse(name="persistkit", version=__version__)
+        return proto.ServerMetadataResponse(
+            name="persistkit", version=__version__, extensions=["model_repository"]
+        )
 
     async def model_metadata(self, request: Any) -> Any:
         served = self._served(request.name, request.version)
