@@ -366,6 +366,10 @@ def test_a_server_still_loading_is_unavailable_until_ready(tmp_path: Path) -> No
     with pytest.raises(ServerNotReadyError) as caught:
         asyncio.run(service.model_metadata(request))
     assert (ready.ready, status_code(caught.value)) == (False, grpc.StatusCode.UNAVAILABLE)
+    load = service_pb2.RepositoryModelLoadRequest(model_name="zeros")
+    with pytest.raises(PersistkitError) as loading:
+        asyncio.run(service.repository_calls.load(load))
+    assert status_code(loading.value) == grpc.StatusCode.UNAVAILABLE
     repository.load()
     assert asyncio.run(service.model_metadata(request)).name == "zeros"
 
