@@ -110,7 +110,11 @@ def _open_store(store_url: str | None, quiet: bool = False) -> Any:
     "e.g. --sort -metrics.accuracy,created_at. Versions lacking a field go last.",
 )
 @click.option(
-    "--limit", type=click.IntRange(min=0), default=None, help="Show at most N versions."
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Show at most N versions.",
 )
 def ls(
     name: str | None,
@@ -126,7 +130,9 @@ def ls(
     \b
     Examples:
       persistkit ls gnome --where tags.stage=prod --sort -metrics.accuracy --limit 5
-      persistkit ls --where saved_by=alice --where created_at>=now-7d --json
+      persistkit ls --where saved_by=alice --where "created_at>=now-7d" --json
+
+    Quote clauses with > or < in them: the shell reads those as redirections.
 
     Metrics recorded at save (save(metrics=...)) are shown as columns. A version whose
     manifest is damaged is listed as DAMAGED (with the reason and its location on stderr;
