@@ -243,6 +243,7 @@ def test_saved_companion_files_are_listed_hashed_and_checked(
     import joblib
 
     monkeypatch.setattr(joblib, "dump", _fake_old_joblib_dump)
+    monkeypatch.setattr(joblib, "__version__", "0.9.4")
     art = persistkit.save({"anything": 1}, tmp_path / "art", backend="joblib").path
     manifest = persistkit.inspect(art)
     listed = {entry.path: entry for entry in manifest.files}

@@ -32,7 +32,12 @@ class JoblibBackend(Backend):
         if isinstance(compress, list):  # ("lz4", 3) comes back from JSON as a list
             compress = tuple(compress)
         try:
-            joblib.dump(model, path, compress=compress)
+            if compress in (0, None, False) and _dumps_to_file_objects(joblib):
+                # hashed from the buffers joblib hands over, as they are written
+                with persistkit.payload_writer(path) as fh:
+                    joblib.dump(model, fh)
+            else:
+                joblib.dump(model, path, compress=compress)
         except Exception as exc:
             if type(exc).__name__ in ("PicklingError", "AttributeError", "TypeError"):
                 raise persistkit.errors.CannotSaveError(
@@ -49,6 +54,15 @@ class JoblibBackend(Backend):
     ) -> Any:
         # from the checked descriptor; companion files (old joblib) from the load's files
         return policy.load_joblib_payload(payload)
+
+
+def _dumps_to_file_objects(joblib: Any) -> bool:
+    """joblib >= 0.10 writes to a file object (older ones wrote companion ``.npy`` files
+    beside a file name)."""
+    import re
+
+    found = re.match(r"(\d+)\.(\d+)", getattr(joblib, "__version__", ""))
+    return found is not None and (int(found.group(1)), int(found.group(2))) >= (0, 10)
 
 
 plugin = JoblibBackend()

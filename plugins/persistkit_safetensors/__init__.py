@@ -111,6 +111,7 @@ class SafetensorsBackend(Backend):
             )
         from safetensors.torch import save_file
 
+        from persistkit_safetensors.writer import writable_here, write_tensors
         from persistkit_torch.rebuild import record_recipe, storable_tensors, tied_groups
 
         if layout == "module":
@@ -121,7 +122,12 @@ class SafetensorsBackend(Backend):
             options["tied"] = [list(group) for group in tied]
         options["layout"] = layout
         tensors = storable_tensors(state, tied)
-        _write(lambda: save_file(tensors, str(path), metadata={"format": "pt"}), model)
+        metadata = {"format": "pt"}
+        if writable_here(tensors):
+            # the same bytes, hashed from the tensors' memory as they are written
+            _write(lambda: write_tensors(tensors, path, metadata), model)
+        else:
+            _write(lambda: save_file(tensors, str(path), metadata=metadata), model)
 
     def load(self, path: Path, manifest: Any, options: dict[str, Any], policy: Any) -> Any:
         return self.load_path(path, manifest, options, policy)

@@ -110,7 +110,10 @@ class TorchPlugin(Backend):
             payload = model.state_dict()
         options["mode"] = mode
         try:
-            torch.save(payload, path)
+            # hashed as torch writes it: from the model's own tensors (declared stable, so
+            # hashed after each write returns) and from copies of everything else
+            with persistkit.payload_writer(path, stable=_cpu_storages(model)) as fh:
+                torch.save(payload, fh)
         except Exception as exc:  # torch.save fails by pickling: lambdas, open files, locks...
             raise CannotSaveError(
                 f"torch.save cannot store this {type(model).__qualname__}: "
@@ -170,6 +173,17 @@ class TorchPlugin(Backend):
     @persistkit.hookimpl
     def persistkit_recommend(self, model: Any) -> list[Recommendation] | None:
         return adapter.recommend(model) if is_torch_module(model) else None
+
+
+def _cpu_storages(model: Any) -> list[Any]:
+    """The storages of a module's parameters and buffers (or a dict's tensors) in CPU memory:
+    torch.save writes each of them straight from that memory, which stays alive and unchanged
+    while the model is being saved."""
+    if is_torch_module(model):
+        tensors = [*model.parameters(), *model.buffers()]
+    else:
+        tensors = list(model.values())
+    return [t.untyped_storage() for t in tensors if t.device.type == "cpu"]
 
 
 def _as_asked(loaded: Any, policy: Any, options: dict[str, Any]) -> Any:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from persistkit.manifest import Manifest
     from persistkit.safety import TrustPolicy, export_key, trust_key
     from persistkit.store import Store
+    from persistkit.writer import payload_writer
 
 # Attributes resolved on first use, so `import persistkit` stays cheap (no numpy until needed).
 _LAZY = {
@@ -64,6 +65,7 @@ _LAZY = {
     "convert": "persistkit.convert",
     "predict_many": "persistkit.batch",
     "BatchReport": "persistkit.batch",
+    "payload_writer": "persistkit.writer",
     "data_digest": "persistkit.lineage",
 }
 
@@ -107,6 +109,7 @@ __all__ = [
     "hookimpl",
     "inspect",
     "load",
+    "payload_writer",
     "predict",
     "predict_many",
     "save",

@@ -25,6 +25,7 @@ from persistkit.verified import (
     rehash_forced,
     remember_verified,
 )
+from persistkit.writer import WriterRegistry
 
 # 1 MiB reads stay in the CPU cache between the page-cache copy and sha256 (measured fastest)
 _CHUNK = 1024 * 1024
@@ -154,8 +155,11 @@ class PayloadHasher:
         self._stop = threading.Event()
         self._running: _thread.LockType | None = None
         self._failed = False
+        # files a backend writes through persistkit.payload_writer hash themselves (writer.py)
+        self._writers = WriterRegistry()
 
     def __enter__(self) -> PayloadHasher:
+        self._writers.__enter__()
         if self.follow:
             # a bare thread: threading.Thread.start() would wait (ms, on a busy machine) until
             # the new thread runs, and small saves would pay that for nothing
@@ -165,6 +169,7 @@ class PayloadHasher:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self._writers.__exit__(*exc_info)
         self._halt()
         if exc_info[0] is not None:
             self._close()
@@ -208,8 +213,8 @@ class PayloadHasher:
 
     def _advance_all(self) -> bool:
         progressed = False
-        for tail in list(self._tails.values()):
-            if tail.broken:
+        for key, tail in list(self._tails.items()):
+            if tail.broken or self._writers.is_written_by_writer(key):
                 continue
             st = os.fstat(tail.fd)
             if st.st_size < tail.pos:
@@ -229,6 +234,8 @@ class PayloadHasher:
         except FileNotFoundError:
             return None
         key = (st.st_dev, st.st_ino)
+        if self._writers.is_written_by_writer(key):
+            return None  # hashed from memory by its writer
         tail = self._tails.get(key)
         if tail is not None and os.fstat(tail.fd).st_nlink > 0:
             return tail
@@ -259,6 +266,10 @@ class PayloadHasher:
     # -- finishing ---------------------------------------------------------------------------
     def _finish(self, name: str) -> HashedFile:
         path = _listed_file(self.directory, name)
+        written = self._writers.written(path)
+        if written is not None:  # hashed from memory while written, and unchanged since
+            entry = FileEntry(path=name, size=written.size, sha256=written.sha256)
+            return HashedFile(entry, written.identity, written.stat_ns)
         started = time.time_ns()
         st = os.stat(path)
         tail = None if self._failed else self._tails.get((st.st_dev, st.st_ino))
