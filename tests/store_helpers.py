@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,24 @@ def use_slow_bytes(chunks: int = 4, delay: float = 0.0) -> SlowBytes:
     backend.delay = delay
     reset_plugins(build_plugins(backend))
     return backend
+
+
+def store_url(kind: str, request: Any, tmp_path: Path) -> str:
+    """A new, empty store URL of ``kind`` (``folder``, ``memory``, ``s3``, ``sqlite``,
+    ``postgresql``, ``postgresql-s3``): a database's payloads in ``?blobs=``. S3 and
+    PostgreSQL kinds take the ``s3_env`` / ``fresh_postgres_url`` fixtures from ``request``."""
+    if kind == "folder":
+        return str(tmp_path / "store")
+    if kind == "memory":
+        return f"memory://kinds-{uuid.uuid4().hex[:10]}"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path}/catalog.db"
+    s3 = request.getfixturevalue("s3_env") if "s3" in kind else None
+    if kind == "s3":
+        return str(s3.fresh_url())
+    database = request.getfixturevalue("fresh_postgres_url")
+    blobs = s3.fresh_url() if s3 is not None else str(tmp_path / "blobs")
+    return f"{database}?blobs={blobs}"
 
 
 def main(argv: list[str]) -> int:

@@ -17,8 +17,7 @@ from persistkit.errors import StoreError
 from persistkit.store import Store
 from postgres_server import fresh_postgres_url, postgres_server  # noqa: F401  (fixtures)
 from s3_server import S3Server, s3_env, s3_server  # noqa: F401  (fixtures)
-from store_helpers import use_slow_bytes
-from test_store_kinds import store_url
+from store_helpers import store_url, use_slow_bytes
 
 PAIRS = [
     ("folder", "sqlite"),

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,28 +22,11 @@ from persistkit.errors import RefError, StoreError, VersionNotFoundError
 from persistkit.store import Store
 from postgres_server import fresh_postgres_url, postgres_server  # noqa: F401  (fixtures)
 from s3_server import S3Server, s3_env, s3_server  # noqa: F401  (fixtures)
-from store_helpers import use_slow_bytes
+from store_helpers import store_url, use_slow_bytes
 
 HELPER = Path(__file__).with_name("store_helpers.py")
 KINDS = ["folder", "memory", "s3", "sqlite", "postgresql", "postgresql-s3"]
 KILL_TRIALS = int(os.environ.get("PERSISTKIT_KILL_TRIALS") or 3)
-
-
-def store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A new, empty store of ``kind``, as one URL (a database's payloads in ``?blobs=``)."""
-    if kind == "folder":
-        return str(tmp_path / "store")
-    if kind == "memory":
-        return f"memory://kinds-{uuid.uuid4().hex[:10]}"
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path}/catalog.db"
-    s3 = request.getfixturevalue("s3_env") if "s3" in kind else None
-    if kind == "s3":
-        assert s3 is not None
-        return s3.fresh_url()
-    database = request.getfixturevalue("fresh_postgres_url")
-    blobs = s3.fresh_url() if s3 is not None else str(tmp_path / "blobs")
-    return f"{database}?blobs={blobs}"
 
 
 @pytest.fixture(params=KINDS)

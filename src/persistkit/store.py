@@ -571,7 +571,7 @@ class Store:
             found += _stale_staging(self._space.staging_parent(), older_than)
             if not dry_run:
                 for orphan in found:
-                    if orphan.rel.startswith("/"):  # a local staging folder
+                    if orphan.kind == "staging":
                         shutil.rmtree(orphan.rel, ignore_errors=True)
                     else:
                         self._space.remove(orphan.rel)
@@ -619,12 +619,8 @@ class Store:
         )
 
     def _digest_target(self, name: str, digest: str, numbers: builtins.list[int]) -> int:
-        matches = [
-            v
-            for v, m in zip(numbers, self._catalog.records(name, numbers, merge_tags=False))
-            if not isinstance(m, Damaged)  # its digest is unknown: it matches nothing
-            and manifest_digest(m).startswith(digest)
-        ]
+        known = self._catalog.digests(name, numbers)  # a damaged version's is unknown
+        matches = [v for v in numbers if known.get(v, "").startswith(digest)]
         if not matches:
             raise VersionNotFoundError(
                 f"no version of {name} has the digest {digest}",
@@ -694,7 +690,7 @@ def _stale_staging(parent: Path, older_than: float) -> builtins.list[Orphan]:
             continue  # this process's own saves (other threads) are in flight
         dead = host == _host() and not _pid_alive(int(pid))
         if dead or age > older_than:
-            found.append(Orphan(str(child), str(child), age))
+            found.append(Orphan(str(child), str(child), age, kind="staging"))
     return found
 
 

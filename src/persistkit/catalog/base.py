@@ -44,11 +44,14 @@ class Damaged(Exception):
 
 @dataclass(frozen=True)
 class Orphan:
-    """A payload no version points at (left by a killed writer), found by ``gc``."""
+    """What a killed writer left, found by ``gc``: a ``payload`` no version points at
+    (``rel``: its path in the store's file space) or a local ``staging`` folder (``rel``:
+    its absolute path)."""
 
     location: str
     rel: str
     age_s: float
+    kind: str = "payload"
 
 
 class Catalog(ABC):
@@ -94,6 +97,14 @@ class Catalog(ABC):
             (v, m, None if isinstance(m, Damaged) else manifest_digest(m))
             for v, m in zip(numbers, self.records(name, numbers))
         ]
+
+    def digests(self, name: str, numbers: builtins.list[int]) -> dict[int, str]:
+        """The digest of each of these versions (a damaged one has none: left out)."""
+        return {
+            v: manifest_digest(m)
+            for v, m in zip(numbers, self.records(name, numbers, merge_tags=False))
+            if isinstance(m, Manifest)
+        }
 
     @abstractmethod
     def location(self, name: str, version: int) -> str:
