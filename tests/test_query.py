@@ -14,13 +14,16 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 import persistkit
 from persistkit.cli import main
 from persistkit.errors import QueryError, RefError, VersionNotFoundError
-from persistkit.manifest import utc_now
+from persistkit.manifest import Manifest, utc_now
+from persistkit.query import parse_sort, parse_where, sort_versions
 from persistkit.refs import Ref, parse_ref
-from persistkit.store import Store
+from persistkit.store import Store, VersionInfo
 from postgres_server import fresh_postgres_url, postgres_server  # noqa: F401  (fixtures)
 from s3_server import s3_env, s3_server  # noqa: F401  (fixtures)
 from store_helpers import store_url
@@ -397,3 +400,49 @@ def test_the_docs_python_example_runs_and_prints_what_it_says(
         assert result.exit_code == 0, (command, result.output)
     listed = run(*shlex.split(commands[0])).output.splitlines()
     assert [line.split()[:2] for line in listed[2:]] == [["iris", "3"]]
+
+
+# --- properties: clauses and sorting agree with plain Python --------------------------------
+
+_OPS = {
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+}
+_VALUES = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False), st.integers(-100, 100))
+
+
+def _versions(values: list[Any]) -> list[VersionInfo]:
+    return [
+        VersionInfo("m", i, Manifest("pickle", [], metrics={} if v is None else {"x": v}), "d")
+        for i, v in enumerate(values, start=1)
+    ]
+
+
+@given(values=st.lists(_VALUES, max_size=12), op=st.sampled_from(list(_OPS)), bound=_VALUES)
+def test_a_metric_clause_keeps_exactly_the_versions_python_would(
+    values: list[Any], op: str, bound: Any
+) -> None:
+    bound = 0.5 if bound is None else bound
+    clause = parse_where(f"metrics.x{op}{bound!r}")
+
+    kept = [v.version for v in _versions(values) if clause.matches(v)]
+
+    expected = [i for i, v in enumerate(values, 1) if v is not None and _OPS[op](v, bound)]
+    assert kept == expected
+
+
+@given(values=st.lists(_VALUES, max_size=12), descending=st.booleans())
+def test_sorting_orders_by_value_keeps_ties_in_order_and_puts_missing_last(
+    values: list[Any], descending: bool
+) -> None:
+    keys = parse_sort(("-" if descending else "") + "metrics.x")
+
+    ordered = [v.version for v in sort_versions(_versions(values), keys)]
+
+    present = [(v, i) for i, v in enumerate(values, 1) if v is not None]
+    present.sort(key=lambda pair: pair[0], reverse=descending)  # stable, like the query's
+    assert ordered == [i for _, i in present] + [i for i, v in enumerate(values, 1) if v is None]
