@@ -55,7 +55,10 @@ def recorded_lineage(lineage: Mapping[str, Any] | bool | None) -> dict[str, Any]
         )
     record = {key: _entry(key, value) for key, value in lineage.items()}
     if "git" not in record:
-        found = git_lineage(script_path())
+        try:
+            found = git_lineage(script_path())
+        except Exception:  # a checkout in a state this reader does not know: record less
+            found = None  # (the code lineage is a courtesy; it never fails a save)
         if found:
             record["git"] = found
     elif record["git"] is None:
