@@ -24,6 +24,7 @@ from persistkit.server.repository_api import (
     _bad,
     _load_target,
     _no_other_fields,
+    check_mutable,
 )
 
 #: the gRPC status of each HTTP status a repository request is refused with
@@ -52,7 +53,7 @@ class RepositoryService:
     async def load(self, request: Any) -> Any:
         name = request.model_name
         try:
-            self._check_mutable("load")
+            check_mutable(self.repository, mutable=self.mutable, what="load")
             parameters = _parameters(request)
             _no_other_fields(dict(parameters), "load parameters", list(LOAD_PARAMETERS))
             version, alias = _load_target(parameters)
@@ -73,7 +74,7 @@ class RepositoryService:
 
     async def unload(self, request: Any) -> Any:
         try:
-            self._check_mutable("unload")
+            check_mutable(self.repository, mutable=self.mutable, what="unload")
             parameters = _parameters(request)
             dependents = parameters.pop("unload_dependents", False)
             _no_other_fields(parameters, "unload parameters", ["unload_dependents"])
@@ -85,20 +86,6 @@ class RepositoryService:
         except PersistkitError as exc:  # ModelNotServedError: not loaded here
             raise _with_hint(exc, 404) from None
         return proto.RepositoryModelUnloadResponse()
-
-    def _check_mutable(self, what: str) -> None:
-        if not self.repository.started:
-            raise RepositoryRequestError(
-                "models are still loading", hint="retry when ServerReady says so", status=503
-            )
-        if not self.mutable:
-            raise RepositoryRequestError(
-                f"this server runs several worker processes, and a {what} request would "
-                "change only the one that answers it",
-                hint="serve with --workers 1 to load and unload at runtime, or restart the "
-                "server naming the models to serve",
-                status=409,
-            )
 
 
 def _parameters(request: Any) -> dict[str, Any]:

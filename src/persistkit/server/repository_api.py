@@ -124,18 +124,26 @@ class RepositoryRoutes:
         return Response(status_code=200)
 
     def _check_mutable(self, what: str) -> None:
-        if not self.repository.started:
-            raise RepositoryRequestError(
-                "models are still loading", hint="retry when /v2/health/ready says so", status=503
-            )
-        if not self.mutable:
-            raise RepositoryRequestError(
-                f"this server runs several worker processes, and a {what} request would "
-                "change only the one that answers it",
-                hint="serve with --workers 1 to load and unload at runtime, or restart the "
-                "server naming the models to serve",
-                status=409,
-            )
+        check_mutable(self.repository, mutable=self.mutable, what=what)
+
+
+def check_mutable(repository: ModelRepository, *, mutable: bool, what: str) -> None:
+    """Refuse a runtime ``what`` (load, unload) while start-up loading runs (503) or when it
+    would reach one worker of several (409). REST and gRPC both ask this."""
+    if not repository.started:
+        raise RepositoryRequestError(
+            "models are still loading",
+            hint="retry when the server is ready (/v2/health/ready; gRPC: ServerReady)",
+            status=503,
+        )
+    if not mutable:
+        raise RepositoryRequestError(
+            f"this server runs several worker processes, and a {what} request would "
+            "change only the one that answers it",
+            hint="serve with --workers 1 to load and unload at runtime, or restart the "
+            "server naming the models to serve",
+            status=409,
+        )
 
 
 async def scrape(request: Request) -> Response:
