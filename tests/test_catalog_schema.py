@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from persistkit.catalog import migrations
 from persistkit.errors import StoreError
 from persistkit.store import Store
+from postgres_server import fresh_postgres_url, postgres_server  # noqa: F401  (fixtures)
 
 GOLDEN = sorted(Path(__file__).with_name("golden").glob("catalog-*"))
 
@@ -91,3 +92,20 @@ def test_a_store_of_a_newer_schema_is_refused_naming_the_upgrade(tmp_path: Path)
     with pytest.raises(StoreError, match="schema version 99, newer than") as caught:
         Store(f"sqlite:///{db}").list()
     assert "pip install -U" in str(caught.value.hint)
+
+
+def test_opening_a_postgresql_store_of_an_older_schema_upgrades_it(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = request.getfixturevalue("fresh_postgres_url")
+    engine = sa.create_engine("postgresql+psycopg://" + url.split("://", 1)[1])
+    with engine.begin() as conn:
+        migrations.upgrade(conn, url, target=1)
+    store = Store(url, blobs=tmp_path / "blobs")
+    assert store.save({"w": np.arange(2.0)}, "m").version == 1
+    with engine.connect() as conn:
+        assert migrations.current_version(conn) == migrations.SCHEMA_VERSION
+        indexes = {i["name"] for i in sa.inspect(conn).get_indexes("persistkit_tags")}
+    engine.dispose()
+    store.close()
+    assert "persistkit_tags_by_key" in indexes
