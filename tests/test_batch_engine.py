@@ -65,6 +65,7 @@ def cluster(shared_home: Path) -> Iterator[str]:
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": ":0"},
             worker_dashboard_address=None,
         )
     finally:

@@ -310,13 +310,14 @@ class _Rows:
     error: list[str | None] = field(default_factory=list)
 
     def failed(self, file: InputFile, exc: BaseException) -> None:
-        self._add(file.shown, None, None, None, None, None, _error_text(exc))
+        self.add(file.shown, None, None, None, None, None, _error_text(exc))
 
-    def _add(self, *values: Any) -> None:
-        for column, value in zip(
-            (self.input, self.item, self.label, self.score, self.scores, self.outputs, self.error),
-            values,
-        ):
+    def add(self, *values: Any) -> None:
+        """One row: input, item, label, score, scores, outputs, error."""
+        columns: tuple[list[Any], ...] = (
+            self.input, self.item, self.label, self.score, self.scores, self.outputs, self.error
+        )  # fmt: skip
+        for column, value in zip(columns, values):
             column.append(value)
 
 
@@ -405,7 +406,7 @@ def _answer(
     for file, items in read:
         for item in range(len(items)):
             at = position_in_batch + item
-            rows._add(
+            rows.add(
                 file.shown,
                 item,
                 labels[at],

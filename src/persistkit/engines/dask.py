@@ -62,7 +62,8 @@ class DaskEngine:
                 n_workers=workers,
                 threads_per_worker=1,  # one model copy per process, the GIL never shared
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=None,  # no dashboard; its health routes on any free port:
+                scheduler_kwargs={"dashboard_address": ":0"},  # not 8787, maybe taken
                 worker_dashboard_address=None,
                 silence_logs=logging.ERROR,
             )
