@@ -49,8 +49,14 @@ from persistkit.manifest import MANIFEST_NAME, Manifest
 from persistkit.records import Artifact
 from persistkit.refs import Ref, did_you_mean, parse_ref, typo_of, validate_name
 
-__all__ = ["CopiedVersion", "Store", "VersionInfo", "fetch_url", "manifest_at_url"]
-__all__ += ["manifest_digest"]
+__all__ = [
+    "CopiedVersion",
+    "Store",
+    "VersionInfo",
+    "fetch_url",
+    "manifest_at_url",
+    "manifest_digest",
+]
 
 STALE_SECONDS = 3600
 _MAX_TAG_VALUE = 1024
