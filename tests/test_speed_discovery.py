@@ -37,9 +37,10 @@ def _install(site: Path, name: str, version: str, plugins: dict[str, str]) -> No
 
 
 def _settle(site: Path) -> None:
-    """Date the folder a day back, as if the last install happened yesterday."""
+    """Date the folder and its distributions a day back, as if installed yesterday."""
     past = time.time_ns() - DAY_NS
-    os.utime(site, ns=(past, past))
+    for path in [site, *site.iterdir()]:
+        os.utime(path, ns=(past, past))
 
 
 def _record_files() -> list[Path]:
@@ -51,6 +52,30 @@ def test_entry_points_are_remembered_once_the_folder_is_settled(site: Path) -> N
     _settle(site)
     assert discovery.entry_points() == [("a", "plug_a:plugin")]
     assert len(_record_files()) == 1
+
+
+def test_other_files_beside_the_distributions_keep_the_record(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install(site, "plug-a", "1.0", {"a": "plug_a:plugin"})
+    _settle(site)
+    discovery.entry_points()
+    (site / "model.safetensors").write_bytes(b"saved next to the script")
+
+    def no_scan(**_: object) -> object:
+        raise AssertionError("the distributions were scanned again")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", no_scan)
+    assert discovery.entry_points() == [("a", "plug_a:plugin")]
+
+
+def test_a_reinstall_of_the_same_version_is_seen(site: Path) -> None:
+    _install(site, "plug-a", "1.0", {"a": "plug_a:plugin"})
+    _settle(site)
+    assert discovery.entry_points() == [("a", "plug_a:plugin")]
+    shutil.rmtree(site / "plug_a-1.0.dist-info")
+    _install(site, "plug-a", "1.0", {"a": "plug_a:plugin", "a2": "plug_a:other"})
+    assert discovery.entry_points() == [("a", "plug_a:plugin"), ("a2", "plug_a:other")]
 
 
 def test_a_folder_changed_just_now_is_not_remembered(site: Path) -> None:

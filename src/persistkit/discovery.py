@@ -5,12 +5,14 @@ Reading them through ``importlib.metadata`` walks every ``*.dist-info`` folder o
 (~5 ms with ~140 distributions, plus ~10 ms to import ``importlib.metadata`` itself) in every
 process that loads a model. The answers only change when a distribution is installed,
 upgraded or removed, and every installer does that by creating or deleting a ``*.dist-info``
-folder in a ``sys.path`` folder, which changes that folder's modification time. So the
-answers are kept in ``$PERSISTKIT_HOME/discovery/<environment>.json`` together with the
-modification time (ns) of every ``sys.path`` entry, and reused only while all of those are
-unchanged. Entries whose time is less than :data:`SETTLE_SECONDS` old are not trusted to be
-final (a coarse clock could give a later change the same time), so nothing is remembered
-until they settle.
+(or ``*.egg-info``) folder. So the answers are kept in
+``$PERSISTKIT_HOME/discovery/<environment>.json`` together with the name, inode and
+modification time of every such folder on ``sys.path``, and reused only while all of those
+are unchanged (a reinstall of the same version makes a new folder: a new inode and time).
+A ``sys.path`` entry whose own modification time has not changed is not listed again (one
+``stat``). Anything less than :data:`SETTLE_SECONDS` old is not trusted to be final (a
+coarse clock could give a later change the same time): nothing is remembered, and no
+shortcut taken, until it settles.
 
 Not seen: a ``dist-info`` folder edited in place by hand (installers never do that). Set
 ``PERSISTKIT_DISCOVERY_CACHE=0`` to always ask ``importlib.metadata``.
@@ -30,6 +32,7 @@ from typing import Any
 from persistkit.config import home
 
 ENTRY_POINT_GROUP = "persistkit"
+_METADATA_SUFFIXES = (".dist-info", ".egg-info")
 #: a ``sys.path`` folder changed more recently than this is not yet trusted as a cache key
 SETTLE_SECONDS = 2.0
 _FORMAT = 1
@@ -39,21 +42,71 @@ def _enabled() -> bool:
     return os.environ.get("PERSISTKIT_DISCOVERY_CACHE", "1").strip() not in ("0", "false", "no")
 
 
-def _path_key() -> tuple[list[list[Any]], bool]:
-    """Each ``sys.path`` entry with its modification time (``None`` when absent), and whether
-    all of them are settled (old enough to be a reliable key)."""
+def _distributions_in(folder: str, settled_before: int) -> tuple[Any, bool]:
+    """The metadata folders of the distributions in ``folder`` (name, inode, modification
+    time; for a zip file on ``sys.path``, its modification time), and whether they are all
+    settled."""
+    try:
+        names = sorted(os.listdir(folder))
+    except NotADirectoryError:
+        try:
+            mtime = os.stat(folder).st_mtime_ns
+        except OSError:
+            return None, True
+        return mtime, mtime <= settled_before
+    except OSError:
+        return None, True
+    found: list[list[Any]] = []
+    settled = True
+    for name in names:
+        if not name.endswith(_METADATA_SUFFIXES):
+            continue
+        try:
+            st = os.stat(os.path.join(folder, name))
+        except OSError:
+            continue
+        found.append([name, st.st_ino, st.st_mtime_ns])
+        settled = settled and st.st_mtime_ns <= settled_before
+    return found, settled
+
+
+def _path_key(old_key: Any, old_mtimes: Any) -> tuple[list[Any], list[int | None], bool]:
+    """For each ``sys.path`` entry, its distributions (see :func:`_distributions_in`); the
+    entries' own modification times; and whether all of it is settled.
+
+    An entry whose modification time is settled and the same as when ``old_key`` was taken
+    cannot have gained, lost or replaced a distribution folder, so its part of ``old_key`` is
+    reused without listing it. Other entries are listed again, and only their distribution
+    folders count: a script's own folder, where models get saved, does not make the record
+    stale."""
     settled_before = time.time_ns() - int(SETTLE_SECONDS * 1e9)
     settled = True
-    key: list[list[Any]] = []
-    for entry in sys.path:
+    key: list[Any] = []
+    mtimes: list[int | None] = []
+    for i, entry in enumerate(sys.path):
+        folder = os.path.abspath(entry or ".")
         try:
-            mtime = os.stat(entry or ".").st_mtime_ns
+            mtime: int | None = os.stat(folder).st_mtime_ns
         except OSError:
             mtime = None
         if mtime is not None and mtime > settled_before:
-            settled = False
-        key.append([os.path.abspath(entry or "."), mtime])
-    return key, settled
+            mtime = None  # not settled: never a shortcut for a later process
+        if (
+            mtime is not None
+            and isinstance(old_mtimes, list)
+            and isinstance(old_key, list)
+            and i < min(len(old_mtimes), len(old_key))
+            and old_mtimes[i] == mtime
+            and isinstance(old_key[i], list)
+            and old_key[i][:1] == [folder]
+        ):
+            key.append(old_key[i])
+        else:
+            found, ok = _distributions_in(folder, settled_before)
+            settled = settled and ok
+            key.append([folder, found])
+        mtimes.append(mtime)
+    return key, mtimes, settled
 
 
 def _record_file() -> Path:
@@ -67,25 +120,27 @@ class _Record:
     """The remembered answers for the current ``sys.path`` state (empty when stale)."""
 
     def __init__(self) -> None:
-        self.key, self.settled = _path_key()
         self.path = _record_file()
         self.data: dict[str, Any] = {}
-        if not _enabled():
-            return
-        try:
-            with open(self.path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, ValueError):
-            return
-        if isinstance(data, dict) and data.get("format") == _FORMAT and data.get("key") == self.key:
-            self.data = data
+        stored: Any = {}
+        if _enabled():
+            try:
+                with open(self.path, encoding="utf-8") as fh:
+                    stored = json.load(fh)
+            except (OSError, ValueError):
+                stored = {}
+        if not isinstance(stored, dict) or stored.get("format") != _FORMAT:
+            stored = {}
+        self.key, self.mtimes, self.settled = _path_key(stored.get("key"), stored.get("mtimes"))
+        if stored and stored.get("key") == self.key:
+            self.data = stored
 
     def save(self) -> None:
         """Write the record atomically, if the key is settled (else the next process asks
         ``importlib.metadata`` again and may remember then)."""
         if not (_enabled() and self.settled):
             return
-        self.data.update(format=_FORMAT, key=self.key)
+        self.data.update(format=_FORMAT, key=self.key, mtimes=self.mtimes)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
