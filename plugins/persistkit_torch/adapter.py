@@ -65,6 +65,8 @@ def predict(model: Any, inputs: Any, options: dict[str, Any]) -> Any:
             f"{type(model).__name__} has no method {method!r}",
             hint="leave method= out to call the module's forward()",
         )
+    if isinstance(inputs, (dict, tuple)) and not is_tensor(inputs):
+        return _predict_group(model, func, inputs)
     x = _as_input(model, inputs)
     try:
         with torch.inference_mode():
@@ -79,6 +81,49 @@ def predict(model: Any, inputs: Any, options: dict[str, Any]) -> Any:
             "(`persistkit show` lists its signature)",
         ) from None
     return _to_numpy(out)
+
+
+def _predict_group(model: Any, func: Any, inputs: dict[str, Any] | tuple[Any, ...]) -> Any:
+    """Several inputs: a tuple is passed positionally (``forward(self, a, b)``); a dict by
+    keyword when ``forward`` names every key (or takes ``**kwargs``), else as one argument
+    (``forward(self, batch)`` indexing ``batch["a"]``)."""
+    import torch
+
+    if isinstance(inputs, dict):
+        tensors: Any = {name: _as_input(model, value) for name, value in inputs.items()}
+        by_keyword = _takes_keywords(func, list(tensors))
+    else:
+        tensors = tuple(_as_input(model, value) for value in inputs)
+    try:
+        with torch.inference_mode():
+            if isinstance(tensors, tuple):
+                out = func(*tensors)
+            else:
+                out = func(**tensors) if by_keyword else func(tensors)
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError, KeyError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        shapes = (
+            {k: tuple(v.shape) for k, v in tensors.items()}
+            if isinstance(tensors, dict)
+            else [tuple(v.shape) for v in tensors]
+        )
+        raise InputError(
+            f"{type(model).__name__} rejected inputs of shapes {shapes}: {detail}",
+            hint="pass the inputs the model was saved with (`persistkit show` lists them)",
+        ) from None
+    return _to_numpy(out)
+
+
+def _takes_keywords(func: Any, names: list[str]) -> bool:
+    import inspect
+
+    try:
+        parameters = inspect.signature(getattr(func, "forward", func)).parameters
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return True
+    return all(name in parameters for name in names)
 
 
 def _as_input(model: Any, inputs: Any) -> Any:

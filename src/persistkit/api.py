@@ -84,7 +84,7 @@ from persistkit.preprocess import checked_spec
 from persistkit.records import Artifact, BackendInfo
 from persistkit.refs import looks_like_location, normalise_name, parse_ref
 from persistkit.safety import TrustPolicy, seal, seal_state
-from persistkit.signature import signature_from_example
+from persistkit.signature import is_tensor_group, signature_from_example, tensor_group
 from persistkit.store import Store, fetch_url, manifest_at_url
 from persistkit.verified import FileIdentity
 
@@ -216,11 +216,21 @@ def save(
     if freeze:
         model = _freeze_model(model)
     example_batch = None if example is None else _example_batch(example)
+    # several inputs (a dict or tuple example): formats that convert by tracing one input
+    # array (export, onnx) are not offered
+    several = is_tensor_group(example_batch)
+    single_batch = None if several else example_batch
     chosen, reason = (
-        (backend, "") if backend else choose_backend(model, plugins, example=example_batch)
+        (backend, "") if backend else choose_backend(model, plugins, example=single_batch)
     )
     info = plugins.backend(chosen)
     check_options(info, backend_options, when="save")
+    if info.converts and several:
+        raise CannotSaveError(
+            f"backend {chosen!r} converts the model by running it on one input array; this "
+            "example gives several inputs",
+            hint="save it with a backend that stores the model itself (torch, safetensors)",
+        )
     if info.converts and example_batch is None:
         raise CannotSaveError(
             f"backend {chosen!r} converts the model by running it, so it needs an input batch",
@@ -489,7 +499,11 @@ def _write_payload(
     return list(files)
 
 
-def _example_batch(example: Any) -> np.ndarray:
+def _example_batch(example: Any) -> Any:
+    """One input batch as an array; a dict or tuple of tensors (a model of several inputs)
+    as the same container of arrays."""
+    if is_tensor_group(example):
+        return tensor_group(example)
     inputs = to_numpy(example)
     if inputs.dtype == object:
         raise InputError(
@@ -574,6 +588,13 @@ def _write_example(
     signature."""
     if inputs is None:
         return {}, None
+    if is_tensor_group(inputs):
+        # several inputs: the signature records each (names, form); the stored example and
+        # `verify` take a single array for now
+        answer = predict(model, inputs)
+        group = is_tensor_group(answer)
+        answered = tensor_group(answer, what="the prediction") if group else to_numpy(answer)
+        return {}, signature_from_example(inputs, answered)
     outputs = to_numpy(predict(model, inputs))
     (directory / "example").mkdir()
     np.save(directory / EXAMPLE_INPUTS, inputs, allow_pickle=False)

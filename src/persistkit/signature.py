@@ -119,12 +119,25 @@ class TensorSpec:
         return cls(name, oip_datatype(array.dtype), tuple(int(d) for d in shape))
 
 
+#: how a model takes its inputs / gives its outputs: one array, a dict of arrays by name, or
+#: a tuple of arrays in order (the names are then ``input-0``, ``input-1``, ...)
+FORMS = ("single", "dict", "tuple")
+
+
 @dataclass(frozen=True)
 class Signature:
-    """The inputs and outputs a model was saved with (empty lists when unknown)."""
+    """The inputs and outputs a model was saved with (empty lists when unknown).
+
+    ``input_form`` says how the model takes its inputs: ``"single"`` (one array, the first
+    spec), ``"dict"`` (a dict of arrays keyed by the specs' names: ``forward(self, a, b)`` or
+    a function of one dict) or ``"tuple"`` (arrays in the specs' order); ``output_form`` the
+    same of what it returns. Manifests written before these fields existed are single.
+    """
 
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
+    input_form: str = "single"
+    output_form: str = "single"
 
     @property
     def input(self) -> TensorSpec | None:
@@ -143,15 +156,28 @@ class Signature:
         try:
             inputs = tuple(TensorSpec.from_dict(s) for s in signature.get("inputs") or [])
             outputs = tuple(TensorSpec.from_dict(s) for s in signature.get("outputs") or [])
+            input_form = signature.get("input_form", "single")
+            output_form = signature.get("output_form", "single")
         except AttributeError:
             raise ManifestError("the manifest's signature is malformed") from None
-        return cls(inputs, outputs)
+        for form, specs in ((input_form, inputs), (output_form, outputs)):
+            if form not in FORMS or (form == "single" and len(specs) > 1):
+                raise ManifestError(f"the manifest's signature has an invalid form {form!r:.40}")
+            if len({spec.name for spec in specs}) != len(specs):
+                raise ManifestError("the manifest's signature names a tensor twice")
+        return cls(inputs, outputs, input_form, output_form)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "inputs": [s.to_dict() for s in self.inputs],
             "outputs": [s.to_dict() for s in self.outputs],
         }
+        # written only when not single, so a single-tensor manifest stays as before
+        if self.input_form != "single":
+            data["input_form"] = self.input_form
+        if self.output_form != "single":
+            data["output_form"] = self.output_form
+        return data
 
 
 def tensor_spec(name: str, array: np.ndarray) -> dict[str, Any]:
@@ -159,17 +185,66 @@ def tensor_spec(name: str, array: np.ndarray) -> dict[str, Any]:
     return TensorSpec.of_array(name, array).to_dict()
 
 
+def is_tensor_group(value: Any) -> bool:
+    """True for several tensors given together: a dict of them by name, or a tuple of them
+    (a list stays one array: ``[[1, 2], [3, 4]]`` is a batch)."""
+    return isinstance(value, (dict, tuple)) and bool(value)
+
+
+def tensor_group(value: Any, *, what: str = "example=") -> dict[str, Any] | tuple[Any, ...]:
+    """A dict (names checked: non-empty strings) or tuple of tensors, each turned into a
+    numpy array. Raises :class:`InputError` for anything else in it."""
+    from persistkit.arrays import to_numpy
+
+    def array(item: Any, label: str) -> np.ndarray:
+        converted = to_numpy(item)
+        if converted.dtype == object or converted.ndim == 0:
+            raise InputError(
+                f"{what} {label} must be a batch of numbers or strings, not {type(item).__name__}",
+                hint="give every tensor of the group as an array with a batch dimension",
+            )
+        return converted
+
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) and k and len(k) <= 256 for k in value):
+            raise InputError(
+                f"{what} is a dict whose keys are not all names",
+                hint="key each tensor by the model's name for it (a short non-empty string)",
+            )
+        return {k: array(v, repr(k)) for k, v in value.items()}
+    return tuple(array(v, f"item {i}") for i, v in enumerate(value))
+
+
+def _specs(value: Any, default_name: str, prefix: str) -> tuple[str, list[dict[str, Any]]]:
+    """(form, specs) of one array or a group of them."""
+    if isinstance(value, dict):
+        return "dict", [tensor_spec(name, np.asarray(v)) for name, v in value.items()]
+    if isinstance(value, tuple):
+        return "tuple", [tensor_spec(f"{prefix}-{i}", np.asarray(v)) for i, v in enumerate(value)]
+    return "single", [tensor_spec(default_name, value)]
+
+
 def signature_from_example(
-    inputs: np.ndarray,
-    outputs: np.ndarray | None,
+    inputs: Any,
+    outputs: Any,
     *,
     input_name: str = INPUT_NAME,
     output_name: str = OUTPUT_NAME,
 ) -> dict[str, Any]:
-    """The manifest's ``signature`` field for an example batch and its predictions."""
-    sig: dict[str, Any] = {"inputs": [tensor_spec(input_name, inputs)], "outputs": []}
+    """The manifest's ``signature`` field for an example batch and its predictions.
+
+    Either may be one array or a group (see :func:`is_tensor_group`): a dict gives one spec
+    per key, a tuple one per item named ``input-0``, ``input-1``, ... (``output-0``, ...),
+    and the form is recorded so a server calls the model the same way.
+    """
+    input_form, input_specs = _specs(inputs, input_name, "input")
+    sig: dict[str, Any] = {"inputs": input_specs, "outputs": []}
+    if input_form != "single":
+        sig["input_form"] = input_form
     if outputs is not None:
-        sig["outputs"] = [tensor_spec(output_name, outputs)]
+        output_form, sig["outputs"] = _specs(outputs, output_name, "output")
+        if output_form != "single":
+            sig["output_form"] = output_form
     return sig
 
 

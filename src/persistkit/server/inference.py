@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 import numpy as np
 
-from persistkit.errors import InputError
+from persistkit.errors import InputError, PersistkitError
 from persistkit.server.batching import Batcher
 from persistkit.server.metrics import observe_batch
-from persistkit.server.protocol import check_inputs, picture_files
+from persistkit.server.protocol import check_model_inputs, picture_files
 from persistkit.server.repository import LABEL_OUTPUT, SCORES_OUTPUT, ServedModel
 from persistkit.signature import TensorSpec
+
+#: what a model is called with: one array, or a dict / tuple of them (several inputs)
+ModelInput = np.ndarray | dict[str, np.ndarray] | tuple[np.ndarray, ...]
 
 
 @dataclass(frozen=True)
@@ -37,37 +40,62 @@ class InferenceAnswer:
     outputs: list[tuple[str, np.ndarray]]
 
 
-#: a model whose calls are expected to take less CPU time than this runs on the event loop:
-#: handing it to a worker thread and back costs more than the call (a small scikit-learn
-#: model answers in ~0.1-0.3 ms), and a model holding the GIL blocks the loop from a thread
-#: too; slower ones run in a worker thread, so a model that releases the GIL (torch, large
-#: numpy work) leaves the loop free
+#: a model whose calls take less than this (wall time, in a worker thread) may run on the
+#: event loop: handing a call to a thread and back costs more CPU than a small model's call
+#: (scikit-learn's logistic regression answers in ~0.1-0.3 ms), and a model that holds the
+#: GIL blocks the loop from a thread too. Slower models stay in worker threads
 INLINE_BELOW_S = 0.002
-_TIMED_CALLS = 3  # calls run in a thread, and timed, before a model may run on the loop
+_TIMED_CALLS = 3  # calls timed (in a thread, then on the loop) before a choice is made
 
 
 class _Timing:
-    """Running averages of one model's call time and rows per call, and the outputs it
-    answers (worked out once: ``ServedModel.answer_outputs`` builds them on each use)."""
+    """Where one model's calls run, from their measured wall times; and the outputs it
+    answers (worked out once: ``ServedModel.answer_outputs`` builds them on each use).
 
-    __slots__ = ("answer_specs", "available", "calls", "rows", "seconds")
+    Calls start in a worker thread. A model fast there is tried on the event loop; if it is
+    slower on the loop (a torch model whose intra-op threads fight the loop for the cores
+    can be 10x slower there), it goes back to threads for good.
+    """
+
+    __slots__ = (
+        "answer_specs",
+        "available",
+        "calls",
+        "loop_calls",
+        "loop_refused",
+        "loop_seconds",
+        "rows",
+        "seconds",
+    )  # fmt: skip
 
     def __init__(self, served: ServedModel) -> None:
         self.calls, self.seconds, self.rows = 0, 0.0, 1.0
+        self.loop_calls, self.loop_seconds, self.loop_refused = 0, 0.0, False
         self.answer_specs = {spec.name: spec for spec in served.answer_outputs}
-        self.available = (served.output_name, *self.answer_specs)
+        signature = served.signature
+        own = [s.name for s in signature.outputs] if signature.output_form != "single" else []
+        self.available = (*(own or [served.output_name]), *self.answer_specs)
 
-    def add(self, seconds: float, rows: int) -> None:
+    def add(self, seconds: float, rows: int, *, on_loop: bool) -> None:
+        if on_loop:
+            self.loop_seconds += (seconds - self.loop_seconds) / min(self.loop_calls + 1, 20)
+            self.loop_calls += 1
+            limit = max(INLINE_BELOW_S, 2 * self.seconds)
+            if self.loop_calls >= _TIMED_CALLS and self.loop_seconds > limit:
+                self.loop_refused = True
+            return
         weight = 1 / min(self.calls + 1, 20)
         self.seconds += (seconds - self.seconds) * weight
         self.rows += (max(rows, 1) - self.rows) * weight
         self.calls += 1
 
-    def fast(self, rows: int) -> bool:
-        """True when a call over ``rows`` rows is expected to finish below
-        :data:`INLINE_BELOW_S` (time per call scaled up, never down, by rows)."""
-        expected = self.seconds * max(1.0, rows / self.rows)
-        return self.calls >= _TIMED_CALLS and expected < INLINE_BELOW_S
+    def on_loop(self, rows: int) -> bool:
+        """True when a call over ``rows`` rows should run on the event loop: it is expected
+        to take under :data:`INLINE_BELOW_S` (time per call scaled up, never down, by rows)
+        and the loop has not proven slower for this model."""
+        if self.loop_refused or self.calls < _TIMED_CALLS:
+            return False
+        return self.seconds * max(1.0, rows / self.rows) < INLINE_BELOW_S
 
 
 class Inference:
@@ -113,12 +141,13 @@ class Inference:
                 hint="ask for those outputs, or for none",
             )
         pictures = picture_files(dict(inputs), served.signature)
+        batch: ModelInput
         if pictures is not None:
             batch = await _read_pictures(served, pictures)
         else:
-            batch = check_inputs(dict(inputs), served.signature)
+            batch = check_model_inputs(dict(inputs), served.signature)
         wanted = tuple(requested) or available
-        if self.batcher is not None:
+        if self.batcher is not None and isinstance(batch, np.ndarray):
             arrays = await self.batcher.submit(served, batch, wanted)
         else:
             arrays = await self._run(served, batch, wanted)
@@ -133,23 +162,22 @@ class Inference:
         return (await self._run(served, batch, (served.output_name,)))[served.output_name]
 
     async def _run(
-        self, served: ServedModel, batch: np.ndarray, wanted: tuple[str, ...]
+        self, served: ServedModel, batch: ModelInput, wanted: tuple[str, ...]
     ) -> dict[str, np.ndarray]:
         """One predict call (plus ``label``/``scores`` when wanted): on the event loop for a
         model known to be fast, else in a worker thread; timed either way."""
         timing = self._timing(served)
-        rows = len(batch) if batch.ndim else 1
+        rows = _rows(batch)
+
+        on_loop = timing.on_loop(rows)
 
         def timed() -> dict[str, np.ndarray]:
-            # the calling thread's CPU time: in a busy server, waiting for the GIL or a
-            # core would make every model look slow; the call's own work is what would
-            # hold up the loop
-            began = time.thread_time()
+            began = time.perf_counter()
             arrays = _compute(served, batch, wanted, timing.answer_specs)
-            timing.add(time.thread_time() - began, rows)
+            timing.add(time.perf_counter() - began, rows, on_loop=on_loop)
             return arrays
 
-        arrays = timed() if timing.fast(rows) else await anyio.to_thread.run_sync(timed)
+        arrays = timed() if on_loop else await anyio.to_thread.run_sync(timed)
         observe_batch(served.name, rows)
         return arrays
 
@@ -163,9 +191,18 @@ class Inference:
         return timing
 
 
+def _rows(batch: ModelInput) -> int:
+    first = batch if isinstance(batch, np.ndarray) else next(iter(_values(batch)))
+    return len(first) if first.ndim else 1
+
+
+def _values(batch: dict[str, np.ndarray] | tuple[np.ndarray, ...]) -> Iterable[np.ndarray]:
+    return batch.values() if isinstance(batch, dict) else batch
+
+
 def _compute(
     served: ServedModel,
-    batch: np.ndarray,
+    batch: ModelInput,
     wanted: tuple[str, ...],
     answer_specs: Mapping[str, TensorSpec],
 ) -> dict[str, np.ndarray]:
@@ -173,11 +210,45 @@ def _compute(
     from persistkit.api import predict
     from persistkit.arrays import to_numpy
 
-    prediction = to_numpy(predict(served.model, batch))
+    answer = predict(served.model, batch)
+    if served.signature.output_form != "single":
+        return _named_outputs(answer, served)
+    prediction = to_numpy(answer)
     arrays = {served.output_name: prediction}
-    if any(name != served.output_name for name in wanted):
+    if any(name != served.output_name for name in wanted) and isinstance(batch, np.ndarray):
         arrays.update(_answer_arrays(served, batch, prediction, answer_specs))
     return arrays
+
+
+def _named_outputs(answer: Any, served: ServedModel) -> dict[str, np.ndarray]:
+    """A model's dict or tuple of outputs by the names its signature gives them."""
+    from persistkit.arrays import to_numpy
+
+    specs = served.signature.outputs
+    if served.signature.output_form == "dict" and isinstance(answer, Mapping):
+        missing = [spec.name for spec in specs if spec.name not in answer]
+        if not missing:
+            return {spec.name: to_numpy(answer[spec.name]) for spec in specs}
+    elif isinstance(answer, (tuple, list)) and len(answer) == len(specs):
+        return {spec.name: to_numpy(item) for spec, item in zip(specs, answer)}
+    raise ModelAnswerError(
+        f"{served.name} answered {_shape_of(answer)}, not the "
+        f"{served.signature.output_form} of outputs {[s.name for s in specs]} it was saved with",
+        hint="the model's outputs changed since it was saved; save it again with example=",
+    )
+
+
+def _shape_of(answer: Any) -> str:
+    if isinstance(answer, Mapping):
+        return f"a dict of {sorted(map(str, answer))[:8]}"
+    if isinstance(answer, (tuple, list)):
+        return f"a {type(answer).__name__} of {len(answer)}"
+    return f"one {type(answer).__name__}"
+
+
+class ModelAnswerError(PersistkitError):
+    """A model's answer does not have the outputs its signature records (a 500: the
+    request was fine, the model is not)."""
 
 
 def _answer_arrays(

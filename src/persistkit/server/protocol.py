@@ -17,7 +17,14 @@ import numpy as np
 
 from persistkit.errors import InputError
 from persistkit.server import codec
-from persistkit.signature import DATATYPES, MAX_RANK, Signature, numpy_dtype, oip_datatype
+from persistkit.signature import (
+    DATATYPES,
+    MAX_RANK,
+    Signature,
+    TensorSpec,
+    numpy_dtype,
+    oip_datatype,
+)
 
 HEADER_LENGTH = "inference-header-content-length"
 # JSON scalar kinds each datatype accepts in "data" (numpy dtype kinds after np.array)
@@ -342,7 +349,11 @@ def check_inputs(inputs: dict[str, np.ndarray], signature: Signature) -> np.ndar
         )
     if spec.name not in inputs:
         raise InputError(f"the request lacks the input {spec.name!r}", hint="send it")
-    array = inputs[spec.name]
+    return _checked(inputs[spec.name], spec)
+
+
+def _checked(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """``array`` if its declared datatype and shape fit ``spec``; else InputError."""
     declared = oip_datatype(array.dtype)
     if declared != spec.datatype:
         raise InputError(
@@ -356,6 +367,43 @@ def check_inputs(inputs: dict[str, np.ndarray], signature: Signature) -> np.ndar
             hint="reshape the input to the model's shape",
         )
     return array
+
+
+def check_model_inputs(
+    inputs: dict[str, np.ndarray], signature: Signature
+) -> np.ndarray | dict[str, np.ndarray] | tuple[np.ndarray, ...]:
+    """The inputs as the model takes them: one array (see :func:`check_inputs`), or for a
+    model of several inputs every one of them, checked against its spec, as a dict by name
+    or a tuple in the signature's order (``signature.input_form``). All must have the same
+    batch size. Raises :class:`InputError` naming a missing, extra or misshapen input."""
+    if signature.input_form == "single":
+        return check_inputs(inputs, signature)
+    names = [spec.name for spec in signature.inputs]
+    listed = ", ".join(repr(name) for name in names)
+    extra = [name for name in inputs if name not in names]
+    if extra:
+        raise InputError(
+            f"the model has no input named {extra[0][:64]!r}; its inputs are {listed}",
+            hint="name each input as the model's metadata does",
+        )
+    missing = [name for name in names if name not in inputs]
+    if missing:
+        raise InputError(
+            f"the request lacks the input{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(name) for name in missing)}; the model takes {listed}",
+            hint="send every input the model's metadata lists",
+        )
+    checked = {spec.name: _checked(inputs[spec.name], spec) for spec in signature.inputs}
+    sizes = {name: len(array) for name, array in checked.items() if array.ndim}
+    if len(set(sizes.values())) > 1:
+        raise InputError(
+            "the inputs have different batch sizes (first dimension): "
+            + ", ".join(f"{name!r} {size}" for name, size in sizes.items()),
+            hint="send the same number of items in every input",
+        )
+    if signature.input_form == "dict":
+        return checked
+    return tuple(checked[name] for name in names)
 
 
 @dataclass(frozen=True)
