@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +143,8 @@ def start_persistkit(
     refs: list[str],
     store: str,
     logs: Path,
-    extra: list[str] = (),  # type: ignore[assignment]
+    extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> Server:
     port = free_port()
     log = logs / f"{label.replace(' ', '_')}.log"
@@ -152,7 +153,9 @@ def start_persistkit(
         "--store", store, "--port", str(port), "--log-level", "warning", *extra,
     ]  # fmt: skip
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     return Server(label, port, process, f"/v2/models/{refs[0]}/infer", log)
 
 
@@ -407,9 +410,12 @@ def batching(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     options = ["--max-batch-size", str(args.max_batch_size), "--max-batch-delay-ms",
                str(args.max_batch_delay_ms)]  # fmt: skip
     refs = ["cnn", "forest"]
+    # torch's intra-op threads spin against the client and the other server for 2 cores;
+    # one thread each is the usual serving set-up (--torch-threads changes it)
+    env = {"OMP_NUM_THREADS": str(args.torch_threads)}
     starters: list[Callable[[], Server]] = [
-        lambda: start_persistkit("batching off", refs, store, logs),
-        lambda: start_persistkit("batching on", refs, store, logs, options),
+        lambda: start_persistkit("batching off", refs, store, logs, env=env),
+        lambda: start_persistkit("batching on", refs, store, logs, options, env=env),
     ]
     bodies = {
         "cnn": infer_body(pictures[:1], "FP32", binary=True),
@@ -500,6 +506,7 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-batch-delay-ms", type=float, default=2.0)
     parser.add_argument("--batching-clients", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--torch-threads", type=int, default=1, help="OMP_NUM_THREADS (--batching)")
     parser.add_argument("--json", metavar="FILE", help="also write the numbers here")
     args = parser.parse_args()  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
