@@ -190,3 +190,8 @@ def text_lengths(texts: np.ndarray) -> np.ndarray:
 def always_zero(x: np.ndarray) -> np.ndarray:
     """A "model" that answers 0 for every row."""
     return np.zeros(len(x), dtype=np.int64)
+
+
+def explode(x: np.ndarray) -> np.ndarray:
+    """A "model" that fails on every call (a bug in the model, not in the request)."""
+    raise ValueError("the model's own bug")

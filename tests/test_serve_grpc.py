@@ -346,6 +346,22 @@ def test_tritons_other_calls_are_unimplemented(served: Served) -> None:
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
+def test_a_failing_model_is_internal_with_rests_message(tmp_path: Path) -> None:
+    from serve_helpers import explode
+
+    persistkit.save(explode, tmp_path / "explode", example=None, backend="pickle")
+    app = create_app(ModelRepository([str(tmp_path / "explode")]))
+    add_grpc(app, "127.0.0.1:0", max_message_bytes=1 << 20)
+    with running_server(app) as server:
+        client = triton_grpc.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}")
+        error = _grpc_error(lambda: client.infer("explode", [grpc_input(np.ones((2, 3)))]))
+        rest_client = triton_http.InferenceServerClient(server.host_port)
+        rest = _rest_error(lambda: rest_client.infer("explode", [http_input(np.ones((2, 3)))]))
+        client.close()
+    assert (error.status(), error.message()) == ("StatusCode.INTERNAL", rest)
+    assert "the model's own bug" in rest
+
+
 def test_an_error_maps_to_the_status_code_rest_s_status_corresponds_to() -> None:
     codes = {
         ModelNotServedError: grpc.StatusCode.NOT_FOUND,

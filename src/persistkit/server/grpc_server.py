@@ -58,7 +58,7 @@ REQUEST_ID_KEY = "x-request-id"
 
 
 def status_code(exc: PersistkitError) -> grpc.StatusCode:
-    """The gRPC status for an error REST answers with 404, 503, 413, 400 or 500."""
+    """The gRPC status for an error REST answers with 404, 503, 413, 409, 400 or 500."""
     from persistkit.server.app import ServerNotReadyError
 
     if isinstance(exc, RepositoryRequestError):
@@ -176,6 +176,7 @@ HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
     grpc.StatusCode.INTERNAL: 500,
     grpc.StatusCode.UNAVAILABLE: 503,
 }
@@ -242,10 +243,9 @@ async def serving_grpc(
     are accepted (larger: RESOURCE_EXHAUSTED). ``reuse_port`` lets several server processes
     (``--workers``) share the port; otherwise a port in use is a :class:`PersistkitError`.
     ``mutable_repository=False`` refuses runtime loads and unloads (several workers)."""
-    limit = ("grpc.max_receive_message_length", max_message_bytes)
     server = grpc.aio.server(
         options=[
-            limit,
+            ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
@@ -258,6 +258,7 @@ async def serving_grpc(
     except RuntimeError:  # grpc >= 1.5x raises; older versions returned 0
         port = 0
     if not port:
+        await server.stop(None)
         raise PersistkitError(
             f"cannot serve gRPC on {address}: the address is in use or not this machine's",
             hint="stop what is listening there, or pick another --grpc-port",
