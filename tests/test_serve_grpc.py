@@ -346,6 +346,24 @@ def test_tritons_other_calls_are_unimplemented(served: Served) -> None:
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
+def test_a_grpc_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    from persistkit.server.grpc_server import serving_grpc
+
+    async def serve_on(port: int) -> None:
+        repository = ModelRepository([str(tmp_path / "unused")])
+        async with serving_grpc(f"127.0.0.1:{port}", repository, Inference(), max_message_bytes=1):
+            pass
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(PersistkitError, match=f"cannot serve gRPC on 127.0.0.1:{port}"):
+            asyncio.run(serve_on(port))
+
+
 def test_a_failing_model_is_internal_with_rests_message(tmp_path: Path) -> None:
     from serve_helpers import explode
 
