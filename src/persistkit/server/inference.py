@@ -45,7 +45,7 @@ class InferenceAnswer:
 #: (scikit-learn's logistic regression answers in ~0.1-0.3 ms), and a model that holds the
 #: GIL blocks the loop from a thread too. Slower models stay in worker threads
 INLINE_BELOW_S = 0.002
-_TIMED_CALLS = 3  # calls timed (in a thread, then on the loop) before a choice is made
+_TIMED_CALLS = 4  # calls timed (in a thread, then on the loop) before a choice is made
 
 
 class _Timing:
@@ -84,10 +84,12 @@ class _Timing:
             if self.loop_calls >= _TIMED_CALLS and self.loop_seconds > limit:
                 self.loop_refused = True
             return
-        weight = 1 / min(self.calls + 1, 20)
+        self.calls += 1
+        if self.calls == 1:
+            return  # the first call warms up (imports, caches, allocations): not typical
+        weight = 1 / min(self.calls - 1, 20)
         self.seconds += (seconds - self.seconds) * weight
         self.rows += (max(rows, 1) - self.rows) * weight
-        self.calls += 1
 
     def on_loop(self, rows: int) -> bool:
         """True when a call over ``rows`` rows should run on the event loop: it is expected
