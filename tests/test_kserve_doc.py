@@ -217,6 +217,34 @@ def test_a_folder_laid_out_as_kserves_mnt_models_is_served(tmp_path: Path) -> No
     assert grpc_ready
 
 
+def test_the_ref_that_follows_the_store_runs_with_the_store_url_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    """Way 2 of the doc: the container's own args, the store named only by $PERSISTKIT_STORE
+    (a local folder standing in for s3://models)."""
+    (container,) = [
+        c
+        for doc in of_kind("InferenceService")
+        for c in doc["spec"]["predictor"].get("containers", [])
+    ]
+    data = digits()
+    store = persistkit.Store(tmp_path / "store")
+    store.save(train_digits_model(data), "digits", example=data.rows[:5])
+    store.alias("digits:1", "prod")
+    port = free_port()
+    args = [a.replace("--port=8080", f"--port={port}").replace("0.0.0.0", "127.0.0.1")
+            for a in container["args"][1:]]  # fmt: skip
+    env = {**os.environ, "PERSISTKIT_HOME": str(tmp_path / "pod-home")}
+    env.update({e["name"]: e["value"] for e in container["env"]})
+    env["PERSISTKIT_STORE"] = str(tmp_path / "store")
+    with serving_process([*args, "--log-level", "warning"], port, env):
+        ready = triton_http.InferenceServerClient(f"127.0.0.1:{port}").is_model_ready(
+            "digits", "prod"
+        )
+    assert ready
+    assert "PERSISTKIT_STORE" in {e["name"] for e in container["env"]}
+
+
 @pytest.mark.parametrize("kind", ["ServingRuntime", "InferenceService"])
 def test_kubernetes_objects_carry_api_version_and_name(kind: str) -> None:
     for doc in of_kind(kind):
