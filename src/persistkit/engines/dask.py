@@ -103,16 +103,20 @@ class DaskEngine:
         distributed = _distributed()
         queue = iter(tasks)
         running = distributed.as_completed()
+        pending: set[Any] = set()  # ours to cancel: as_completed's own set changes under us
 
         def submit_next() -> None:
             task = next(queue, None)
             if task is not None:
-                running.add(self._client.submit(function, *task, pure=False))
+                future = self._client.submit(function, *task, pure=False)
+                pending.add(future)
+                running.add(future)
 
         for _ in range(max(window, 1)):
             submit_next()
         try:
             for future in running:
+                pending.discard(future)
                 try:
                     result = future.result()
                 except distributed.KilledWorker as exc:
@@ -125,7 +129,7 @@ class DaskEngine:
                 submit_next()
                 yield result
         finally:
-            for future in running.futures:
+            for future in pending:
                 future.cancel()
 
     def describe(self) -> str:
