@@ -195,3 +195,8 @@ def always_zero(x: np.ndarray) -> np.ndarray:
 def explode(x: np.ndarray) -> np.ndarray:
     """A "model" that fails on every call (a bug in the model, not in the request)."""
     raise ValueError("the model's own bug")
+
+
+def sum_and_count(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A model of two named inputs and two named outputs (a dict in, a dict out)."""
+    return {"sum": batch["a"] + batch["b"], "count": np.full(len(batch["a"]), 2, np.int64)}

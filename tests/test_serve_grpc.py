@@ -250,6 +250,39 @@ def test_picture_files_sent_as_bytes_answer_as_persistkit_predict_does(tmp_path:
     assert np.allclose(result.as_numpy("scores")[0], [expected.scores[c] for c in COLOURS])
 
 
+@pytest.mark.parametrize("typed", [False, True])
+def test_several_inputs_and_outputs_travel_by_name(tmp_path: Path, typed: bool) -> None:
+    from serve_helpers import sum_and_count
+
+    a, b = np.ones((2, 2)), np.arange(4.0).reshape(2, 2)
+    persistkit.save(sum_and_count, tmp_path / "pair", example={"a": a, "b": b}, backend="pickle")
+    app = create_app(ModelRepository([str(tmp_path / "pair")]))
+    add_grpc(app, "127.0.0.1:0", max_message_bytes=1 << 20)
+    request = service_pb2.ModelInferRequest(model_name="pair")
+    for name, array in (("b", b), ("a", a)):  # any order: inputs go by name
+        tensor = request.inputs.add(name=name, datatype="FP64", shape=[2, 2])
+        if typed:
+            tensor.contents.fp64_contents.extend(array.ravel().tolist())
+        else:
+            request.raw_input_contents.append(array.tobytes())
+    with running_server(app) as server:
+        channel = grpc.insecure_channel(f"127.0.0.1:{app.state.grpc_port}")
+        response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+        channel.close()
+        over_grpc = triton_grpc.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}")
+        metadata = over_grpc.get_model_metadata("pair", as_json=True)
+        rest = triton_http.InferenceServerClient(server.host_port).get_model_metadata("pair")
+    names = [output.name for output in response.outputs]
+    if typed:
+        total = list(response.outputs[names.index("sum")].contents.fp64_contents)
+    else:
+        total = np.frombuffer(response.raw_output_contents[names.index("sum")]).tolist()
+    assert total == (a + b).ravel().tolist()
+    assert [t["name"] for t in metadata["inputs"]] == [t["name"] for t in rest["inputs"]]
+    assert [t["name"] for t in metadata["outputs"]] == [t["name"] for t in rest["outputs"]]
+    assert {"sum", "count"} <= set(names)
+
+
 # --- errors: the status code says what kind, the message is REST's ---------------------------
 
 
