@@ -314,6 +314,41 @@ def test_a_run_killed_mid_way_resumes_without_recomputing_finished_partitions(
     assert sorted(inputs) == sorted(f.shown for f in files) and len(set(inputs)) == FILES
 
 
+def test_without_an_address_a_local_cluster_is_started_and_closed(
+    store: str, digits: Digits, tmp_path: Path
+) -> None:
+    import psutil
+
+    _, X, _ = digits
+    npy_folder(tmp_path / "in", X, files=3)
+
+    def workers() -> set[int]:  # multiprocessing's resource tracker stays: it is not one
+        found = set()
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # it may end while we look
+                if "spawn_main" in " ".join(child.cmdline()):
+                    found.add(child.pid)
+        return found
+
+    before = workers()
+    result = CliRunner().invoke(
+        main,
+        ["predict", "digits", str(tmp_path / "in"), "--store", store, "--engine", "dask",
+         "--workers", "1", "--output", str(tmp_path / "out.parquet"), "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["rows"], report["workers"], report["model_loads"]) == (6, 1, 1)
+    assert "local cluster" in report["engine"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = workers() - before
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left  # its worker process is gone
+
+
 # --- without a cluster ---------------------------------------------------------------------
 
 
