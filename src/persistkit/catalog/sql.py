@@ -466,11 +466,12 @@ class SqlCatalog(Catalog):
         return found
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=16384)  # ~6.5 KB each with its text: ~100 MB at most
 def _parsed(text: str) -> Manifest:
     """A row's manifest, parsed once per process: a row's text never changes (added tags
-    live in their own table), and parsing is most of the time of a long listing. Callers
-    treat manifests as values (``dataclasses.replace``), never mutate them."""
+    live in their own table), and parsing is most of the time of a long listing. Keyed by
+    the whole text, so two stores never share an entry unless their rows are identical.
+    Callers treat manifests as values (``dataclasses.replace``), never mutate them."""
     return Manifest.from_json(text.encode())
 
 
