@@ -3,6 +3,7 @@
 Run as a script, this module saves one model into a store and prints the new version::
 
     python tests/store_helpers.py URL NAME [--chunks N] [--delay S] [--start-at T] [--saves K]
+        [--die-before-claim]
 
 and prints one line per save: ``<version> <text>``, the model being ``<text>`` * 100 in bytes.
 
@@ -85,7 +86,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--start-at", type=float, default=0.0)
     parser.add_argument("--saves", type=int, default=1)
+    parser.add_argument(
+        "--die-before-claim",
+        action="store_true",
+        help="database stores: exit at once after the payload is stored, before the row",
+    )
     args = parser.parse_args(argv)
+    if args.die_before_claim:
+        from persistkit.catalog.sql import SqlCatalog
+
+        SqlCatalog._claim = lambda *a, **k: os._exit(137)  # type: ignore[method-assign]
     use_slow_bytes(args.chunks, args.delay)
     store = persistkit.Store(args.url)
     time.sleep(max(0.0, args.start_at - time.time()))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -146,3 +148,23 @@ def test_gc_removes_a_dead_writers_staging_folder_in_a_folder_store(tmp_path: Pa
     assert [i["location"] for i in json.loads(result.output)["items"]] == [str(dead)]
     assert not dead.exists()
     assert store.load("m@prod") == b"b"
+
+
+def test_a_writer_dead_between_payload_and_row_leaves_only_an_orphan_for_gc(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/catalog.db"
+    store = _filled(url)
+    helper = Path(__file__).with_name("store_helpers.py")
+    env = {**os.environ, "PERSISTKIT_HOME": str(isolated_home)}
+    env["PYTHONPATH"] = os.pathsep.join([str(helper.parent), str(helper.parents[1] / "src")])
+    died = subprocess.run(
+        [sys.executable, str(helper), url, "m", "--die-before-claim"], env=env, timeout=120
+    )
+    assert died.returncode == 137
+    assert [v.version for v in store.versions("m")] == [1, 2, 4]  # nothing half-published
+    orphans = store.gc(grace=0, dry_run=True)
+    assert len(orphans) == 1 and (tmp_path / "catalog.blobs" / orphans[0].rel).is_dir()
+    store.gc(grace=0)
+    assert store.gc(grace=0, dry_run=True) == []
+    assert store.save(b"e", "m", backend="slowbytes").version == 5
