@@ -78,6 +78,12 @@ def test_migrate_store_refuses_a_destination_that_has_the_names(tmp_path: Path) 
     assert dest.list() == ["m"] and [v.version for v in dest.versions("m")] == [1]
 
 
+def test_migrate_store_from_a_store_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no store at"):
+        migrate_store(Store(tmp_path / "typo"), Store(f"sqlite:///{tmp_path}/dst.db"))
+    assert not (tmp_path / "dst.db").exists()
+
+
 def test_a_dry_run_reports_and_copies_nothing(tmp_path: Path) -> None:
     source = _filled(str(tmp_path / "src"))
     dest = Store(f"sqlite:///{tmp_path}/dst.db")

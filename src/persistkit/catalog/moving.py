@@ -57,6 +57,8 @@ def migrate_store(
     ``dest`` equals the source's. ``dest`` must hold none of the names (else numbers could
     not be kept: use ``persistkit cp`` to merge). ``progress(item, done, total)`` is called
     after each number. Raises :class:`StoreError` if the check finds a difference."""
+    if not source.exists():
+        raise source.missing()
     names = source.list()
     taken = [n for n in names if dest.has(n)]
     if taken:
