@@ -362,6 +362,22 @@ def test_parts_of_another_run_are_not_mixed_in(store: str, digits: Digits, tmp_p
     assert "remove" in str(caught.value.hint)
 
 
+def test_a_model_file_replaced_after_the_run_started_is_refused(
+    digits: Digits, tmp_path: Path
+) -> None:
+    import joblib
+
+    model, X, _ = digits
+    model_file = tmp_path / "model.joblib"
+    joblib.dump(model, model_file)
+    np.save(tmp_path / "x.npy", X[:2])
+    pin, _ = pin_model(str(model_file))
+    joblib.dump(model, model_file)  # replaced (same content, another file)
+    os.utime(model_file, ns=(time.time_ns(), time.time_ns() + 10**9))
+    with open_engine("local") as engine, pytest.raises(BatchError, match="changed"):
+        run_batch(BatchJob(pin), expand_inputs([tmp_path / "x.npy"]), tmp_path / "o.csv", engine)
+
+
 def test_resume_without_an_earlier_run_is_refused(store: str, tmp_path: Path) -> None:
     (tmp_path / "x.npy").write_bytes(b"")
     with pytest.raises(BatchError, match="no run to resume"):

@@ -260,6 +260,13 @@ def _worker_model(pin: ModelPin) -> tuple[_Loaded, bool]:
         return loaded, True
 
 
+def forget_models() -> None:
+    """Drop the models this process keeps loaded for batch runs (a worker keeps them for
+    the next run; a run on the local engine gives their memory back at its end)."""
+    with _models_lock:
+        _models.clear()
+
+
 def _load_pinned(pin: ModelPin) -> _Loaded:
     from persistkit.api import load_located, locate
 
@@ -270,7 +277,8 @@ def _load_pinned(pin: ModelPin) -> _Loaded:
         raise BatchError(
             f"{pin.uri} changed while the run was going on (its digest is no longer "
             f"{pin.digest[:19]})",
-            hint="rerun: it resumes with the finished partitions, if the model is the same",
+            hint="partitions finished with the old version are kept only for it: remove "
+            "the output's .parts folder and run again to use the new one",
         )
     trusted = pin.trusted if isinstance(pin.trusted, bool) else list(pin.trusted)
     return _Loaded(load_located(found, trusted=trusted), found)
@@ -785,5 +793,11 @@ def predict_many(
         source, store, trusted=trusted, app_dir=app_dir, remote=engine == "dask"
     )
     job = BatchJob(pin, method=method, raw=raw, image_size=image_size, fit=fit)
-    with open_engine(engine, address=address, workers=workers) as running:
-        return run_batch(job, files, output, running, partition_size=partition_size, resume=resume)
+    try:
+        with open_engine(engine, address=address, workers=workers) as running:
+            return run_batch(
+                job, files, output, running, partition_size=partition_size, resume=resume
+            )
+    finally:
+        if engine == "local":  # the model was loaded in this process: do not hold on to it
+            forget_models()
