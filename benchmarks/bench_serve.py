@@ -236,16 +236,20 @@ def running(starters: list[Callable[[], Server]]) -> Iterator[list[Server]]:
 
 
 def infer_body(
-    rows: np.ndarray, datatype: str, binary: bool = False
+    rows: np.ndarray, datatype: str, binary: bool = False, outputs: Sequence[str] = ()
 ) -> tuple[bytes, dict[str, str]]:
-    """An OIP infer request for ``rows`` (JSON tensors, or the binary extension)."""
+    """An OIP infer request for ``rows`` (JSON tensors, or the binary extension), asking
+    for ``outputs`` by name (all the model has when empty)."""
     tensor: dict[str, Any] = {"name": "input-0", "datatype": datatype, "shape": list(rows.shape)}
+    request: dict[str, Any] = {"inputs": [tensor]}
+    if outputs:
+        request["outputs"] = [{"name": name} for name in outputs]
     if not binary:
         tensor["data"] = rows.ravel().tolist()
-        return json.dumps({"inputs": [tensor]}).encode(), {}
+        return json.dumps(request).encode(), {}
     raw = np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder("<")).tobytes()
     tensor["parameters"] = {"binary_data_size": len(raw)}
-    header = json.dumps({"inputs": [tensor]}).encode()
+    header = json.dumps(request).encode()
     return header + raw, {"Inference-Header-Content-Length": str(len(header))}
 
 
@@ -381,8 +385,17 @@ def against_mlserver(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     with running(starters) as servers:
 
         def request_for(count: int) -> Callable[[Server], bytes]:
-            body, headers = infer_body(rows[:count], "FP64")
-            return lambda server: http_request(HOST, server.port, server.model_path, body, headers)
+            # the same work from both: the predicted class. MLServer's sklearn runtime answers
+            # only `predict` to a request naming no outputs; persistkit would add `label` and
+            # `scores` (a second model call), so it is asked for its own output by name
+            # unless --all-outputs
+            own = () if args.all_outputs else ("output-0",)
+            ours = infer_body(rows[:count], "FP64", outputs=own)
+            theirs = infer_body(rows[:count], "FP64")
+            return lambda server: http_request(
+                HOST, server.port, server.model_path,
+                *(ours if server.label == "persistkit" else theirs),
+            )  # fmt: skip
 
         shapes: list[tuple[str, bytes | Callable[[Server], bytes], int]] = [
             (f"{count} row{'s' if count > 1 else ''}, {clients} client{'s' if clients > 1 else ''}",
@@ -500,6 +513,12 @@ def main() -> None:
         help="the four load shapes against MLServer ('none': persistkit alone)",
     )
     parser.add_argument("--batching", action="store_true", help="batching on vs off")
+    parser.add_argument(
+        "--all-outputs",
+        action="store_true",
+        help="--against: persistkit answers every output (label, scores) instead of the "
+        "predicted class alone, as MLServer does",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0, help="per cell per round")
     parser.add_argument("--concurrency", type=int, default=8, help="clients (default mode)")

@@ -184,7 +184,9 @@ class Routes:
     def all(self) -> list[Route]:
         model = "/v2/models/{name}"
         versioned = "/v2/models/{name}/versions/{version}"
-        return [
+        return [  # infer first: routes are matched in order, and it is the busy one
+            Route(model + "/infer", self.infer, methods=["POST"]),
+            Route(versioned + "/infer", self.infer, methods=["POST"]),
             Route("/v2/health/live", self.live),
             Route("/v2/health/ready", self.ready),
             Route("/v2", self.server_metadata),
@@ -192,8 +194,6 @@ class Routes:
             Route(versioned, self.model_metadata),
             Route(model + "/ready", self.model_ready),
             Route(versioned + "/ready", self.model_ready),
-            Route(model + "/infer", self.infer, methods=["POST"]),
-            Route(versioned + "/infer", self.infer, methods=["POST"]),
             Route("/", self.page),
             Route("/ui/models", self.ui_models),
             Route("/ui/predict/{name}", self.ui_predict, methods=["POST"]),
