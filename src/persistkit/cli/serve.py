@@ -161,6 +161,7 @@ def serve(
     from persistkit.server.app import CONFIG_ENV, create_app
     from persistkit.server.inference import Inference
     from persistkit.server.repository import ModelRepository
+    from persistkit.server.workers import check_loads, served_label
 
     max_body = max_body_mb * 1024 * 1024
     code_folder = use_app_dir(app_dir)
@@ -176,12 +177,14 @@ def serve(
         check_port(host, grpc_port)
         grpc_address = address_of(host, grpc_port)
     repository = ModelRepository(list(refs), store=store_url, trusted=trusted(trust))
-    # Load (or, with several workers, at least try) in this process first, so a bad ref
-    # fails here as one clear line instead of a traceback per worker.
-    repository.load()
-    served = ", ".join(
-        f"{m.name}:{m.version_label}" if m.version_label else m.name for m in repository.models()
-    )
+    # Load first, so a bad ref fails here as one clear line instead of a traceback per
+    # worker; with several workers, in a throwaway process (see persistkit.server.workers).
+    if workers == 1:
+        repository.load()
+        labels = [served_label(m.name, m.version_label) for m in repository.models()]
+    else:
+        labels = check_loads(list(refs), store_url, trusted(trust), code_folder)
+    served = ", ".join(labels)
     shown_host = f"[{host}]" if ":" in host else host
     grpc_shown = f" and gRPC on {shown_host}:{grpc_port}" if grpc_address else ""
     click.echo(
