@@ -190,22 +190,13 @@ def test_each_worker_process_loads_the_model_once(
 ) -> None:
     _, X, _ = digits
     npy_folder(tmp_path / "in", X, files=12, rows=1)
-    first = predict_many(
-        "digits",
-        tmp_path / "in",
-        output=tmp_path / "a.parquet",
-        address=cluster,
-        store=store,
-        partition_size=1,
-    )
-    again = predict_many(
-        "digits",
-        tmp_path / "in",
-        output=tmp_path / "b.parquet",
-        address=cluster,
-        store=store,
-        partition_size=1,
-    )
+    first, again = (
+        predict_many(
+            "digits", tmp_path / "in", output=tmp_path / name, address=cluster, store=store,
+            partition_size=1,
+        )
+        for name in ("a.parquet", "b.parquet")
+    )  # fmt: skip
     assert first.computed == 12 and 1 <= first.workers <= 2
     assert first.model_loads == first.workers  # once per process, not once per partition
     assert again.model_loads == 0  # the workers kept it
