@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -85,8 +85,11 @@ from persistkit.records import Artifact, BackendInfo
 from persistkit.refs import looks_like_location, normalise_name, parse_ref
 from persistkit.safety import TrustPolicy, seal, seal_state
 from persistkit.signature import is_tensor_group, signature_from_example, tensor_group
-from persistkit.store import Store, fetch_url, manifest_at_url
 from persistkit.verified import FileIdentity
+
+if TYPE_CHECKING:
+    # imported where used: a load of a local path needs no store (its import is ~20 ms)
+    from persistkit.store import Store
 
 EXAMPLE_INPUTS = "example/inputs.npy"
 EXAMPLE_OUTPUTS = "example/outputs.npy"
@@ -251,6 +254,8 @@ def save(
     to_store = location is None or not looks_like_location(location)
     the_store: Store | None = None
     if to_store:
+        from persistkit.store import Store
+
         the_store = store if isinstance(store, Store) else Store(store)
         name = normalise_name(type(model).__name__) if location is None else location
         if location is not None and _model_file_suffix(location):
@@ -657,6 +662,8 @@ def locate(source: Any, store: Store | str | None = None) -> Located:
     kind, the_store = resolve_source(source, store)
     text = os.fspath(source)
     if kind == "url":
+        from persistkit.store import fetch_url
+
         directory, manifest = fetch_url(text)  # downloads into the local cache
         return Located(directory, manifest, text)
     if kind == "path":
@@ -695,6 +702,8 @@ def resolve_source(
         return "url", None
     if looks_like_location(text):
         return "path", None
+    from persistkit.store import Store
+
     the_store = store if isinstance(store, Store) else Store(store)
     path = Path(text)
     if os.path.lexists(path):
@@ -1128,6 +1137,8 @@ def inspect(source: Any, *, store: Store | str | None = None) -> Manifest:
         if kind == "ref" and the_store is not None:
             return the_store.manifest(source)
         if kind == "url":
+            from persistkit.store import manifest_at_url
+
             return manifest_at_url(source)  # no download: the payload stays remote
         return _locate_path(Path(os.path.expanduser(source.removeprefix("file://")))).manifest
     return locate(source, store).manifest
