@@ -185,10 +185,15 @@ def measure(
     mode: str, folder: Path, store: Path, width: int, workers: int, size: float
 ) -> dict[str, object]:
     with server(mode, folder, store, workers) as (pid, port):
-        time.sleep(2)  # every worker finished its lifespan
-        processes = tree(pid)
-        serving = [p for p in processes if p != pid and maps_weights(p)]
-        assert len(serving) == workers, f"{len(serving)} of {workers} workers loaded the model"
+        deadline = time.monotonic() + 300
+        while True:  # ready answers once one worker has loaded: wait for all of them
+            processes = tree(pid)
+            serving = [p for p in processes if p != pid and maps_weights(p)]
+            if len(serving) == workers:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(serving)} of {workers} workers loaded the model")
+            time.sleep(0.5)
         sent = touch_every_worker(port, width, serving, size)
         rows = {p: {**rollup(p), **{f"weights_{k}": v for k, v in weights(p).items()}}
                 for p in processes}  # fmt: skip
