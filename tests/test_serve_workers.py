@@ -102,10 +102,15 @@ def infer(url: str) -> int:
 
 
 def workers_of(served: Served) -> list[int]:
-    found = [p for p in children(served.supervisor)
-             if served.weights.name in Path(f"/proc/{p}/maps").read_text()]  # fmt: skip
-    assert len(found) == 2
-    return found
+    """The two workers, once both have loaded the model (ready answers after the first)."""
+    deadline = time.monotonic() + 60
+    while True:
+        found = [p for p in children(served.supervisor)
+                 if served.weights.name in Path(f"/proc/{p}/maps").read_text()]  # fmt: skip
+        if len(found) == 2:
+            return found
+        assert time.monotonic() < deadline, f"{len(found)} of 2 workers loaded the model"
+        time.sleep(0.2)
 
 
 def test_the_workers_share_one_copy_of_the_weights(served: Served) -> None:
