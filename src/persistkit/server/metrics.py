@@ -15,7 +15,8 @@ What is measured (names as scraped):
 * ``persistkit_batch_size{model}``: rows per ``predict`` call (see :func:`observe_batch`);
 * ``persistkit_model_load_seconds{model}`` and ``persistkit_model_load_failures_total{model}``;
 * ``persistkit_models_loaded{model}``: model versions loaded now (per worker);
-* ``persistkit_model_switches_total{model}``: versions swapped in by following an alias.
+* ``persistkit_model_switches_total{model}``: versions swapped in by following an alias;
+* the standard ``process_*`` and ``python_info`` metrics (not in multiprocess mode).
 
 With several workers (``--workers N``) the CLI points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
 folder before the workers start, so ``/metrics`` from any worker adds up every worker's counts
@@ -41,10 +42,19 @@ class Instruments:
     """The metric objects, created once per process in their own registry."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            PlatformCollector,
+            ProcessCollector,
+        )
 
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
+        ProcessCollector(registry=registry)  # process_resident_memory_bytes, cpu seconds, ...
+        PlatformCollector(registry=registry)
         self.requests = Counter(
             "persistkit_requests",
             "HTTP requests answered, by served model, endpoint and status code.",
