@@ -43,6 +43,15 @@ def _settle(site: Path) -> None:
         os.utime(path, ns=(past, past))
 
 
+def _forbid_scanning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, reading the distributions' entry points fails the test."""
+
+    def no_scan(**_: object) -> object:
+        raise AssertionError("the distributions were scanned again")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", no_scan)
+
+
 def _record_files() -> list[Path]:
     return list((persistkit.config.home() / "discovery").glob("*.json"))
 
@@ -61,11 +70,7 @@ def test_other_files_beside_the_distributions_keep_the_record(
     _settle(site)
     discovery.entry_points()
     (site / "model.safetensors").write_bytes(b"saved next to the script")
-
-    def no_scan(**_: object) -> object:
-        raise AssertionError("the distributions were scanned again")
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", no_scan)
+    _forbid_scanning(monkeypatch)
     assert discovery.entry_points() == [("a", "plug_a:plugin")]
 
 
@@ -90,11 +95,7 @@ def test_remembered_entry_points_are_read_without_scanning(
     _install(site, "plug-a", "1.0", {"a": "plug_a:plugin"})
     _settle(site)
     discovery.entry_points()
-
-    def no_scan(**_: object) -> object:
-        raise AssertionError("the distributions were scanned again")
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", no_scan)
+    _forbid_scanning(monkeypatch)
     assert discovery.entry_points() == [("a", "plug_a:plugin")]
 
 
