@@ -31,6 +31,8 @@ MAX_MANIFEST_DEPTH = 64
 MAX_FILE_SIZE = 2**63 - 1  # the largest size a file system reports
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# relative paths that are safe at a glance: segments that never start with a dot
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*")
 # a JSON string, escapes included: removed before brackets are counted
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
@@ -87,10 +89,30 @@ class Manifest:
     version: int | None = None
     seal: dict[str, str] | None = None
     format: str = FORMAT
-    #: the bytes a seal covers, as the manifest was written (set when it is parsed): a seal
-    #: is checked against what was sealed, not against this version's reading of it, so a
-    #: migration, or a field a newer writer added, never looks like tampering
-    sealed_source: bytes | None = field(default=None, repr=False, compare=False)
+    #: the JSON text this manifest was parsed from (None when built in memory); what a seal
+    #: covers is worked out from it only when a seal is checked (see :attr:`sealed_source`)
+    source_text: str | bytes | None = field(default=None, repr=False, compare=False)
+    _sealed: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def sealed_source(self) -> bytes | None:
+        """The bytes a seal covers, as the manifest was written (None when it was not
+        parsed): a seal is checked against what was sealed, not against this version's
+        reading of it, so a migration, or a field a newer writer added, never looks like
+        tampering. Computed on first use, so listing many manifests never pays for it."""
+        if self._sealed is None and self.source_text is not None:
+            try:
+                data = json.loads(self.source_text, object_pairs_hook=_no_duplicate_keys)
+                self._sealed = _canonical(data) if isinstance(data, dict) else None
+            except (TypeError, ValueError, ManifestError):
+                pass
+            self.source_text = None  # worked out once, either way
+        return self._sealed
+
+    @sealed_source.setter
+    def sealed_source(self, value: bytes | None) -> None:
+        """Set (or, with None, forget) the bytes a seal covers."""
+        self._sealed, self.source_text = value, None
 
     # -- views ------------------------------------------------------------------------------
     @property
@@ -182,7 +204,10 @@ class Manifest:
                 f"{MANIFEST_NAME} is not valid JSON: {exc}",
                 hint="the artifact is damaged; restore it or save the model again",
             ) from None
-        return cls.from_dict(data)
+        if not isinstance(data, dict):
+            raise ManifestError(f"{MANIFEST_NAME} must hold a JSON object")
+        # the sealed bytes are worked out from the text later, if a seal is ever checked
+        return cls._from_data(data, None, text)
 
     @classmethod
     def from_dict(cls, data: Any) -> Manifest:
@@ -192,6 +217,13 @@ class Manifest:
             sealed_source: bytes | None = _canonical(data)
         except (TypeError, ValueError):
             sealed_source = None
+        return cls._from_data(data, sealed_source, None)
+
+    @classmethod
+    def _from_data(
+        cls, data: dict[str, Any], sealed: bytes | None, text: str | bytes | None
+    ) -> Manifest:
+        """The manifest ``data`` (a JSON object, not yet migrated) describes, validated."""
         data = _migrate(data)
         backend = _get(data, "backend", dict)
         files_raw = _get(data, "files", list)
@@ -217,7 +249,8 @@ class Manifest:
             lineage=_get(data, "lineage", dict, {}),
             saved_by=_get(data, "saved_by", (str, type(None)), None),
             seal=_get(data, "seal", (dict, type(None)), None),
-            sealed_source=sealed_source,
+            source_text=text,
+            _sealed=sealed,
         )._validated()
 
     def _validated(self) -> Manifest:
@@ -263,6 +296,8 @@ def read_manifest(directory: Path) -> Manifest:
 
 def check_relative_path(path: str) -> str:
     """Refuse paths that could escape the artifact directory."""
+    if _PLAIN_PATH.fullmatch(path):
+        return path  # the usual names: no dot segment, nothing to normalise (no pathlib)
     if not path or "\\" in path or "\x00" in path:
         raise ManifestError(f"manifest file path {path!r} is not allowed")
     pure = PurePosixPath(path)
@@ -379,14 +414,17 @@ def _scalars(value: dict[str, Any], what: str) -> dict[str, Any]:
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
+    result = dict(pairs)
+    if len(result) == len(pairs):
+        return result  # the usual case, checked at C speed
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
             raise ManifestError(
                 f"{MANIFEST_NAME} repeats the key {key!r}",
                 hint="duplicate keys can hide tampering; this artifact is refused",
             )
-        result[key] = value
+        seen.add(key)
     return result
 
 
