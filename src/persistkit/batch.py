@@ -653,7 +653,8 @@ def output_format(output: Path) -> str:
 class BatchReport:
     """What a run did. ``computed`` partitions ran now, ``resumed`` were found finished;
     ``model_loads`` counts loads of the model by worker processes (one per process that
-    computed a partition), ``workers`` those processes."""
+    computed a partition), ``workers`` those processes. ``seconds``: the whole call (for
+    :func:`predict_many`, the start and close of a local cluster included)."""
 
     output: str
     model: str
@@ -784,8 +785,11 @@ def predict_many(
     version, inputs and options (``resume=True`` insists that there is such a run). Options
     as for :func:`persistkit.predict` and ``persistkit predict``. Returns a :class:`BatchReport`.
     """
+    from dataclasses import replace
+
     from persistkit.engines import open_engine
 
+    started = time.perf_counter()
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files = expand_inputs(paths)
     output_format(Path(output))
@@ -795,9 +799,11 @@ def predict_many(
     job = BatchJob(pin, method=method, raw=raw, image_size=image_size, fit=fit)
     try:
         with open_engine(engine, address=address, workers=workers) as running:
-            return run_batch(
+            report = run_batch(
                 job, files, output, running, partition_size=partition_size, resume=resume
             )
+        # what the caller waited for: resolving the model, starting and closing the cluster
+        return replace(report, seconds=time.perf_counter() - started)
     finally:
         if engine == "local":  # the model was loaded in this process: do not hold on to it
             forget_models()
