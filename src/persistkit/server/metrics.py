@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from functools import cache
+from typing import Any
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 INSTALL_LINE = 'pip install "persistkit[serve]"'
@@ -122,6 +123,7 @@ def available() -> bool:
 @cache
 def instruments() -> Instruments | None:
     """This process's metric objects, or None without ``prometheus_client``."""
+    _request_children.clear()  # they belonged to the instruments made before, if any
     return Instruments() if available() else None
 
 
@@ -130,11 +132,25 @@ def observe_request(model: str, endpoint: str, code: int, seconds: float) -> Non
     found = instruments()
     if found is None:
         return
-    status = str(code)
-    found.requests.labels(model, endpoint, status).inc()
-    if code >= 400:
-        found.errors.labels(model, endpoint, status).inc()
-    found.latency.labels(model, endpoint).observe(seconds)
+    key = (model, endpoint, code)
+    children = _request_children.get(key)
+    if children is None:  # prometheus_client's labels() costs a few microseconds: once
+        status = str(code)
+        children = (
+            found.requests.labels(model, endpoint, status),
+            found.errors.labels(model, endpoint, status) if code >= 400 else None,
+            found.latency.labels(model, endpoint),
+        )
+        _request_children[key] = children
+    requests, errors, latency = children
+    requests.inc()
+    if errors is not None:
+        errors.inc()
+    latency.observe(seconds)
+
+
+# (model, endpoint, code) -> that label set's children; model names are only served ones
+_request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
 
 def observe_batch(model: str, size: int) -> None:
