@@ -422,6 +422,30 @@ def test_cli_batch_options_need_an_output(store: str, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "needs --output" in result.output
 
 
+def test_cli_refuses_an_engine_it_does_not_have(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["predict", "digits", str(tmp_path), "--engine", "ray", "--output", "o.csv"]
+    )
+    assert result.exit_code == 2 and "'ray' is not one of 'local', 'dask'" in result.output
+
+
+def test_progress_counts_partitions_on_a_terminal() -> None:
+    import io
+
+    from persistkit.progress import CountProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    with CountProgress("predict", 4, unit="partitions", stream=screen) as bar:
+        for _ in range(4):
+            bar.update(1)
+    assert f"predict [{'#' * 24}] 4/4 partitions" in screen.getvalue()
+    assert screen.getvalue().endswith("/s\n")
+
+
 def test_folders_globs_and_lists_expand_to_each_file_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
