@@ -393,6 +393,19 @@ def test_an_unknown_engine_names_the_ones_there_are(store: str, tmp_path: Path) 
     assert "dask" in str(caught.value.hint)
 
 
+def test_a_memory_store_is_refused_for_worker_processes(digits: Digits, tmp_path: Path) -> None:
+    model, X, _ = digits
+    store = persistkit.Store("memory://batch-test")
+    store.save(model, "digits", example=X[:5])
+    np.save(tmp_path / "x.npy", X[:2])
+    with pytest.raises(BatchError, match="memory://"):
+        predict_many("digits", tmp_path / "x.npy", output=tmp_path / "o.csv", store=store)
+    report = predict_many(
+        "digits", tmp_path / "x.npy", output=tmp_path / "o.csv", store=store, engine="local"
+    )
+    assert report.rows == 2  # this process sees it
+
+
 def test_dask_engine_without_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if it were not installed
     with pytest.raises(EngineError, match="not installed") as caught:
