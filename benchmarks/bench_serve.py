@@ -14,7 +14,10 @@ from persistkit and from MLServer in its default mode (a worker pool) and with
 ``parallel_workers=0``, all three running at once, and measures 1-row and 64-row JSON requests
 with 1 and 8 clients in interleaved rounds (every server once per shape per round). It prints
 req/s, p50/p99 latency and the server's CPU per request (user + system time of the server
-process and its children, from /proc) and persistkit's ratios to each MLServer mode. MLServer
+process and its children, from /proc) and persistkit's ratios to each MLServer mode. Both are
+asked for the predicted class (persistkit names ``output-0``; MLServer's sklearn runtime
+answers only ``predict`` anyway); ``--all-outputs`` lets persistkit answer ``label`` and
+``scores`` too. persistkit runs with httptools when it is installed (the ``serve`` extra). MLServer
 lives in its own virtual environment, created on first use under benchmarks/.mlserver-venv
 (mlserver==1.7.1, mlserver-sklearn==1.7.1, uvloop==0.21.0: its worker pool fails on newer
 uvloop; scikit-learn pinned to this environment's version so both load the same model).
@@ -382,6 +385,14 @@ def against_mlserver(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             lambda: start_mlserver("mlserver default", model, tmp, logs, None),
             lambda: start_mlserver("mlserver parallel_workers=0", model, tmp, logs, 0),
         ]
+    import importlib.util
+
+    if importlib.util.find_spec("httptools") is None:
+        print(
+            "note: httptools is not installed here, so persistkit runs on uvicorn's pure-Python "
+            'h11 (pip install "persistkit[serve]" brings it)',
+            file=sys.stderr,
+        )
     with running(starters) as servers:
 
         def request_for(count: int) -> Callable[[Server], bytes]:
