@@ -196,3 +196,14 @@ def test_serve_pin_keeps_the_start_up_version(store: Store, tmp_path: Path) -> N
             time.sleep(1.5)
             answers[pinned] = infer(url)
     assert answers == {True: ("1", 1.0), False: ("2", 2.0)}
+
+
+def test_a_bare_name_follows_the_newest_version(store: Store) -> None:
+    repository = ModelRepository(["m"], store=str(store.folder), trusted=True)
+    with running_server(create_app(repository, follow_interval=INTERVAL)) as server:
+        assert infer(server.url)[0] == "5"
+        code = (
+            "import sys, numpy, persistkit; persistkit.Store(sys.argv[1]).save(numpy.negative, 'm')"
+        )
+        subprocess.run([sys.executable, "-c", code, str(store.folder)], env=store.env, check=True)
+        wait_for_version(server.url, "6", within=INTERVAL * 5 + 2)
