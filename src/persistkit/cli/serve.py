@@ -71,7 +71,8 @@ def check_port(host: str, port: int) -> None:
     default=1,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Server processes; each loads every model.",
+    help="Server processes; each loads every model (memory-mapped weights, such as "
+    "safetensors, are one copy shared by all). Runtime loads need 1.",
 )
 @click.option(
     "--max-body-mb",
