@@ -65,30 +65,15 @@ def batch_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def predict_batch(
-    ref: str,
-    inputs: tuple[str, ...],
-    store_url: str | None,
-    as_json: bool,
-    method: str | None,
-    image_size: str | None,
-    fit: str,
-    raw: bool,
-    trust: tuple[str, ...],
-    app_dir: str,
-    *,
-    output: str | None,
-    engine: str | None,
-    address: str | None,
-    workers: int | None,
-    partition_size: int | None,
-    resume: bool,
-) -> None:
-    """Run ``persistkit predict`` as a batch run and print its report."""
+def predict_batch(params: dict[str, Any]) -> None:
+    """Run ``persistkit predict`` as a batch run and print its report; ``params`` are the
+    command's parameters as click parsed them (its own and :func:`batch_options`')."""
     from persistkit.batch import DEFAULT_PARTITION_SIZE, predict_many
     from persistkit.cli.options import print_json, trusted, use_app_dir
     from persistkit.cli.predict import parse_image_size
 
+    output, engine = params["output"], params["engine"]
+    address, workers = params["address"], params["workers"]
     if output is None:
         raise click.UsageError("a batch run (--engine, --address, --resume, ...) needs --output")
     if (address or workers) and engine != "dask":
@@ -98,23 +83,23 @@ def predict_batch(
             "--workers sizes the local cluster; with --address, the cluster's own workers run"
         )
     report = predict_many(
-        ref,
-        inputs,
+        params["ref"],
+        params["inputs"],
         output=output,
         engine=engine or "local",
         address=address,
         workers=workers,
-        store=store_url,
-        trusted=trusted(trust),
-        method=method,
-        raw=raw,
-        image_size=parse_image_size(image_size),
-        fit=fit,
-        partition_size=partition_size or DEFAULT_PARTITION_SIZE,
-        resume=resume,
-        app_dir=use_app_dir(app_dir),
+        store=params["store_url"],
+        trusted=trusted(params["trust"]),
+        method=params["method"],
+        raw=params["raw"],
+        image_size=parse_image_size(params["image_size"]),
+        fit=params["fit"],
+        partition_size=params["partition_size"] or DEFAULT_PARTITION_SIZE,
+        resume=params["resume"],
+        app_dir=use_app_dir(params["app_dir"]),
     )
-    if as_json:
+    if params["as_json"]:
         print_json(report.to_dict())
     else:
         click.echo(str(report))

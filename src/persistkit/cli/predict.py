@@ -113,9 +113,7 @@ def predict(
       persistkit predict digits scans/ --engine dask --output answers.parquet
     """
     if any(batch.values()):
-        predict_batch(
-            ref, inputs, store_url, as_json, method, image_size, fit, raw, trust, app_dir, **batch
-        )
+        predict_batch(click.get_current_context().params)
         return
     from persistkit.answers import read_record, record_of, score_batch
     from persistkit.api import load_located, locate
