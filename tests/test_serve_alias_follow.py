@@ -207,3 +207,18 @@ def test_a_bare_name_follows_the_newest_version(store: Store) -> None:
         )
         subprocess.run([sys.executable, "-c", code, str(store.folder)], env=store.env, check=True)
         wait_for_version(server.url, "6", within=INTERVAL * 5 + 2)
+
+
+def test_a_store_that_stops_answering_is_logged_once_and_the_model_keeps_answering(
+    store: Store, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    away = store.folder.with_name("away")
+    with caplog.at_level(logging.INFO, logger="persistkit.server"):
+        store.folder.rename(away)
+        time.sleep(INTERVAL * 6)
+        assert infer(url) == ("1", 1.0)
+        away.rename(store.folder)
+        time.sleep(INTERVAL * 3)
+    lines = [r.getMessage() for r in caplog.records if r.name == "persistkit.server"]
+    assert len([line for line in lines if "the store could not be read" in line]) == 1
+    assert any("the store answers again" in line for line in lines)

@@ -144,6 +144,7 @@ class ModelRepository:
         self._name_locks: dict[str, threading.Lock] = {}  # one load or unload per name at once
         self._status: dict[str, tuple[State, str]] = {}  # names not READY, and why
         self._failed: set[tuple[str, int]] = set()  # versions that failed when following
+        self._unreadable: dict[str, str] = {}  # followed names the store did not answer for
         self._started = threading.Event()
 
     # -- state -------------------------------------------------------------------------------
@@ -356,8 +357,12 @@ class ModelRepository:
                 aliases = store.aliases(name)
                 newest = store.resolve(name)[1]
             except PersistkitError as exc:
-                logger.warning("following %s: the store could not be read: %s", name, exc)
+                if self._unreadable.get(name) != exc.message:  # once, not every interval
+                    logger.warning("following %s: the store could not be read: %s", name, exc)
+                    self._unreadable[name] = exc.message
                 continue
+            if self._unreadable.pop(name, None) is not None:
+                logger.info("following %s: the store answers again", name)
             for claim in [c for c in self._claims if c.name == name and c.follows]:
                 target = newest if claim.latest else aliases.get(claim.alias or "")
                 if target is not None and target != claim.version:
