@@ -89,25 +89,16 @@ def fill_files(store: Any, count: int) -> None:
 
 
 def fill_rows(store: Any, count: int) -> None:
-    """Versions 2..count inserted as a database catalog's rows."""
+    """Versions 2..count inserted as a database catalog's rows (as a save writes them)."""
     import sqlalchemy as sa
 
-    from persistkit.catalog import schema
+    from persistkit.catalog import Summary, schema
+    from persistkit.catalog.sql import row_values
     from persistkit.store import manifest_digest
 
     template = store.manifest(f"{NAME}:1")
     rows = [
-        {
-            "name": NAME,
-            "version": m.version,
-            "created_at": m.created_at,
-            "backend": m.backend,
-            "digest": manifest_digest(m),
-            "size": m.total_size,
-            "deleted": False,
-            "deleted_at": None,
-            "manifest": m.to_json(),
-        }
+        row_values(m, manifest_digest(m), Summary.of(m).to_json())
         for m in _manifests(template, count)
     ]
     with store.catalog.engine.begin() as conn:

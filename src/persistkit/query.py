@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from persistkit.errors import QueryError, VersionNotFoundError
 
 if TYPE_CHECKING:
+    from persistkit.catalog import Summary
     from persistkit.manifest import Manifest
     from persistkit.store import Store, VersionInfo
 
@@ -64,6 +65,12 @@ def _of_manifest(read: Callable[[Manifest], Any]) -> Callable[[VersionInfo], Any
     return lambda v: _MISSING if v.manifest is None else read(v.manifest)
 
 
+def _of_summary(read: Callable[[Summary], Any]) -> Callable[[VersionInfo], Any]:
+    """A reader of a field a listing holds without parsing the manifest (a damaged version
+    has none: missing)."""
+    return lambda v: _MISSING if v.summary is None else read(v.summary)
+
+
 # field -> (kind, reader of the version's value)
 _TEXT, _NUMBER, _TIME, _LIST, _ANY = "text", "number", "time", "list", "any"
 _PLAIN: dict[str, tuple[str, Callable[[VersionInfo], Any]]] = {
@@ -71,21 +78,21 @@ _PLAIN: dict[str, tuple[str, Callable[[VersionInfo], Any]]] = {
     "version": (_NUMBER, lambda v: v.version),
     "aliases": (_LIST, lambda v: v.aliases),
     "digest": (_TEXT, lambda v: v.digest),
-    "backend": (_TEXT, _of_manifest(lambda m: m.backend)),
-    "class": (_TEXT, _of_manifest(lambda m: m.model_class)),
-    "family": (_TEXT, _of_manifest(lambda m: m.family)),
-    "saved_by": (_TEXT, _of_manifest(lambda m: m.saved_by)),
-    "created_at": (_TIME, _of_manifest(lambda m: m.created_at)),
-    "size": (_NUMBER, _of_manifest(lambda m: m.total_size)),
+    "backend": (_TEXT, _of_summary(lambda s: s.backend)),
+    "class": (_TEXT, _of_summary(lambda s: s.model_class)),
+    "family": (_TEXT, _of_summary(lambda s: s.family)),
+    "saved_by": (_TEXT, _of_summary(lambda s: s.saved_by)),
+    "created_at": (_TIME, _of_summary(lambda s: s.created_at)),
+    "size": (_NUMBER, _of_summary(lambda s: s.size)),
 }
 _SYNONYMS = {"created": "created_at", "alias": "aliases"}
-# prefix -> (kind, the manifest's mapping)
-_KEYED: dict[str, tuple[str, Callable[[Manifest], dict[str, Any]]]] = {
-    "tags": (_TEXT, lambda m: m.tags),
-    "metrics": (_NUMBER, lambda m: m.metrics),
-    "params": (_ANY, lambda m: m.params),
-    "lineage": (_ANY, lambda m: m.lineage),
-    "metadata": (_ANY, lambda m: m.metadata),
+# prefix -> (kind, the version's mapping; only metadata needs the whole manifest parsed)
+_KEYED: dict[str, tuple[str, Callable[[VersionInfo], Any]]] = {
+    "tags": (_TEXT, _of_summary(lambda s: s.tags)),
+    "metrics": (_NUMBER, _of_summary(lambda s: s.metrics)),
+    "params": (_ANY, _of_summary(lambda s: s.params)),
+    "lineage": (_ANY, _of_summary(lambda s: s.lineage)),
+    "metadata": (_ANY, _of_manifest(lambda m: m.metadata)),
 }
 FIELDS_HELP = (
     "fields: name, version, backend, class, family, saved_by, digest, size, created_at, "
@@ -133,7 +140,7 @@ def parse_field(text: str, *, clause: str | None = None) -> Field:
     prefix, dot, path = name.partition(".")
     if dot and path and prefix in _KEYED:
         kind, mapping = _KEYED[prefix]
-        return Field(name, kind, _of_manifest(lambda m: _dig(mapping(m), path)))
+        return Field(name, kind, lambda v: _dig_in(mapping(v), path))
     guess = _guess(prefix if dot else name)
     raise QueryError(
         f"{where}unknown field {text!r}" + (f"; did you mean {guess!r}?" if guess else ""),
@@ -283,7 +290,7 @@ def best_version(store: Store, name: str, metric: str, *, lowest: bool = False) 
     if found:
         return found[0].version
     recorded = sorted(
-        {k for v in store.versions(name) if v.manifest is not None for k in v.manifest.metrics}
+        {k for v in store.versions(name) if v.summary is not None for k in v.summary.metrics}
     )
     from persistkit.refs import did_you_mean
 
@@ -299,14 +306,15 @@ def best_version(store: Store, name: str, metric: str, *, lowest: bool = False) 
 
 def record(info: VersionInfo) -> dict[str, Any]:
     """The ``ls --json`` record of a version: :meth:`VersionInfo.to_dict` plus what its
-    training recorded (``metrics``, ``params``, ``lineage``, ``saved_by``)."""
-    m = info.manifest
+    training recorded (``metrics``, ``params``, ``lineage``, ``saved_by``); from the
+    version's summary, so listing parses no manifest."""
+    s = info.summary
     return {
         **info.to_dict(),
-        "metrics": m.metrics if m else {},
-        "params": m.params if m else {},
-        "lineage": m.lineage if m else {},
-        "saved_by": m.saved_by if m else None,
+        "metrics": s.metrics if s else {},
+        "params": s.params if s else {},
+        "lineage": s.lineage if s else {},
+        "saved_by": s.saved_by if s else None,
     }
 
 
@@ -315,6 +323,11 @@ def record(info: VersionInfo) -> dict[str, Any]:
 
 def _texts(values: Clauses) -> list[str]:
     return [values] if isinstance(values, str) else list(values)
+
+
+def _dig_in(mapping: Any, path: str) -> Any:
+    """:func:`_dig`, or missing when the version has no such mapping (damaged)."""
+    return _MISSING if mapping is _MISSING else _dig(mapping, path)
 
 
 def _dig(mapping: dict[str, Any], path: str) -> Any:

@@ -25,14 +25,14 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from persistkit import config
 from persistkit.catalog import Catalog, Orphan, open_catalog
-from persistkit.catalog.base import Damaged, manifest_digest
+from persistkit.catalog.base import Damaged, Listed, Summary, manifest_digest
 from persistkit.catalog.files import FileCatalog, Listing, merge_tags_over
 from persistkit.catalog.space import FileSpace
 from persistkit.errors import (
@@ -62,44 +62,99 @@ STALE_SECONDS = 3600
 _MAX_TAG_VALUE = 1024
 
 
-@dataclass(frozen=True)
 class VersionInfo:
     """One published version: its manifest (tags merged in), digest and the aliases on it.
 
     ``location`` is the version's folder (local path or URL), or its row in a database
     catalog. A version whose manifest cannot be read or parsed is still listed: ``damaged``
-    holds the reason, ``manifest`` and ``digest`` are ``None``, and ``location`` is that
-    damaged file. Loading it raises :class:`ManifestError`; :meth:`Store.delete` removes it.
+    holds the reason, ``manifest``, ``summary`` and ``digest`` are ``None``, and ``location``
+    is that damaged file. Loading it raises :class:`ManifestError`; :meth:`Store.delete`
+    removes it.
+
+    ``summary`` holds what a listing shows (backend, created_at, size, class, tags, metrics,
+    params, lineage, saved_by). A database catalog lists versions from their summaries and
+    parses a ``manifest`` only when a caller first reads it (``manifest`` may be given as a
+    function returning it); read ``summary`` when it is enough.
     """
 
-    name: str
-    version: int
-    manifest: Manifest | None
-    digest: str | None
-    aliases: builtins.list[str] = field(default_factory=list)
-    damaged: str | None = None
-    location: str = ""
+    __slots__ = ("_manifest", "_summary", "aliases", "damaged", "digest", "location")
+    __slots__ += ("name", "version")
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        manifest: Manifest | Callable[[], Manifest] | None,
+        digest: str | None,
+        aliases: builtins.list[str] | None = None,
+        damaged: str | None = None,
+        location: str = "",
+        *,
+        summary: Summary | None = None,
+    ) -> None:
+        self.name, self.version, self.digest = name, version, digest
+        self.aliases: builtins.list[str] = [] if aliases is None else aliases
+        self.damaged, self.location = damaged, location
+        self._manifest = manifest
+        if summary is None and isinstance(manifest, Manifest):
+            summary = Summary.of(manifest)
+        self._summary = summary
+
+    @property
+    def manifest(self) -> Manifest | None:
+        """The whole manifest, tags merged (parsed now if it was listed from a summary)."""
+        if self._manifest is None or isinstance(self._manifest, Manifest):
+            return self._manifest
+        self._manifest = self._manifest()
+        return self._manifest
+
+    @property
+    def summary(self) -> Summary | None:
+        """What a listing shows of this version, without parsing its whole manifest."""
+        return self._summary
 
     @property
     def tags(self) -> dict[str, str]:
-        return self.manifest.tags if self.manifest is not None else {}
+        return self._summary.tags if self._summary is not None else {}
 
     def to_dict(self) -> dict[str, Any]:
         """The ``ls --json`` record of this version (``damaged``: null, or the reason)."""
-        m = self.manifest
+        s = self._summary
         return {
             "name": self.name,
             "version": self.version,
-            "backend": m.backend if m else None,
-            "created_at": m.created_at if m else None,
+            "backend": s.backend if s else None,
+            "created_at": s.created_at if s else None,
             "aliases": self.aliases,
             "tags": self.tags,
             "digest": self.digest,
-            "size_bytes": m.total_size if m else None,
-            "class": m.model_class if m else None,
+            "size_bytes": s.size if s else None,
+            "class": s.model_class if s else None,
             "damaged": self.damaged,
             "location": self.location,
         }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, VersionInfo):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def _key(self) -> tuple[Any, ...]:
+        return (
+            self.name,
+            self.version,
+            self.digest,
+            self.aliases,
+            self.damaged,
+            self.location,
+            self.manifest,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: aliases is a list
+
+    def __repr__(self) -> str:
+        state = f"damaged={self.damaged!r}" if self.damaged else f"digest={self.digest!r}"
+        return f"VersionInfo({self.name!r}, {self.version}, {state}, aliases={self.aliases!r})"
 
 
 @dataclass(frozen=True)
@@ -271,9 +326,15 @@ class Store:
                 aliases = sorted(by_version.get(v, []))
                 if isinstance(m, Damaged):
                     infos.append(VersionInfo(name, v, None, None, aliases, m.reason, m.location))
+                    continue
+                where = self._catalog.location(name, v)
+                if isinstance(m, Listed):  # the manifest is parsed only if asked for
+                    info = VersionInfo(
+                        name, v, m.manifest, digest, aliases, None, where, summary=m.summary
+                    )
                 else:
-                    where = self._catalog.location(name, v)
-                    infos.append(VersionInfo(name, v, m, digest, aliases, None, where))
+                    info = VersionInfo(name, v, m, digest, aliases, None, where)
+                infos.append(info)
             return infos
 
     def find(

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from persistkit.catalog.base import Catalog, Damaged, Orphan, manifest_digest
+from persistkit.catalog.base import Catalog, Damaged, Listed, Orphan, Summary, manifest_digest
 from persistkit.catalog.space import FileSpace
 
 __all__ = ["Catalog", "Damaged", "FileSpace", "Orphan", "is_database_url", "manifest_digest"]
-__all__ += ["open_catalog"]
+__all__ += ["Listed", "Summary", "open_catalog"]
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 

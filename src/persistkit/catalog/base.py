@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from persistkit.catalog.space import FileSpace
 from persistkit.errors import ManifestError
@@ -40,6 +43,91 @@ class Damaged(Exception):
             f"{ref} is damaged: {self.reason} (at {self.location})",
             hint=f"restore that file from a backup, or remove the version: persistkit rm {ref}",
         )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a listing shows of a version (``ls``, ``ls --json``, ``--where`` on these fields),
+    read from its manifest (tags merged in) but without the rest of it: a database catalog
+    keeps it in a column, so a listing never parses a whole manifest."""
+
+    backend: str
+    created_at: str
+    size: int
+    model_class: str | None = None
+    family: str | None = None
+    saved_by: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> Summary:
+        """The summary of a parsed manifest."""
+        return cls(
+            manifest.backend,
+            manifest.created_at,
+            manifest.total_size,
+            manifest.model_class,
+            manifest.family,
+            manifest.saved_by,
+            manifest.tags,
+            manifest.metrics,
+            manifest.params,
+            manifest.lineage,
+        )
+
+    def to_json(self) -> str:
+        """Compact JSON, as a database catalog's ``summary`` column holds it."""
+        return json.dumps(
+            [
+                self.backend,
+                self.created_at,
+                self.size,
+                self.model_class,
+                self.family,
+                self.saved_by,
+                self.tags,
+                self.metrics,
+                self.params,
+                self.lineage,
+            ],
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Summary:
+        """The summary :meth:`to_json` wrote; ``ValueError`` when it is not one."""
+        fields = json.loads(text)
+        if not isinstance(fields, list) or len(fields) != 10:
+            raise ValueError("not a version summary")
+        backend, created_at, size, model_class, family, saved_by, *maps = fields
+        valid = (
+            isinstance(backend, str)
+            and isinstance(created_at, str)
+            and type(size) is int
+            and all(t is None or isinstance(t, str) for t in (model_class, family, saved_by))
+            and all(isinstance(m, dict) for m in maps)
+        )
+        if not valid:
+            raise ValueError("not a version summary")
+        return cls(backend, created_at, size, model_class, family, saved_by, *maps)
+
+    def with_tags(self, added: dict[str, str]) -> Summary:
+        """This summary with the tags added after the save merged over its own."""
+        if not added:
+            return self
+        return replace(self, tags={**self.tags, **added})
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A version a catalog lists from its summary; ``manifest()`` parses the whole manifest
+    (tags merged in) when a caller asks for more than the summary holds."""
+
+    summary: Summary
+    manifest: Callable[[], Manifest]
 
 
 @dataclass(frozen=True)
@@ -89,9 +177,12 @@ class Catalog(ABC):
         or why it cannot be read. A version that is not published raises
         :class:`~persistkit.errors.VersionNotFoundError`."""
 
-    def listing(self, name: str) -> builtins.list[tuple[int, Manifest | Damaged, str | None]]:
-        """Every published version of ``name``, ascending, with its manifest (tags merged)
-        and digest (None for a damaged one): what ``ls NAME`` shows."""
+    def listing(
+        self, name: str
+    ) -> builtins.list[tuple[int, Manifest | Listed | Damaged, str | None]]:
+        """Every published version of ``name``, ascending, with its manifest (tags merged;
+        or a :class:`Listed` summary that parses it on demand) and digest (None for a
+        damaged one): what ``ls NAME`` shows."""
         numbers = self.numbers(name)
         return [
             (v, m, None if isinstance(m, Damaged) else manifest_digest(m))

@@ -35,10 +35,41 @@ def _query_indexes(conn: Any) -> None:
         conn.exec_driver_sql(statement)
 
 
+def _summaries(conn: Any) -> None:
+    """Add ``summary`` and ``checked`` to the versions table (tables made by step 1 of a
+    later release have them already) and fill them for every readable row; a row whose
+    manifest does not parse keeps none and is listed by parsing it, as damaged."""
+    from persistkit.catalog.sql import listing_columns
+    from persistkit.errors import ManifestError
+    from persistkit.manifest import Manifest
+
+    table = schema.versions
+    present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    for column in schema.SUMMARY_COLUMNS:
+        if column not in present:
+            kind = table.c[column].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column} {kind}")
+    v = table.c
+    rows = conn.execute(
+        select(v.name, v.version, v.manifest).where(~v.deleted, v.summary.is_(None))
+    ).all()
+    for name, version, text in rows:
+        try:
+            manifest = Manifest.from_json((text or "").encode())
+        except ManifestError:
+            continue
+        conn.execute(
+            update(table)
+            .where(v.name == name, v.version == version)
+            .values(listing_columns(text, manifest))
+        )
+
+
 #: (schema version, what it adds, the step from the version before)
 STEPS: list[tuple[int, str, Step]] = [
     (1, "tables: versions, aliases, tags", _create_tables),
     (2, "indexes: tags by key and value, versions by digest and time", _query_indexes),
+    (3, "versions: summary and checked, so a listing parses no manifest", _summaries),
 ]
 SCHEMA_VERSION = STEPS[-1][0]
 _LOCK_KEY = 0x70657273  # PostgreSQL advisory lock taken while upgrading

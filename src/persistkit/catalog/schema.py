@@ -1,12 +1,17 @@
 """The tables of a database catalog (SQLAlchemy Core), as the newest migration leaves them.
 
-Indexes are made by :mod:`persistkit.catalog.migrations` (never declared here), so the first
-migration step can create these tables exactly as release 1 of the schema had them.
+Indexes are made by :mod:`persistkit.catalog.migrations` (never declared here). The first
+migration step creates these tables as declared here; a later step adding a column adds it only
+where it is missing, so a new store and an upgraded one end the same.
 
 ``persistkit_versions`` holds one row per claimed number: the manifest as written (its bytes
-verify the seal) and the columns queries filter on; a deleted version keeps its row with
-``deleted`` set (a tombstone: numbers are never reused). ``persistkit_tags`` holds every tag
-of a version, ``added`` telling a tag set after the save from one in the manifest.
+verify the seal), the columns queries filter on, and (since schema 3) ``summary``: what a
+listing shows (:class:`~persistkit.catalog.base.Summary`, compact JSON), with ``checked``: the
+sha256 of the manifest and summary as the writer validated them, so a reader lists a version
+from its summary without parsing the manifest, and a row edited since falls back to a full
+parse. A deleted version keeps its row with ``deleted`` set (a tombstone: numbers are never
+reused). ``persistkit_tags`` holds every tag of a version, ``added`` telling a tag set after
+the save from one in the manifest.
 """
 
 from __future__ import annotations
@@ -36,7 +41,12 @@ versions = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     Column("deleted_at", STAMP),
     Column("manifest", Text),
+    Column("summary", Text),  # schema 3
+    Column("checked", String(64)),  # schema 3
 )
+
+#: the columns schema 3 added to ``persistkit_versions`` (release 1 made it without them)
+SUMMARY_COLUMNS = ("summary", "checked")
 
 aliases = Table(
     "persistkit_aliases",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
+import hashlib
 import os
 import shutil
 import threading
@@ -32,7 +33,7 @@ from typing import Any
 from persistkit import cache
 from persistkit.artifact import fsync_directory, fsync_tree, write_manifest
 from persistkit.catalog import migrations
-from persistkit.catalog.base import Catalog, Damaged, Orphan, manifest_digest
+from persistkit.catalog.base import Catalog, Damaged, Listed, Orphan, Summary, manifest_digest
 from persistkit.catalog.files import merge_tags_over
 from persistkit.catalog.space import FileSpace
 from persistkit.errors import ManifestError, StoreError, VersionNotFoundError
@@ -213,26 +214,46 @@ class SqlCatalog(Catalog):
             found.append(parsed)
         return found
 
-    def listing(self, name: str) -> builtins.list[tuple[int, Manifest | Damaged, str | None]]:
-        """One query for the rows, one for the added tags; digests from their column."""
+    def listing(
+        self, name: str
+    ) -> builtins.list[tuple[int, Manifest | Listed | Damaged, str | None]]:
+        """One query for the rows, one for the added tags; digests from their column.
+
+        A row whose ``checked`` column matches its manifest and summary is listed from the
+        summary (its manifest parsed only if a caller asks for it); any other row (written
+        before schema 3, or edited since) is parsed, and listed as damaged if it must be."""
         v, g = t.versions.c, t.tags.c
         with self._connect() as conn:
             if conn is None:
                 return []
-            q = sa.select(v.version, v.manifest, v.digest).where(v.name == name, ~v.deleted)
+            columns = (v.version, v.manifest, v.digest, v.summary, v.checked)
+            q = sa.select(*columns).where(v.name == name, ~v.deleted)
             rows = conn.execute(q.order_by(v.version)).all()
             added: dict[int, dict[str, str]] = {}
             g_q = sa.select(g.version, g.key, g.value).where(g.name == name, g.added)
             for n, key, value in conn.execute(g_q):
                 added.setdefault(n, {})[key] = value
-        found: builtins.list[tuple[int, Manifest | Damaged, str | None]] = []
-        for n, text, digest in rows:
+        found: builtins.list[tuple[int, Manifest | Listed | Damaged, str | None]] = []
+        for n, text, digest, summary, checked in rows:
+            tags = added.get(n, {})
+            listed = _listed(text, summary, checked, tags)
+            if listed is not None:
+                parse = functools.partial(self._merged, name, n, text, tags)
+                found.append((n, Listed(listed, parse), digest))
+                continue
             parsed = self._parse(name, n, text)
             if isinstance(parsed, Damaged):
                 found.append((n, parsed, None))
             else:
-                found.append((n, merge_tags_over(parsed, added.get(n, {})), digest))
+                found.append((n, merge_tags_over(parsed, tags), digest))
         return found
+
+    def _merged(self, name: str, version: int, text: str, added: dict[str, str]) -> Manifest:
+        """A listed row's whole manifest, tags merged (it was checked: it parses)."""
+        parsed = self._parse(name, version, text)
+        if isinstance(parsed, Damaged):  # only if a newer persistkit refuses what it accepted
+            raise parsed.error()
+        return merge_tags_over(parsed, added)
 
     def digests(self, name: str, numbers: builtins.list[int]) -> dict[int, str]:
         """From the digest column: no manifest is parsed."""
@@ -321,12 +342,14 @@ class SqlCatalog(Catalog):
         durable: bool = False,
         version: int | None = None,
     ) -> Artifact:
-        digest = manifest_digest(Manifest.from_json(manifest.to_json()))
+        written = Manifest.from_json(manifest.to_json())  # as readers will parse it
+        digest = manifest_digest(written)
+        summary = Summary.of(written).to_json()  # name and version are not in it
         hexdigest = digest[7:]
         stored = self._store_payload(staging, name, manifest, hexdigest, durable)
         for _ in range(MAX_CLAIMS):
             try:
-                claimed = self._claim(name, manifest, digest, version)
+                claimed = self._claim(name, manifest, digest, summary, version)
                 break
             except exc.IntegrityError:
                 if version is not None:
@@ -369,7 +392,9 @@ class SqlCatalog(Catalog):
             fsync_directory(final.parent)
         return final
 
-    def _claim(self, name: str, manifest: Manifest, digest: str, exact: int | None) -> Manifest:
+    def _claim(
+        self, name: str, manifest: Manifest, digest: str, summary: str, exact: int | None
+    ) -> Manifest:
         """Insert the version's row (its number: ``exact``, else the next); the commit that
         ends this transaction is the publication."""
         v = t.versions.c
@@ -381,18 +406,7 @@ class SqlCatalog(Catalog):
             else:
                 number = exact
             claimed = replace(manifest, name=name, version=number)
-            conn.execute(
-                sa.insert(t.versions).values(
-                    name=name,
-                    version=number,
-                    created_at=claimed.created_at,
-                    backend=claimed.backend,
-                    digest=digest,
-                    size=claimed.total_size,
-                    deleted=False,
-                    manifest=claimed.to_json(),
-                )
-            )
+            conn.execute(sa.insert(t.versions).values(row_values(claimed, digest, summary)))
             if claimed.tags:
                 conn.execute(
                     sa.insert(t.tags),
@@ -464,6 +478,51 @@ class SqlCatalog(Catalog):
             if age >= older_than:
                 found.append(Orphan(self.space.location(entry), entry, age))
         return found
+
+
+def row_values(manifest: Manifest, digest: str, summary: str) -> dict[str, Any]:
+    """The versions-table row of a claimed ``manifest`` (name and version set), its
+    ``digest`` and ``summary`` (:meth:`Summary.to_json` of it as parsed back)."""
+    text = manifest.to_json()
+    return {
+        "name": manifest.name,
+        "version": manifest.version,
+        "created_at": manifest.created_at,
+        "backend": manifest.backend,
+        "digest": digest,
+        "size": manifest.total_size,
+        "deleted": False,
+        "manifest": text,
+        "summary": summary,
+        "checked": _checked(text, summary),
+    }
+
+
+def listing_columns(text: str, manifest: Manifest) -> dict[str, str]:
+    """``summary`` and ``checked`` for a row holding ``text``, parsed as ``manifest``."""
+    summary = Summary.of(manifest).to_json()
+    return {"summary": summary, "checked": _checked(text, summary)}
+
+
+def _checked(text: str, summary: str) -> str:
+    """The sha256 hex a row's ``checked`` holds: over its manifest and summary, as written."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(b"%d:" % len(raw) + raw + summary.encode()).hexdigest()
+
+
+def _listed(
+    text: str | None, summary: str | None, checked: str | None, added: dict[str, str]
+) -> Summary | None:
+    """The row's summary (added tags merged), or None when the row must be parsed: no
+    summary (written before schema 3) or one that does not match ``checked``."""
+    if text is None or summary is None or checked is None:
+        return None
+    if _checked(text, summary) != checked:
+        return None  # edited since it was written: the manifest decides
+    try:
+        return Summary.from_json(summary).with_tags(added)
+    except ValueError:
+        return None
 
 
 @functools.lru_cache(maxsize=16384)  # ~6.5 KB each with its text: ~100 MB at most
