@@ -195,3 +195,19 @@ def test_serve_takes_the_batching_options() -> None:
     result = CliRunner().invoke(main, ["serve", "--help"])
     assert "--max-batch-size" in result.output
     assert "--max-batch-delay-ms" in result.output
+
+
+def test_each_worker_batches_as_the_command_line_said(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from persistkit.server.app import CONFIG_ENV, app_from_environment
+
+    monkeypatch.setenv("PERSISTKIT_HOME", str(tmp_path / "home"))
+    persistkit.Store(tmp_path / "store").save(
+        doubling_model, "double", example=np.ones((2, 3)), backend="pickle"
+    )
+    config = {"refs": ["double"], "store": str(tmp_path / "store"), "max_body_bytes": 2**20,
+              "max_batch_size": 8, "max_batch_delay_ms": 5.0}  # fmt: skip
+    monkeypatch.setenv(CONFIG_ENV, json.dumps(config))
+    batcher = app_from_environment().state.inference.batcher
+    assert (batcher.max_rows, batcher.max_delay_s) == (8, 0.005)
