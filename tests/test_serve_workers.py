@@ -23,6 +23,7 @@ from serve_helpers import free_port, serve_command, serving_process
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
+pytestmark = pytest.mark.torch
 
 WIDTH = 1024  # one 1024x1024 float32 layer: 4 MiB of weights
 MODEL_CODE = textwrap.dedent(
