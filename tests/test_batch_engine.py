@@ -371,6 +371,20 @@ def test_a_model_file_replaced_after_the_run_started_is_refused(
         run_batch(BatchJob(pin), expand_inputs([tmp_path / "x.npy"]), tmp_path / "o.csv", engine)
 
 
+def test_an_output_inside_the_input_folder_is_not_read_as_an_input(
+    store: str, digits: Digits, tmp_path: Path
+) -> None:
+    _, X, _ = digits
+    npy_folder(tmp_path / "in", X, files=3)
+    output = tmp_path / "in" / "answers.csv"
+    PartsFolder(output).path.mkdir()  # as a run cut short leaves it, manifest.json to come
+    reports = [
+        predict_many("digits", tmp_path / "in", output=output, engine="local", store=store)
+        for _ in range(2)
+    ]
+    assert [r.files for r in reports] == [3, 3] and reports[1].failed == 0
+
+
 def test_resume_without_an_earlier_run_is_refused(store: str, tmp_path: Path) -> None:
     (tmp_path / "x.npy").write_bytes(b"")
     with pytest.raises(BatchError, match="no run to resume"):

@@ -674,7 +674,8 @@ class BatchReport:
         resumed = f", {self.resumed} taken from an earlier run" if self.resumed else ""
         return (
             f"{self.rows} rows for {self.files} files{failed} written to {self.output} "
-            f"in {self.seconds:.1f} s ({self.model}; {self.partitions} partitions{resumed}; "
+            f"in {self.seconds:.1f} s ({self.model}; {self.partitions} "
+            f"partition{'s' if self.partitions != 1 else ''}{resumed}; "
             f"{self.engine})"
         )
 
@@ -748,6 +749,17 @@ def run_batch(
     )
 
 
+def _without_output(files: list[InputFile], output: Path) -> list[InputFile]:
+    """``files`` less the run's own output and parts (an output written into the input
+    folder must not become an input of the next run, nor change the list a resume checks)."""
+    table = os.path.abspath(output)
+    parts = os.path.abspath(PartsFolder(output).path) + os.sep
+    kept = [f for f in files if f.path != table and not f.path.startswith(parts)]
+    if not kept:
+        raise InputError("the only inputs given are the run's own output", hint="name inputs")
+    return kept
+
+
 def _inputs_digest(files: Sequence[InputFile]) -> str:
     hasher = hashlib.sha256()
     for file in files:
@@ -791,8 +803,8 @@ def predict_many(
 
     started = time.perf_counter()
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    files = expand_inputs(paths)
     output_format(Path(output))
+    files = _without_output(expand_inputs(paths), Path(output))
     pin, _found = pin_model(
         source, store, trusted=trusted, app_dir=app_dir, remote=engine == "dask"
     )
