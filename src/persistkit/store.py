@@ -77,8 +77,16 @@ class VersionInfo:
     function returning it); read ``summary`` when it is enough.
     """
 
-    __slots__ = ("_manifest", "_summary", "aliases", "damaged", "digest", "location")
-    __slots__ += ("name", "version")
+    __slots__ = (
+        "_manifest",
+        "_summary",
+        "aliases",
+        "damaged",
+        "digest",
+        "location",
+        "name",
+        "version",
+    )
 
     def __init__(
         self,
@@ -92,9 +100,12 @@ class VersionInfo:
         *,
         summary: Summary | None = None,
     ) -> None:
-        self.name, self.version, self.digest = name, version, digest
+        self.name: str = name
+        self.version: int = version
+        self.digest: str | None = digest
         self.aliases: builtins.list[str] = [] if aliases is None else aliases
-        self.damaged, self.location = damaged, location
+        self.damaged: str | None = damaged
+        self.location: str = location
         self._manifest = manifest
         if summary is None and isinstance(manifest, Manifest):
             summary = Summary.of(manifest)

@@ -16,7 +16,10 @@ store_option = click.option(
     envvar="PERSISTKIT_STORE",
     show_envvar=True,
     default=None,
-    help="Store folder or URL (s3://bucket/prefix). Default: your per-user store.",
+    help="Where the models are: a folder, memory://NAME, s3://bucket/prefix, "
+    "sqlite:///path/catalog.db or postgresql://user@host/db (database stores take "
+    "?blobs=FOLDER_OR_S3_URL for the payloads; SQLite defaults to a folder beside the file). "
+    "Default: your per-user store.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 app_dir_option = click.option(
