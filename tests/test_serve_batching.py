@@ -211,3 +211,27 @@ def test_each_worker_batches_as_the_command_line_said(
     monkeypatch.setenv(CONFIG_ENV, json.dumps(config))
     batcher = app_from_environment().state.inference.batcher
     assert (batcher.max_rows, batcher.max_delay_s) == (8, 0.005)
+
+
+def test_requests_of_several_inputs_stack_input_by_input() -> None:
+    calls: list[int] = []
+
+    async def adding(model: Any, batch: Any, wanted: tuple[str, ...]) -> Any:
+        calls.append(len(batch["a"]))
+        return {"out": batch["a"] + batch["b"]}
+
+    batcher = Batcher(adding, max_rows=64, max_delay_s=0.05)
+
+    async def main() -> list[Any]:
+        requests = [
+            {"a": np.full((1, 2), 1.0), "b": np.full((1, 2), 10.0)},
+            {"a": np.full((2, 2), 2.0), "b": np.full((2, 2), 20.0)},
+            {"a": np.full((1, 3), 3.0), "b": np.full((1, 3), 30.0)},  # other item shape
+        ]
+        return await asyncio.gather(*(batcher.submit("m", r, ("out",)) for r in requests))
+
+    first, second, third = asyncio.run(main())
+    np.testing.assert_array_equal(first["out"], np.full((1, 2), 11.0))
+    np.testing.assert_array_equal(second["out"], np.full((2, 2), 22.0))
+    np.testing.assert_array_equal(third["out"], np.full((1, 3), 33.0))
+    assert sorted(calls) == [1, 3]

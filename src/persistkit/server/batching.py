@@ -4,9 +4,9 @@ Each served model has one queue and one worker task on the server's event loop, 
 batch at a time. A request waits in the queue while the model is busy, so under load batches
 fill by themselves; when the model is idle, the first request waits at most ``max_delay_s``
 for companions (0: not at all). A batch takes, in arrival order, the requests that share the
-first one's key (the input's shape past the batch dimension, its dtype, the outputs asked
-for) up to ``max_rows`` rows in all; others wait for the next batch. A request larger than
-``max_rows`` runs alone.
+first one's key (each input's name, shape past the batch dimension and dtype, and the
+outputs asked for) up to ``max_rows`` rows in all; others wait for the next batch. A request
+larger than ``max_rows`` runs alone.
 
 Outputs are split back by each request's rows. If the stacked call raises, or returns an
 output whose first dimension is not the stacked row count, every request of the batch is run
@@ -25,13 +25,16 @@ from typing import Any
 import numpy as np
 
 Outputs = dict[str, np.ndarray]
+#: one request's inputs: one array, or a dict / tuple of arrays of one batch size
+Batch = np.ndarray | dict[str, np.ndarray] | tuple[np.ndarray, ...]
 #: runs one (possibly stacked) batch for a model and the outputs wanted, off or on the loop
-Runner = Callable[[Any, np.ndarray, tuple[str, ...]], Awaitable[Outputs]]
+Runner = Callable[[Any, Batch, tuple[str, ...]], Awaitable[Outputs]]
 
 
 @dataclass
 class _Pending:
-    batch: np.ndarray
+    batch: Batch
+    rows: int
     wanted: tuple[str, ...]
     key: Hashable
     future: asyncio.Future[Outputs]
@@ -59,11 +62,12 @@ class Batcher:
         self.max_delay_s = max(0.0, max_delay_s)
         self._queues: dict[int, tuple[Any, _Queue]] = {}
 
-    async def submit(self, model: Any, batch: np.ndarray, wanted: tuple[str, ...]) -> Outputs:
+    async def submit(self, model: Any, batch: Batch, wanted: tuple[str, ...]) -> Outputs:
         """The outputs for ``batch`` (already checked), computed alone or stacked with
         concurrent requests for the same ``model`` (any object naming the model: the
         server's ``ServedModel``; compared by identity)."""
-        if len(batch) >= self.max_rows or batch.ndim == 0:
+        arrays = _arrays(batch)
+        if any(a.ndim == 0 for a in arrays) or len(arrays[0]) >= self.max_rows:
             return await self.run(model, batch, wanted)
         loop = asyncio.get_running_loop()
         entry = self._queues.get(id(model))
@@ -71,8 +75,10 @@ class Batcher:
             entry = (model, _Queue())
             self._queues[id(model)] = entry
         queue = entry[1]
-        key = (batch.shape[1:], batch.dtype.str, wanted)
-        pending = _Pending(batch, wanted, key, loop.create_future())
+        names = tuple(batch) if isinstance(batch, dict) else len(arrays)
+        items = tuple((a.shape[1:], a.dtype.str) for a in arrays)
+        key = (type(batch).__name__, names, items, wanted)
+        pending = _Pending(batch, len(arrays[0]), wanted, key, loop.create_future())
         queue.pending.append(pending)
         queue.wake.set()
         if queue.worker is None or queue.worker.done():
@@ -111,17 +117,17 @@ class Batcher:
 
     @staticmethod
     def _rows_like(queue: _Queue, key: Hashable) -> int:
-        return sum(len(p.batch) for p in queue.pending if p.key == key)
+        return sum(p.rows for p in queue.pending if p.key == key)
 
     def _take(self, queue: _Queue) -> list[_Pending]:
         """The first pending request and the later ones sharing its key, up to max_rows."""
         first = queue.pending.popleft()
-        group, rows, kept = [first], len(first.batch), deque[_Pending]()
+        group, rows, kept = [first], first.rows, deque[_Pending]()
         while queue.pending:
             item = queue.pending.popleft()
-            if item.key == first.key and rows + len(item.batch) <= self.max_rows:
+            if item.key == first.key and rows + item.rows <= self.max_rows:
                 group.append(item)
-                rows += len(item.batch)
+                rows += item.rows
             else:
                 kept.append(item)
         queue.pending.extendleft(reversed(kept))
@@ -132,17 +138,18 @@ class Batcher:
         if not live:
             return
         if len(live) > 1:
-            stacked = np.concatenate([p.batch for p in live])
+            stacked = _stack([p.batch for p in live])
+            total = sum(p.rows for p in live)
             try:
                 outputs = await self.run(model, stacked, live[0].wanted)
             except Exception:
                 outputs = None  # one bad request must not fail its neighbours: run each alone
             if outputs is not None and all(
-                getattr(a, "ndim", 0) >= 1 and len(a) == len(stacked) for a in outputs.values()
+                getattr(a, "ndim", 0) >= 1 and len(a) == total for a in outputs.values()
             ):
                 start = 0
                 for p in live:
-                    end = start + len(p.batch)
+                    end = start + p.rows
                     _settle(p, {name: array[start:end] for name, array in outputs.items()})
                     start = end
                 return
@@ -152,6 +159,23 @@ class Batcher:
             except Exception as exc:
                 if not p.future.done():
                     p.future.set_exception(exc)
+
+
+def _arrays(batch: Batch) -> list[np.ndarray]:
+    if isinstance(batch, dict):
+        return list(batch.values())
+    return list(batch) if isinstance(batch, tuple) else [batch]
+
+
+def _stack(batches: list[Batch]) -> Batch:
+    """Requests of one key stacked along the batch dimension, in the same form."""
+    first = batches[0]
+    if isinstance(first, dict):
+        dicts = [b for b in batches if isinstance(b, dict)]
+        return {name: np.concatenate([b[name] for b in dicts]) for name in first}
+    columns = zip(*(_arrays(b) for b in batches))
+    stacked = tuple(np.concatenate(column) for column in columns)
+    return stacked if isinstance(first, tuple) else stacked[0]
 
 
 def _settle(pending: _Pending, outputs: Outputs) -> None:

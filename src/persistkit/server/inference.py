@@ -149,7 +149,7 @@ class Inference:
         else:
             batch = check_model_inputs(dict(inputs), served.signature)
         wanted = tuple(requested) or available
-        if self.batcher is not None and isinstance(batch, np.ndarray):
+        if self.batcher is not None:
             arrays = await self.batcher.submit(served, batch, wanted)
         else:
             arrays = await self._run(served, batch, wanted)
