@@ -7,6 +7,7 @@ what a listing shows never changes with how it was read.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,17 @@ def test_a_row_whose_manifest_was_edited_is_parsed_and_listed_as_damaged(store: 
 def test_a_row_whose_summary_was_edited_is_listed_from_its_manifest(store: Store) -> None:
     rows(store, "UPDATE persistkit_versions SET summary = replace(summary, '0.9', '0.1')")
     assert [r["metrics"]["accuracy"] for r in ls_json(store)] == [0.9, 0.95]
+
+
+def test_a_store_of_schema_2_gets_summaries_when_upgraded(
+    tmp_path: Path, parses: list[int]
+) -> None:
+    golden = Path(__file__).with_name("golden") / "catalog-2"
+    shutil.copytree(golden, tmp_path / "store")
+    store = Store(f"sqlite:///{tmp_path}/store/catalog.db")
+    listed = [r.to_dict() for r in store.versions("gnome")]  # opening it upgrades it
+    assert parses  # the upgrade parsed each row once to summarise it
+    parses.clear()
+    sql._parsed.cache_clear()
+    assert [r.to_dict() for r in store.versions("gnome")] == listed
+    assert parses == []
