@@ -50,21 +50,29 @@ ACCEPTED = [
 ]
 
 
-def parsed_with(name: str, raw: bytes) -> Any:
-    codec.use(name)
+def parsed_both_ways(raw: bytes) -> tuple[Any, Any]:
+    """What orjson's and the standard library's paths make of ``raw``: the parsed request,
+    or the refusal's message."""
+
+    def parsed() -> Any:
+        try:
+            return parse_infer_request(raw, None)
+        except InputError as exc:
+            return exc.message
+
+    before = codec.BACKEND
     try:
-        return parse_infer_request(raw, None)
-    except InputError as exc:
-        return exc.message
+        codec.use("orjson")
+        fast = parsed()
+        codec.use("json")
+        return fast, parsed()
+    finally:
+        codec.use(before)
 
 
 @pytest.mark.parametrize("raw", ACCEPTED, ids=range(len(ACCEPTED)))
 def test_both_json_backends_read_the_same_arrays(raw: bytes) -> None:
-    before = codec.BACKEND
-    try:
-        fast, slow = parsed_with("orjson", raw), parsed_with("json", raw)
-    finally:
-        codec.use(before)
+    fast, slow = parsed_both_ways(raw)
     assert fast.id == slow.id
     (a,), (b,) = fast.inputs.values(), slow.inputs.values()
     assert a.dtype == b.dtype
@@ -87,11 +95,7 @@ REFUSED = [
 
 @pytest.mark.parametrize("raw", REFUSED, ids=range(len(REFUSED)))
 def test_both_json_backends_refuse_with_the_same_message(raw: bytes) -> None:
-    before = codec.BACKEND
-    try:
-        fast, slow = parsed_with("orjson", raw), parsed_with("json", raw)
-    finally:
-        codec.use(before)
+    fast, slow = parsed_both_ways(raw)
     assert isinstance(fast, str), fast
     assert fast == slow
 
