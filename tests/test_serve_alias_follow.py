@@ -95,6 +95,12 @@ def url(store: Store) -> Iterator[str]:
         yield server.url
 
 
+def cli_args(store: Store, port: int, *args: str) -> list[str]:
+    """``persistkit serve ARGS`` on ``store`` and ``port``, trusting this folder's code."""
+    here = str(Path(__file__).parent)
+    return [*args, "--port", str(port), "--store", str(store.folder), "--trust", "--app-dir", here]
+
+
 def infer(url: str, timeout: float = 10.0) -> tuple[str, float]:
     """(model_version, first answer) of one request for m."""
     body = {"inputs": [{"name": "input-0", "shape": [2, 3], "datatype": "FP64", "data": [0] * 6}]}
@@ -188,8 +194,7 @@ def test_serve_pin_keeps_the_start_up_version(store: Store, tmp_path: Path) -> N
         store.move("m:1")
         flags = ["--pin"] if pinned else []
         port = free_port()
-        args = ["m@prod", "--follow-interval", "0.3", *flags, "--port", str(port)]
-        args += ["--store", str(store.folder), "--trust", "--app-dir", str(Path(__file__).parent)]
+        args = cli_args(store, port, "m@prod", "--follow-interval", "0.3", *flags)
         with serving_process(args, port, store.env):
             url = f"http://127.0.0.1:{port}"
             store.move("m:2")
@@ -222,3 +227,15 @@ def test_a_store_that_stops_answering_is_logged_once_and_the_model_keeps_answeri
     lines = [r.getMessage() for r in caplog.records if r.name == "persistkit.server"]
     assert len([line for line in lines if "the store could not be read" in line]) == 1
     assert any("the store answers again" in line for line in lines)
+
+
+def test_every_worker_follows(store: Store) -> None:
+    port = free_port()
+    args = cli_args(store, port, "m@prod", "--workers", "2", "--follow-interval", "0.3")
+    with serving_process(args, port, store.env):
+        url = f"http://127.0.0.1:{port}"
+        store.move("m:2")
+        deadline, streak = time.monotonic() + 30, 0
+        while streak < 20:  # 20 answers in a row from version 2: from both workers
+            assert time.monotonic() < deadline, "some worker still answers from version 1"
+            streak = streak + 1 if infer(url) == ("2", 2.0) else 0
