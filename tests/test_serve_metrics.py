@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -161,12 +162,21 @@ def test_a_failing_model_answers_and_logs_with_the_request_id(
 ) -> None:
     with caplog.at_level(logging.INFO, logger="persistkit.server"):
         response = infer(served, "broken", **{"X-Request-Id": "failing-request-7"})
-    assert response.status_code == 500
-    assert response.headers["x-request-id"] == "failing-request-7"
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert errors and all("failing-request-7" in r.getMessage() for r in errors)
-    access = [r for r in caplog.records if r.name == "persistkit.server.access"]
-    assert any("failing-request-7" in r.getMessage() and " 500 " in r.getMessage() for r in access)
+        assert response.status_code == 500
+        assert response.headers["x-request-id"] == "failing-request-7"
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors and all("failing-request-7" in r.getMessage() for r in errors)
+        # the access line is written once the response has gone out: the client can be first
+        deadline = time.monotonic() + 10
+        while not access_lines(caplog, "failing-request-7") and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert any(" 500 " in line for line in access_lines(caplog, "failing-request-7"))
+
+
+def access_lines(caplog: pytest.LogCaptureFixture, request_id: str) -> list[str]:
+    """The access log lines captured so far that carry ``request_id``."""
+    lines = [r.getMessage() for r in caplog.records if r.name == "persistkit.server.access"]
+    return [line for line in lines if request_id in line]
 
 
 def test_without_prometheus_client_metrics_answer_501_with_the_install_line(
