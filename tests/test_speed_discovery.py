@@ -17,6 +17,7 @@ import persistkit
 from persistkit import discovery
 
 DAY_NS = 86_400 * 10**9
+GROUP = "persistkit"
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def _record_files() -> list[Path]:
 def test_entry_points_are_remembered_once_the_folder_is_settled(site: Path) -> None:
     _install(site, "plug-a", "1.0", {"a": "plug_a:plugin"})
     _settle(site)
-    assert discovery.entry_points() == [("a", "plug_a:plugin")]
+    assert discovery.entry_points(GROUP) == [("a", "plug_a:plugin")]
     assert len(_record_files()) == 1
 
 
@@ -68,24 +69,24 @@ def test_other_files_beside_the_distributions_keep_the_record(
 ) -> None:
     _install(site, "plug-a", "1.0", {"a": "plug_a:plugin"})
     _settle(site)
-    discovery.entry_points()
+    discovery.entry_points(GROUP)
     (site / "model.safetensors").write_bytes(b"saved next to the script")
     _forbid_scanning(monkeypatch)
-    assert discovery.entry_points() == [("a", "plug_a:plugin")]
+    assert discovery.entry_points(GROUP) == [("a", "plug_a:plugin")]
 
 
 def test_a_reinstall_of_the_same_version_is_seen(site: Path) -> None:
     _install(site, "plug-a", "1.0", {"a": "plug_a:plugin"})
     _settle(site)
-    assert discovery.entry_points() == [("a", "plug_a:plugin")]
+    assert discovery.entry_points(GROUP) == [("a", "plug_a:plugin")]
     shutil.rmtree(site / "plug_a-1.0.dist-info")
     _install(site, "plug-a", "1.0", {"a": "plug_a:plugin", "a2": "plug_a:other"})
-    assert discovery.entry_points() == [("a", "plug_a:plugin"), ("a2", "plug_a:other")]
+    assert discovery.entry_points(GROUP) == [("a", "plug_a:plugin"), ("a2", "plug_a:other")]
 
 
 def test_a_folder_changed_just_now_is_not_remembered(site: Path) -> None:
     _install(site, "plug-a", "1.0", {"a": "plug_a:plugin"})
-    assert discovery.entry_points() == [("a", "plug_a:plugin")]
+    assert discovery.entry_points(GROUP) == [("a", "plug_a:plugin")]
     assert _record_files() == []
 
 
@@ -94,26 +95,26 @@ def test_remembered_entry_points_are_read_without_scanning(
 ) -> None:
     _install(site, "plug-a", "1.0", {"a": "plug_a:plugin"})
     _settle(site)
-    discovery.entry_points()
+    discovery.entry_points(GROUP)
     _forbid_scanning(monkeypatch)
-    assert discovery.entry_points() == [("a", "plug_a:plugin")]
+    assert discovery.entry_points(GROUP) == [("a", "plug_a:plugin")]
 
 
 def test_a_plugin_installed_later_is_found(site: Path) -> None:
     _install(site, "plug-a", "1.0", {"a": "plug_a:plugin"})
     _settle(site)
-    assert [name for name, _ in discovery.entry_points()] == ["a"]
+    assert [name for name, _ in discovery.entry_points(GROUP)] == ["a"]
     _install(site, "plug-b", "1.0", {"b": "plug_b:plugin"})
-    assert sorted(name for name, _ in discovery.entry_points()) == ["a", "b"]
+    assert sorted(name for name, _ in discovery.entry_points(GROUP)) == ["a", "b"]
 
 
 def test_a_plugin_removed_later_is_forgotten(site: Path) -> None:
     _install(site, "plug-a", "1.0", {"a": "plug_a:plugin"})
     _install(site, "plug-b", "1.0", {"b": "plug_b:plugin"})
     _settle(site)
-    assert sorted(name for name, _ in discovery.entry_points()) == ["a", "b"]
+    assert sorted(name for name, _ in discovery.entry_points(GROUP)) == ["a", "b"]
     shutil.rmtree(site / "plug_b-1.0.dist-info")
-    assert [name for name, _ in discovery.entry_points()] == ["a"]
+    assert [name for name, _ in discovery.entry_points(GROUP)] == ["a"]
 
 
 def test_a_remembered_version_follows_an_upgrade(site: Path) -> None:
@@ -138,7 +139,7 @@ def test_the_record_can_be_turned_off(site: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PERSISTKIT_DISCOVERY_CACHE", "0")
     _install(site, "plug-a", "1.0", {"a": "plug_a:plugin"})
     _settle(site)
-    discovery.entry_points()
+    discovery.entry_points(GROUP)
     assert _record_files() == []
 
 

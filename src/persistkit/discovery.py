@@ -20,22 +20,19 @@ Not seen: a ``dist-info`` folder edited in place by hand (installers never do th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from persistkit.config import home
 
-ENTRY_POINT_GROUP = "persistkit"
 _METADATA_SUFFIXES = (".dist-info", ".egg-info")
 #: a ``sys.path`` folder changed more recently than this is not yet trusted as a cache key
 SETTLE_SECONDS = 2.0
-_FORMAT = 1
+_FORMAT = 2
 
 
 def _enabled() -> bool:
@@ -112,6 +109,8 @@ def _path_key(old_key: Any, old_mtimes: Any) -> tuple[list[Any], list[int | None
 def _record_file() -> Path:
     """One record per interpreter and ``sys.path`` (several virtual environments can share
     one ``PERSISTKIT_HOME``)."""
+    import hashlib
+
     where = json.dumps([sys.executable, [os.path.abspath(p or ".") for p in sys.path]])
     return home() / "discovery" / f"{hashlib.sha256(where.encode()).hexdigest()[:24]}.json"
 
@@ -140,6 +139,8 @@ class _Record:
         ``importlib.metadata`` again and may remember then)."""
         if not (_enabled() and self.settled):
             return
+        import uuid
+
         self.data.update(format=_FORMAT, key=self.key, mtimes=self.mtimes)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,11 +151,12 @@ class _Record:
             pass  # a read-only home only costs the next process the scan
 
 
-def entry_points() -> list[tuple[str, str]]:
-    """``(name, value)`` of every entry point in persistkit's group, in the order
+def entry_points(group: str) -> list[tuple[str, str]]:
+    """``(name, value)`` of every entry point in ``group``, in the order
     ``importlib.metadata`` gives them (first distribution on ``sys.path`` wins)."""
     record = _Record()
-    found = record.data.get("entry_points")
+    remembered = record.data.get("entry_points")
+    found = remembered.get(group) if isinstance(remembered, dict) else None
     if isinstance(found, list) and all(
         isinstance(pair, list) and len(pair) == 2 and all(isinstance(s, str) for s in pair)
         for pair in found
@@ -162,8 +164,10 @@ def entry_points() -> list[tuple[str, str]]:
         return [(name, value) for name, value in found]
     import importlib.metadata  # ~10 ms to import: only when nothing is remembered
 
-    pairs = [(ep.name, ep.value) for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
-    record.data["entry_points"] = [list(pair) for pair in pairs]
+    pairs = [(ep.name, ep.value) for ep in importlib.metadata.entry_points(group=group)]
+    if not isinstance(remembered, dict):
+        remembered = record.data["entry_points"] = {}
+    remembered[group] = [list(pair) for pair in pairs]
     record.save()
     return pairs
 

@@ -16,12 +16,11 @@ from typing import Any
 
 import pluggy
 
-from persistkit import discovery, hookspecs
-from persistkit.collector import collection_paused
+from persistkit import hookspecs
 from persistkit.errors import BackendNotFoundError, BackendUnavailableError, PluginError
 from persistkit.records import BackendInfo
 
-ENTRY_POINT_GROUP = discovery.ENTRY_POINT_GROUP
+ENTRY_POINT_GROUP = "persistkit"
 hookimpl = pluggy.HookimplMarker("persistkit")
 
 
@@ -64,6 +63,8 @@ def get_plugins() -> Plugins:
     global _plugins
     with _lock:
         if _plugins is None:
+            from persistkit.collector import collection_paused
+
             with collection_paused():  # importing plugins could trigger a full collection
                 _plugins = build_plugins()
         return _plugins
@@ -94,6 +95,8 @@ def build_plugins(*extra: object, load_entry_points: bool = True) -> Plugins:
     pm.add_hookspecs(hookspecs)
     broken: dict[str, str] = {}
     if load_entry_points:
+        from persistkit import discovery  # not at import: `import persistkit` stays cheap
+
         for name, value in _selected_entry_points():
             if pm.get_plugin(name) is not None:
                 continue
@@ -129,11 +132,13 @@ def _unique_name(pm: pluggy.PluginManager, plugin: object) -> str:
 def _selected_entry_points() -> list[tuple[str, str]]:
     """``(name, value)`` of the entry points to load (remembered between processes while
     nothing is installed or removed, see :mod:`persistkit.discovery`)."""
+    from persistkit import discovery
+
     only = _names_from_env("PERSISTKIT_PLUGINS")
     skip = _names_from_env("PERSISTKIT_DISABLE_PLUGINS") or set()
     return [
         (name, value)
-        for name, value in discovery.entry_points()
+        for name, value in discovery.entry_points(ENTRY_POINT_GROUP)
         if (only is None or name in only) and name not in skip
     ]
 
