@@ -42,10 +42,22 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         current = request_id.get()
         record.request_id = current
-        if current and not getattr(record, "_id_added", False):
-            record.msg = f"{record.msg} [request {current}]"
+        if not getattr(record, "_id_added", False):
+            # a client's text (a percent-decoded URL path, a model name) may hold line breaks:
+            # shown escaped, so that no client can write a line of its own into the log
+            message = record.getMessage()
+            if not message.isprintable():
+                message = escape_controls(message)
+            if current:
+                message = f"{message} [request {current}]"
+            record.msg, record.args = message, None
             record._id_added = True
         return True
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters written as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def install_log_filter() -> None:
@@ -85,7 +97,9 @@ def classify(path: str) -> tuple[str, str]:
         endpoint = {"infer": "infer", "ready": "model_ready"}.get(last, "model_metadata")
         return endpoint, parts[2]
     if parts[:3] == ["v2", "repository", "models"] and len(parts) == 5:
-        return f"repository_{parts[4]}", parts[3]
+        if parts[4] in ("load", "unload"):  # a fixed set: the URL never makes a label
+            return f"repository_{parts[4]}", parts[3]
+        return "other", ""
     if parts[:2] == ["v2", "repository"]:
         return "repository_index", ""
     if parts[:2] == ["v2", "health"]:

@@ -285,10 +285,16 @@ class ModelRepository:
         """Load ``name`` from the store (a version number, an alias, or else the newest) and
         serve it in place of whatever of ``name`` was served before. Raises the load's error
         (the models served before stay)."""
+        from persistkit.store import Store
+
         validate_name(name)
         if alias is not None:
             validate_name(alias, what="alias")
         text = str(Ref(name, version=version, alias=alias))
+        if name not in self._models:
+            # a name the store lacks raises here, before any lock, index row or metric
+            # label is made for it: a client cannot grow them with made-up names
+            Store(self.store).resolve(name)
         with self._name_lock(name):
             self._status[name] = ("LOADING", f"loading {text}")
             try:

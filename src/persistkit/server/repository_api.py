@@ -172,7 +172,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
         return {}
     try:
         parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _bad(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise _bad(f"the request body must be a JSON object, not {type(parsed).__name__}")
@@ -211,7 +211,7 @@ def _policy_version(config: Any, version: Any) -> Any:
     if isinstance(config, str):
         try:
             config = json.loads(config)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _bad('"config" is not valid JSON') from None
     if not isinstance(config, dict) or set(config) - {"version_policy"}:
         raise _bad(

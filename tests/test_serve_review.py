@@ -1,0 +1,139 @@
+"""Hostile requests to the serving extensions (repository, metrics, request ids, the JSON
+fast path), against a real uvicorn server: each gets a clear 4xx in the OIP error body and
+leaves nothing behind (no log line split by a client, no metric label or index row per
+made-up name)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+import persistkit
+from persistkit.server import ModelRepository, codec, create_app
+from serve_helpers import RunningServer, digits, running_server
+
+ROW = [0.0] * 64
+
+
+def _zeros(x: np.ndarray) -> np.ndarray:
+    return np.zeros(len(x), dtype=np.int64)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """`persistkit serve digits` over a store holding digits:1 and extra:1."""
+    data = digits()
+    folder = tmp_path_factory.mktemp("review-store")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PERSISTKIT_HOME", str(tmp_path_factory.mktemp("review-home")))
+        store = persistkit.Store(folder)
+        store.save(_zeros, "digits", example=data.rows[:3], backend="pickle")
+        store.save(_zeros, "extra", example=data.rows[:3], backend="pickle")
+        repository = ModelRepository(["digits"], store=str(folder), trusted=True)
+        with running_server(create_app(repository)) as running:
+            yield running
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v2/repository/index", _nested(20_000)),
+        ("/v2/repository/models/extra/load", _nested(20_000)),
+        ("/v2/repository/models/extra/unload", b'{"parameters": ' + _nested(20_000) + b"}"),
+        (
+            "/v2/repository/models/extra/load",
+            json.dumps({"parameters": {"config": "[" * 5000 + "]" * 5000}}).encode(),
+        ),
+    ],
+    ids=["index", "load", "unload", "load-config"],
+)
+def test_deeply_nested_json_to_the_repository_is_400_not_500(
+    server: RunningServer, path: str, body: bytes
+) -> None:
+    response = httpx.post(server.url + path, content=body)
+    assert response.status_code == 400, response.text
+    assert "not valid JSON" in response.json()["error"]
+
+
+def _metric_lines(server: RunningServer, word: str) -> list[str]:
+    text = httpx.get(server.url + "/metrics").text
+    return [line for line in text.splitlines() if word in line and not line.startswith("#")]
+
+
+def test_made_up_repository_urls_add_no_endpoint_label(server: RunningServer) -> None:
+    for index in range(3):
+        response = httpx.get(f"{server.url}/v2/repository/models/digits/made-up-{index}")
+        assert response.status_code == 404
+    assert _metric_lines(server, "made-up") == []
+    assert _metric_lines(server, 'persistkit_requests_total{code="404",endpoint="other"')
+
+
+def test_loading_a_name_the_store_lacks_leaves_no_row_or_label(server: RunningServer) -> None:
+    for index in range(3):
+        response = httpx.post(f"{server.url}/v2/repository/models/nosuch-{index}/load")
+        assert response.status_code == 404
+        assert "no model named" in response.json()["error"]
+    index = httpx.get(server.url + "/v2/repository/index").json()
+    assert [row for row in index if row["name"].startswith("nosuch")] == []
+    assert _metric_lines(server, "nosuch") == []
+
+
+def _access_lines(caplog: pytest.LogCaptureFixture, marker: str) -> list[str]:
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("persistkit.server")]
+    return [line for line in lines if marker in line]
+
+
+def test_a_client_cannot_split_log_lines_with_encoded_newlines(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="persistkit.server"):
+        response = httpx.post(
+            f"{server.url}/v2/models/a%0D%0A127.0.0.1%20FORGED%0Ab/infer",
+            content=b"{}",
+            headers={"x-request-id": "newline-probe"},
+        )
+        assert response.status_code == 404
+        deadline = time.monotonic() + 5  # the access line follows the response
+        while not _access_lines(caplog, "newline-probe") and time.monotonic() < deadline:
+            time.sleep(0.02)
+    lines = _access_lines(caplog, "newline-probe")
+    assert lines, "no access line"
+    assert all("\n" not in line and "\r" not in line for line in lines), lines
+    assert any("\\n" in line for line in lines)  # shown escaped, not dropped
+
+
+def _infer_body(request_id: str) -> bytes:
+    inputs = [{"name": "input-0", "datatype": "FP64", "shape": [1, 64], "data": ROW}]
+    return json.dumps({"id": request_id, "inputs": inputs}).encode()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="orjson cannot write a lone surrogate (which the stdlib reads from '\\ud800' and "
+    "writes back escaped): codec.dumps must fall back to the standard library on "
+    "orjson.JSONEncodeError; owned by the fast-path engineer",
+)
+def test_a_request_id_with_a_lone_surrogate_is_echoed_on_both_json_paths(
+    server: RunningServer,
+) -> None:
+    body = _infer_body("\ud800")  # json.dumps writes it as the escape \ud800
+    answers = {}
+    try:
+        for backend in ("json", "orjson"):
+            codec.use(backend)
+            response = httpx.post(server.url + "/v2/models/digits/infer", content=body)
+            answers[backend] = (response.status_code, response.text)
+    finally:
+        codec.use(None)
+    assert answers["json"][0] == 200
+    assert answers["orjson"] == answers["json"]
