@@ -17,8 +17,11 @@ as a database catalog's rows (one ``executemany``). Listing and resolution read 
 never payloads. An alias ``prod`` points at the middle version.
 
 Timings are medians of --rounds, each store measured in turn within a round (interleaved),
-all in this one process. "ls NAME cold" empties the process's cache of parsed manifest rows
-first (a new process); "warm" is a second listing in the same process.
+all in this one process. "ls NAME cold" (``Store.versions``) empties the process's cache of
+parsed manifest rows first (a new process); "warm" is a second listing in the same process;
+"ls NAME --json cold" is what the command computes (``find`` + every column of each record).
+A database store lists versions from their summary rows (no manifest parsed); a folder store
+reads and parses every ``persistkit.json`` and computes its digest.
 """
 
 from __future__ import annotations
@@ -124,11 +127,22 @@ OPERATIONS: dict[str, Callable[[Any, int], Any]] = {
     "ls (names)": lambda s, n: s.list(),
     "ls NAME cold": lambda s, n: s.versions(NAME),
     "ls NAME warm": lambda s, n: s.versions(NAME),
+    "ls NAME --json cold": lambda s, n: _ls_records(s),
     "resolve NAME@prod": lambda s, n: s.resolve(f"{NAME}@prod"),
     "resolve NAME:N/3": lambda s, n: s.resolve(f"{NAME}:{n // 3}"),
     "resolve NAME (latest)": lambda s, n: s.resolve(NAME),
     "manifest NAME@prod": lambda s, n: s.manifest(f"{NAME}@prod"),
 }
+
+
+def _ls_records(store: Any) -> list[dict[str, Any]]:
+    """What ``persistkit ls NAME --json`` computes (every column the table shows, too), as
+    its command does it (the cyclic collector paused)."""
+    from persistkit.collector import collection_paused
+    from persistkit.query import record
+
+    with collection_paused():
+        return [record(v) for v in store.find(NAME)]
 
 
 def _cold() -> None:
@@ -142,7 +156,7 @@ def measure(stores: dict[str, tuple[Any, int]], rounds: int) -> dict[str, dict[s
     for _ in range(rounds):
         for op, fn in OPERATIONS.items():
             for kind, (store, count) in stores.items():
-                before = _cold if op.endswith("cold") else None
+                before = _cold if "cold" in op else None
                 call = lambda f=fn, s=store, n=count: f(s, n)  # noqa: E731
                 times[kind][op].append(_timed(call, before))
     return {k: {op: statistics.median(v) for op, v in ops.items()} for k, ops in times.items()}

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from persistkit.collector import collection_paused
 from persistkit.errors import QueryError, VersionNotFoundError
 
 if TYPE_CHECKING:
@@ -263,8 +264,9 @@ def find(
     infos = [info for n in names for info in store.versions(n)]
     if name is not None and not infos:
         store.resolve(name)  # raises "no model named ..." with a did-you-mean
-    matched = [info for info in infos if all(c.matches(info) for c in clauses)]
-    ordered = sort_versions(matched, keys)
+    with collection_paused():  # many small acyclic values: no cyclic garbage to find
+        matched = [info for info in infos if all(c.matches(info) for c in clauses)]
+        ordered = sort_versions(matched, keys)
     return ordered if limit is None else ordered[:limit]
 
 

@@ -35,6 +35,7 @@ from persistkit.catalog import Catalog, Orphan, open_catalog
 from persistkit.catalog.base import Damaged, Listed, Summary, manifest_digest
 from persistkit.catalog.files import FileCatalog, Listing, merge_tags_over
 from persistkit.catalog.space import FileSpace
+from persistkit.collector import collection_paused
 from persistkit.errors import (
     ArtifactNotFoundError,
     Command,
@@ -327,7 +328,8 @@ class Store:
         (one damaged version never hides the others).
         """
         validate_name(name)
-        with self._storage_errors():
+        # thousands of small acyclic records: a cyclic collection midway finds no garbage
+        with self._storage_errors(), collection_paused():
             listing = self._catalog.listing(name)
             by_version: dict[int, builtins.list[str]] = {}
             for alias, version in self.aliases(name).items():

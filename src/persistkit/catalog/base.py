@@ -102,17 +102,26 @@ class Summary:
         fields = json.loads(text)
         if not isinstance(fields, list) or len(fields) != 10:
             raise ValueError("not a version summary")
-        backend, created_at, size, model_class, family, saved_by, *maps = fields
-        valid = (
-            isinstance(backend, str)
-            and isinstance(created_at, str)
+        backend, created_at, size, model_class, family, saved_by, tags, metrics, params, lineage = (
+            fields
+        )
+        valid = (  # spelled out: this runs once per listed version
+            type(backend) is str
+            and type(created_at) is str
             and type(size) is int
-            and all(t is None or isinstance(t, str) for t in (model_class, family, saved_by))
-            and all(isinstance(m, dict) for m in maps)
+            and (model_class is None or type(model_class) is str)
+            and (family is None or type(family) is str)
+            and (saved_by is None or type(saved_by) is str)
+            and type(tags) is dict
+            and type(metrics) is dict
+            and type(params) is dict
+            and type(lineage) is dict
         )
         if not valid:
             raise ValueError("not a version summary")
-        return cls(backend, created_at, size, model_class, family, saved_by, *maps)
+        return cls(
+            backend, created_at, size, model_class, family, saved_by, tags, metrics, params, lineage
+        )
 
     def with_tags(self, added: dict[str, str]) -> Summary:
         """This summary with the tags added after the save merged over its own."""

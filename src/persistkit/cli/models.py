@@ -140,6 +140,7 @@ def ls(
     location that does not exist is an error (a store is made by the first save into it),
     and so is a NAME the store does not hold.
     """
+    from persistkit.collector import collection_paused
     from persistkit.errors import QueryError
     from persistkit.query import parse_sort, parse_where, record
 
@@ -155,8 +156,9 @@ def ls(
     store = _open_store(store_url)
     if not store.is_default and not store.exists():
         raise store.missing()
-    found = store.find(name, where=list(where), sort=list(sort), limit=limit)
-    records = [record(v) for v in found]
+    with collection_paused():  # thousands of small acyclic records: no cyclic garbage
+        found = store.find(name, where=list(where), sort=list(sort), limit=limit)
+        records = [record(v) for v in found]
     for r in records:
         if r["damaged"]:
             ref = f"{r['name']}:{r['version']}"
