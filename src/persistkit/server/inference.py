@@ -48,7 +48,7 @@ INLINE_BELOW_S = 0.002
 _TIMED_CALLS = 4  # calls timed (in a thread, then on the loop) before a choice is made
 
 
-class _Timing:
+class _ModelState:
     """Where one model's calls run, from their measured wall times; and the outputs it
     answers (worked out once: ``ServedModel.answer_outputs`` builds them on each use).
 
@@ -119,7 +119,7 @@ class Inference:
             if max_batch_size > 1
             else None
         )
-        self._timings: dict[int, tuple[weakref.ref[ServedModel], _Timing]] = {}
+        self._states: dict[int, tuple[weakref.ref[ServedModel], _ModelState]] = {}
 
     async def infer(
         self,
@@ -183,13 +183,13 @@ class Inference:
         observe_batch(served.name, rows)
         return arrays
 
-    def _timing(self, served: ServedModel) -> _Timing:
-        entry = self._timings.get(id(served))
+    def _timing(self, served: ServedModel) -> _ModelState:
+        entry = self._states.get(id(served))
         if entry is not None and entry[0]() is served:
             return entry[1]
-        self._timings = {k: v for k, v in self._timings.items() if v[0]() is not None}
-        timing = _Timing(served)
-        self._timings[id(served)] = (weakref.ref(served), timing)
+        self._states = {k: v for k, v in self._states.items() if v[0]() is not None}
+        timing = _ModelState(served)
+        self._states[id(served)] = (weakref.ref(served), timing)
         return timing
 
 
