@@ -178,7 +178,27 @@ def mlserver_python() -> Path:
     return python
 
 
-def start_mlserver(label: str, model: Any, root: Path, logs: Path, workers: int | None) -> Server:
+def httptools_for_mlserver() -> Path:
+    """A folder holding httptools for the MLServer environment (kept out of the environment
+    itself, so it stays as MLServer's own install makes it unless asked)."""
+    folder = MLSERVER_VENV / "httptools-extra"
+    if not (folder / "httptools").exists():
+        python = mlserver_python()
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--target", str(folder), "httptools"],
+            check=True,
+        )
+    return folder
+
+
+def start_mlserver(
+    label: str,
+    model: Any,
+    root: Path,
+    logs: Path,
+    workers: int | None,
+    env: dict[str, str] | None = None,
+) -> Server:
     """MLServer serving ``model`` (joblib file, mlserver-sklearn) as ``digits``;
     ``workers=None`` keeps its default worker pool."""
     import joblib
@@ -211,7 +231,10 @@ def start_mlserver(label: str, model: Any, root: Path, logs: Path, workers: int 
     mlserver = python.parent / "mlserver"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(mlserver), "start", str(folder)], stdout=out, stderr=subprocess.STDOUT
+            [str(mlserver), "start", str(folder)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
     return Server(label, port, process, "/v2/models/digits/infer", log)
 
@@ -380,10 +403,14 @@ def against_mlserver(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     starters: list[Callable[[], Server]] = [
         lambda: start_persistkit("persistkit", ["digits"], store, logs)
     ]
+    env: dict[str, str] = {}
+    if args.against == "mlserver" and args.mlserver_httptools:
+        extra = str(httptools_for_mlserver())
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra, os.environ.get("PYTHONPATH")]))
     if args.against == "mlserver":
         starters += [
-            lambda: start_mlserver("mlserver default", model, tmp, logs, None),
-            lambda: start_mlserver("mlserver parallel_workers=0", model, tmp, logs, 0),
+            lambda: start_mlserver("mlserver default", model, tmp, logs, None, env),
+            lambda: start_mlserver("mlserver parallel_workers=0", model, tmp, logs, 0, env),
         ]
     import importlib.util
 
@@ -524,6 +551,12 @@ def main() -> None:
         help="the four load shapes against MLServer ('none': persistkit alone)",
     )
     parser.add_argument("--batching", action="store_true", help="batching on vs off")
+    parser.add_argument(
+        "--mlserver-httptools",
+        action="store_true",
+        help="--against mlserver: give MLServer httptools too (its own install runs uvicorn on "
+        "pure-Python h11; persistkit's serve extra brings httptools)",
+    )
     parser.add_argument(
         "--all-outputs",
         action="store_true",
