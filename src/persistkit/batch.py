@@ -320,13 +320,23 @@ class _Rows:
     def failed(self, file: InputFile, exc: BaseException) -> None:
         self.add(file.shown, None, None, None, None, None, _error_text(exc))
 
-    def add(self, *values: Any) -> None:
-        """One row: input, item, label, score, scores, outputs, error."""
-        columns: tuple[list[Any], ...] = (
+    def _columns(self) -> tuple[list[Any], ...]:
+        return (
             self.input, self.item, self.label, self.score, self.scores, self.outputs, self.error
         )  # fmt: skip
-        for column, value in zip(columns, values):
+
+    def add(self, *values: Any) -> None:
+        """One row: input, item, label, score, scores, outputs, error."""
+        for column, value in zip(self._columns(), values):
             column.append(value)
+
+    def in_order_of(self, files: Sequence[InputFile]) -> None:
+        """Rows reordered as ``files`` are (a file that could not be read got its row before
+        the others were predicted); the rows of one file keep their order."""
+        rank = {file.shown: position for position, file in enumerate(files)}
+        order = sorted(range(len(self.input)), key=lambda row: rank[self.input[row]])
+        for column in self._columns():
+            column[:] = [column[row] for row in order]
 
 
 def _error_text(exc: BaseException) -> str:
@@ -370,6 +380,7 @@ def _answer_files(loaded: _Loaded, job: BatchJob, files: Sequence[InputFile]) ->
                     _answer(rows, loaded.model, job, record, [(file, one)], one)
                 except Exception as exc:
                     rows.failed(file, exc)
+    rows.in_order_of(files)
     return _table(rows, record, job)
 
 
@@ -407,6 +418,12 @@ def _answer(
             scores = list(table)
             score = [row[position[str(lab)]] for row, lab in zip(table, labels)]
     numeric = predictions.dtype.kind in "fiub"
+    if not numeric and record is None:  # no label column: the answers would be lost
+        raise InputError(
+            f"the model answered {predictions.dtype} values, not numbers, and this table "
+            "has no label column to hold them",
+            hint="leave out --raw and --method: a classifier's answers are then its labels",
+        )
     flat = (
         predictions.reshape(len(predictions), -1).astype(np.float64).tolist() if numeric else None
     )
@@ -471,7 +488,7 @@ def _label_type(pa: Any, labels: list[Any] | None) -> Any:
 def _table(rows: _Rows, record: dict[str, Any] | None, job: BatchJob) -> pa.Table:
     pa = _pyarrow()
     schema = table_schema(record, job)
-    data: dict[str, list[Any]] = {"input": rows.input, "item": rows.item}
+    data: dict[str, list[Any]] = {"input": _texts(rows.input), "item": rows.item}
     if record is not None:
         label_type = schema.field("label").type
         data["label"] = (
@@ -480,8 +497,22 @@ def _table(rows: _Rows, record: dict[str, Any] | None, job: BatchJob) -> pa.Tabl
             else rows.label
         )
         data["score"], data["scores"] = rows.score, rows.scores
-    data["outputs"], data["error"] = rows.outputs, rows.error
+    data["outputs"], data["error"] = rows.outputs, _texts(rows.error)
     return pa.Table.from_pydict(data, schema=schema)
+
+
+def _texts(values: list[str | None]) -> list[str | None]:
+    """Strings a table can hold: a file name that is not UTF-8 (Python keeps its bytes as
+    surrogate escapes, which Arrow refuses) is written with those bytes as ``\\xff``."""
+    return [value if value is None or value.isascii() else _text(value) for value in values]
+
+
+def _text(value: str) -> str:
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 # --- the parts folder ----------------------------------------------------------------------
