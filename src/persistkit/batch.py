@@ -501,7 +501,7 @@ def _table(rows: _Rows, record: dict[str, Any] | None, job: BatchJob) -> pa.Tabl
     return pa.Table.from_pydict(data, schema=schema)
 
 
-def _texts(values: list[str | None]) -> list[str | None]:
+def _texts(values: Sequence[str | None]) -> list[str | None]:
     """Strings a table can hold: a file name that is not UTF-8 (Python keeps its bytes as
     surrogate escapes, which Arrow refuses) is written with those bytes as ``\\xff``."""
     return [value if value is None or value.isascii() else _text(value) for value in values]
