@@ -255,11 +255,39 @@ def _remote_url(common: Path) -> str | None:
         elif line.startswith("["):
             section = None
         elif section is not None and re.match(r"^url\s*=", line):
-            urls.setdefault(section, line.split("=", 1)[1].strip())
+            urls.setdefault(section, _config_value(line.split("=", 1)[1]))
     url = urls.get("origin") or next(iter(urls.values()), None)
     if url is None:
         return None
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1", url)
+    return _without_credentials(url)
+
+
+def _config_value(raw: str) -> str:
+    """A git config value as git reads it: quotes removed (git writes a value holding ``#``
+    or ``;`` in quotes), backslash escapes read, a comment after it dropped."""
+    value, quoted, chars = [], False, iter(raw.strip())
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, "")
+            value.append({"n": "\n", "t": "\t", "b": "\b"}.get(escaped, escaped))
+        elif char == '"':
+            quoted = not quoted
+        elif char in "#;" and not quoted:
+            break
+        else:
+            value.append(char)
+    return "".join(value).strip()
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without the user and password of its authority (``https://user:tok@host/x``
+    -> ``https://host/x``); the authority ends at the first ``/``, and its host follows the
+    last ``@`` (a password may hold one)."""
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/]*)(.*)$", url, re.DOTALL)
+    if match is None:
+        return url
+    scheme, authority, rest = match.groups()
+    return scheme + authority.rpartition("@")[2] + rest
 
 
 def _dirty(top: Path, commit: str) -> bool | None:

@@ -59,6 +59,7 @@ _CLAUSE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(?:(!=|>=|<=|==|=|>|<)\
 _DURATION = re.compile(r"^now\s*-\s*(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MISSING: Any = object()
+_NUMBER_TEXT = re.compile(r"^\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*$")
 
 
 def _of_manifest(read: Callable[[Manifest], Any]) -> Callable[[VersionInfo], Any]:
@@ -168,8 +169,8 @@ class Clause:
             return (self.value in have) == (self.op == "=")
         if self.field.kind == _ANY:
             have, want = _as_recorded(have, self.value)
-            if want is _MISSING:
-                return False
+            if want is _MISSING:  # text against a number, say: never equal
+                return self.op == "!="
         else:
             want = self.value
         if self.field.kind == _TEXT or (self.field.kind == _ANY and isinstance(have, str)):
@@ -271,13 +272,17 @@ def find(
 
 
 def sort_versions(infos: list[VersionInfo], keys: list[SortKey]) -> list[VersionInfo]:
-    """``infos`` ordered by ``keys`` (the first decides, the next break ties); versions
-    missing a key's field go after the others, in either direction."""
+    """``infos`` ordered by ``keys`` (the first decides, the next break ties); numbers come
+    before text and versions missing a key's field after the others, in either direction."""
     ordered = list(infos)
     for key in reversed(keys):  # stable sorts, least significant key first
         values = [(info, key.field.value(info)) for info in ordered]
         present = [(info, value) for info, value in values if value is not _MISSING]
-        present.sort(key=lambda pair: _sort_value(pair[1]), reverse=key.descending)
+        numeric_text = key.field.kind == _TEXT  # tags.epochs: 9 before 10, as --where reads it
+        ranked = [(info, _sort_value(value, numeric_text=numeric_text)) for info, value in present]
+        ranked.sort(key=lambda pair: pair[1], reverse=key.descending)
+        ranked.sort(key=lambda pair: pair[1][0])  # numbers, then text, in either direction
+        present = ranked
         ordered = [info for info, _ in present]
         ordered += [info for info, value in values if value is _MISSING]
     return ordered
@@ -353,10 +358,11 @@ def _is_number(value: Any) -> bool:
 
 
 def _parse_number(text: str) -> float | None:
-    try:
-        number = float(text)
-    except ValueError:
+    """A decimal number written plainly (``3``, ``-0.5``, ``1e-3``); None for anything else,
+    including what only Python reads as one (``1_000``, non-ASCII digits) and inf/nan."""
+    if not _NUMBER_TEXT.match(text):
         return None
+    number = float(text)
     return number if math.isfinite(number) else None
 
 
@@ -399,8 +405,11 @@ def _compare(have: Any, op: str, want: Any) -> bool:
         return False
 
 
-def _sort_value(value: Any) -> tuple[int, Any]:
-    """Numbers before text before anything else, so mixed values still sort."""
+def _sort_value(value: Any, *, numeric_text: bool = False) -> tuple[int, Any]:
+    """Numbers before text before anything else, so mixed values still sort; with
+    ``numeric_text`` (text fields: tags), text that is a number sorts as that number."""
+    if numeric_text and isinstance(value, str) and (number := _parse_number(value)) is not None:
+        return (0, number)
     if _is_number(value) or isinstance(value, bool):
         return (0, value)  # not float(): a huge int from a manifest would overflow
     if isinstance(value, datetime):
@@ -427,7 +436,13 @@ def _parse_time(text: str, clause: str) -> datetime:
         return now.replace(hour=0, minute=0, second=0, microsecond=0)
     match = _DURATION.match(lowered)
     if match:
-        return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        try:
+            return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        except OverflowError:  # further back than datetime reaches (the year 1)
+            raise QueryError(
+                f"in {clause!r}: {text!r} reaches back before the year 1",
+                hint="give a shorter span, or leave the clause out to match every time",
+            ) from None
     parsed = _recorded_time(text)
     if parsed is _MISSING:
         relative = re.match(r"^(\d+(?:\.\d+)?)\s*([smhdw])$", lowered)

@@ -646,6 +646,12 @@ class Store:
         folders, unchanged for ``grace`` seconds (default: ``stale_after``). Returns what
         was (or, with ``dry_run=True``, would be) removed."""
         older_than = self.stale_after if grace is None else grace
+        if not 0 <= older_than < float("inf"):  # negative: saves in flight would count as old
+            raise StoreError(
+                f"the grace period must be 0 seconds or more, not {older_than!r}",
+                hint="give the age in seconds below which leftovers may be saves in flight "
+                "(default: an hour)",
+            )
         with self._storage_errors():
             found = self._catalog.orphans(older_than)
             found += _stale_staging(self._space.staging_parent(), older_than)

@@ -20,9 +20,12 @@ def _seconds(text: str) -> float:
     scale = units.get(text[-1:], 0)
     number = text[:-1] if scale else text
     try:
-        return float(number) * (scale or 1)
+        seconds = float(number) * (scale or 1)
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a duration such as 90s, 15m, 2h") from None
+    if not 0 <= seconds < float("inf"):  # negative: even saves in flight would count as old
+        raise click.BadParameter(f"{text!r} is not a duration of 0 or more, such as 90s, 15m, 2h")
+    return seconds
 
 
 @click.command()
@@ -85,8 +88,10 @@ def migrate_store(source: str, dest: str, as_json: bool, dry_run: bool, quiet: b
         if not quiet and not as_json:
             click.echo(f"[{done}/{total}] {item.name}:{item.version} {item.status}", err=True)
 
-    moved = migrate(Store(source), Store(dest), dry_run=dry_run, progress=report)
+    src, dst = Store(source), Store(dest)
+    moved = migrate(src, dst, dry_run=dry_run, progress=report)
     summary = moved.to_dict()
+    source, dest = src.url, dst.url  # as the stores show them: never a password
     if as_json:
         print_json({"source": source, "dest": dest, "dry_run": dry_run, **summary})
         return

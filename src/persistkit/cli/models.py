@@ -432,15 +432,16 @@ def cp(
     kept. Aliases are copied only with --aliases: those pointing at the copied version(s)
     (for a bare NAME, all of them); one that DEST_STORE already has is refused unless
     --force."""
+    from persistkit.store import Store
+
     store = _open_store(store_url, quiet)
-    copies = store.copy_versions(
-        ref, dest_store, durable=durable, aliases=copy_aliases, force=force
-    )
+    target = Store(dest_store)
+    copies = store.copy_versions(ref, target, durable=durable, aliases=copy_aliases, force=force)
     records = [
         {
             "name": c.artifact.name,
             "version": c.artifact.version,
-            "store": dest_store,
+            "store": target.url,  # as the store shows it: never a password
             "source_version": c.source_version,
             "aliases": c.aliases,
             "aliases_not_copied": c.aliases_not_copied,
