@@ -186,3 +186,24 @@ def test_lone_surrogates_in_names_and_text_get_one_answer_on_both_paths() -> Non
     outcomes = _parsed_both_ways(json.dumps({"inputs": inputs}).encode())
     assert outcomes["json"][0] == "answered"
     assert outcomes["orjson"] == outcomes["json"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_split_bytes splits every 4-byte element of a BYTES binary tensor before the "
+    "count is compared with the shape: 60 MB of zero lengths sent as shape [1] hold the "
+    "event loop (every request) for ~40 s; it should stop at count + 1 elements; owned by "
+    "the fast-path engineer",
+)
+def test_a_bytes_tensor_of_far_more_elements_than_its_shape_is_refused_at_once() -> None:
+    from persistkit.errors import InputError
+    from persistkit.server.protocol import parse_infer_request
+
+    payload = bytes(8 * 1024 * 1024)  # 2 million empty BYTES elements
+    size = {"binary_data_size": len(payload)}
+    inputs = [{"name": "x", "datatype": "BYTES", "shape": [1], "parameters": size}]
+    header = json.dumps({"inputs": inputs}).encode()
+    began = time.perf_counter()
+    with pytest.raises(InputError, match="has shape"):
+        parse_infer_request(bytearray(header + payload), str(len(header)))
+    assert time.perf_counter() - began < 0.5
