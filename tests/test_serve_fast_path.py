@@ -232,3 +232,32 @@ def test_a_model_slower_on_the_loop_than_in_a_thread_goes_back_to_threads_for_go
     main = threading.main_thread().name
     assert main in threads  # it was tried on the loop ...
     assert main not in threads[-8:]  # ... and sent back
+
+
+def test_start_up_moves_what_is_loaded_out_of_the_collectors_reach(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a full collection would otherwise walk every library object and loaded model again
+    # (150-250 ms with scikit-learn loaded), stalling whichever request is running
+    import gc
+    import warnings
+
+    import persistkit
+    from persistkit.server import ModelRepository, create_app
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        from starlette.testclient import TestClient
+
+    monkeypatch.setenv("PERSISTKIT_HOME", str(tmp_path / "home"))
+    persistkit.Store(tmp_path / "store").save(
+        ThreadRecorder(0.0), "recorder", example=np.ones((1, 2)), backend="pickle"
+    )
+    gc.unfreeze()
+    try:
+        app = create_app(ModelRepository(["recorder"], store=str(tmp_path / "store")))
+        assert gc.get_freeze_count() == 0
+        with TestClient(app):
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
