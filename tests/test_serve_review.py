@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator
 
@@ -27,15 +28,15 @@ def _zeros(x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """`persistkit serve digits` over a store holding digits:1 and extra:1."""
+    """`persistkit serve reviewed` over a store holding reviewed:1 and extra:1."""
     data = digits()
     folder = tmp_path_factory.mktemp("review-store")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("PERSISTKIT_HOME", str(tmp_path_factory.mktemp("review-home")))
         store = persistkit.Store(folder)
-        store.save(_zeros, "digits", example=data.rows[:3], backend="pickle")
+        store.save(_zeros, "reviewed", example=data.rows[:3], backend="pickle")
         store.save(_zeros, "extra", example=data.rows[:3], backend="pickle")
-        repository = ModelRepository(["digits"], store=str(folder), trusted=True)
+        repository = ModelRepository(["reviewed"], store=str(folder), trusted=True)
         with running_server(create_app(repository)) as running:
             yield running
 
@@ -72,7 +73,7 @@ def _metric_lines(server: RunningServer, word: str) -> list[str]:
 
 def test_made_up_repository_urls_add_no_endpoint_label(server: RunningServer) -> None:
     for index in range(3):
-        response = httpx.get(f"{server.url}/v2/repository/models/digits/made-up-{index}")
+        response = httpx.get(f"{server.url}/v2/repository/models/reviewed/made-up-{index}")
         assert response.status_code == 404
     assert _metric_lines(server, "made-up") == []
     assert _metric_lines(server, 'persistkit_requests_total{code="404",endpoint="other"')
@@ -112,6 +113,32 @@ def test_a_client_cannot_split_log_lines_with_encoded_newlines(
     assert any("\\n" in line for line in lines)  # shown escaped, not dropped
 
 
+@pytest.mark.parametrize(
+    ("path", "endpoint"),
+    [
+        ("/v2/models/reviewed/infer", "infer"),
+        ("/v2/repository/models/reviewed/load", "repository_load"),
+    ],
+)
+def test_a_client_gone_before_its_body_arrived_is_no_server_error(
+    server: RunningServer, caplog: pytest.LogCaptureFixture, path: str, endpoint: str
+) -> None:
+    host, port = server.host_port.split(":")
+    with caplog.at_level(logging.INFO, logger="persistkit.server"):
+        with socket.create_connection((host, int(port))) as client:
+            head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+            client.sendall(f"{head}X-Request-Id: gone-{endpoint}\r\n\r\n{{".encode())
+            time.sleep(0.2)
+        deadline = time.monotonic() + 5
+        while not _access_lines(caplog, f"gone-{endpoint}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert " 499 " in _access_lines(caplog, f"gone-{endpoint}")[0]
+    labels = f'endpoint="{endpoint}",model="reviewed"'
+    assert _metric_lines(server, f'requests_total{{code="500",{labels}}}') == []
+    assert _metric_lines(server, f'requests_total{{code="499",{labels}}}')
+
+
 def _infer_body(request_id: str) -> bytes:
     inputs = [{"name": "input-0", "datatype": "FP64", "shape": [1, 64], "data": ROW}]
     return json.dumps({"id": request_id, "inputs": inputs}).encode()
@@ -131,7 +158,7 @@ def test_a_request_id_with_a_lone_surrogate_is_echoed_on_both_json_paths(
     try:
         for backend in ("json", "orjson"):
             codec.use(backend)
-            response = httpx.post(server.url + "/v2/models/digits/infer", content=body)
+            response = httpx.post(server.url + "/v2/models/reviewed/infer", content=body)
             answers[backend] = (response.status_code, response.text)
     finally:
         codec.use(None)

@@ -5,6 +5,8 @@ it takes the client's ``X-Request-Id`` (printable ASCII, at most 128 characters)
 one, answers it in the ``X-Request-Id`` response header, holds it in :data:`request_id` while
 the request runs, so every line logged to ``persistkit.server`` during the request ends with
 ``[request ID]``, and writes one access line per request to ``persistkit.server.access``.
+A client that leaves before its request body arrived is counted and logged as 499, not as a
+server error. Log lines show a client's line breaks (a percent-decoded path) escaped.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from persistkit.server import metrics
@@ -30,6 +32,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HEADER = b"x-request-id"
 MAX_ID_LENGTH = 128
+CLIENT_GONE = 499  # the status counted and logged for a client that left mid-request
 #: the id of the request being answered (empty outside one)
 request_id: ContextVar[str] = ContextVar("persistkit_request_id", default="")
 access_logger = logging.getLogger("persistkit.server.access")
@@ -153,6 +156,12 @@ class RequestObserver:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # gone before its request was read: nobody to answer, and no fault of the
+            # server's (nginx's 499, "client closed request", never counted as a 500)
+            if started:
+                raise
+            status = CLIENT_GONE
         except Exception as exc:
             if started:
                 raise
