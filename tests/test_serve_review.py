@@ -89,6 +89,16 @@ def test_loading_a_name_the_store_lacks_leaves_no_row_or_label(server: RunningSe
     assert _metric_lines(server, "nosuch") == []
 
 
+def test_unloading_made_up_names_keeps_nothing_per_name(server: RunningServer) -> None:
+    repository = server.app.state.repository
+    before = len(repository._name_locks)  # one lock per name loaded or unloaded
+    for index in range(3):
+        response = httpx.post(f"{server.url}/v2/repository/models/{'x' * 4000}{index}/unload")
+        assert response.status_code == 404
+        assert "cannot be unloaded" in response.json()["error"]
+    assert len(repository._name_locks) == before
+
+
 def _access_lines(caplog: pytest.LogCaptureFixture, marker: str) -> list[str]:
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("persistkit.server")]
     return [line for line in lines if marker in line]

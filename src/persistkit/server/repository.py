@@ -311,17 +311,26 @@ class ModelRepository:
 
     def unload_model(self, name: str) -> None:
         """Stop serving every version of ``name``. Requests already running finish."""
+        if not self._holds(name):  # before taking a lock: none is kept for made-up names
+            raise self._not_loaded(name)
         with self._name_lock(name):
             with self._swap:
                 old = [c for c in self._claims if c.name == name]
-            if not old and name not in self._models:
-                raise ModelNotServedError(
-                    f"no model named {name[:128]!r} is loaded here, so it cannot be unloaded",
-                    hint="GET /v2/repository/index lists the models and their state",
-                )
+            if not old and name not in self._models:  # unloaded meanwhile
+                raise self._not_loaded(name)
             self._publish(None, None, replaces=old)
             self._status[name] = ("UNAVAILABLE", "unloaded")
             logger.info("unloaded %s", name)
+
+    def _holds(self, name: str) -> bool:
+        return name in self._models or any(c.name == name for c in self._claims)
+
+    @staticmethod
+    def _not_loaded(name: str) -> ModelNotServedError:
+        return ModelNotServedError(
+            f"no model named {name[:128]!r} is loaded here, so it cannot be unloaded",
+            hint="GET /v2/repository/index lists the models and their state",
+        )
 
     def _name_lock(self, name: str) -> threading.Lock:
         with self._swap:
