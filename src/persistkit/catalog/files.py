@@ -167,7 +167,9 @@ class FileCatalog(Catalog):
                 continue
             added = json_object(tag_blobs.get(f"{name}/{v}/{TAGS_NAME}"))
             manifest = merge_tags_over(parsed, added)
-            manifests.append(replace(manifest, name=name, version=v))
+            if manifest.name != name or manifest.version != v:  # as published, usually
+                manifest = replace(manifest, name=name, version=v)
+            manifests.append(manifest)
         return manifests
 
     def parse(self, name: str, version: int, raw: bytes) -> Manifest | Damaged:
