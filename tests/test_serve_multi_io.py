@@ -202,3 +202,21 @@ def test_a_manifest_from_before_forms_reads_as_one_input_and_output() -> None:
 def test_a_damaged_form_is_a_manifest_error(signature: dict[str, Any]) -> None:
     with pytest.raises(ManifestError):
         Signature.from_manifest(signature)
+
+
+class DictInput(torch.nn.Module):  # type: ignore[misc,name-defined]
+    """forward(self, batch) reading batch["a"] and batch["b"]: a dict as one argument."""
+
+    def forward(self, batch: dict[str, Any]) -> Any:
+        return batch["a"] * 2 + batch["b"]
+
+
+def test_a_torch_module_of_one_dict_argument_gets_the_dict_itself() -> None:
+    a, b = np.ones((2, 3), np.float32), np.full((2, 3), 0.5, np.float32)
+    answer = persistkit.predict(DictInput(), {"a": a, "b": b})
+    np.testing.assert_array_equal(answer, a * 2 + b)
+
+
+def test_a_torch_module_refusing_its_inputs_is_an_input_error_naming_their_shapes() -> None:
+    with pytest.raises(persistkit.errors.InputError, match=r"shapes \[\(2, 5\), \(2, 4\)\]"):
+        persistkit.predict(TwoTowers(), (np.ones((2, 5), np.float32), RIGHT))
