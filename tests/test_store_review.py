@@ -24,10 +24,11 @@ from click.testing import CliRunner
 
 from persistkit.catalog.moving import migrate_store
 from persistkit.cli import main
-from persistkit.errors import IntegrityError, QueryError, StoreError
+from persistkit.errors import IntegrityError, QueryError, RefError, StoreError
 from persistkit.lineage import git_lineage
 from persistkit.store import Store
 from postgres_server import fresh_postgres_url, postgres_server  # noqa: F401  (fixtures)
+from store_helpers import store_url
 
 SHARED_BLOBS = (
     "two catalogs sharing one blobs location (blobs=, or $PERSISTKIT_BLOBS set for every "
@@ -127,6 +128,24 @@ def test_a_missing_payload_of_a_database_store_is_an_integrity_error(tmp_path: P
     shutil.rmtree(art.path)
     with pytest.raises(IntegrityError, match="m:1"):
         store.load("m")
+
+
+@pytest.mark.parametrize("kind", ["folder", "sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    "tags",
+    [{"epochs": 10}, {"note": "a\x00b"}, {"note": "\udc80"}, {"a/b": "x"}, {"k" * 200: "x"}],
+    ids=["number", "nul", "surrogate", "slash-key", "long-key"],
+)
+def test_a_tag_a_store_cannot_hold_is_refused_before_anything_is_stored(
+    kind: str, tags: dict[Any, Any], request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    store = Store(store_url(kind, request, tmp_path))
+    with pytest.raises(RefError, match="tag"):
+        store.save({"w": [1]}, "m", tags=tags)  # was: a damaged m:1, or a bare database error
+    assert not store.has("m") and not store.gc(grace=0, dry_run=True)
+    store.save({"w": [1]}, "m", tags={"epochs": "10"})
+    with pytest.raises(RefError, match="NUL"):
+        store.tag("m:1", "note", "a\x00b")
 
 
 # --- version numbers are never reused ----------------------------------------------------

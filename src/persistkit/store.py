@@ -300,6 +300,7 @@ class Store:
         (local stores; object stores acknowledge a write only once it is durable).
         """
         validate_name(name)
+        _check_tags(manifest.tags)
         self._clean_staging(staging.parent)
         with self._storage_errors():
             return self._catalog.publish(staging, name, manifest, durable=durable, version=version)
@@ -789,12 +790,41 @@ def _is_name(text: str) -> bool:
 
 
 def _check_tag(key: str, value: str | None) -> None:
+    """A tag every kind of store holds and reads back as set (``value=None``: removing it)."""
+    if not isinstance(key, str):
+        raise RefError(f"a tag key must be text, not {type(key).__name__} {key!r}")
     validate_name(key.lower(), what="tag key")
     if value is not None and (not isinstance(value, str) or len(value) > _MAX_TAG_VALUE):
         raise RefError(
-            f"the value of tag {key!r} must be text of at most {_MAX_TAG_VALUE} characters",
-            hint="store long or structured data in metadata= at save time",
+            f"the value of tag {key!r} must be text of at most {_MAX_TAG_VALUE} characters"
+            + ("" if isinstance(value, str) else f", not {type(value).__name__} {value!r}"),
+            hint="numbers and structured data go in params= or metadata= at save time "
+            "(or write the number as text: tags={'epochs': '10'})",
         )
+    if value is not None and ("\x00" in value or not _encodable(value)):
+        raise RefError(
+            f"the value of tag {key!r} holds a NUL character or a lone surrogate, which a "
+            "database store cannot hold",
+            hint="leave it out (or encode the value, e.g. as hex)",
+        )
+
+
+def _check_tags(tags: dict[str, Any]) -> None:
+    """The tags a version is saved with follow the rules of :meth:`Store.tag` (checked
+    before anything is stored: a folder store would publish a version it cannot read back,
+    a database store would fail with the payload stored)."""
+    for key, value in tags.items():
+        _check_tag(key, "" if value is None else value)
+        if value is None:
+            raise RefError(f"the value of tag {key!r} must be text, not None")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _host() -> str:
