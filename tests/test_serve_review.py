@@ -10,6 +10,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -244,3 +245,28 @@ def test_a_bytes_tensor_of_far_more_elements_than_its_shape_is_refused_at_once()
     with pytest.raises(InputError, match="has shape"):
         parse_infer_request(bytearray(header + payload), str(len(header)))
     assert time.perf_counter() - began < 0.5
+
+
+def test_a_version_that_failed_to_load_once_is_tried_again_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PERSISTKIT_HOME", str(tmp_path / "home"))
+    store = persistkit.Store(tmp_path / "store")
+    rows = np.zeros((2, 64))
+    store.save(_zeros, "m", example=rows, backend="pickle")
+    second = store.save(_zeros, "m", example=rows, backend="pickle")
+    store.alias("m:1", "prod")
+    repository = ModelRepository(["m@prod"], store=str(tmp_path / "store"), trusted=True)
+    repository.load()
+    payload = next(p for p in second.path.iterdir() if p.suffix == ".pkl")
+    saved = payload.read_bytes()
+    payload.write_bytes(saved[:-1] + b"!")  # the store fails for a moment
+    store.alias("m:2", "prod")
+    repository.follow_once()
+    assert repository.get("m").version == 1  # the old one keeps answering
+    payload.write_bytes(saved)  # and answers again
+    repository.follow_once()
+    assert repository.get("m").version == 1  # not retried at every interval
+    repository.retry_failed_s = 0.0  # as if a minute had gone by
+    repository.follow_once()
+    assert repository.get("m").version == 2

@@ -119,10 +119,15 @@ class IndexEntry:
 class ModelRepository:
     """Loads each ref (``load``) and answers lookups by name and version segment.
 
+    A version a followed alias moved to that fails to load is tried again only after
+    ``retry_failed_s`` seconds (the failure may have been the store's, for a moment).
+
     The version segment of a URL may be a version number, an alias, ``latest`` or absent
     (the highest loaded version). ``ready`` is true once start-up loading finished, and
     only while every model the server claims has its version loaded.
     """
+
+    retry_failed_s = 60.0
 
     def __init__(
         self,
@@ -143,7 +148,8 @@ class ModelRepository:
         self._swap = threading.Lock()  # writers of _models and _claims
         self._name_locks: dict[str, threading.Lock] = {}  # one load or unload per name at once
         self._status: dict[str, tuple[State, str]] = {}  # names not READY, and why
-        self._failed: set[tuple[str, int]] = set()  # versions that failed when following
+        # versions that failed to load when following -> when they failed
+        self._failed: dict[tuple[str, int], float] = {}
         self._unreadable: dict[str, str] = {}  # followed names the store did not answer for
         self._started = threading.Event()
 
@@ -361,7 +367,8 @@ class ModelRepository:
     def follow_once(self) -> None:
         """Look where each followed alias (and ``latest``) points now; load a version it moved
         to, then switch to it. A version that fails to load is logged and counted, the old
-        one keeps answering, and it is not tried again until the alias moves elsewhere."""
+        one keeps answering, and it is tried again only after ``retry_failed_s`` (a store that
+        failed for a moment must not keep an alias from moving until a restart)."""
         from persistkit.store import Store
 
         if not self._started.is_set():
@@ -385,7 +392,8 @@ class ModelRepository:
             self._refresh_aliases(name, aliases)
 
     def _switch(self, claim: Claim, target: int) -> None:
-        if (claim.name, target) in self._failed:
+        failed_at = self._failed.get((claim.name, target))
+        if failed_at is not None and time.monotonic() - failed_at < self.retry_failed_s:
             return
         shown = claim.ref if claim.follows else claim.name
         with self._name_lock(claim.name):
@@ -394,7 +402,7 @@ class ModelRepository:
                 try:
                     served = self._load_timed(f"{claim.name}:{target}", stored=True)
                 except Exception as exc:
-                    self._failed.add((claim.name, target))
+                    self._failed[(claim.name, target)] = time.monotonic()
                     logger.error(
                         "%s moved to version %d, which failed to load; still serving "
                         "version %s: %s",
