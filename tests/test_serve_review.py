@@ -270,3 +270,11 @@ def test_a_version_that_failed_to_load_once_is_tried_again_later(
     repository.retry_failed_s = 0.0  # as if a minute had gone by
     repository.follow_once()
     assert repository.get("m").version == 2
+
+
+def test_a_log_call_with_wrong_arguments_does_not_raise_from_the_request_id_filter() -> None:
+    from persistkit.server.observer import RequestIdFilter
+
+    record = logging.LogRecord("persistkit.server", logging.ERROR, __file__, 1,
+                               "%s and %s", ("only one",), None)  # fmt: skip
+    assert RequestIdFilter().filter(record)  # logging's handler reports the bad call

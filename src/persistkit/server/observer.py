@@ -48,7 +48,10 @@ class RequestIdFilter(logging.Filter):
         if not getattr(record, "_id_added", False):
             # a client's text (a percent-decoded URL path, a model name) may hold line breaks:
             # shown escaped, so that no client can write a line of its own into the log
-            message = record.getMessage()
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed call: logging's own handler reports it
+                return True
             if not message.isprintable():
                 message = escape_controls(message)
             if current:
