@@ -171,6 +171,43 @@ def test_migrate_store_keeps_the_deleted_numbers_of_a_name_with_no_version_left(
     assert dest.save({"w": [2]}, "gone").version == 2  # 1 was deleted: never reused
 
 
+# --- concurrent writers: the last write wins ------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SqlCatalog.set_alias and set_added_tags (catalog/sql.py) delete then insert: on "
+    "PostgreSQL two writers both insert and one gets a raw IntegrityError (UniqueViolation). "
+    "Upsert the alias (insert().on_conflict_do_update of the dialect, PostgreSQL and SQLite "
+    "alike) and lock the version's row (select ... with_for_update()) before rewriting its tags",
+)
+def test_moving_an_alias_and_tagging_at_once_on_postgresql_never_fails(
+    tmp_path: Path,
+    fresh_postgres_url: str,  # noqa: F811
+) -> None:
+    url = f"{fresh_postgres_url}?blobs={tmp_path}/blobs"
+    Store(url).save({"w": [1]}, "m")
+    Store(url).save({"w": [2]}, "m")
+    failures: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        store = Store(url)
+        for j in range(20):
+            try:
+                store.alias(f"m:{1 + (i + j) % 2}", "prod")
+                store.tag("m:1", "by", f"{i}-{j}")
+            except Exception as exc:  # every failure is the finding
+                failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert set(Store(url).aliases("m")) == {"prod"}
+
+
 # --- credentials are never printed -------------------------------------------------------
 
 
