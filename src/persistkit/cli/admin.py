@@ -35,13 +35,25 @@ def _seconds(text: str) -> float:
     "--grace",
     default="1h",
     show_default=True,
-    help="Only what is older than this (90s, 15m, 2h): younger leftovers may be saves "
-    "still in flight.",
+    metavar="DURATION",
+    help="Only what is older than this (90s, 15m, 2h, 1d): younger leftovers may be saves "
+    "still in flight, so keep it longer than your longest save.",
 )
 @click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
 def gc(store_url: str | None, as_json: bool, grace: str, dry_run: bool) -> None:
     """Remove what writers killed mid-save left in the store: payloads no version points at
-    and staging folders. Published versions are never touched."""
+    and staging folders. Published versions are never touched.
+
+    Run it now and then (a cron job) on a store whose writers can be killed; run it with
+    --dry-run first to see what would go. A database store's payloads must not be shared
+    with another store (the same blobs location): its gc would take the other's for
+    leftovers.
+
+    \b
+    Examples:
+      persistkit gc --dry-run --store sqlite:////srv/models/catalog.db
+      persistkit gc --grace 6h --store "postgresql://user@db/models?blobs=s3://bucket/blobs"
+    """
     from persistkit.store import Store
 
     store = Store(store_url)
@@ -70,6 +82,10 @@ def migrate_store(source: str, dest: str, as_json: bool, dry_run: bool, quiet: b
     """Copy the whole store SRC into DST (a store of any kind, holding none of SRC's names):
     every model and version under its own number, deleted numbers, tags and aliases; then
     check every digest, tag and alias. SRC is left as it was.
+
+    A PostgreSQL DST needs a place for its payloads (?blobs=URL or $PERSISTKIT_BLOBS). To
+    merge one model into a store that already has it, use `persistkit cp NAME DST --aliases`
+    (the copies get new numbers there).
 
     \b
     Examples:
