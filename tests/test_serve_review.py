@@ -155,12 +155,6 @@ def _infer_body(request_id: str) -> bytes:
     return json.dumps({"id": request_id, "inputs": inputs}).encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="orjson cannot write a lone surrogate (which the stdlib reads from '\\ud800' and "
-    "writes back escaped): codec.dumps must fall back to the standard library on "
-    "orjson.JSONEncodeError; owned by the fast-path engineer",
-)
 def test_a_request_id_with_a_lone_surrogate_is_echoed_on_both_json_paths(
     server: RunningServer,
 ) -> None:
@@ -201,24 +195,12 @@ def _parsed_both_ways(body: bytes) -> dict[str, tuple[str, str]]:
     return outcomes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="orjson reads an integer past 64 bits as a float and the FP64 input is accepted; "
-    "the standard library reads a Python int, np.array makes an object array and the input "
-    "is refused ('holds other values (object)'); owned by the fast-path engineer",
-)
 def test_an_integer_past_64_bits_in_fp64_data_gets_one_answer_on_both_paths() -> None:
     inputs = [{"name": "x", "datatype": "FP64", "shape": [2], "data": [2**64, 1]}]
     outcomes = _parsed_both_ways(json.dumps({"inputs": inputs}).encode())
     assert outcomes["orjson"] == outcomes["json"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a lone surrogate (\\ud800) in an input name or BYTES value makes orjson.dumps "
-    "raise TypeError (a 500); the standard library writes it escaped; owned by the fast-path "
-    "engineer",
-)
 def test_lone_surrogates_in_names_and_text_get_one_answer_on_both_paths() -> None:
     inputs = [{"name": "\ud800", "datatype": "BYTES", "shape": [1], "data": ["\udfff"]}]
     outcomes = _parsed_both_ways(json.dumps({"inputs": inputs}).encode())
@@ -226,13 +208,6 @@ def test_lone_surrogates_in_names_and_text_get_one_answer_on_both_paths() -> Non
     assert outcomes["orjson"] == outcomes["json"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_split_bytes splits every 4-byte element of a BYTES binary tensor before the "
-    "count is compared with the shape: 60 MB of zero lengths sent as shape [1] hold the "
-    "event loop (every request) for ~40 s; it should stop at count + 1 elements; owned by "
-    "the fast-path engineer",
-)
 def test_a_bytes_tensor_of_far_more_elements_than_its_shape_is_refused_at_once() -> None:
     from persistkit.errors import InputError
     from persistkit.server.protocol import parse_infer_request

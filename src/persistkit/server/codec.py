@@ -60,7 +60,15 @@ def select(backend: str | None = None) -> Codec:
         except (fast_error, RecursionError):
             return stdlib_loads(data)  # NaN, huge integers: read as Python reads them
 
-    return "orjson", loads, orjson.dumps
+    fast_dumps, encode_error = orjson.dumps, orjson.JSONEncodeError
+
+    def dumps(value: Any) -> bytes:
+        try:
+            return fast_dumps(value)
+        except encode_error:  # a lone surrogate, an integer past 64 bits: as Python writes them
+            return _stdlib_dumps(value)
+
+    return "orjson", loads, dumps
 
 
 BACKEND, loads, _fast_dumps = select()

@@ -7,6 +7,7 @@ Pure functions over bytes and arrays, no HTTP: the app calls them and maps
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 from collections.abc import Callable, Sequence
@@ -215,7 +216,7 @@ def _from_binary(
     chunk: bytes | bytearray | memoryview, datatype: str, shape: list[int], count: int, label: str
 ) -> np.ndarray:
     if datatype == "BYTES":
-        items = _split_bytes(chunk, label)
+        items = _split_bytes(chunk, label, count)
         if len(items) != count:
             raise _count_error(label, shape, count, len(items))
         try:  # text models want str, as they get from JSON requests
@@ -239,10 +240,14 @@ def _from_binary(
     return array.astype(dtype.newbyteorder("="))
 
 
-def _split_bytes(chunk: bytes | bytearray | memoryview, label: str) -> list[bytes]:
-    """BYTES tensors: each element is a 4-byte little-endian length, then that many bytes."""
-    items, pos = [], 0
-    while pos < len(chunk):
+def _split_bytes(chunk: bytes | bytearray | memoryview, label: str, count: int) -> list[bytes]:
+    """BYTES tensors: each element is a 4-byte little-endian length, then that many bytes.
+
+    Stops at one element past ``count`` (the caller then refuses the miscount): a body of
+    millions of empty elements under a small shape must not hold the event loop."""
+    items: list[bytes] = []
+    pos = 0
+    while pos < len(chunk) and len(items) <= count:
         if pos + 4 > len(chunk):
             raise InputError(f"{label} has a truncated BYTES element", hint="check the encoding")
         (length,) = struct.unpack_from("<I", chunk, pos)
@@ -264,6 +269,12 @@ def _from_json(data: Any, datatype: str, shape: list[int], count: int, label: st
     if values.size != count:
         raise _count_error(label, shape, count, values.size)
     kind = values.dtype.kind
+    if kind == "O" and count and datatype in ("FP16", "FP32", "FP64"):
+        # integers past 64 bits make an object array; read them as the float they name, as
+        # the orjson path does (one past the float range stays refused below)
+        with contextlib.suppress(ValueError, TypeError, OverflowError):
+            values = np.array(data, dtype=np.float64)
+            kind = values.dtype.kind
     allowed = _JSON_KINDS.get(datatype) or (_INT_KINDS if datatype[0] in "IU" else _FLOAT_KINDS)
     if count and kind not in allowed:
         raise InputError(
