@@ -368,6 +368,31 @@ def test_the_git_remote_loses_every_credential(tmp_path: Path, remote: str, reco
     assert record["remote"] == recorded
 
 
+@pytest.mark.parametrize("special", ["fifo", "dangling-link"])
+def test_data_digest_of_a_folder_with_a_special_file_is_a_record_error(
+    tmp_path: Path, special: str
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("x,y\n1,2\n")
+    if special == "fifo":
+        os.mkfifo(data / "pipe")  # opening it would wait for a writer forever
+    else:
+        (data / "gone.csv").symlink_to(tmp_path / "nowhere.csv")
+    code = (
+        "import sys\nfrom persistkit import data_digest\nfrom persistkit.errors import "
+        "RecordError\ntry:\n    data_digest(sys.argv[1])\nexcept RecordError as e:\n"
+        "    print(e.message)\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(data)], capture_output=True, text=True, timeout=20
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("data_digest() still waiting after 20 s")
+    assert "data_digest()" in done.stdout, done.stderr
+
+
 # --- queries: types that do not mix ------------------------------------------------------
 
 

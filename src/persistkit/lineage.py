@@ -140,6 +140,22 @@ def _path_digest(path: Path) -> str:
 
 
 def _file_sha256(path: Path) -> bytes:
+    """The sha256 of a regular file (a link to one is followed); a FIFO, socket, device or
+    dangling link is a :class:`RecordError` (opening a FIFO would wait for a writer)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise RecordError(
+            f"data_digest(): cannot read {path}: {exc.strerror}",
+            hint="remove the broken link or give a folder holding only data files",
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise RecordError(
+            f"data_digest(): {path} is not a regular file (a FIFO, socket or device)",
+            hint="give a folder holding only data files",
+        )
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
