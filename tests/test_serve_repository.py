@@ -3,8 +3,10 @@ client against a real uvicorn server on a real store."""
 
 from __future__ import annotations
 
+import gc
 import json
 import warnings
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,3 +230,21 @@ def test_load_before_start_up_finished_is_503(store_dir: Path) -> None:
     response = client.post("/v2/repository/models/extra/load")  # no `with`: no lifespan ran
     assert response.status_code == 503
     assert client.get("/v2/health/ready").status_code == 503
+
+
+def test_an_unloaded_model_is_collected_although_the_server_froze_it(store_dir: Path) -> None:
+    """The server freezes what is alive after start-up out of the collector's reach; a model
+    dropped later (unload, a followed alias moving) must not stay frozen for good."""
+    repository = ModelRepository(["digits:2"], store=str(store_dir), trusted=True)
+    repository.load()
+    model = repository.get("digits").model
+    model.cycle = model  # only a collection frees an object in a reference cycle
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    gc.freeze()
+    try:
+        repository.unload_model("digits")
+        assert gone() is None
+    finally:
+        gc.unfreeze()

@@ -10,6 +10,7 @@ before it enters the table: nothing answers from a half-loaded model.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -79,6 +80,19 @@ class ServedModel:
     def platform(self) -> str:
         """Family and format, e.g. ``sklearn_joblib`` (Triton names platforms that way)."""
         return f"{self.manifest.family or 'python'}_{self.manifest.backend}"
+
+
+def _refreeze() -> None:
+    """After a model is dropped (unloaded, or replaced by the version an alias moved to).
+
+    When the server froze its long-lived objects out of the collector's reach
+    (``gc.freeze()`` after start-up), the dropped model was frozen too, and whatever of it
+    only a collection frees (reference cycles) would stay for the life of the process. Thaw,
+    collect and freeze again: one full collection per switch, never per request."""
+    if gc.get_freeze_count():
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
 
 @dataclass(frozen=True)
@@ -278,11 +292,18 @@ class ModelRepository:
             for c in claims:  # a followed alias names the version it points at, only that one
                 if c.alias is not None:
                     _move_alias(models[c.name], c.alias, c.version)
+            dropped = any(
+                version not in models.get(name, {})
+                for name, versions in self._models.items()
+                for version in versions
+            )
             self._models, self._claims = models, tuple(claims)
             for name in models:
                 self._status.pop(name, None)
             metrics.set_loaded({name: len(versions) for name, versions in models.items()})
-            return True
+        if dropped:
+            _refreeze()
+        return True
 
     # -- the repository extension: load and unload at runtime --------------------------------
     def load_model(
