@@ -197,6 +197,14 @@ def test_serve_takes_the_batching_options() -> None:
     assert "--max-batch-delay-ms" in result.output
 
 
+def test_a_batch_delay_without_a_batch_size_is_a_usage_error() -> None:
+    from persistkit.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "anything", "--max-batch-delay-ms", "5"])
+    assert result.exit_code == 2
+    assert "needs --max-batch-size" in result.output
+
+
 def test_each_worker_batches_as_the_command_line_said(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

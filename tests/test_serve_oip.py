@@ -81,10 +81,10 @@ def test_each_served_version_is_ready(served: Served) -> None:
     assert not served.client.is_model_ready("digits", "3")
 
 
-def test_server_metadata_names_the_binary_extension(served: Served) -> None:
+def test_server_metadata_names_the_extensions(served: Served) -> None:
     metadata = served.client.get_server_metadata()
     assert metadata["name"] == "persistkit"
-    assert "binary_tensor_data" in metadata["extensions"]
+    assert {"binary_tensor_data", "model_repository"} <= set(metadata["extensions"])
 
 
 def test_model_metadata_comes_from_the_signature(served: Served) -> None:

@@ -164,6 +164,11 @@ def serve(
     from persistkit.server.repository import ModelRepository
     from persistkit.server.workers import check_loads, served_label
 
+    if max_batch_delay_ms and max_batch_size == 1:
+        raise click.UsageError(
+            "--max-batch-delay-ms waits for requests to stack, which needs --max-batch-size "
+            "above 1 (say --max-batch-size 32)"
+        )
     max_body = max_body_mb * 1024 * 1024
     code_folder = use_app_dir(app_dir)
     check_port(host, port)  # before loading models, which can take minutes

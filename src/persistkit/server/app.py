@@ -219,9 +219,9 @@ class Routes:
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     async def server_metadata(self, request: Request) -> Response:
-        return JSONResponse(
-            {"name": "persistkit", "version": __version__, "extensions": ["binary_tensor_data"]}
-        )
+        extensions = ["binary_tensor_data", "model_repository"]
+        metadata = {"name": "persistkit", "version": __version__, "extensions": extensions}
+        return JSONResponse(metadata)
 
     def _model(self, request: Request) -> ServedModel:
         return self._served(request.path_params["name"], request.path_params.get("version"))
