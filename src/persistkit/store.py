@@ -48,7 +48,7 @@ from persistkit.errors import (
 )
 from persistkit.manifest import MANIFEST_NAME, Manifest
 from persistkit.records import Artifact
-from persistkit.refs import Ref, did_you_mean, parse_ref, typo_of, validate_name
+from persistkit.refs import MAX_NAME_LENGTH, Ref, did_you_mean, parse_ref, typo_of, validate_name
 
 __all__ = [
     "CopiedVersion",
@@ -790,33 +790,48 @@ def _is_name(text: str) -> bool:
 
 
 def _check_tag(key: str, value: str | None) -> None:
-    """A tag every kind of store holds and reads back as set (``value=None``: removing it)."""
-    if not isinstance(key, str):
-        raise RefError(f"a tag key must be text, not {type(key).__name__} {key!r}")
+    """A tag :meth:`Store.tag` sets (``value=None``: removing it): a key by the rule of names,
+    text every kind of store holds."""
+    _check_storable_tag(key, "" if value is None else value)
     validate_name(key.lower(), what="tag key")
-    if value is not None and (not isinstance(value, str) or len(value) > _MAX_TAG_VALUE):
+    if value is not None and len(value) > _MAX_TAG_VALUE:
         raise RefError(
-            f"the value of tag {key!r} must be text of at most {_MAX_TAG_VALUE} characters"
-            + ("" if isinstance(value, str) else f", not {type(value).__name__} {value!r}"),
-            hint="numbers and structured data go in params= or metadata= at save time "
-            "(or write the number as text: tags={'epochs': '10'})",
+            f"the value of tag {key!r} must be text of at most {_MAX_TAG_VALUE} characters",
+            hint="store long or structured data in metadata= at save time",
         )
-    if value is not None and ("\x00" in value or not _encodable(value)):
+
+
+def _check_storable_tag(key: Any, value: Any) -> None:
+    """A tag every kind of store holds and reads back as it was given: text (a folder store
+    would publish a manifest it cannot read back), no NUL or lone surrogate (SQLite and
+    PostgreSQL refuse them), a key of at most 128 characters (a database column)."""
+    if not isinstance(key, str) or not key or len(key) > MAX_NAME_LENGTH:
+        shown = repr(key) if len(repr(key)) <= 40 else f"{repr(key)[:40]}..."
         raise RefError(
-            f"the value of tag {key!r} holds a NUL character or a lone surrogate, which a "
-            "database store cannot hold",
+            f"a tag key must be text of 1 to {MAX_NAME_LENGTH} characters, not {shown}",
+            hint="tag keys are names such as stage or reviewed_by",
+        )
+    if not isinstance(value, str):
+        raise RefError(
+            f"the value of tag {key!r} must be text, not {type(value).__name__} {value!r}",
+            hint="write a number as text (tags={'epochs': '10'}), or record it in params= "
+            "or metadata= at save time",
+        )
+    if any("\x00" in text or not _encodable(text) for text in (key, value)):
+        raise RefError(
+            f"the tag {key!r} holds a NUL character or a lone surrogate, which a database "
+            "store cannot hold",
             hint="leave it out (or encode the value, e.g. as hex)",
         )
 
 
 def _check_tags(tags: dict[str, Any]) -> None:
-    """The tags a version is saved with follow the rules of :meth:`Store.tag` (checked
+    """The tags a version is published with can be held by every kind of store (checked
     before anything is stored: a folder store would publish a version it cannot read back,
-    a database store would fail with the payload stored)."""
+    a database store would fail with the payload stored). Not the rule of names for keys:
+    versions saved before may be copied or moved with theirs."""
     for key, value in tags.items():
-        _check_tag(key, "" if value is None else value)
-        if value is None:
-            raise RefError(f"the value of tag {key!r} must be text, not None")
+        _check_storable_tag(key, value)
 
 
 def _encodable(text: str) -> bool:
