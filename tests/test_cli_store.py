@@ -91,7 +91,7 @@ def test_ls_of_an_empty_store_says_so(tmp_path: Path) -> None:
 
 def test_show_json_prints_the_manifest_with_its_digest(store: Store) -> None:
     shown = json.loads(run(store, "show", "m:1", "--json").output)
-    assert shown["format"] == "persistkit/1"
+    assert shown["format"] == "persistkit/2"  # BLAKE3 file digests (persistkit.digests)
     assert shown["version"] == 1
     assert shown["digest"] == store.digest("m:1")
 

@@ -53,6 +53,7 @@ def resave_file(artifact: Path, name: str, array: np.ndarray) -> None:
     def change(data: dict) -> None:
         for entry in data["files"]:
             if entry["path"] == name:
+                entry.pop("blake3", None)  # re-recorded as sha256 (a manifest may mix them)
                 entry["sha256"], entry["size"] = digest, path.stat().st_size
 
     edit_manifest(artifact, change)

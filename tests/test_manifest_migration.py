@@ -1,7 +1,7 @@
-"""The manifest format's migration table, tested for real: a format-1 artifact of this
-release (tests/golden) read by a persistkit whose format is 2 goes through MIGRATIONS[1],
-still verifies, and is still its owner's (the seal covers what was written, not this
-version's reading of it)."""
+"""The manifest format's migration table, tested for real: a format-1 artifact (tests/golden)
+and one this release writes, read by a persistkit one format newer, go through every
+migration, still verify, and are still their owner's (the seal covers what was written, not
+this version's reading of it)."""
 
 from __future__ import annotations
 
@@ -23,47 +23,52 @@ from persistkit.safety.signing import user_key
 GOLDEN = Path(__file__).parent / "golden" / "persistkit-0.1.0" / "joblib"
 
 
+NEXT = manifest_module.FORMAT_VERSION + 1
+
+
 @pytest.fixture
-def format_two(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """This persistkit writes format 2, which renamed ``notes`` to ``remarks``; reading a
-    format-1 manifest migrates it. Returns the dicts the migration saw."""
+def next_format(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """This persistkit reads format NEXT (one newer than the real one), which renamed
+    ``notes`` to ``remarks``; reading an older manifest migrates it. Returns the dicts the
+    last migration saw."""
     seen: list[dict[str, Any]] = []
 
-    def one_to_two(data: dict[str, Any]) -> dict[str, Any]:
+    def to_next(data: dict[str, Any]) -> dict[str, Any]:
         seen.append(dict(data))
         data = dict(data)
         data["remarks"] = data.pop("notes", [])
-        data["format"] = "persistkit/2"
+        data["format"] = f"persistkit/{NEXT}"
         return data
 
-    monkeypatch.setattr(manifest_module, "FORMAT_VERSION", 2)
-    monkeypatch.setattr(manifest_module, "FORMAT", "persistkit/2")
-    monkeypatch.setitem(manifest_module.MIGRATIONS, 1, one_to_two)
+    monkeypatch.setattr(manifest_module, "FORMAT_VERSION", NEXT)
+    monkeypatch.setattr(manifest_module, "FORMAT", f"persistkit/{NEXT}")
+    monkeypatch.setitem(manifest_module.MIGRATIONS, NEXT - 1, to_next)
     return seen
 
 
 def test_a_golden_format_one_artifact_migrates_once_and_still_verifies(
-    format_two: list[dict[str, Any]], tmp_path: Path
+    next_format: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     artifact = tmp_path / "a"
     shutil.copytree(GOLDEN, artifact)
     before = (artifact / "persistkit.json").read_bytes()
     report = persistkit.verify(artifact, trusted=True)
     assert report.identical and report.example_checked
-    assert format_two and format_two[0]["format"] == "persistkit/1"
+    assert json.loads(before)["format"] == "persistkit/1"
+    assert next_format and next_format[0]["format"] == f"persistkit/{NEXT - 1}"
     assert (artifact / "persistkit.json").read_bytes() == before  # read, never rewritten
 
 
 def test_a_migrated_manifest_is_still_sealed_by_its_owner(
-    format_two: list[dict[str, Any]], tmp_path: Path
+    next_format: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    """Sealed at format 1 by this user; read at format 2: still theirs, not 'modified'."""
+    """Sealed by this release by this user; read by the next: still theirs, not 'modified'."""
     art = persistkit.save({"w": [1.0, 2.0]}, tmp_path / "mine", backend="pickle")
     written = json.loads((art.path / "persistkit.json").read_text())
-    assert written["format"] == "persistkit/1"  # the class default: what 0.1 writes
+    assert written["format"] in (f"persistkit/{v}" for v in range(1, NEXT))
     read = manifest_module.Manifest.from_dict(written)
-    assert format_two  # the migration ran
-    assert read.format == "persistkit/2"
+    assert next_format  # the migration ran
+    assert read.format == f"persistkit/{NEXT}"
     assert seal_state(read) == "yours"
     assert persistkit.load(art.path) == {"w": [1.0, 2.0]}  # no SealBrokenError, no trust
 

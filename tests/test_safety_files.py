@@ -15,7 +15,6 @@ descriptor (or the same bytes). So:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -34,6 +33,7 @@ import persistkit
 from hostile.corpus import old_joblib_wrapper
 from persistkit import api
 from persistkit.cli import main
+from persistkit.digests import hexdigest_of
 from persistkit.errors import FormatError, IntegrityError, PersistkitError
 
 # what a refusal of a non-regular entry must say
@@ -249,8 +249,8 @@ def test_saved_companion_files_are_listed_hashed_and_checked(
     listed = {entry.path: entry for entry in manifest.files}
     assert set(listed) == {"model.joblib", "model.joblib_01.npy", "requirements.txt"}
     companion = art / "model.joblib_01.npy"
-    digest = hashlib.sha256(companion.read_bytes()).hexdigest()
-    assert listed["model.joblib_01.npy"].sha256 == digest
+    entry = listed["model.joblib_01.npy"]
+    assert entry.digest == hexdigest_of(entry.algorithm, companion.read_bytes())
     assert np.array_equal(persistkit.load(art), np.arange(5.0))
     # the companion is checked like any other listed file
     np.save(companion, np.arange(5.0) + 1, allow_pickle=False)

@@ -41,13 +41,14 @@ def test_file_path_escaping_the_artifact_is_refused(artifact: Path, bad_path: st
 
 
 def test_missing_digest_is_refused(artifact: Path) -> None:
-    _edit(artifact, lambda m: _first_file(m).pop("sha256"))
+    _edit(artifact, lambda m: [_first_file(m).pop(k, None) for k in ("sha256", "blake3")])
     with pytest.raises(ManifestError, match="missing files.sha256"):
         persistkit.load(artifact)
 
 
 @pytest.mark.parametrize("digest", ["d41d8cd98f00b204e9800998ecf8427e", "0" * 63, "Z" * 64])
 def test_weak_or_malformed_digest_is_refused(artifact: Path, digest: str) -> None:
+    _edit(artifact, lambda m: _first_file(m).pop("blake3", None))
     _edit(artifact, lambda m: _first_file(m).update(sha256=digest))
     with pytest.raises(ManifestError, match="no valid sha256"):
         persistkit.load(artifact)

@@ -3,7 +3,6 @@ safetensors layout persistkit writes itself: same bytes as the library, one pass
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 import persistkit
 from persistkit import artifact
+from persistkit.digests import ENV_VAR, hexdigest_of
 from persistkit.writer import MAX_QUEUED, SMALL
 
 torch = pytest.importorskip("torch")
@@ -22,11 +22,18 @@ from persistkit_safetensors.writer import writable_here, write_tensors  # noqa: 
 from torch_models import MLP  # noqa: E402
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _digest(path: Path, algorithm: str) -> str:
+    return hexdigest_of(algorithm, path.read_bytes())
 
 
-def test_the_digest_is_the_sha256_of_the_bytes_written(tmp_path: Path) -> None:
+@pytest.fixture(params=["blake3", "sha256"])
+def algorithm(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each digest test runs for both file digests (BLAKE3, the default, and sha256)."""
+    monkeypatch.setenv(ENV_VAR, request.param)
+    return str(request.param)
+
+
+def test_the_digest_is_that_of_the_bytes_written(tmp_path: Path, algorithm: str) -> None:
     rng = np.random.default_rng(0)
     big = rng.standard_normal(300_000)  # > SMALL, handed over as bytes
     with persistkit.payload_writer(tmp_path / "f") as fh:
@@ -34,34 +41,39 @@ def test_the_digest_is_the_sha256_of_the_bytes_written(tmp_path: Path) -> None:
         fh.write(big.tobytes())
         fh.write(memoryview(b"x" * 10))
         fh.write(bytearray(SMALL + 5))
-    assert fh.sha256 == _sha256(tmp_path / "f")
+    assert fh.algorithm == algorithm
+    assert fh.digest == _digest(tmp_path / "f", algorithm)
     assert fh.size == (tmp_path / "f").stat().st_size == 4 + big.nbytes + 10 + SMALL + 5
 
 
-def test_a_buffer_reused_after_write_returns_is_hashed_as_written(tmp_path: Path) -> None:
+def test_a_buffer_reused_after_write_returns_is_hashed_as_written(
+    tmp_path: Path, algorithm: str
+) -> None:
     buf = bytearray(b"a" * (SMALL * 4))
     with persistkit.payload_writer(tmp_path / "f") as fh:
         for fill in (b"b", b"c", b"d"):
             fh.write(buf)
             buf[:] = fill * len(buf)  # the writer may not hash this later
-    assert fh.sha256 == _sha256(tmp_path / "f")
+    assert fh.digest == _digest(tmp_path / "f", algorithm)
 
 
-def test_stable_memory_is_hashed_right_even_when_many_writes_wait(tmp_path: Path) -> None:
+def test_stable_memory_is_hashed_right_even_when_many_writes_wait(
+    tmp_path: Path, algorithm: str
+) -> None:
     arrays = [np.full(SMALL, i, dtype=np.uint8) for i in range(40)]
     with persistkit.payload_writer(tmp_path / "f", stable=arrays) as fh:
         for a in arrays:
             fh.write(memoryview(a))
-    assert fh.sha256 == _sha256(tmp_path / "f")
+    assert fh.digest == _digest(tmp_path / "f", algorithm)
 
 
-def test_queued_bytes_are_bounded(tmp_path: Path) -> None:
+def test_queued_bytes_are_bounded(tmp_path: Path, algorithm: str) -> None:
     chunk = bytes(16 * 1024 * 1024)
     with persistkit.payload_writer(tmp_path / "f") as fh:
         for _ in range(8):
             fh.write(chunk)
             assert fh._queued <= MAX_QUEUED
-    assert fh.sha256 == _sha256(tmp_path / "f")
+    assert fh.digest == _digest(tmp_path / "f", algorithm)
 
 
 def test_a_writer_never_replaces_a_file(tmp_path: Path) -> None:
@@ -75,7 +87,7 @@ def test_a_failed_write_stops_the_hasher(tmp_path: Path) -> None:
     with pytest.raises(ValueError), persistkit.payload_writer(tmp_path / "f") as fh:
         fh.write(bytes(SMALL * 2))
         raise ValueError("the backend failed")
-    assert fh.closed and fh.sha256 is None
+    assert fh.closed and fh.digest is None
 
 
 def _state() -> dict[str, object]:
@@ -128,9 +140,9 @@ def test_a_save_hashes_from_memory_and_never_reads_its_payload_back(
     real_hash_file = artifact.hash_file
     real_mapped = artifact._hash_mapped
 
-    def hash_file(path: Path) -> tuple[int, str]:
+    def hash_file(path: Path, algorithm: str = "sha256") -> tuple[int, str]:
         read_back.append(Path(path).name)
-        return real_hash_file(path)
+        return real_hash_file(path, algorithm)
 
     def hash_mapped(fd: int, digest: object, start: int, stop: int) -> int:
         read_back.append(f"mapped:{fd}")
@@ -142,7 +154,7 @@ def test_a_save_hashes_from_memory_and_never_reads_its_payload_back(
     payload = art.manifest.files[0]
     assert payload.path.startswith("model.")
     assert payload.path not in read_back and not any(r.startswith("mapped:") for r in read_back)
-    assert payload.sha256 == _sha256(art.path / payload.path)
+    assert payload.digest == _digest(art.path / payload.path, payload.algorithm)
     assert persistkit.verify(art.path, trusted=True)  # every byte re-hashed by verify
     monkeypatch.undo()
     loaded = persistkit.load(art.path, trusted=True)

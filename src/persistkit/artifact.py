@@ -4,7 +4,6 @@ checking them, publishing."""
 from __future__ import annotations
 
 import _thread
-import hashlib
 import mmap
 import os
 import shutil
@@ -13,9 +12,10 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from persistkit.digests import Hasher, new_hasher, save_algorithm
 from persistkit.errors import ArtifactError
 from persistkit.manifest import MANIFEST_NAME, FileEntry, Manifest, check_relative_path
 from persistkit.payload import PayloadFiles, not_regular, open_payload, refuse_special_entries
@@ -27,7 +27,7 @@ from persistkit.verified import (
 )
 from persistkit.writer import WriterRegistry
 
-# 1 MiB reads stay in the CPU cache between the page-cache copy and sha256 (measured fastest)
+# 1 MiB reads stay in the CPU cache between the page-cache copy and the hash (measured fastest)
 _CHUNK = 1024 * 1024
 # how long the save-time hasher sleeps when it has caught up with the writer, how often it
 # looks for new files, and the least it hashes at once (the rest waits for the end)
@@ -40,11 +40,12 @@ _MIN_BATCH = 4 * 1024 * 1024
 _PREALLOCATION_LAG = 4 * 1024 * 1024
 
 
-def hash_file(path: Path) -> tuple[int, str]:
-    """Return ``(size, sha256 hex)`` of a regular file, reading it in large chunks (a link or
-    special file at ``path`` is refused, see :mod:`persistkit.payload`)."""
+def hash_file(path: Path, algorithm: str = "sha256") -> tuple[int, str]:
+    """Return ``(size, hex digest)`` of a regular file in ``algorithm`` (``sha256`` or
+    ``blake3``), reading it in large chunks (a link or special file at ``path`` is refused,
+    see :mod:`persistkit.payload`)."""
     with open_payload(path) as opened:
-        digest = hashlib.sha256()
+        digest = new_hasher(algorithm)
         size = _hash_range(opened.fd, digest, 0, None, _buffer_for(opened.size))
         return size, digest.hexdigest()
 
@@ -54,9 +55,7 @@ def _buffer_for(size: int) -> bytearray:
     return bytearray(min(_CHUNK, max(size + 1, 4096)))
 
 
-def _hash_range(
-    fd: int, digest: hashlib._Hash, start: int, stop: int | None, buf: bytearray
-) -> int:
+def _hash_range(fd: int, digest: Hasher, start: int, stop: int | None, buf: bytearray) -> int:
     """Feed ``digest`` the bytes of ``fd`` from ``start`` up to ``stop`` (or EOF); return the
     offset reached. Both the read and the hash release the GIL, so this runs alongside a
     backend writing in another thread."""
@@ -72,13 +71,17 @@ def _hash_range(
     return pos
 
 
-def file_entries(directory: Path, names: Iterable[str]) -> list[FileEntry]:
-    """Hash each listed file of ``directory`` into manifest entries (in the given order)."""
+def file_entries(
+    directory: Path, names: Iterable[str], algorithm: str | None = None
+) -> list[FileEntry]:
+    """Hash each listed file of ``directory`` into manifest entries (in the given order), in
+    ``algorithm`` (by default :func:`persistkit.digests.save_algorithm`)."""
+    algorithm = algorithm or save_algorithm()
     entries = []
     for name in names:
         path = _listed_file(directory, name)
-        size, digest = hash_file(path)
-        entries.append(FileEntry(path=name, size=size, sha256=digest))
+        size, digest = hash_file(path, algorithm)
+        entries.append(FileEntry.of(name, size, algorithm, digest))
     return entries
 
 
@@ -119,7 +122,7 @@ class _Tail:
     it has got."""
 
     fd: int
-    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    digest: Hasher
     pos: int = 0
     broken: bool = False
 
@@ -137,7 +140,7 @@ class PayloadHasher:
     """Hashes the files a backend writes into ``directory`` *while* it writes them.
 
     With ``follow=True`` a background thread tails every regular file that appears under the
-    directory and feeds its bytes to sha256 as soon as they reach the page cache, so the one
+    directory and feeds its bytes to the hash as soon as they reach the page cache, so the one
     hashing pass overlaps serialization on the second core instead of following it, and no
     byte is copied in memory beyond a 1 MiB read buffer. That is correct only for backends
     that write each file front to back and never seek back to patch it
@@ -145,18 +148,22 @@ class PayloadHasher:
     is hashed again from the start by :meth:`entries`. With ``follow=False`` every file is
     hashed after the backend returns.
 
+    Every file is hashed with ``algorithm`` (by default
+    :func:`persistkit.digests.save_algorithm`, chosen once for the whole save).
+
     Use as a context manager around the backend's save, then call :meth:`entries`.
     """
 
-    def __init__(self, directory: Path, *, follow: bool) -> None:
+    def __init__(self, directory: Path, *, follow: bool, algorithm: str | None = None) -> None:
         self.directory = directory
         self.follow = follow
+        self.algorithm = algorithm or save_algorithm()
         self._tails: dict[tuple[int, int], _Tail] = {}
         self._stop = threading.Event()
         self._running: _thread.LockType | None = None
         self._failed = False
         # files a backend writes through persistkit.payload_writer hash themselves (writer.py)
-        self._writers = WriterRegistry()
+        self._writers = WriterRegistry(self.algorithm)
 
     def __enter__(self) -> PayloadHasher:
         self._writers.__enter__()
@@ -249,7 +256,7 @@ class PayloadHasher:
         if (opened.st_dev, opened.st_ino) != key:
             os.close(fd)
             return None
-        tail = self._tails[key] = _Tail(fd)
+        tail = self._tails[key] = _Tail(fd, new_hasher(self.algorithm))
         return tail
 
     def _halt(self) -> None:
@@ -267,8 +274,9 @@ class PayloadHasher:
     def _finish(self, name: str) -> HashedFile:
         path = _listed_file(self.directory, name)
         written = self._writers.written(path)
-        if written is not None:  # hashed from memory while written, and unchanged since
-            entry = FileEntry(path=name, size=written.size, sha256=written.sha256)
+        if written is not None and written.algorithm == self.algorithm:
+            # hashed from memory while written, and unchanged since
+            entry = FileEntry.of(name, written.size, written.algorithm, written.digest)
             return HashedFile(entry, written.identity, written.stat_ns)
         started = time.time_ns()
         st = os.stat(path)
@@ -277,22 +285,23 @@ class PayloadHasher:
             # the writer is done: the stat above is the identity the finished hash belongs to
             pos = _hash_mapped(tail.fd, tail.digest, tail.pos, st.st_size)
             if pos == st.st_size == os.fstat(tail.fd).st_size:
-                entry = FileEntry(path=name, size=pos, sha256=tail.digest.hexdigest())
+                entry = FileEntry.of(name, pos, self.algorithm, tail.digest.hexdigest())
                 return HashedFile(entry, FileIdentity.of(st), started)
-        size, digest = hash_file(path)
+        size, digest = hash_file(path, self.algorithm)
         return HashedFile(
-            FileEntry(path=name, size=size, sha256=digest), FileIdentity.of(st), started
+            FileEntry.of(name, size, self.algorithm, digest), FileIdentity.of(st), started
         )
 
 
-def _hash_mapped(fd: int, digest: hashlib._Hash, start: int, stop: int) -> int:
+def _hash_mapped(fd: int, digest: Hasher, start: int, stop: int) -> int:
     """Feed ``digest`` bytes ``start:stop`` of ``fd`` straight from the page cache (no copy).
 
-    One ``update`` call covers everything written so far, and hashlib releases the GIL for
-    all of it, so hashing proceeds on the other core even while a backend holds the GIL in a
-    long C call; small reads would each have to win the GIL back first. Only for files in a
-    private staging folder whose writer never shrinks them: reading a mapped page beyond the
-    end of a truncated file kills the process (SIGBUS), which is why loads use ``preadv``.
+    One ``update`` call covers everything written so far, and hashlib (and blake3) releases
+    the GIL for all of it, so hashing proceeds on the other core even while a backend holds
+    the GIL in a long C call; small reads would each have to win the GIL back first. Only for
+    files in a private staging folder whose writer never shrinks them: reading a mapped page
+    beyond the end of a truncated file kills the process (SIGBUS), which is why loads use
+    ``preadv``.
     """
     if stop <= start:
         return start
@@ -350,14 +359,14 @@ def remember_saved(directory: Path, hashed: Iterable[HashedFile]) -> None:
     for item in hashed:
         remember_verified(
             directory / item.entry.path,
-            item.entry.sha256,
+            item.entry.labelled,
             item.identity,
             stat_started_ns=item.stat_started_ns,
         )
 
 
 def check_files(directory: Path, manifest: Manifest, *, rehash: bool = False) -> None:
-    """Raise :class:`IntegrityError` naming the first file whose size or sha256 is wrong, and
+    """Raise :class:`IntegrityError` naming the first file whose size or digest is wrong, and
     :class:`FormatError` for a link or special file in the artifact.
 
     A file verified earlier and unchanged since (see :mod:`persistkit.verified`) is not hashed

@@ -1,7 +1,7 @@
 """A local, content-addressed cache of artifacts fetched from remote stores.
 
 Entries live in ``$PERSISTKIT_HOME/cache/artifacts/<hex>/``, where ``<hex>`` is the artifact's
-digest (sha256 of its manifest's sealed bytes, which include the sha256 of every payload file),
+digest (sha256 of its manifest's sealed bytes, which include the digest of every payload file),
 so one entry serves every store and version holding the same artifact. An entry is complete
 when it exists: downloads go into a temporary folder, are hashed against the manifest, and are
 renamed into place. Every use re-checks the files (``check_files``; unchanged files are not
@@ -51,7 +51,7 @@ def fetch(
     """The local folder of an artifact whose files are under ``payload_prefix`` on ``fs``.
 
     Served from the cache when an intact entry exists, else downloaded (with a progress bar
-    on a terminal), checked against the manifest's sha256s, and added to the cache.
+    on a terminal), checked against the manifest's file digests, and added to the cache.
     Raises :class:`IntegrityError` if the remote files do not match the manifest.
     """
     cached = lookup(digest, manifest)

@@ -1,8 +1,14 @@
 """The artifact manifest, ``persistkit.json``: schema, validation, (de)serialisation.
 
 Manifests are untrusted input: every field is type-checked, file paths may not escape the
-artifact, digests must be full sha256 hex, duplicate JSON keys are refused, and a format newer
-than this persistkit understands fails with a message saying to upgrade.
+artifact, each file has exactly one digest (64 hex digits of sha256, or of BLAKE3 from format 2
+on), duplicate JSON keys are refused, and a format newer than this persistkit understands fails
+with a message saying to upgrade.
+
+A manifest is written in the oldest format that can hold it (:meth:`Manifest.to_dict`): with
+only sha256 digests it is ``persistkit/1``, byte for byte what earlier releases wrote (their
+seals and version digests stay the same); with any BLAKE3 digest it is ``persistkit/2``, which
+releases before it refuse with their "newer format, upgrade" error.
 """
 
 from __future__ import annotations
@@ -22,15 +28,18 @@ from persistkit.errors import ManifestError
 MANIFEST_NAME = "persistkit.json"
 REQUIREMENTS_FILE = "requirements.txt"  # written by persistkit beside the payload
 FORMAT_PREFIX = "persistkit/"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FORMAT = f"{FORMAT_PREFIX}{FORMAT_VERSION}"
+#: the format that first allowed each file digest algorithm (a manifest is written in the
+#: oldest format that allows all of its entries' algorithms)
+DIGEST_SINCE = {"sha256": 1, "blake3": 2}
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 # persistkit writes manifests a handful of levels deep; user metadata and backend options add a
 # few more. The cap is far below Python's recursion limit, so parsing never recurses that deep.
 MAX_MANIFEST_DEPTH = 64
 MAX_FILE_SIZE = 2**63 - 1  # the largest size a file system reports
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # relative paths that are safe at a glance: segments that never start with a dot
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*")
 # a JSON string, escapes included: removed before brackets are counted
@@ -40,20 +49,64 @@ _BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as sig
 # Fields left out of the seal: the store sets or changes them after the payload is written.
 UNSEALED_FIELDS = frozenset({"name", "version", "tags", "seal"})
 
+
+def _one_to_two(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 only added BLAKE3 file digests: a format-1 manifest is unchanged, except
+    that one naming a BLAKE3 digest is refused (format 1 never held one)."""
+    for item in data.get("files") or []:
+        if isinstance(item, dict) and "blake3" in item:
+            raise ManifestError(
+                "a persistkit/1 manifest lists a blake3 digest, which format 1 cannot hold",
+                hint="this is not a manifest persistkit wrote; check the artifact's origin",
+            )
+    return {**data, "format": f"{FORMAT_PREFIX}2"}
+
+
 # format version -> function migrating a dict of that version to the next one
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _one_to_two}
 
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One payload file: its path relative to the artifact, size in bytes and sha256 hex."""
+    """One payload file: its path relative to the artifact, size in bytes, and exactly one
+    digest of its bytes: ``sha256`` or ``blake3`` (64 lowercase hex digits; the other is
+    None). Checks use the entry's own :attr:`algorithm`."""
 
     path: str
     size: int
-    sha256: str
+    sha256: str | None = None
+    blake3: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.sha256 is None) == (self.blake3 is None):
+            raise ManifestError(
+                f"file {self.path!r} must have exactly one digest, sha256 or blake3"
+            )
+
+    @classmethod
+    def of(cls, path: str, size: int, algorithm: str, digest: str) -> FileEntry:
+        """The entry for a file hashed with ``algorithm`` (``sha256`` or ``blake3``)."""
+        if algorithm not in DIGEST_SINCE:
+            raise ValueError(f"unknown file digest {algorithm!r}")
+        return cls(path=path, size=size, **{algorithm: digest})
+
+    @property
+    def algorithm(self) -> str:
+        """``"sha256"`` or ``"blake3"``: what :attr:`digest` was computed with."""
+        return "sha256" if self.sha256 is not None else "blake3"
+
+    @property
+    def digest(self) -> str:
+        """The hex digest, in the entry's :attr:`algorithm`."""
+        return self.sha256 if self.sha256 is not None else str(self.blake3)
+
+    @property
+    def labelled(self) -> str:
+        """``algorithm:hex``, e.g. ``blake3:9f2c…``, for records and people."""
+        return f"{self.algorithm}:{self.digest}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+        return {"path": self.path, "size": self.size, self.algorithm: self.digest}
 
 
 @dataclass
@@ -88,6 +141,8 @@ class Manifest:
     name: str | None = None
     version: int | None = None
     seal: dict[str, str] | None = None
+    #: the format this persistkit read the manifest as (after migrations); what
+    #: :meth:`to_dict` writes is :attr:`written_format`, the oldest that holds it
     format: str = FORMAT
     #: the JSON text this manifest was parsed from (None when built in memory); what a seal
     #: covers is worked out from it only when a seal is checked (see :attr:`sealed_source`)
@@ -141,6 +196,13 @@ class Manifest:
         return payload[0]
 
     @property
+    def written_format(self) -> str:
+        """The oldest format that can hold this manifest: ``persistkit/1`` while every file
+        has a sha256 digest (what releases before BLAKE3 read), else ``persistkit/2``."""
+        version = max((DIGEST_SINCE[f.algorithm] for f in self.files), default=1)
+        return f"{FORMAT_PREFIX}{version}"
+
+    @property
     def total_size(self) -> int:
         return sum(f.size for f in self.files)
 
@@ -153,7 +215,7 @@ class Manifest:
     # -- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "format": self.format,
+            "format": self.written_format,
             "name": self.name,
             "version": self.version,
             "backend": {"name": self.backend, "options": self.backend_options},
@@ -314,18 +376,27 @@ def _file_entry(item: Any) -> FileEntry:
         raise ManifestError("each entry of 'files' must be an object")
     path = check_relative_path(_get(item, "path", str, where="files"))
     size = _get(item, "size", int, where="files")
-    digest = _get(item, "sha256", str, where="files")
+    algorithms = [name for name in DIGEST_SINCE if name in item]
+    if not algorithms:
+        raise ManifestError(f"manifest is missing files.sha256 (or files.blake3) of {path!r}")
+    if len(algorithms) > 1:
+        raise ManifestError(
+            f"file {path!r} has both a sha256 and a blake3 digest; a file has exactly one",
+            hint="this is not a manifest persistkit wrote; check the artifact's origin",
+        )
+    algorithm = algorithms[0]
+    digest = _get(item, algorithm, str, where="files")
     if isinstance(size, bool) or not 0 <= size <= MAX_FILE_SIZE:
         raise ManifestError(
             f"file {path!r} has an invalid size {size!r:.40} (sizes are 0 to {MAX_FILE_SIZE})",
             hint="this is not a manifest persistkit wrote; check the artifact's origin",
         )
-    if not _SHA256.match(digest):
+    if not _HEX64.match(digest):
         raise ManifestError(
-            f"file {path!r} has no valid sha256 digest (got {digest[:80]!r})",
-            hint="persistkit only trusts full 64-hex-digit sha256 digests",
+            f"file {path!r} has no valid {algorithm} digest (got {digest[:80]!r})",
+            hint=f"persistkit only trusts full 64-hex-digit {algorithm} digests",
         )
-    return FileEntry(path=path, size=size, sha256=digest)
+    return FileEntry.of(path, size, algorithm, digest)
 
 
 def _check_depth(raw: bytes) -> None:

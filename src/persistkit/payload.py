@@ -4,11 +4,11 @@ The invariant (``docs/security.md``): every file a load reads — each file an a
 manifest lists, the manifest itself, a bare model file, an old joblib companion ``.npy`` — is
 opened exactly once, without following symlinks (``O_NOFOLLOW``, also for every folder between
 the artifact and the file), without blocking (``O_NONBLOCK``: a FIFO can never make a load
-hang), and is refused unless ``fstat`` of that descriptor says it is a regular file. Its sha256
-is checked from that descriptor, and the backend reads from that descriptor too (or from the
-very bytes that were hashed). A file replaced after its hash was checked is therefore never
-what loads with the trust that a seal grants: the replacement is a different inode, which the
-load never opens.
+hang), and is refused unless ``fstat`` of that descriptor says it is a regular file. Its digest
+(sha256 or BLAKE3, as its manifest entry says) is checked from that descriptor, and the backend
+reads from that descriptor too (or from the very bytes that were hashed). A file replaced after
+its hash was checked is therefore never what loads with the trust that a seal grants: the
+replacement is a different inode, which the load never opens.
 
 An in-place write to the same inode after the check is caught by comparing the descriptor's
 ``fstat`` identity (device, inode, size, mtime, ctime) before and after the read; a read into
@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import errno
-import hashlib
 import io
 import mmap
 import os
@@ -35,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from persistkit.digests import hexdigest_of, new_hasher
 from persistkit.errors import FormatError, IntegrityError, ManifestError
 from persistkit.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, FileEntry, Manifest
 from persistkit.verified import (
@@ -177,7 +177,7 @@ class PayloadFile:
         self.entry = entry
         self.opened_ns = time.time_ns()  # before the fstat, as the verified record needs
         self.identity = FileIdentity.of(os.fstat(fd))
-        self.checked = False  # the descriptor's bytes were shown to match entry.sha256
+        self.checked = False  # the descriptor's bytes were shown to match entry.digest
 
     @property
     def size(self) -> int:
@@ -205,7 +205,8 @@ class PayloadFile:
             )
 
     def verify(self, *, rehash: bool = False) -> None:
-        """Check the sha256 of the descriptor's bytes against the manifest (sizes first).
+        """Check the digest of the descriptor's bytes against the manifest (sizes first), in
+        the entry's own algorithm.
 
         A file whose identity (``fstat`` of this descriptor) matches a verified record is not
         hashed again unless ``rehash``; the bytes read later come from this descriptor.
@@ -213,23 +214,23 @@ class PayloadFile:
         if self.entry is None or self.checked:
             return
         self.check_size()
-        if not rehash and already_verified(self.identity, self.entry.sha256):
+        if not rehash and already_verified(self.identity, self.entry.labelled):
             self.checked = True
             return
         self._compare(hash_opened(self))
         self.ensure_unchanged()
         if not rehash_forced():
             remember_verified_fd(
-                self.fd, self.entry.sha256, self.identity, stat_started_ns=self.opened_ns
+                self.fd, self.entry.labelled, self.identity, stat_started_ns=self.opened_ns
             )
 
     def _compare(self, got: str) -> None:
         assert self.entry is not None
-        if got != self.entry.sha256:
+        if got != self.entry.digest:
             forget_identity(self.identity)
             raise IntegrityError(
-                f"{self.name!r} does not match its sha256 in the manifest "
-                f"(expected {self.entry.sha256[:12]}…, got {got[:12]}…): it was modified",
+                f"{self.name!r} does not match its {self.entry.algorithm} in the manifest "
+                f"(expected {self.entry.digest[:12]}…, got {got[:12]}…): it was modified",
                 hint="do not load a tampered file; restore it or save the model again",
             )
         self.checked = True
@@ -256,7 +257,7 @@ class PayloadFile:
         self.ensure_unchanged()
         if self.entry is not None and not self.checked:
             self.check_size()
-            self._compare(hashlib.sha256(data).hexdigest())
+            self._compare(hexdigest_of(self.entry.algorithm, data))
         return data
 
     def head(self, count: int) -> bytes:
@@ -316,8 +317,9 @@ def _pread_all(fd: int, size: int) -> bytes:
 
 
 def hash_opened(opened: PayloadFile) -> str:
-    """The sha256 hex of an opened file's bytes, read from its descriptor in 1 MiB chunks."""
-    digest = hashlib.sha256()
+    """The hex digest of an opened file's bytes in its entry's algorithm (sha256 for a file
+    the manifest does not list), read from its descriptor in 1 MiB chunks."""
+    digest = new_hasher(opened.entry.algorithm if opened.entry is not None else "sha256")
     buf = bytearray(min(_CHUNK, max(opened.size + 1, 4096)))
     view = memoryview(buf)
     pos = 0
@@ -413,7 +415,7 @@ class PayloadFiles:
         return self.files[self.manifest.primary_file]
 
     def verify(self, *, rehash: bool = False) -> None:
-        """Check every listed file's size and sha256 (through its descriptor)."""
+        """Check every listed file's size and digest (through its descriptor)."""
         for opened in self.files.values():
             opened.verify(rehash=rehash)
 

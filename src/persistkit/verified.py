@@ -1,4 +1,8 @@
-"""A per-user record of files whose sha256 was already checked, so loads need not re-hash them.
+"""A per-user record of files whose digest was already checked, so loads need not re-hash them.
+
+A record names the digest with its algorithm (``blake3:<hex>`` or ``sha256:<hex>``, see
+:attr:`persistkit.manifest.FileEntry.labelled`), so a record made under one algorithm never
+vouches for an entry in another.
 
 A file counts as verified only while its identity — device, inode, size, mtime and ctime (ns) —
 is exactly what it was when its bytes were hashed. Any write through the file system sets ctime
@@ -30,7 +34,7 @@ from pathlib import Path
 
 from persistkit import config
 
-RECORD_FORMAT = "v2"
+RECORD_FORMAT = "v3"  # v3: the digest is labelled with its algorithm
 MAX_RECORDS = 20_000
 # Coarse file-system clocks tick at most every 10 ms (HZ=100); 100 ms leaves room for clock
 # reads that lag the tick. Whole-second timestamps (FAT, old ext3, some network file systems)
@@ -57,10 +61,10 @@ class FileIdentity:
     def of(cls, st: os.stat_result) -> FileIdentity:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
-    def line(self, sha256: str) -> str:
+    def line(self, digest: str) -> str:
         return (
             f"{RECORD_FORMAT} {self.dev} {self.ino} {self.size} {self.mtime_ns} "
-            f"{self.ctime_ns} {sha256}\n"
+            f"{self.ctime_ns} {digest}\n"
         )
 
 
@@ -80,8 +84,8 @@ def _record_path(identity: FileIdentity) -> Path:
     return records_dir() / f"{identity.dev:x}-{identity.ino:x}"
 
 
-def already_verified(st: os.stat_result | FileIdentity, sha256: str) -> bool:
-    """True when the file ``st`` describes was verified to hold ``sha256`` and is unchanged.
+def already_verified(st: os.stat_result | FileIdentity, digest: str) -> bool:
+    """True when the file ``st`` describes was verified to hold ``digest`` and is unchanged.
 
     Pass the ``fstat`` (or its :class:`FileIdentity`) of the descriptor the caller then reads:
     a ``stat`` of a path says nothing about what a later ``open`` of that path will find.
@@ -91,15 +95,15 @@ def already_verified(st: os.stat_result | FileIdentity, sha256: str) -> bool:
     identity = st if isinstance(st, FileIdentity) else FileIdentity.of(st)
     try:
         with open(_record_path(identity), encoding="ascii") as fh:
-            return fh.read(512) == identity.line(sha256)
+            return fh.read(512) == identity.line(digest)
     except (OSError, UnicodeDecodeError):
         return False
 
 
 def remember_verified(
-    path: Path, sha256: str, hashed: FileIdentity, *, stat_started_ns: int
+    path: Path, digest: str, hashed: FileIdentity, *, stat_started_ns: int
 ) -> bool:
-    """Record that ``path`` held ``sha256`` when it had identity ``hashed``.
+    """Record that ``path`` held ``digest`` when it had identity ``hashed``.
 
     ``hashed`` must have been read (a stat) before the bytes were hashed, and
     ``stat_started_ns`` is ``time.time_ns()`` just before that stat. Nothing is recorded if the
@@ -110,11 +114,11 @@ def remember_verified(
         now = FileIdentity.of(os.stat(path))
     except OSError:
         return False
-    return _record(now, sha256, hashed, stat_started_ns)
+    return _record(now, digest, hashed, stat_started_ns)
 
 
 def remember_verified_fd(
-    fd: int, sha256: str, hashed: FileIdentity, *, stat_started_ns: int
+    fd: int, digest: str, hashed: FileIdentity, *, stat_started_ns: int
 ) -> bool:
     """:func:`remember_verified` for an open descriptor: ``hashed`` is the ``fstat`` of ``fd``
     taken before its bytes were hashed, and ``fd`` must still have it now."""
@@ -122,11 +126,11 @@ def remember_verified_fd(
         now = FileIdentity.of(os.fstat(fd))
     except OSError:
         return False
-    return _record(now, sha256, hashed, stat_started_ns)
+    return _record(now, digest, hashed, stat_started_ns)
 
 
-def _record(now: FileIdentity, sha256: str, hashed: FileIdentity, stat_started_ns: int) -> bool:
-    """Write the record that the file of identity ``hashed`` holds ``sha256``, if it is
+def _record(now: FileIdentity, digest: str, hashed: FileIdentity, stat_started_ns: int) -> bool:
+    """Write the record that the file of identity ``hashed`` holds ``digest``, if it is
     unchanged (``now``) and its timestamps are settled."""
     try:
         if now != hashed or not _settled(hashed, stat_started_ns):
@@ -136,7 +140,7 @@ def _record(now: FileIdentity, sha256: str, hashed: FileIdentity, stat_started_n
         record = _record_path(hashed)
         tmp = record.with_name(f".{record.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with open(tmp, "w", encoding="ascii") as fh:
-            fh.write(hashed.line(sha256))
+            fh.write(hashed.line(digest))
         os.replace(tmp, record)
     except OSError:
         return False

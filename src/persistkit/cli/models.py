@@ -248,7 +248,9 @@ def show(ref: str, store_url: str | None, as_json: bool) -> None:
         "libraries:  " + ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items()),
         f"files:      {len(manifest.files)}, {_size(manifest.total_size)}",
     ]
-    lines += [f"  {f.path}  {_size(f.size)}  sha256:{f.sha256[:16]}…" for f in manifest.files]
+    lines += [
+        f"  {f.path}  {_size(f.size)}  {f.algorithm}:{f.digest[:16]}…" for f in manifest.files
+    ]
     if manifest.signature:
         for role in ("inputs", "outputs"):
             for spec in manifest.signature.get(role, []):
