@@ -3,45 +3,70 @@
 
 One plugin object declares both backends and hands each hook to the backend it names. The
 PyTorch adapter (freeze, predict) stays in ``persistkit_torch``: what these backends load are
-``nn.Module``\\ s. Importing this package does not import torch.
+``nn.Module``\\ s. Importing this package imports neither torch nor the backends: it declares
+them from :mod:`persistkit_export.declared` and imports a backend's module the first time a
+hook names that backend (a load of any other backend never imports them).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import persistkit
-from persistkit import Backend, BackendInfo, Recommendation
-from persistkit_export.export import ExportBackend, is_exported_program
-from persistkit_export.torchscript import TorchScriptBackend
+from persistkit import BackendInfo, Recommendation
+from persistkit_export.declared import EXPORT_INFO, TORCHSCRIPT_INFO, is_exported_program
+
+if TYPE_CHECKING:
+    from persistkit import Backend
+    from persistkit_export.export import ExportBackend
+    from persistkit_export.torchscript import TorchScriptBackend
+
+_MODULES = {"ExportBackend": "export", "TorchScriptBackend": "torchscript"}
 
 
 class ExportPlugin:
     """The ``export`` and ``torchscript`` backends, registered as one plugin."""
 
     def __init__(self) -> None:
-        self.export = ExportBackend()
-        self.torchscript = TorchScriptBackend()
-        self._backends: dict[str, Backend] = {
-            "export": self.export,
-            "torchscript": self.torchscript,
-        }
+        self._made: dict[str, Backend] = {}
+
+    @property
+    def export(self) -> ExportBackend:
+        return self._backend("export")  # type: ignore[return-value]
+
+    @property
+    def torchscript(self) -> TorchScriptBackend:
+        return self._backend("torchscript")  # type: ignore[return-value]
+
+    def _backend(self, name: str) -> Backend | None:
+        """The backend called ``name`` (its module imported on first use), or None."""
+        made = self._made.get(name)
+        if made is None and name in (EXPORT_INFO.name, TORCHSCRIPT_INFO.name):
+            if name == EXPORT_INFO.name:
+                from persistkit_export.export import ExportBackend
+
+                made = self._made[name] = ExportBackend()
+            else:
+                from persistkit_export.torchscript import TorchScriptBackend
+
+                made = self._made[name] = TorchScriptBackend()
+        return made
 
     @persistkit.hookimpl
     def persistkit_backends(self) -> list[BackendInfo]:
-        return [b.info for b in self._backends.values()]
+        return [EXPORT_INFO, TORCHSCRIPT_INFO]
 
     @persistkit.hookimpl
     def persistkit_can_save(self, model: Any, backend: str) -> bool | None:
-        chosen = self._backends.get(backend)
+        chosen = self._backend(backend)
         return None if chosen is None else chosen.can_save(model)
 
     @persistkit.hookimpl
     def persistkit_save(
         self, model: Any, backend: str, directory: Path, options: dict[str, Any], example: Any
     ) -> list[str] | None:
-        chosen = self._backends.get(backend)
+        chosen = self._backend(backend)
         if chosen is None:
             return None
         return chosen.persistkit_save(model, backend, directory, options, example)
@@ -77,7 +102,11 @@ class ExportPlugin:
 
     @persistkit.hookimpl(trylast=True)
     def persistkit_sniff(self, path: Path, head: bytes) -> str | None:
-        return next((n for n, b in self._backends.items() if b.sniff(path, head)), None)
+        for name in (EXPORT_INFO.name, TORCHSCRIPT_INFO.name):
+            chosen = self._backend(name)
+            if chosen is not None and chosen.sniff(path, head):
+                return name
+        return None
 
     @persistkit.hookimpl
     def persistkit_load(
@@ -89,12 +118,22 @@ class ExportPlugin:
         policy: Any,
         files: Any,
     ) -> Any | None:
-        chosen = self._backends.get(backend)
+        chosen = self._backend(backend)
         if chosen is None:
             return None
         return chosen.persistkit_load(backend, directory, manifest, options, policy, files)
 
 
 plugin = ExportPlugin()
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'persistkit_export' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"persistkit_export.{module}"), name)
+
 
 __all__ = ["ExportBackend", "ExportPlugin", "TorchScriptBackend", "plugin"]

@@ -25,9 +25,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from persistkit import Backend, BackendInfo
+from persistkit import Backend
 from persistkit.errors import CannotSaveError, FormatError, PersistkitError
-from persistkit.safety import audit_pt2
+from persistkit_export.declared import EXPORT_INFO, is_exported_program
 from persistkit_export.sniff import zip_kind
 
 #: the name of the batch dimension (dimension 0 of the input) in the exported program
@@ -40,18 +40,7 @@ _TRACE_LINE = re.compile(r'File "([^"]+)", line (\d+), in [^\n]+\n\s+([^\n]+)')
 class ExportBackend(Backend):
     """``torch.export`` programs in ``.pt2`` archives."""
 
-    info = BackendInfo(
-        "export",
-        description="torch.export: weights and computation in one .pt2 file that runs "
-        "without the model's code (needs example=; untrusted files are audited first)",
-        safe=True,
-        converts=True,
-        requires=("torch",),
-        extra="torch",
-        suffixes=(".pt2",),
-        save_options=("dynamic",),
-        load_options=(),
-    )
+    info = EXPORT_INFO
     file_name = "model.pt2"
 
     def can_save(self, model: Any) -> bool:
@@ -100,6 +89,8 @@ class ExportBackend(Backend):
     ) -> Any:
         data = payload.read_bytes()  # the checked bytes; audited and loaded from memory
         if not policy.trust_all:
+            from persistkit.safety import audit_pt2
+
             audit_pt2(data, name=payload.name)
         return exported_module(data, payload.name)
 
@@ -248,14 +239,6 @@ def _is_library(filename: str) -> bool:
     markers = ("/torch/", "/persistkit/", "/persistkit_export/", "/persistkit_torch/")
     stdlib = sysconfig.get_paths().get("stdlib", "\0")
     return any(m in lowered for m in markers) or lowered.startswith(stdlib) or "<" in filename
-
-
-def is_exported_program(obj: Any) -> bool:
-    """True for a ``torch.export.ExportedProgram`` (checked without importing torch)."""
-    return any(
-        c.__name__ == "ExportedProgram" and c.__module__.startswith("torch.export")
-        for c in type(obj).__mro__
-    )
 
 
 def _is_torch_module(obj: Any) -> bool:

@@ -19,30 +19,21 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from persistkit import Backend, BackendInfo
+from persistkit import Backend
 from persistkit.errors import (
     CannotSaveError,
     FormatError,
     PersistkitError,
     UntrustedArtifactError,
 )
+from persistkit_export.declared import TORCHSCRIPT_INFO
 from persistkit_export.sniff import zip_kind
 
 
 class TorchScriptBackend(Backend):
     """Loads ``torch.jit.save`` archives (trusted only); never writes them."""
 
-    info = BackendInfo(
-        "torchscript",
-        description="torch.jit archives (read only): they run their own code when loaded, "
-        "so they load only with trusted=True; save with backend='export' instead",
-        safe=False,
-        restricted=False,
-        requires=("torch",),
-        extra="torch",
-        save_options=(),
-        load_options=("map_location",),
-    )
+    info = TORCHSCRIPT_INFO
     file_name = "model.pt"
 
     def can_save(self, model: Any) -> bool:

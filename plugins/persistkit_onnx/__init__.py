@@ -7,22 +7,26 @@ then reloads the file and checks its predictions against the model's within
 wraps it in :class:`OnnxModel`; neither torch nor scikit-learn is imported. ONNX files carry no
 code, so the backend is ``safe``: bare ``.onnx`` files from other tools load under the default
 policy, once :mod:`persistkit_onnx.checks` has refused weights kept in other files and custom
-operator domains. Importing this module imports none of onnx, onnxruntime, torch or sklearn.
+operator domains. Importing this module imports none of onnx, onnxruntime, torch or sklearn,
+nor this package's own converters, checks and model wrapper: each hook imports what it uses
+(a load of another backend imports none of them).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.metadata
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import persistkit
 from persistkit import Backend, BackendInfo
 from persistkit.errors import CannotSaveError, FormatError, InputError
-from persistkit_onnx import checks
-from persistkit_onnx.convert import Converted, convert_sklearn, convert_torch
-from persistkit_onnx.model import OnnxModel, OutputRole, build_session
+
+if TYPE_CHECKING:
+    from persistkit_onnx.convert import Converted
+    from persistkit_onnx.model import OnnxModel, OutputRole
 
 #: ``(rtol, atol)`` within which the ONNX model's float answers match the model's own
 #: (``numpy.allclose`` terms). Measured by ``benchmarks/bench_onnx.py tolerance``: across
@@ -78,6 +82,8 @@ class OnnxPlugin(Backend):
     ) -> None:
         import numpy as np
 
+        from persistkit_onnx.convert import convert_sklearn, convert_torch
+
         if example is None:  # the core always passes one to a converting backend
             raise CannotSaveError(
                 "the onnx backend converts the model by running it, so it needs example=",
@@ -112,6 +118,9 @@ class OnnxPlugin(Backend):
     def load_payload(
         self, payload: Any, manifest: Any, options: dict[str, Any], policy: Any
     ) -> Any:
+        from persistkit_onnx import checks
+        from persistkit_onnx.model import OnnxModel, OutputRole, build_session
+
         checks.check_size(payload.name, payload.size)
         data = payload.read_bytes()
         graph = checks.parse_model(payload.name, data)
@@ -144,17 +153,17 @@ class OnnxPlugin(Backend):
     # -- adapter ------------------------------------------------------------------------------
     @persistkit.hookimpl
     def persistkit_freeze(self, model: Any) -> Any | None:
-        return model if isinstance(model, OnnxModel) else None
+        return model if _is_onnx_model(model) else None
 
     @persistkit.hookimpl
     def persistkit_predict(self, model: Any, inputs: Any, options: dict[str, Any]) -> Any | None:
-        if not isinstance(model, OnnxModel):
+        if not _is_onnx_model(model):
             return None
         return model.predict(inputs, options.get("method"))
 
     @persistkit.hookimpl
     def persistkit_describe(self, model: Any) -> dict[str, Any] | None:
-        if not isinstance(model, OnnxModel):
+        if not _is_onnx_model(model):
             return None
         return {
             "family": "onnx",
@@ -164,11 +173,21 @@ class OnnxPlugin(Backend):
         }
 
 
+def _is_onnx_model(model: Any) -> bool:
+    """True for an :class:`OnnxModel`; none exists before its module is imported, so the
+    adapter hooks (called on every model) do not import it to find out."""
+    module = sys.modules.get("persistkit_onnx.model")
+    return module is not None and isinstance(model, module.OnnxModel)
+
+
 def _record(model: Any, example: Any, converted: Converted) -> dict[str, Any]:
     """What the manifest keeps about a conversion: converter and versions, opsets, inputs, and
     which output answers which method, in the dtype and rank the model itself answers with
     (checked on ``example``: a method whose ONNX answer has another shape is left out, and
     one whose numbers differ beyond :data:`TOLERANCE` refuses the save)."""
+    from persistkit_onnx import checks
+    from persistkit_onnx.model import build_session
+
     graph = checks.parse_model("the converted model", converted.data)
     session = build_session(converted.data, list(DEFAULT_PROVIDERS))
     roles: dict[str, dict[str, Any]] = {}
@@ -203,6 +222,8 @@ def _checked_role(
 
     options = {} if method == "predict" else {"method": method}
     own = persistkit.to_numpy(persistkit.predict(model, example, **options))
+    from persistkit_onnx.model import OutputRole
+
     role = OutputRole(output, own.dtype.str if own.dtype != object else None, own.ndim)
     feed = {session.get_inputs()[0].name: example.astype(_input_dtype(session))}
     (raw,) = session.run([output], feed)
@@ -265,5 +286,13 @@ def _providers(value: Any) -> list[str]:
 
 
 plugin = OnnxPlugin()
+
+def __getattr__(name: str) -> Any:
+    if name != "OnnxModel":
+        raise AttributeError(f"module 'persistkit_onnx' has no attribute {name!r}")
+    from persistkit_onnx.model import OnnxModel
+
+    return OnnxModel
+
 
 __all__ = ["TOLERANCE", "OnnxModel", "OnnxPlugin", "is_sklearn_model", "is_torch_module", "plugin"]

@@ -22,19 +22,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from persistkit import __version__
-from persistkit.answers import check_against_outputs, output_record
-from persistkit.arrays import arrays_identical, to_numpy
-from persistkit.artifact import (
-    PayloadHasher,
-    file_entries,
-    fsync_tree,
-    publish_directory,
-    refuse_existing,
-    remember_saved,
-    staging_directory,
-    unreported_files,
-    write_manifest,
-)
 from persistkit.collector import collection_paused
 from persistkit.environment import (
     Mismatch,
@@ -80,15 +67,16 @@ from persistkit.payload import (
     open_model_file,
     read_artifact_manifest,
 )
-from persistkit.preprocess import checked_spec
 from persistkit.records import Artifact, BackendInfo
 from persistkit.refs import looks_like_location, normalise_name, parse_ref
-from persistkit.safety import TrustPolicy, seal, seal_state
-from persistkit.signature import is_tensor_group, signature_from_example, tensor_group
+from persistkit.safety.policy import TrustPolicy
+from persistkit.safety.signing import seal, seal_state
 from persistkit.verified import FileIdentity
 
 if TYPE_CHECKING:
-    # imported where used: a load of a local path needs no store (its import is ~20 ms)
+    # imported where used: a load of a local path needs no store (its import is ~20 ms), and
+    # a load needs none of the modules only a save uses (artifact writing, example answers,
+    # signatures, preprocess specs): the first load in a fresh process does not pay for them
     from persistkit.store import Store
 
 EXAMPLE_INPUTS = "example/inputs.npy"
@@ -202,7 +190,21 @@ def save(
     the saving user's name; stores query them (:mod:`persistkit.query`).
     Extra keyword arguments go to the backend (e.g. ``compress=3`` for joblib).
     """
+    from persistkit.answers import check_against_outputs, output_record
+    from persistkit.artifact import (
+        PayloadHasher,
+        file_entries,
+        fsync_tree,
+        publish_directory,
+        refuse_existing,
+        remember_saved,
+        staging_directory,
+        unreported_files,
+        write_manifest,
+    )
     from persistkit.lineage import recorded_lineage
+    from persistkit.preprocess import checked_spec
+    from persistkit.signature import is_tensor_group
     from persistkit.training import checked_metrics, checked_params, saved_by
 
     plugins = get_plugins()
@@ -507,6 +509,9 @@ def _write_payload(
 def _example_batch(example: Any) -> Any:
     """One input batch as an array; a dict or tuple of tensors (a model of several inputs)
     as the same container of arrays."""
+    from persistkit.arrays import to_numpy
+    from persistkit.signature import is_tensor_group, tensor_group
+
     if is_tensor_group(example):
         return tensor_group(example)
     inputs = to_numpy(example)
@@ -531,6 +536,8 @@ def check_conversion(
     ``example`` with ``model``'s: identical, or within ``info.tolerance``. Returns the
     reloaded model (the stored example outputs are its own, so ``verify`` stays bitwise)
     and the record of the check for the manifest. Raises :class:`CannotSaveError`."""
+    from persistkit.arrays import arrays_identical, to_numpy
+
     manifest = Manifest(
         backend=info.name,
         backend_options=_jsonable(options),
@@ -591,6 +598,9 @@ def _write_example(
     each of ``score_methods`` (``predict_proba``, ``decision_function``: labels alone hide a
     model that drifted). Returns the manifest's ``example`` record (role -> file) and the
     signature."""
+    from persistkit.arrays import to_numpy
+    from persistkit.signature import is_tensor_group, signature_from_example, tensor_group
+
     if inputs is None:
         return {}, None
     if is_tensor_group(inputs):
@@ -1093,6 +1103,8 @@ def check_drift(
 def moved_example_outputs(model: Any, files: PayloadFiles, example: dict[str, str]) -> list[str]:
     """Re-run the stored example on ``model``: one phrase per stored output (``outputs``,
     and continuous ones such as ``predict_proba``) that is not bitwise what was stored."""
+    from persistkit.arrays import arrays_identical, to_numpy
+
     inputs = stored_array(files, example["inputs"])
     moved = []
     for role, path in example.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import types
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -86,7 +87,37 @@ class _PluginManager(pluggy.PluginManager):
         # the time registering the first-party plugins takes
         if name.startswith("__") and name.endswith("__"):
             return None
+        if _plainly_not_a_hookimpl(plugin, name, self.project_name + "_impl"):
+            return None
         return super().parse_hookimpl_opts(plugin, name)
+
+
+_ABSENT = object()
+
+
+def _plainly_not_a_hookimpl(plugin: object, name: str, marker: str) -> bool:
+    """True when ``name`` on ``plugin`` is, read straight from the dicts, a class, a module or a
+    plain function without ``marker``: pluggy's own static lookup (``inspect.getattr_static``,
+    ~10 us a name) would find that same object and skip it, since only functions, bound
+    methods, staticmethods and classmethods can carry hook implementations. Anything else
+    (instance attributes, slots, descriptors, wrapped methods, class plugins) is left to
+    pluggy, so no plugin registers differently."""
+    if isinstance(plugin, type):
+        return False
+    if isinstance(plugin, types.ModuleType):
+        static = plugin.__dict__.get(name, _ABSENT)
+    else:
+        try:
+            own = object.__getattribute__(plugin, "__dict__")
+        except AttributeError:
+            return False
+        if not isinstance(own, dict) or name in own:
+            return False
+        owners = (k.__dict__ for k in type(plugin).__mro__)
+        static = next((found[name] for found in owners if name in found), _ABSENT)
+    if isinstance(static, (type, types.ModuleType)):
+        return True
+    return type(static) is types.FunctionType and marker not in static.__dict__
 
 
 def build_plugins(*extra: object, load_entry_points: bool = True) -> Plugins:

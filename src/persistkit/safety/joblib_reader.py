@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from persistkit.errors import FormatError
+from persistkit.safety.joblib_format import compression_of
 from persistkit.safety.native_checks import check_native_structures
 from persistkit.safety.pickle_audit import (
     JOBLIB_WRAPPERS,
@@ -38,26 +39,7 @@ if TYPE_CHECKING:
     from persistkit.payload import PayloadFile
     from persistkit.safety.policy import TrustPolicy
 
-_ZFILE_PREFIX = b"ZF"
-_MAGIC = (
-    (b"\x1f\x8b", "gzip"),
-    (b"BZ", "bz2"),
-    (b"\xfd7zXZ", "xz"),
-    (b"\x5d\x00", "lzma"),
-    (b"\x04\x22\x4d\x18", "lz4"),
-    (b"\x78", "zlib"),
-)
 _COMPANION_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,255}\.npy$")
-
-
-def compression_of(head: bytes) -> str | None:
-    """The compression a joblib file starts with (by magic bytes), or ``None``."""
-    if head.startswith(_ZFILE_PREFIX):
-        return "zfile"
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    return None
 
 
 def decompress(raw: bytes, method: str, policy: TrustPolicy, *, what: str) -> bytes:

@@ -92,10 +92,12 @@ class TrustPolicy:
         reads the bytes that were checked. Trusting everything, ``joblib.load`` streams it,
         except an old file with companion ``.npy`` files (``joblib.load`` would open those by
         path, through links): persistkit's reader takes them from the load's checked files."""
-        from persistkit.safety.joblib_reader import compression_of, read_joblib
+        from persistkit.safety.joblib_format import compression_of
 
         old = compression_of(payload.head(8)) is None and payload.contains(b"NDArrayWrapper")
         if not self.trust_all or old:
+            from persistkit.safety.joblib_reader import read_joblib
+
             return read_joblib(payload, self)
         import joblib
 
