@@ -44,8 +44,11 @@ def test_blobs_can_be_named_in_the_url_or_the_environment(
     in_url = Store(f"sqlite:///{tmp_path}/a.db?blobs={tmp_path}/url-blobs")
     assert in_url.save({"w": np.arange(2.0)}, "m").path.parent == tmp_path / "url-blobs"
     monkeypatch.setenv("PERSISTKIT_BLOBS", str(tmp_path / "env-blobs"))
-    from_env = Store(f"sqlite:///{tmp_path}/b.db")
-    assert from_env.save({"w": np.arange(2.0)}, "m").path.parent == tmp_path / "env-blobs"
+    # $PERSISTKIT_BLOBS is for PostgreSQL: a SQLite store keeps its payloads beside its file
+    beside = Store(f"sqlite:///{tmp_path}/b.db")
+    assert beside.save({"w": np.arange(2.0)}, "m").path.parent == tmp_path / "b.blobs"
+    in_url = Store(f"sqlite:///{tmp_path}/c.db?blobs={tmp_path}/url-blobs")
+    assert in_url.save({"w": np.arange(3.0)}, "m").path.parent == tmp_path / "url-blobs"
 
 
 def test_a_postgresql_store_without_a_place_for_payloads_is_refused() -> None:

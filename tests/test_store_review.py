@@ -30,12 +30,6 @@ from persistkit.store import Store
 from postgres_server import fresh_postgres_url, postgres_server  # noqa: F401  (fixtures)
 from store_helpers import store_url
 
-SHARED_BLOBS = (
-    "two catalogs sharing one blobs location (blobs=, or $PERSISTKIT_BLOBS set for every "
-    "store) each take the other's payloads for orphans: catalog/sql.py must know that the "
-    "location is shared (a registry of catalogs in <blobs>/.persistkit/) before removing one"
-)
-
 
 def _shared(tmp_path: Path) -> tuple[Store, Store]:
     """Two SQLite stores whose payloads go to one folder."""
@@ -49,7 +43,6 @@ def _shared(tmp_path: Path) -> tuple[Store, Store]:
 # --- nothing in the store is lost --------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=SHARED_BLOBS)
 def test_gc_of_one_store_keeps_the_payloads_of_another_sharing_its_blobs(tmp_path: Path) -> None:
     a, b = _shared(tmp_path)
     a.save({"w": [1]}, "m")
@@ -60,7 +53,6 @@ def test_gc_of_one_store_keeps_the_payloads_of_another_sharing_its_blobs(tmp_pat
     assert a.load("m") == {"w": [1]}
 
 
-@pytest.mark.xfail(strict=True, reason=SHARED_BLOBS)
 def test_deleting_a_version_keeps_its_payload_for_a_copy_in_another_store(tmp_path: Path) -> None:
     a, b = _shared(tmp_path)
     a.save({"w": [1]}, "m")
@@ -69,6 +61,20 @@ def test_deleting_a_version_keeps_its_payload_for_a_copy_in_another_store(tmp_pa
     a.delete("m:1")
 
     assert b.load("m:1") == {"w": [1]}
+
+
+def test_gc_refuses_when_a_catalog_sharing_its_blobs_cannot_be_asked(tmp_path: Path) -> None:
+    a, b = _shared(tmp_path)
+    a.save({"w": [1]}, "m")
+    b.save({"w": [2]}, "other")
+    a.close()
+    (tmp_path / "a.db").rename(tmp_path / "moved.db")  # a's catalog can no longer be found
+
+    with pytest.raises(StoreError, match="shared with the catalog") as caught:
+        b.gc(grace=0)
+
+    assert "give each store its own blobs" in str(caught.value.hint)
+    assert Store(f"sqlite:///{tmp_path}/moved.db", blobs=tmp_path / "blobs").load("m")
 
 
 def test_a_negative_grace_is_refused_before_anything_is_removed(tmp_path: Path) -> None:

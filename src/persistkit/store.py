@@ -185,7 +185,8 @@ class Store:
     (``sqlite:///...``, ``postgresql://...``) whose payloads live in ``blobs``.
 
     ``url=None`` means ``$PERSISTKIT_STORE``, else the per-user store folder. ``blobs=None``
-    means ``$PERSISTKIT_BLOBS``, else (SQLite only) a folder beside the database file. For S3
+    means a ``?blobs=`` in the URL, else ``$PERSISTKIT_BLOBS`` (PostgreSQL), else (SQLite)
+    a folder beside the database file. For S3
     the endpoint and credentials come from the usual ``AWS_*`` environment variables
     (including ``AWS_ENDPOINT_URL``) or from ``storage_options`` (passed to s3fs).
     """

@@ -8,7 +8,6 @@ is imported only then); anything else (a folder, ``memory://``, ``s3://``) a
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from persistkit.catalog.base import Catalog, Damaged, Listed, Orphan, Summary, manifest_digest
@@ -29,14 +28,13 @@ def is_database_url(url: str) -> bool:
 def open_catalog(
     url: str, *, blobs: str | None = None, storage_options: dict[str, Any] | None = None
 ) -> Catalog:
-    """The catalog a store URL names. ``blobs`` (else ``$PERSISTKIT_BLOBS``) is where a
-    database catalog keeps payloads; a folder store keeps them under its own root."""
+    """The catalog a store URL names. ``blobs`` is where a database catalog keeps payloads
+    (see :meth:`SqlCatalog.open <persistkit.catalog.sql.SqlCatalog.open>` for the defaults);
+    a folder store keeps them under its own root."""
     if is_database_url(url):
         from persistkit.catalog.sql import SqlCatalog
 
-        return SqlCatalog.open(
-            url, blobs=blobs or os.environ.get("PERSISTKIT_BLOBS"), storage_options=storage_options
-        )
+        return SqlCatalog.open(url, blobs=blobs, storage_options=storage_options)
     from persistkit.catalog.files import FileCatalog
 
     return FileCatalog(FileSpace(url, storage_options))

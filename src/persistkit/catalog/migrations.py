@@ -65,11 +65,21 @@ def _summaries(conn: Any) -> None:
         )
 
 
+def _store_id(conn: Any) -> None:
+    """Give the catalog an id (a random uuid), which registers it beside its payloads."""
+    import uuid
+
+    schema.metadata.create_all(conn, tables=[schema.store_id])
+    if conn.execute(select(func.count()).select_from(schema.store_id)).scalar() == 0:
+        conn.execute(insert(schema.store_id).values(id=uuid.uuid4().hex))
+
+
 #: (schema version, what it adds, the step from the version before)
 STEPS: list[tuple[int, str, Step]] = [
     (1, "tables: versions, aliases, tags", _create_tables),
     (2, "indexes: tags by key and value, versions by digest and time", _query_indexes),
     (3, "versions: summary and checked, so a listing parses no manifest", _summaries),
+    (4, "store: the catalog's id, registered where its payloads are", _store_id),
 ]
 SCHEMA_VERSION = STEPS[-1][0]
 _LOCK_KEY = 0x70657273  # PostgreSQL advisory lock taken while upgrading

@@ -11,7 +11,7 @@ sha256 of the manifest and summary as the writer validated them, so a reader lis
 from its summary without parsing the manifest, and a row edited since falls back to a full
 parse. A deleted version keeps its row with ``deleted`` set (a tombstone: numbers are never
 reused). ``persistkit_tags`` holds every tag of a version, ``added`` telling a tag set after
-the save from one in the manifest.
+the save from one in the manifest. ``persistkit_store`` (schema 4) holds the catalog's id.
 """
 
 from __future__ import annotations
@@ -68,3 +68,11 @@ tags = Table(
 )
 
 TABLES = [versions, aliases, tags]
+
+#: schema 4: one row, the catalog's id (a uuid4 hex), which names it in the registry of the
+#: catalogs sharing a blobs location (:mod:`persistkit.catalog.shared`)
+store_id = Table(
+    "persistkit_store",
+    metadata,
+    Column("id", String(32), nullable=False),
+)

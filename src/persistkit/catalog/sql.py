@@ -5,8 +5,11 @@
 URLs: ``sqlite:///relative/catalog.db``, ``sqlite:////absolute/catalog.db`` (payloads beside
 it in ``catalog.blobs/`` unless told otherwise), ``postgresql://user:pw@host:5432/db``
 (``postgresql+psycopg://`` is the same; payloads must be named). Where the payloads go:
-``blobs=`` / ``$PERSISTKIT_BLOBS``, or a ``blobs=`` query parameter in the URL itself
-(``postgresql://host/db?blobs=s3://bucket/models``), handy on a command line.
+``blobs=``, else a ``blobs=`` query parameter in the URL itself
+(``postgresql://host/db?blobs=s3://bucket/models``, handy on a command line), else (for
+PostgreSQL only) ``$PERSISTKIT_BLOBS``. Catalogs given one blobs location register there
+(:mod:`persistkit.catalog.shared`): ``rm`` then leaves a payload to ``gc``, which removes
+only what none of them uses.
 
 Saving: the payload is stored first; then one transaction claims the number: the highest
 number of the name (deleted ones too) plus one, inserted with ``UNIQUE(name, version)``
@@ -32,7 +35,7 @@ from typing import Any
 
 from persistkit import cache
 from persistkit.artifact import fsync_directory, fsync_tree, write_manifest
-from persistkit.catalog import migrations
+from persistkit.catalog import migrations, shared
 from persistkit.catalog.base import Catalog, Damaged, Listed, Orphan, Summary, manifest_digest
 from persistkit.catalog.files import merge_tags_over
 from persistkit.catalog.space import FileSpace
@@ -61,19 +64,34 @@ _HEX = frozenset("0123456789abcdef")
 class SqlCatalog(Catalog):
     """A store's catalog in SQLite or PostgreSQL (see the module docs)."""
 
-    def __init__(self, engine: Engine, url: str, space: FileSpace, sqlite_file: Path | None):
+    def __init__(
+        self,
+        engine: Engine,
+        url: str,
+        space: FileSpace,
+        sqlite_file: Path | None,
+        *,
+        plain_url: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ):
         self.engine = engine
         self.url = url
         self.space = space
         self.kind = "sqlite" if engine.dialect.name == "sqlite" else engine.dialect.name
+        self.catalog_id: str | None = None  # read with the schema (4 and later)
         self._sqlite_file = sqlite_file
         self._schema_ok = False
+        # the URL without password or blobs: what the registry of shared blobs records
+        self._plain_url = plain_url or url
+        self._storage_options = storage_options
 
     @classmethod
     def open(
         cls, raw: str, *, blobs: str | None = None, storage_options: dict[str, Any] | None = None
     ) -> SqlCatalog:
-        """The catalog at ``raw`` (see the module docs for URLs and ``blobs``)."""
+        """The catalog at ``raw`` (see the module docs for URLs and ``blobs``): payloads go to
+        ``blobs``, else a ``?blobs=`` in the URL, else (PostgreSQL only) ``$PERSISTKIT_BLOBS``,
+        else (SQLite only) a folder beside the database file."""
         try:
             url = make_url(raw)
         except exc.ArgumentError as error:
@@ -93,8 +111,10 @@ class SqlCatalog(Catalog):
             url = url.set(database=str(sqlite_file))
             if blobs is None:
                 blobs = str(sqlite_file.with_name(sqlite_file.stem + ".blobs"))
-        elif url.drivername in ("postgresql", "postgres"):  # psycopg 3 unless a driver is named
-            url = url.set(drivername="postgresql+psycopg")
+        else:
+            if url.drivername in ("postgresql", "postgres"):  # psycopg 3 unless one is named
+                url = url.set(drivername="postgresql+psycopg")
+            blobs = blobs or os.environ.get("PERSISTKIT_BLOBS") or None
         if blobs is None:
             raise StoreError(
                 f"the store {_shown(url)} needs a place for its payloads",
@@ -103,7 +123,15 @@ class SqlCatalog(Catalog):
             )
         space = FileSpace(blobs, storage_options)
         shown = _shown(url) + (f"?blobs={in_url}" if isinstance(in_url, str) else "")
-        return cls(_engine(url), shown, space, sqlite_file)
+        plain = url.set(password=None).render_as_string(hide_password=False)
+        return cls(
+            _engine(url),
+            shown,
+            space,
+            sqlite_file,
+            plain_url=plain,
+            storage_options=storage_options,
+        )
 
     def close(self) -> None:
         with _ENGINES_LOCK:
@@ -144,6 +172,10 @@ class SqlCatalog(Catalog):
                 conn.execution_options(persistkit_write=True)
                 with conn.begin():
                     migrations.upgrade(conn, self.url)
+            with conn.begin():
+                self.catalog_id = conn.execute(sa.select(t.store_id.c.id)).scalar()
+        if self.catalog_id is not None:
+            shared.register(self.space, self.catalog_id, self._plain_url)
         self._schema_ok = True
         return True
 
@@ -342,6 +374,7 @@ class SqlCatalog(Catalog):
         durable: bool = False,
         version: int | None = None,
     ) -> Artifact:
+        self._ready(True)  # registered beside the payloads before storing one there
         written = Manifest.from_json(manifest.to_json())  # as readers will parse it
         digest = manifest_digest(written)
         summary = Summary.of(written).to_json()  # name and version are not in it
@@ -449,8 +482,8 @@ class SqlCatalog(Catalog):
             shared = conn.execute(
                 sa.select(sa.func.count()).where(v.digest == digest, ~v.deleted)
             ).scalar()
-        if digest and not shared:
-            self.space.remove(str(digest)[7:])
+        if digest and not shared and not self._sharers():
+            self.space.remove(str(digest)[7:])  # (shared blobs: gc asks the others first)
 
     def tombstone(self, name: str, version: int) -> None:
         with self._connect(write=True) as conn:
@@ -461,13 +494,46 @@ class SqlCatalog(Catalog):
                 )
             )
 
-    def orphans(self, older_than: float) -> builtins.list[Orphan]:
+    def _sharers(self) -> dict[str, str]:
+        """The other catalogs registered in this one's blobs location (id -> URL)."""
+        if not self._ready(False) or self.catalog_id is None:
+            return {}
+        return shared.others(self.space, self.catalog_id)
+
+    def used(self) -> set[str]:
+        """The hex digests of the payloads this catalog's versions point at."""
         v = t.versions.c
         with self._connect() as conn:
-            used: set[str] = set()
-            if conn is not None:
-                q = sa.select(v.digest).where(~v.deleted, v.digest.is_not(None)).distinct()
-                used = {str(d)[7:] for d in conn.execute(q).scalars()}
+            if conn is None:
+                return set()
+            q = sa.select(v.digest).where(~v.deleted, v.digest.is_not(None)).distinct()
+            return {str(d)[7:] for d in conn.execute(q).scalars()}
+
+    def _used_by_sharers(self) -> set[str]:
+        """The payloads the other catalogs registered in the blobs location point at;
+        a :class:`StoreError` if one of them cannot be asked."""
+        used: set[str] = set()
+        for catalog_id, url in self._sharers().items():
+            try:
+                other = SqlCatalog.open(
+                    url, blobs=self.space.url, storage_options=self._storage_options
+                )
+                if not other._ready(False) or other.catalog_id != catalog_id:
+                    raise StoreError(f"{url} is not the catalog {catalog_id}")
+                used |= other.used()
+            except StoreError as error:
+                raise StoreError(
+                    f"the payloads in {self.space.url} are shared with the catalog {url}, "
+                    f"which cannot be asked what it uses ({error.message}): nothing removed",
+                    hint="give each store its own blobs; if that store is gone for good, "
+                    f"remove {self.space.location(shared.REGISTRY + '/' + catalog_id)}",
+                ) from None
+        return used
+
+    def orphans(self, older_than: float) -> builtins.list[Orphan]:
+        used = self.used()
+        if self._ready(False):
+            used |= self._used_by_sharers()
         now = time.time()
         found = []
         for entry in self.space.listdir(""):
