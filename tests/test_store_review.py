@@ -87,13 +87,6 @@ def test_a_negative_grace_is_refused_before_anything_is_removed(tmp_path: Path) 
     assert "0 or more" in result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a local payload keeps its staging folder's mtime through the rename "
-    "(SqlCatalog._store_payload, catalog/sql.py), so a save whose backend wrote its files more "
-    "than the grace period ago looks like an old orphan until its row is committed: touch "
-    "the folder (os.utime) right before renaming it into <blobs>",
-)
 def test_gc_keeps_the_payload_of_a_save_whose_serialisation_outlasted_the_grace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -415,12 +415,17 @@ class SqlCatalog(Catalog):
         final = self.space.local_root / hexdigest
         if durable:
             fsync_tree(staging)
+        # gc judges a payload's age by its folder's mtime: a save in flight must look new
+        # however long ago its files were written (an uploaded one is new by itself)
+        os.utime(staging)
         try:
             os.rename(staging, final)
         except OSError:
             if not final.is_dir():
                 raise
             shutil.rmtree(staging, ignore_errors=True)  # the same payload is there already
+            with contextlib.suppress(OSError):
+                os.utime(final)  # an unreferenced one, perhaps: about to be used again
         if durable:
             fsync_directory(final.parent)
         return final
