@@ -13,8 +13,7 @@ path is never handed to transformers.
 Adapter: ``PreTrainedModel`` instances predict with numpy fed as their main input
 (``input_ids``, ``pixel_values``) and answer with their ``logits``; a classifier's
 ``config.id2label`` is described as its labels. Importing this module imports neither torch
-nor transformers, nor the weights reader (:mod:`persistkit_hf.weights`, imported by the hooks
-that read weights).
+nor transformers.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from persistkit_hf.config import (
     model_class,
     parse_config,
 )
+from persistkit_hf.weights import WEIGHT_FILES, check_loaded, check_size, weights_of
 
 BACKEND = "hf"
 
@@ -99,8 +99,6 @@ class HfPlugin:
         ``pytorch_model.bin`` that the load reads through the restricted torch reader)."""
         if head or not path.is_dir():
             return None
-        from persistkit_hf.weights import WEIGHT_FILES
-
         if not any(_is_file(path / name) for name in WEIGHT_FILES):
             return None
         raw = _read_small(path / CONFIG)
@@ -130,8 +128,6 @@ class HfPlugin:
                 f"a Hugging Face folder needs {CONFIG}, and this one has none",
                 hint="save the model again with save_pretrained",
             )
-        from persistkit_hf.weights import weights_of
-
         config = checked_config(parse_config(files[CONFIG].read_bytes()))
         tensors = weights_of(files, policy)
         return _build(config, tensors)
@@ -170,8 +166,6 @@ def _build(config: dict[str, Any], tensors: dict[str, Any]) -> Any:
     does, and any weight it reports missing, unexpected or misshapen refuses the load.
     """
     import torch
-
-    from persistkit_hf.weights import check_loaded, check_size
 
     name = architecture_name(config)
     if name is None:
