@@ -150,12 +150,6 @@ def test_a_tag_a_store_cannot_hold_is_refused_before_anything_is_stored(
 # --- version numbers are never reused ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="migrate_store (catalog/moving.py) plans from source.list(), which leaves out a "
-    "name whose every version was deleted: plan over the names with tombstones too "
-    "(FileCatalog: folders holding a DELETED file; SqlCatalog: SELECT DISTINCT name)",
-)
 def test_migrate_store_keeps_the_deleted_numbers_of_a_name_with_no_version_left(
     tmp_path: Path,
 ) -> None:
@@ -168,6 +162,19 @@ def test_migrate_store_keeps_the_deleted_numbers_of_a_name_with_no_version_left(
     migrate_store(source, dest)
 
     assert dest.save({"w": [2]}, "gone").version == 2  # 1 was deleted: never reused
+
+
+def test_migrate_store_refuses_a_destination_that_deleted_a_name_of_the_source(
+    tmp_path: Path,
+) -> None:
+    source = Store(tmp_path / "folder")
+    source.save({"w": [1]}, "m")
+    dest = Store(f"sqlite:///{tmp_path}/dest.db")
+    dest.save({"w": [2]}, "m")
+    dest.delete("m:1")
+
+    with pytest.raises(StoreError, match="deleted numbers are never reused"):
+        migrate_store(source, dest)
 
 
 @pytest.mark.xfail(

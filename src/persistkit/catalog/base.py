@@ -171,6 +171,10 @@ class Catalog(ABC):
         """Names with at least one published version, sorted."""
 
     @abstractmethod
+    def every_name(self) -> builtins.list[str]:
+        """Names that ever had a number, those whose every version was deleted too, sorted."""
+
+    @abstractmethod
     def numbers(self, name: str) -> builtins.list[int]:
         """The published (visible, not deleted) versions of ``name``, ascending."""
 

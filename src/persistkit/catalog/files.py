@@ -97,6 +97,16 @@ class FileCatalog(Catalog):
                 names.add(parts[0])
         return sorted(n for n in names if _is_name(n))
 
+    def every_name(self) -> builtins.list[str]:
+        space = self.space
+        if space.is_local:
+            if not space.local_root.is_dir():
+                return []
+            candidates = [p.name for p in space.local_root.iterdir() if p.is_dir()]
+            return sorted(n for n in candidates if _is_name(n) and self.scan(n).claimed)
+        names = {rel.split("/")[0] for rel in space.find("") if _is_version_file(rel)}
+        return sorted(n for n in names if _is_name(n))
+
     def numbers(self, name: str) -> builtins.list[int]:
         return self.scan(name).published
 
@@ -372,6 +382,12 @@ def _taken(name: str, version: int) -> StoreError:
         f"{name}:{version} already exists in the destination (or was deleted there)",
         hint="move into an empty store to keep version numbers",
     )
+
+
+def _is_version_file(rel: str) -> bool:
+    """Whether ``rel`` is a file in a version's folder: ``<name>/<number>/<file>``."""
+    parts = rel.split("/")
+    return len(parts) == 3 and parts[1].isdigit() and parts[1].isascii()
 
 
 def _is_name(text: str) -> bool:

@@ -59,12 +59,13 @@ def migrate_store(
     after each number. Raises :class:`StoreError` if the check finds a difference."""
     if not source.exists():
         raise source.missing()
-    names = source.list()
-    taken = [n for n in names if dest.has(n)]
+    names = source.catalog.every_name()  # a name whose every version was deleted too
+    taken = [n for n in names if dest.catalog.numbers(n) or dest.catalog.tombstones(n)]
     if taken:
         raise StoreError(
             f"{dest.url} already has {', '.join(taken[:5])}"
             + (f" and {len(taken) - 5} more" if len(taken) > 5 else "")
+            + " (or had: deleted numbers are never reused)"
             + ": version numbers can be kept only in a store without those names",
             hint="migrate into an empty store, or merge one model at a time with "
             "`persistkit cp NAME DEST --aliases` (copies get new numbers)",

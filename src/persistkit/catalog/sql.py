@@ -204,6 +204,12 @@ class SqlCatalog(Catalog):
             q = sa.select(t.versions.c.name).where(~t.versions.c.deleted).distinct()
             return sorted(conn.execute(q).scalars())
 
+    def every_name(self) -> builtins.list[str]:
+        with self._connect() as conn:
+            if conn is None:
+                return []
+            return sorted(conn.execute(sa.select(t.versions.c.name).distinct()).scalars())
+
     def numbers(self, name: str) -> builtins.list[int]:
         return self._numbers(name, deleted=False)
 
