@@ -251,13 +251,6 @@ def test_moving_an_alias_and_tagging_at_once_on_postgresql_never_fails(
     assert set(Store(url).aliases("m")) == {"prod"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pooled connections of catalog/sql.py's engines survive a fork (a DataLoader "
-    "worker, multiprocessing with fork), so parent and child talk over one socket and read "
-    "each other's answers: register os.register_at_fork(after_in_child=...) that calls "
-    "engine.dispose(close=False) on every engine in _ENGINES",
-)
 def test_a_forked_process_reads_a_postgresql_store_on_its_own_connections(
     tmp_path: Path,
     fresh_postgres_url: str,  # noqa: F811

@@ -639,6 +639,19 @@ def _engine(url: URL) -> Engine:
         return engine
 
 
+def _forget_connections_after_fork() -> None:
+    """In a forked child: leave the parent's pooled connections to the parent (closing
+    them here would close the parent's sockets); the child opens its own."""
+    global _ENGINES_LOCK
+    _ENGINES_LOCK = threading.Lock()  # another thread of the parent may have held it
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
+    os.register_at_fork(after_in_child=_forget_connections_after_fork)
+
+
 def _sqlite_transactions(engine: Engine) -> None:
     """Let SQLAlchemy, not the sqlite3 module, begin transactions; a write begins with
     ``BEGIN IMMEDIATE`` (the write lock first: no deadlock between two readers upgrading);
