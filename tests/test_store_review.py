@@ -217,13 +217,6 @@ def test_a_read_only_role_opening_an_older_schema_is_told_what_to_do(
 # --- concurrent writers: the last write wins ------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SqlCatalog.set_alias and set_added_tags (catalog/sql.py) delete then insert: on "
-    "PostgreSQL two writers both insert and one gets a raw IntegrityError (UniqueViolation). "
-    "Upsert the alias (insert().on_conflict_do_update of the dialect, PostgreSQL and SQLite "
-    "alike) and lock the version's row (select ... with_for_update()) before rewriting its tags",
-)
 def test_moving_an_alias_and_tagging_at_once_on_postgresql_never_fails(
     tmp_path: Path,
     fresh_postgres_url: str,  # noqa: F811

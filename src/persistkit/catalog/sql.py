@@ -333,12 +333,10 @@ class SqlCatalog(Catalog):
         a = t.aliases.c
         with self._connect(write=True) as conn:
             assert conn is not None
-            conn.execute(sa.delete(t.aliases).where(a.name == name, a.alias == alias))
-            conn.execute(
-                sa.insert(t.aliases).values(
-                    name=name, alias=alias, version=version, updated_at=utc_now()
-                )
-            )
+            row = {"name": name, "alias": alias, "version": version, "updated_at": utc_now()}
+            upsert = _dialect_insert(conn)(t.aliases).values(**row)
+            moved = {"version": version, "updated_at": row["updated_at"]}
+            conn.execute(upsert.on_conflict_do_update(index_elements=[a.name, a.alias], set_=moved))
 
     def remove_alias(self, name: str, alias: str) -> None:
         a = t.aliases.c
@@ -357,9 +355,12 @@ class SqlCatalog(Catalog):
     def set_added_tags(
         self, name: str, version: int, tags: dict[str, str], *, durable: bool = False
     ) -> None:
-        g = t.tags.c
+        g, v = t.tags.c, t.versions.c
         with self._connect(write=True) as conn:
             assert conn is not None
+            # writers of one version's tags take turns (SQLite: one writer at a time anyway)
+            one = sa.select(v.version).where(v.name == name, v.version == version)
+            conn.execute(one.with_for_update())
             conn.execute(sa.delete(t.tags).where(g.name == name, g.version == version, g.added))
             if tags:
                 conn.execute(
@@ -555,6 +556,17 @@ class SqlCatalog(Catalog):
             if age >= older_than:
                 found.append(Orphan(self.space.location(entry), entry, age))
         return found
+
+
+def _dialect_insert(conn: Connection) -> Any:
+    """The ``insert`` of the connection's dialect, which has ``on_conflict_do_update``."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def row_values(manifest: Manifest, digest: str, summary: str) -> dict[str, Any]:
