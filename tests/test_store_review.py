@@ -394,12 +394,6 @@ def silent_server() -> Iterator[int]:
         conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_engine (catalog/sql.py) sets no connect timeout, so psycopg waits forever on a "
-    "server that accepts and never answers: pass connect_args={'connect_timeout': 10} unless "
-    "the URL gives connect_timeout",
-)
 def test_a_server_that_never_answers_is_an_error_within_seconds(
     silent_server: int, tmp_path: Path
 ) -> None:
@@ -415,6 +409,14 @@ def test_a_server_that_never_answers_is_an_error_within_seconds(
     except subprocess.TimeoutExpired:
         pytest.fail("still waiting for the server after 25 s")
     assert "StoreError" in done.stderr and "timeout" in done.stderr.lower()
+
+
+def test_a_connect_timeout_in_the_url_is_kept(silent_server: int, tmp_path: Path) -> None:
+    url = f"postgresql://me@127.0.0.1:{silent_server}/models?connect_timeout=1"
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="timeout"):
+        Store(url, blobs=tmp_path).list()
+    assert time.monotonic() - started < 8  # not the default 10 s
 
 
 # --- lineage never leaks a secret --------------------------------------------------------

@@ -641,7 +641,9 @@ def _engine(url: URL) -> Engine:
                 engine = sa.create_engine(url, connect_args={"timeout": 60})
                 _sqlite_transactions(engine)
             else:
-                engine = sa.create_engine(url, pool_pre_ping=True)
+                # a server that accepts and never answers is an error, not a wait forever
+                timeout = {} if "connect_timeout" in url.query else {"connect_timeout": 10}
+                engine = sa.create_engine(url, pool_pre_ping=True, connect_args=timeout)
         except ImportError as error:
             raise StoreError(
                 f"the store {_shown(url)} needs the database driver {error.name}",
