@@ -310,13 +310,6 @@ def test_an_unknown_scheme_is_refused_without_printing_its_password() -> None:
     assert "s3cretpw" not in caught.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="batch.pin_model (batch.py) pins Store.url, the URL as shown (password '***', no "
-    "blobs= given as an argument or in $PERSISTKIT_BLOBS of this process only), and workers "
-    "reopen the store from it: keep the URL and blobs the store was opened with (a private "
-    "Store attribute) and pin those",
-)
 def test_a_batch_worker_reopens_the_store_the_model_was_pinned_in(tmp_path: Path) -> None:
     from persistkit.batch import pin_model
 
@@ -324,6 +317,19 @@ def test_a_batch_worker_reopens_the_store_the_model_was_pinned_in(tmp_path: Path
     store.save({"w": [1]}, "m")
     pin, _ = pin_model("m", store, remote=True)
     assert Store(pin.store_url).load(pin.source) == {"w": [1]}  # as a worker process does
+
+
+def test_a_batch_worker_reopens_a_postgresql_store_with_its_password(
+    tmp_path: Path,
+    fresh_postgres_url: str,  # noqa: F811
+) -> None:
+    from persistkit.batch import pin_model
+
+    store = Store(_with_password(fresh_postgres_url), blobs=tmp_path / "blobs")
+    store.save({"w": [1]}, "m")
+    pin, _ = pin_model("m", store, remote=True)
+    assert "s3cretpw" in str(pin.store_url) and "s3cretpw" not in repr(pin)
+    assert Store(pin.store_url).load(pin.source) == {"w": [1]}
 
 
 # --- clear errors for bad URLs -----------------------------------------------------------

@@ -154,7 +154,7 @@ class ModelPin:
     """
 
     source: str
-    store_url: str | None
+    store_url: str | None = field(repr=False)  # may hold a database password
     digest: str
     uri: str  # name:version or the path, for people
     trusted: bool | tuple[str, ...] = False
@@ -211,7 +211,8 @@ def pin_model(
             )
         digest = manifest_digest(found.manifest)
         name = found.uri.split(":", 1)[0]
-        pin = ModelPin(f"{name}@{digest}", the_store.url, digest, found.uri, trust, app_dir)
+        where = the_store._reopen_url  # the workers' store: password and blobs= kept
+        pin = ModelPin(f"{name}@{digest}", where, digest, found.uri, trust, app_dir)
     else:
         where = text if kind == "url" else os.path.abspath(os.path.expanduser(text))
         pin = ModelPin(where, None, _located_digest(found), found.uri, trust, app_dir)

@@ -207,6 +207,9 @@ class Store:
         self._space: FileSpace = self._catalog.space
         self._catalog.stale_after = STALE_SECONDS
         self.url: str = getattr(self._catalog, "url", None) or self._space.url
+        # what opens this store, payloads and all, in another process (``url`` is for
+        # people: a password hidden, a ``blobs=`` argument left out)
+        self._reopen_url: str = getattr(self._catalog, "reopen_url", None) or self._space.url
 
     @property
     def kind(self) -> str:

@@ -73,6 +73,7 @@ class SqlCatalog(Catalog):
         *,
         plain_url: str | None = None,
         storage_options: dict[str, Any] | None = None,
+        reopen_url: str | None = None,
     ):
         self.engine = engine
         self.url = url
@@ -84,6 +85,9 @@ class SqlCatalog(Catalog):
         # the URL without password or blobs: what the registry of shared blobs records
         self._plain_url = plain_url or url
         self._storage_options = storage_options
+        #: the URL that opens this very catalog and blobs in another process (its password
+        #: too: never show it)
+        self.reopen_url = reopen_url or url
 
     @classmethod
     def open(
@@ -131,6 +135,9 @@ class SqlCatalog(Catalog):
             sqlite_file,
             plain_url=plain,
             storage_options=storage_options,
+            reopen_url=url.update_query_dict({"blobs": space.url}).render_as_string(
+                hide_password=False
+            ),
         )
 
     def close(self) -> None:
