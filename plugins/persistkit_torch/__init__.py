@@ -8,7 +8,8 @@ tensors to the CPU unless ``map_location=`` says otherwise.
 
 Adapter: freeze (eval mode, no gradients), predict (numpy in, numpy out), describe, and votes
 (``safetensors`` for importable classes, ``torch`` otherwise). Importing this module does not
-import torch.
+import torch, nor :mod:`persistkit_torch.rebuild` (imported by the saves and loads that
+record or rebuild a module).
 """
 
 from __future__ import annotations
@@ -29,15 +30,6 @@ from persistkit.errors import (
 )
 from persistkit_torch import adapter
 from persistkit_torch.detect import is_tensor_dict, is_torch_module
-from persistkit_torch.rebuild import (
-    RECIPE_KEY,
-    ModuleRecipe,
-    build_module,
-    module_from_weights,
-    record_recipe,
-    refuse_module_options,
-    wants_module,
-)
 
 MODES = ("module", "state_dict")
 #: what ``load`` takes for this backend: where tensors go, and how to rebuild a module from
@@ -102,6 +94,8 @@ class TorchPlugin(Backend):
                 f"{type(model).__qualname__}",
                 hint="pick another backend (`persistkit backends` lists them)",
             )
+        from persistkit_torch.rebuild import record_recipe, refuse_module_options
+
         payload = model
         if is_tensor_dict(model):
             refuse_module_options(options, backend=self.info.name)
@@ -133,6 +127,8 @@ class TorchPlugin(Backend):
         mode = options.get("mode")
         map_location = options.get("map_location", "cpu")
         if mode == "state_dict":
+            from persistkit_torch.rebuild import RECIPE_KEY, ModuleRecipe, build_module
+
             state = _weights_only_load(payload, map_location, mmap=True)
             if RECIPE_KEY in options:
                 recipe = ModuleRecipe.from_json(options[RECIPE_KEY])
@@ -189,6 +185,8 @@ def _cpu_storages(model: Any) -> list[Any]:
 def _as_asked(loaded: Any, policy: Any, options: dict[str, Any]) -> Any:
     """What was loaded, turned into what ``model_class=``/``factory=`` ask for: a state dict
     is loaded (strictly) into the module they build; a whole module must already be one."""
+    from persistkit_torch.rebuild import module_from_weights, wants_module
+
     if not wants_module(options):
         if options.get("init_kwargs") is not None:
             raise InputError(
