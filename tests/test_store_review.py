@@ -115,12 +115,6 @@ def test_gc_keeps_the_payload_of_a_save_whose_serialisation_outlasted_the_grace(
     assert store.load("m:2") == {"w": [1]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SqlCatalog.fetch (catalog/sql.py) returns <blobs>/<hex> without checking it "
-    "exists; the loader then fails with a bare FileNotFoundError: raise IntegrityError "
-    "('the payload of m:1 is missing from <blobs>/<hex>', hint: restore it or rm the version)",
-)
 def test_a_missing_payload_of_a_database_store_is_an_integrity_error(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/c.db")
     art = store.save({"w": [1]}, "m")

@@ -39,7 +39,7 @@ from persistkit.catalog import migrations, shared
 from persistkit.catalog.base import Catalog, Damaged, Listed, Orphan, Summary, manifest_digest
 from persistkit.catalog.files import merge_tags_over
 from persistkit.catalog.space import FileSpace
-from persistkit.errors import ManifestError, StoreError, VersionNotFoundError
+from persistkit.errors import IntegrityError, ManifestError, StoreError, VersionNotFoundError
 from persistkit.manifest import Manifest, utc_now
 from persistkit.records import Artifact
 
@@ -484,8 +484,15 @@ class SqlCatalog(Catalog):
             raise parsed.error()
         hexdigest = str(row.digest)[7:]
         if self.space.is_local:
-            return self.space.local_root / hexdigest, parsed
-        return self.space.download(hexdigest, parsed, row.manifest.encode(), row.digest), parsed
+            path = self.space.local_root / hexdigest
+            if not path.is_dir():
+                raise _missing_payload(name, version, str(path))
+            return path, parsed
+        try:
+            path = self.space.download(hexdigest, parsed, row.manifest.encode(), row.digest)
+        except FileNotFoundError:
+            raise _missing_payload(name, version, self.space.location(hexdigest)) from None
+        return path, parsed
 
     # -- deleting and cleaning up --------------------------------------------------------------
     def delete(self, name: str, version: int) -> None:
@@ -563,6 +570,14 @@ class SqlCatalog(Catalog):
             if age >= older_than:
                 found.append(Orphan(self.space.location(entry), entry, age))
         return found
+
+
+def _missing_payload(name: str, version: int, where: str) -> IntegrityError:
+    """The error for a version whose row is there and whose payload is not."""
+    return IntegrityError(
+        f"the payload of {name}:{version} is missing from {where}",
+        hint=f"restore it from a backup, or remove the version: persistkit rm {name}:{version}",
+    )
 
 
 def _dialect_insert(conn: Connection) -> Any:
