@@ -360,12 +360,6 @@ def test_a_sqlite_url_with_two_slashes_is_told_apart_from_an_in_memory_one() -> 
     assert "sqlite:///models.db" in caught.value.message + str(caught.value.hint)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SqlCatalog.open (catalog/sql.py) appends '?blobs=...' to a URL that may already "
-    "have a query, showing 'db?timeout=5?blobs=/b', which reads back as another store: "
-    "join with '&' (or set the parameter with url.update_query_dict)",
-)
 def test_the_url_a_store_shows_opens_the_same_store(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/a.db?timeout=5&blobs={tmp_path}/b")
     store.save({"w": [1]}, "m")

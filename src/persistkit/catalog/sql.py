@@ -126,7 +126,9 @@ class SqlCatalog(Catalog):
                 "or add ?blobs=URL to the store URL",
             )
         space = FileSpace(blobs, storage_options)
-        shown = _shown(url) + (f"?blobs={in_url}" if isinstance(in_url, str) else "")
+        shown = _shown(url)
+        if isinstance(in_url, str):  # shown as given: the URL pasted back opens this store
+            shown += f"{'&' if url.query else '?'}blobs={in_url}"
         plain = url.set(password=None).render_as_string(hide_password=False)
         return cls(
             _engine(url),
