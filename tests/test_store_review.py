@@ -293,11 +293,6 @@ def test_migrate_store_and_cp_never_print_the_database_password(
     assert "***" in outputs[0] and "***" in json.loads(outputs[2])[0]["store"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FileSpace (catalog/space.py) puts the raw URL in 'cannot open the store URL': "
-    "show it with its password hidden (urllib.parse: netloc without the password)",
-)
 def test_an_unknown_scheme_is_refused_without_printing_its_password() -> None:
     with pytest.raises(StoreError) as caught:
         Store("mysql://me:s3cretpw@db.internal/models")

@@ -59,7 +59,7 @@ class FileSpace:
             ) from None
         except ValueError as exc:
             raise StoreError(
-                f"cannot open the store {raw}: {exc}",
+                f"cannot open the store {hide_password(raw)}: {exc}",
                 hint="use a folder, memory://..., or s3://bucket/prefix",
             ) from None
         self.local_root = Path()
@@ -266,6 +266,20 @@ class FileSpace:
                 f"the store {shown} failed: {type(exc).__name__}: {exc}",
                 hint="check the URL, that the storage is reachable, and the AWS_* settings",
             ) from exc
+
+
+def hide_password(raw: str) -> str:
+    """``raw`` with the password of its ``user:password@`` part shown as ``***``, for
+    messages (a URL that does not parse is shown as it is unless it has such a part)."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        return raw
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return raw
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
 def protocols(fs: Any) -> tuple[str, ...]:
