@@ -324,12 +324,6 @@ def test_a_batch_worker_reopens_a_postgresql_store_with_its_password(
 # --- clear errors for bad URLs -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SqlCatalog.open (catalog/sql.py) catches only ArgumentError from make_url (a bad "
-    "port is a ValueError) and create_engine's ImportError (an unknown driver is "
-    "NoSuchModuleError): catch both as a StoreError naming the URL with its password hidden",
-)
 @pytest.mark.parametrize(
     "url",
     [
@@ -343,12 +337,6 @@ def test_a_database_url_that_cannot_work_is_a_store_error(url: str, tmp_path: Pa
     assert "s3cretpw" not in caught.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sqlite://relative (two slashes) makes 'relative' a host, and SqlCatalog.open "
-    "(catalog/sql.py) calls that an in-memory catalog: when url.host is set, say that a "
-    "file is sqlite:///relative (three slashes) or sqlite:////absolute (four)",
-)
 def test_a_sqlite_url_with_two_slashes_is_told_apart_from_an_in_memory_one() -> None:
     with pytest.raises(StoreError) as caught:
         Store("sqlite://models.db")

@@ -38,7 +38,7 @@ from persistkit.artifact import fsync_directory, fsync_tree, write_manifest
 from persistkit.catalog import migrations, shared
 from persistkit.catalog.base import Catalog, Damaged, Listed, Orphan, Summary, manifest_digest
 from persistkit.catalog.files import merge_tags_over
-from persistkit.catalog.space import FileSpace
+from persistkit.catalog.space import FileSpace, hide_password
 from persistkit.errors import IntegrityError, ManifestError, StoreError, VersionNotFoundError
 from persistkit.manifest import Manifest, utc_now
 from persistkit.records import Artifact
@@ -56,6 +56,10 @@ except ImportError as _missing:  # pragma: no cover - the db extra is not instal
 from persistkit.catalog import schema as t
 
 MAX_CLAIMS = 1000
+_URL_FORMS = (
+    "use sqlite:///relative/catalog.db, sqlite:////absolute/catalog.db or "
+    "postgresql://user:password@host:5432/database"
+)
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 _HEX = frozenset("0123456789abcdef")
@@ -98,14 +102,23 @@ class SqlCatalog(Catalog):
         else (SQLite only) a folder beside the database file."""
         try:
             url = make_url(raw)
-        except exc.ArgumentError as error:
-            raise StoreError(f"cannot read the database URL {raw!r}: {error}") from None
+        except (exc.ArgumentError, ValueError) as error:  # ValueError: a port not a number
+            raise StoreError(
+                f"cannot read the database URL {hide_password(raw)}: {error}",
+                hint=_URL_FORMS,
+            ) from None
         query = dict(url.query)
         in_url = query.pop("blobs", None)
         url = url.set(query=query)
         blobs = blobs or (in_url if isinstance(in_url, str) else None)
         sqlite_file = None
         if url.get_backend_name() == "sqlite":
+            if url.host:  # sqlite://models.db: a host, no file
+                raise StoreError(
+                    f"{_shown(url)} names no file ({url.host!r} is read as a host name)",
+                    hint=f"a file is sqlite:///{url.host} (three slashes: a relative path) "
+                    f"or sqlite:////absolute/{url.host} (four slashes)",
+                )
             if not url.database or url.database == ":memory:":
                 raise StoreError(
                     "an in-memory SQLite catalog would vanish with each connection",
@@ -672,6 +685,10 @@ def _engine(url: URL) -> Engine:
             raise StoreError(
                 f"the store {_shown(url)} needs the database driver {error.name}",
                 hint='pip install "persistkit[postgres]"',
+            ) from None
+        except exc.ArgumentError as error:  # NoSuchModuleError: a driver SQLAlchemy lacks
+            raise StoreError(
+                f"cannot open the store {_shown(url)}: {error}", hint=_URL_FORMS
             ) from None
         _ENGINES[key] = engine
         return engine
