@@ -192,14 +192,32 @@ class SqlCatalog(Catalog):
                 return False
             if found != migrations.SCHEMA_VERSION:
                 conn.execution_options(persistkit_write=True)
-                with conn.begin():
+                with self._upgrade_errors(found), conn.begin():
                     migrations.upgrade(conn, self.url)
-            with conn.begin():
+            with contextlib.suppress(exc.DBAPIError), conn.begin():  # a reader not granted it
                 self.catalog_id = conn.execute(sa.select(t.store_id.c.id)).scalar()
         if self.catalog_id is not None:
             shared.register(self.space, self.catalog_id, self._plain_url)
         self._schema_ok = True
         return True
+
+    @contextlib.contextmanager
+    def _upgrade_errors(self, found: int | None) -> Iterator[None]:
+        """Say plainly that an older catalog must be upgraded by a role that may."""
+        try:
+            yield
+        except exc.DBAPIError as error:
+            if found is None:
+                raise  # creating the catalog: the usual message
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+            raise StoreError(
+                f"the catalog at {self.url} has schema version {found}; this persistkit "
+                f"reads version {migrations.SCHEMA_VERSION} and could not upgrade it "
+                f"({reason})",
+                hint="the catalog must be upgraded once by a role that owns its tables: "
+                "run `persistkit ls --store URL` as that role (any command that opens the "
+                "store upgrades it), then grant readers SELECT on the tables again",
+            ) from error
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -537,9 +555,10 @@ class SqlCatalog(Catalog):
 
     def _sharers(self) -> dict[str, str]:
         """The other catalogs registered in this one's blobs location (id -> URL)."""
-        if not self._ready(False) or self.catalog_id is None:
+        if not self._ready(False):
             return {}
-        return shared.others(self.space, self.catalog_id)
+        # an id this role may not read: every registered catalog counts as another
+        return shared.others(self.space, self.catalog_id or "")
 
     def used(self) -> set[str]:
         """The hex digests of the payloads this catalog's versions point at."""
