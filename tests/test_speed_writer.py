@@ -4,6 +4,7 @@ safetensors layout persistkit writes itself: same bytes as the library, one pass
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -145,7 +146,8 @@ def test_a_save_hashes_from_memory_and_never_reads_its_payload_back(
         return real_hash_file(path, algorithm)
 
     def hash_mapped(fd: int, digest: object, start: int, stop: int) -> int:
-        read_back.append(f"mapped:{fd}")
+        # by name: the follower may map a small file written later (requirements.txt)
+        read_back.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
         return real_mapped(fd, digest, start, stop)  # type: ignore[arg-type]
 
     monkeypatch.setattr(artifact, "hash_file", hash_file)
@@ -153,7 +155,7 @@ def test_a_save_hashes_from_memory_and_never_reads_its_payload_back(
     art = persistkit.save(model, tmp_path / "a", backend=backend)
     payload = art.manifest.files[0]
     assert payload.path.startswith("model.")
-    assert payload.path not in read_back and not any(r.startswith("mapped:") for r in read_back)
+    assert payload.path not in read_back
     assert payload.digest == _digest(art.path / payload.path, payload.algorithm)
     assert persistkit.verify(art.path, trusted=True)  # every byte re-hashed by verify
     monkeypatch.undo()
