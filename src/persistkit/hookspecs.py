@@ -118,7 +118,7 @@ def persistkit_load(
 ) -> Any | None:
     """Read the model back from the local ``directory`` written by ``persistkit_save``.
 
-    Called by ``load`` after the manifest and every file's sha256 were checked. ``manifest`` is
+    Called by ``load`` after the manifest and every file's digest were checked. ``manifest`` is
     the :class:`persistkit.Manifest`; ``policy`` the :class:`persistkit.safety.TrustPolicy`
     in force. Backends that are not ``safe`` must load untrusted payloads only through
     ``policy`` (``policy.unpickle``). ``files`` (:class:`persistkit.payload.PayloadFiles`)

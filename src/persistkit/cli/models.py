@@ -306,7 +306,7 @@ def _training_lines(manifest: Any) -> list[str]:
 def verify(
     ref: str, store_url: str | None, as_json: bool, quiet: bool, trust: tuple[str, ...]
 ) -> None:
-    """Check every file's sha256, reload REF and prove its stored example's predictions
+    """Check every file's digest, reload REF and prove its stored example's predictions
     are bitwise identical. Exit 1 if anything differs."""
     from persistkit.api import verify as verify_artifact
 
