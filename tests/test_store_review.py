@@ -7,6 +7,7 @@ Tests marked ``xfail(strict=True)`` show a bug in code another engineer owned at
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -171,61 +172,58 @@ def test_migrate_store_refuses_a_destination_that_deleted_a_name_of_the_source(
         migrate_store(source, dest)
 
 
-def test_a_read_only_role_opening_an_older_schema_is_told_what_to_do(
-    tmp_path: Path,
-    fresh_postgres_url: str,  # noqa: F811
-) -> None:
+@contextlib.contextmanager
+def _reader(url: str, grant: list[str], *before: str) -> Iterator[Store]:
+    """The store at ``url`` opened as a new role granted only ``grant`` (SQL run as the
+    owner after ``before``, which changes the catalog first); the role dropped after."""
     import sqlalchemy as sa
 
-    url = f"{fresh_postgres_url}?blobs={tmp_path}/blobs"
-    Store(url).save({"w": [1]}, "m")
     role = f"pk_reader_{os.getpid()}"
-    owner = sa.create_engine("postgresql+psycopg://" + fresh_postgres_url.split("://", 1)[1])
-    with owner.begin() as conn:  # back to schema 2, readable by a role that may only SELECT
-        conn.exec_driver_sql("ALTER TABLE persistkit_versions DROP COLUMN summary")
-        conn.exec_driver_sql("ALTER TABLE persistkit_versions DROP COLUMN checked")
-        conn.exec_driver_sql("UPDATE persistkit_schema SET version = 2")
-        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
-        conn.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
     scheme, rest = url.split("://", 1)
+    owner = sa.create_engine("postgresql+psycopg://" + rest.split("?", 1)[0])
+    with owner.begin() as conn:
+        for statement in [*before, f"CREATE ROLE {role} LOGIN", *grant]:
+            conn.exec_driver_sql(statement.format(role=role))
     reader = Store(f"{scheme}://{role}@{rest.split('@', 1)[-1]}")
     try:
-        with pytest.raises(StoreError) as caught:
-            reader.list()
-        assert "schema" in caught.value.message
-        assert "upgraded once by a role that owns its tables" in str(caught.value.hint)
+        yield reader
     finally:
         reader.close()
         with owner.begin() as conn:
             conn.exec_driver_sql(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
             conn.exec_driver_sql(f"DROP ROLE {role}")
         owner.dispose()
+
+
+def test_a_read_only_role_opening_an_older_schema_is_told_what_to_do(
+    tmp_path: Path,
+    fresh_postgres_url: str,  # noqa: F811
+) -> None:
+    url = f"{fresh_postgres_url}?blobs={tmp_path}/blobs"
+    Store(url).save({"w": [1]}, "m")
+    back_to_schema_2 = (
+        "ALTER TABLE persistkit_versions DROP COLUMN summary",
+        "ALTER TABLE persistkit_versions DROP COLUMN checked",
+        "UPDATE persistkit_schema SET version = 2",
+    )
+    grant = ["GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"]
+    with _reader(url, grant, *back_to_schema_2) as reader, pytest.raises(StoreError) as caught:
+        reader.list()
+    assert "schema" in caught.value.message
+    assert "upgraded once by a role that owns its tables" in str(caught.value.hint)
 
 
 def test_a_reader_not_granted_the_catalog_id_still_reads(
     tmp_path: Path,
     fresh_postgres_url: str,  # noqa: F811
 ) -> None:
-    import sqlalchemy as sa
-
     url = f"{fresh_postgres_url}?blobs={tmp_path}/blobs"
     Store(url).save({"w": [1]}, "m")
-    role = f"pk_older_reader_{os.getpid()}"
-    owner = sa.create_engine("postgresql+psycopg://" + fresh_postgres_url.split("://", 1)[1])
-    with owner.begin() as conn:  # granted before schema 4 added persistkit_store
-        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
-        for table in ("schema", "versions", "aliases", "tags"):
-            conn.exec_driver_sql(f"GRANT SELECT ON persistkit_{table} TO {role}")
-    scheme, rest = url.split("://", 1)
-    reader = Store(f"{scheme}://{role}@{rest.split('@', 1)[-1]}")
-    try:
+    # granted as before schema 4 added persistkit_store
+    tables = ("schema", "versions", "aliases", "tags")
+    grant = [f"GRANT SELECT ON persistkit_{table} TO {{role}}" for table in tables]
+    with _reader(url, grant) as reader:
         assert reader.list() == ["m"] and reader.load("m") == {"w": [1]}
-    finally:
-        reader.close()
-        with owner.begin() as conn:
-            conn.exec_driver_sql(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
-            conn.exec_driver_sql(f"DROP ROLE {role}")
-        owner.dispose()
 
 
 # --- concurrent writers: the last write wins ------------------------------------------

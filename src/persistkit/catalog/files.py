@@ -83,13 +83,19 @@ class FileCatalog(Catalog):
         """Nothing to release: files are opened per call."""
 
     # -- listing -----------------------------------------------------------------------------
+    def _local_names(self, published: bool) -> builtins.list[str]:
+        """The names in a local folder with a published (else any claimed) number."""
+        root = self.space.local_root
+        if not root.is_dir():
+            return []
+        candidates = [p.name for p in root.iterdir() if p.is_dir() and _is_name(p.name)]
+        listings = {n: self.scan(n) for n in candidates}
+        return sorted(n for n, x in listings.items() if (x.published if published else x.claimed))
+
     def names(self) -> builtins.list[str]:
         space = self.space
         if space.is_local:
-            if not space.local_root.is_dir():
-                return []
-            candidates = [p.name for p in space.local_root.iterdir() if p.is_dir()]
-            return sorted(n for n in candidates if _is_name(n) and self.scan(n).published)
+            return self._local_names(published=True)
         names = set()
         for rel in space.find(""):
             parts = rel.split("/")
@@ -100,10 +106,7 @@ class FileCatalog(Catalog):
     def every_name(self) -> builtins.list[str]:
         space = self.space
         if space.is_local:
-            if not space.local_root.is_dir():
-                return []
-            candidates = [p.name for p in space.local_root.iterdir() if p.is_dir()]
-            return sorted(n for n in candidates if _is_name(n) and self.scan(n).claimed)
+            return self._local_names(published=False)
         names = {rel.split("/")[0] for rel in space.find("") if _is_version_file(rel)}
         return sorted(n for n in names if _is_name(n))
 
