@@ -64,6 +64,18 @@ def test_deleting_a_version_keeps_its_payload_for_a_copy_in_another_store(tmp_pa
     assert b.load("m:1") == {"w": [1]}
 
 
+def test_blobs_in_the_url_beat_the_environment(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_postgres_url: str,  # noqa: F811
+) -> None:
+    monkeypatch.setenv("PERSISTKIT_BLOBS", str(tmp_path / "env-blobs"))
+    in_url = Store(f"{fresh_postgres_url}?blobs={tmp_path}/url-blobs")
+    assert in_url.save({"w": [1]}, "m").path.parent == tmp_path / "url-blobs"
+    from_env = Store(fresh_postgres_url)  # the variable is for a URL naming no blobs
+    assert from_env.catalog.space.url == str(tmp_path / "env-blobs")
+
+
 def test_gc_refuses_when_a_catalog_sharing_its_blobs_cannot_be_asked(tmp_path: Path) -> None:
     a, b = _shared(tmp_path)
     a.save({"w": [1]}, "m")
