@@ -26,6 +26,7 @@ sklearn_linear = pytest.importorskip("sklearn.linear_model")
 NOT_NEEDED = (
     "persistkit.safety.vm",
     "persistkit.safety.pickle_audit",
+    "persistkit.safety.allowlist",
     "persistkit.safety.pt2_audit",
     "persistkit.safety.joblib_reader",
     "persistkit.safety.audit",
