@@ -268,10 +268,12 @@ def liveness_script(payloads: dict[str, bytes]) -> str:
 
 
 def recompute_payload(artifact: Path, file_name: str, data: bytes) -> None:
-    """Replace a payload file of ``artifact`` and recompute its manifest entry (size, sha256),
-    dropping the seal: what an attacker who can write the folder but holds no key can do."""
-    import hashlib
+    """Replace a payload file of ``artifact`` and recompute its manifest entry (size, and the
+    digest in the algorithm the entry names), dropping the seal: what an attacker who can
+    write the folder but holds no key can do."""
     import json
+
+    from persistkit.digests import hexdigest_of
 
     (artifact / file_name).write_bytes(data)
     manifest_path = artifact / "persistkit.json"
@@ -279,7 +281,8 @@ def recompute_payload(artifact: Path, file_name: str, data: bytes) -> None:
     for entry in manifest["files"]:
         if entry["path"] == file_name:
             entry["size"] = len(data)
-            entry["sha256"] = hashlib.sha256(data).hexdigest()
+            algorithm = "blake3" if "blake3" in entry else "sha256"
+            entry[algorithm] = hexdigest_of(algorithm, data)
     manifest.pop("seal", None)
     manifest_path.write_text(json.dumps(manifest))
 
