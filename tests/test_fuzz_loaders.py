@@ -7,6 +7,7 @@ space limit and a timeout, so a crash or a memory blow-up fails this test instea
 
 from __future__ import annotations
 
+import ast
 import pickle
 import subprocess
 import sys
@@ -65,3 +66,9 @@ def test_mutated_files_only_raise_persistkit_errors(tmp_path: Path) -> None:
         pytest.fail("a mutated file made a loader hang")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert f"EXAMPLES {EXAMPLES}" in result.stdout
+    # artifacts whose payload changed (digest recomputed) must get past the manifest: a
+    # manifest the worker wrote wrong would refuse every one and the payload readers go untried
+    line = next(x for x in result.stdout.splitlines() if x.startswith("OUTCOMES"))
+    payload_outcomes = [k for k, _ in ast.literal_eval(line.removeprefix("OUTCOMES "))]
+    payload_outcomes = [k for k in payload_outcomes if k.startswith("payload:")]
+    assert set(payload_outcomes) - {"payload:ManifestError"}, line

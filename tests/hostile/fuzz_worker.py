@@ -67,10 +67,11 @@ def mutate_artifact(
     seed: Path, target: Path, change: Callable[[bytes], bytes], *, manifest: bool
 ) -> None:
     """Copy artifact ``seed`` to ``target`` and mutate its manifest, or its payload with the
-    manifest's size and sha256 recomputed (so the mutant reaches the payload reader)."""
-    import hashlib
+    manifest's size and digest recomputed (so the mutant reaches the payload reader)."""
     import json
     import shutil
+
+    from persistkit.digests import hexdigest_of
 
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(seed, target)
@@ -83,7 +84,8 @@ def mutate_artifact(
     payload = target / entry["path"]
     payload.write_bytes(change(payload.read_bytes()))
     entry["size"] = payload.stat().st_size
-    entry["sha256"] = hashlib.sha256(payload.read_bytes()).hexdigest()
+    algorithm = "blake3" if "blake3" in entry else "sha256"  # the one the seed's entry names
+    entry[algorithm] = hexdigest_of(algorithm, payload.read_bytes())
     manifest_path.write_text(json.dumps(record))
 
 
@@ -108,14 +110,14 @@ def main(seeds_dir: Path, examples: int) -> None:
     )
     def fuzz(seed: Path, flips: list[tuple[int, int]], cut: int | None, insert: bytes) -> None:
         target = workdir / seed.name
+        kind = ""
         if seed.is_dir():
+            in_manifest = len(insert) % 2 == 0
             mutate_artifact(
-                seed,
-                target,
-                lambda data: mutate(data, flips, cut, insert),
-                manifest=len(insert) % 2 == 0,
+                seed, target, lambda data: mutate(data, flips, cut, insert), manifest=in_manifest
             )
             loaders: list[Callable[[Path], Any]] = [persistkit.load]
+            kind = "" if in_manifest else "payload:"  # must reach the payload's reader
         else:
             target.write_bytes(mutate(seed.read_bytes(), flips, cut, insert))
             loaders = [*loaders_for(seed.name), audit_file]
@@ -125,7 +127,7 @@ def main(seeds_dir: Path, examples: int) -> None:
                 outcome = "loaded"
             except PersistkitError as exc:
                 outcome = type(exc).__name__
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            outcomes[kind + outcome] = outcomes.get(kind + outcome, 0) + 1
 
     fuzz()
     print("OUTCOMES", sorted(outcomes.items()))
