@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 _COMPANION_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,255}\.npy$")
 
 
-def decompress(raw: bytes, method: str, policy: TrustPolicy, *, what: str) -> bytes:
+def decompress(raw: bytes | bytearray, method: str, policy: TrustPolicy, *, what: str) -> bytes:
     """Decompress ``raw`` with a size cap and a ratio cap; refuse truncated or padded input."""
     from persistkit.safety.policy import RATIO_FLOOR_BYTES
 
@@ -109,28 +109,38 @@ def read_joblib(source: Path | PayloadFile, policy: TrustPolicy) -> Any:
     """
     from persistkit.payload import PayloadFile, open_model_file
 
+    # writable: the restricted machine hands out arrays as views of these bytes, not copies
     if isinstance(source, PayloadFile):
-        raw = source.read_bytes()
+        raw = source.read_writable()
         path = source.path
     else:
         with open_model_file(Path(source)) as opened:
-            raw = opened.read_bytes()
+            raw = opened.read_writable()
         path = Path(source)
     # a plain pickle comes this way too (`scan`, a `.pkl` written by joblib.dump)
-    return load_pickle_family(raw, policy, what=f"file {path.name}", directory=path.parent)
+    return load_pickle_family(
+        raw, policy, what=f"file {path.name}", directory=path.parent, owned=True
+    )
 
 
 def load_pickle_family(
-    raw: bytes, policy: TrustPolicy, *, what: str, directory: Path | None
+    raw: bytes | bytearray,
+    policy: TrustPolicy,
+    *,
+    what: str,
+    directory: Path | None,
+    owned: bool = False,
 ) -> Any:
     """Load a plain pickle or a joblib stream (either may be compressed) under ``policy``.
 
     The format is decided up front from the bytes (compression magic; joblib array wrappers
     found by the audit), never by trying one reader after another fails: a ``model.pkl``
     written by ``joblib.dump`` is common. ``directory`` holds old joblib companion files.
+    ``owned``: ``raw`` is a ``bytearray`` no one else holds, which the arrays built may view.
     """
-    method = compression_of(raw[:8])
+    method = compression_of(bytes(raw[:8]))
     data = raw if method is None else decompress(raw, method, policy, what=what)
+    owned = owned and method is None and type(data) is bytearray
     del raw
     if not policy.trust_all:
         # one pass: the restricted machine reads joblib's array layout itself. It hands
@@ -138,13 +148,14 @@ def load_pickle_family(
         # for the layouts of joblib < 0.10.
         try:
             result = run_restricted(
-                data, policy, protocol=0, what=what, joblib=True, first_pass=True
+                data, policy, protocol=0, what=what, joblib=True, first_pass=True, owned=owned
             )
         except NeedsAudit:
             pass
         else:
             check_native_structures(result, what=what)
             return result
+    data = bytes(data)  # the audited path (rare) reads a copy no view of it can outlive
     audit = audit_pickle(data, joblib=True, what=what)
     if not audit.arrays:
         return load_audited(data, audit, policy, what=what)

@@ -125,7 +125,7 @@ class RestrictedMachine:
 
     def __init__(
         self,
-        data: bytes,
+        data: bytes | bytearray,
         policy: TrustPolicy,
         *,
         protocol: int,
@@ -238,7 +238,7 @@ class RestrictedMachine:
         if n < 0 or end > len(self.data):
             raise self.corrupt(f"a length of {n} bytes runs past the end of the stream")
         self.pos = end
-        return self.data[pos:end]
+        return bytes(memoryview(self.data)[pos:end])  # bytes even from a bytearray stream
 
     def skip(self, n: int) -> int:
         """Check that ``n`` bytes follow, move past them and return where they start."""
@@ -253,7 +253,7 @@ class RestrictedMachine:
         nl = data.find(b"\n", self.pos)
         if nl < 0:
             raise self.corrupt("a text argument has no terminating newline")
-        line = data[self.pos : nl]
+        line = bytes(memoryview(data)[self.pos : nl])
         self.pos = nl + 1
         return line
 
@@ -867,7 +867,12 @@ def _read_joblib_array(m: RestrictedMachine, state: Any) -> Any:
     if state.get("numpy_array_alignment_bytes") is not None:
         m.read(m.read(1)[0])
     start = m.skip(count * dtype.itemsize)
-    flat = np.frombuffer(memoryview(m.data)[start : m.pos], dtype=dtype, count=count).copy()
+    flat = np.frombuffer(memoryview(m.data)[start : m.pos], dtype=dtype, count=count)
+    if not (flat.flags.writeable and flat.flags.aligned):
+        # read-only bytes (a decompressed or in-memory stream) or a misaligned region: copy.
+        # Otherwise a view of the file's own buffer: each region is read once, regions never
+        # overlap, and nothing else holds that buffer writable, so no array aliases another
+        flat = flat.copy()
     array = flat.reshape(shape[::-1]).transpose() if order == "F" else flat.reshape(shape)
     if not dtype.isnative:
         array = array.astype(dtype.newbyteorder("="))
@@ -960,7 +965,7 @@ for _code, _handler in {
 
 
 def run_restricted(
-    data: bytes,
+    data: bytes | bytearray,
     policy: TrustPolicy,
     *,
     protocol: int,
@@ -969,14 +974,18 @@ def run_restricted(
     persistent_load: Callable[[Any], Any] | None = None,
     joblib: bool = False,
     first_pass: bool = False,
+    owned: bool = False,
 ) -> Any:
     """Build ``data`` with a :class:`RestrictedMachine`; errors become persistkit errors.
 
     ``joblib=True`` also reads joblib's array layout; ``first_pass=True`` raises
     :class:`NeedsAudit` where the audited path must take over (see :class:`NeedsAudit`).
+    ``owned=True``: ``data`` is a ``bytearray`` only this call holds, so it is read in place
+    (and joblib arrays become views of it); anything else is first copied to ``bytes``, so
+    no one can change the stream while the machine reads it.
     """
     machine = RestrictedMachine(
-        bytes(data),
+        data if owned and type(data) is bytearray else bytes(data),
         policy,
         protocol=protocol,
         what=what,
