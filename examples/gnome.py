@@ -125,7 +125,7 @@ def main() -> None:
     # 2. keep it: frozen (torch.export: GnomeNet lives in __main__), hashed, sealed, versioned,
     #    with the labels and the preprocessing as data
     art = persistkit.save(net, "gnome", example=example, labels=LABELS, preprocess=PREPROCESS,
-                          metadata={"accuracy": accuracy})
+                          metrics={"validation_accuracy": accuracy})
     print(f"saved {art.uri} (backend {art.backend}) into {store}")
 
     # 3. next week's photos: bigger than the network's input, as JPEG files
