@@ -65,16 +65,20 @@ def main() -> None:
 
     \b
     Models live in a store: a folder (default: your per-user data folder, or
-    $PERSISTKIT_STORE) or an object-storage URL such as s3://bucket/models.
-    Refer to a model as NAME (latest), NAME:3 (a version), NAME@prod (an alias), or give the
-    path of an artifact folder or a model file.
+    $PERSISTKIT_STORE), an object-storage URL such as s3://bucket/models, or a database
+    catalog: sqlite:///models.db, or postgresql://host/db?blobs=s3://bucket/models.
+    Refer to a model as NAME (latest), NAME:3 (a version), NAME@prod (an alias),
+    NAME@best:accuracy (the highest metric), or give the path of an artifact folder or a
+    model file.
 
     \b
     Examples:
       persistkit backends              which serializers are installed
       persistkit ls                    the models in the store
+      persistkit ls digits --where tags.stage=prod --sort -metrics.accuracy
       persistkit show digits           the manifest of the latest 'digits'
       persistkit verify digits:2       prove version 2 reloads to identical predictions
+      persistkit serve digits@prod     serve it (REST; --grpc-port for gRPC)
     """
 
 
