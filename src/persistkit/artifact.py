@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from persistkit.digests import Hasher, new_hasher, save_algorithm
+from persistkit.digests import Hasher, hash_descriptor, new_hasher, save_algorithm
 from persistkit.errors import ArtifactError
 from persistkit.manifest import MANIFEST_NAME, FileEntry, Manifest, check_relative_path
 from persistkit.payload import PayloadFiles, not_regular, open_payload, refuse_special_entries
@@ -28,7 +28,6 @@ from persistkit.verified import (
 from persistkit.writer import WriterRegistry
 
 # 1 MiB reads stay in the CPU cache between the page-cache copy and the hash (measured fastest)
-_CHUNK = 1024 * 1024
 # how long the save-time hasher sleeps when it has caught up with the writer, how often it
 # looks for new files, and the least it hashes at once (the rest waits for the end)
 # (measured on 2 cores, 200 MB torch/safetensors saves: 5 ms / 4 MiB saved the most time)
@@ -45,30 +44,7 @@ def hash_file(path: Path, algorithm: str = "sha256") -> tuple[int, str]:
     ``blake3``), reading it in large chunks (a link or special file at ``path`` is refused,
     see :mod:`persistkit.payload`)."""
     with open_payload(path) as opened:
-        digest = new_hasher(algorithm)
-        size = _hash_range(opened.fd, digest, 0, None, _buffer_for(opened.size))
-        return size, digest.hexdigest()
-
-
-def _buffer_for(size: int) -> bytearray:
-    # small files are common (example arrays, tiny models): do not zero 1 MiB for them
-    return bytearray(min(_CHUNK, max(size + 1, 4096)))
-
-
-def _hash_range(fd: int, digest: Hasher, start: int, stop: int | None, buf: bytearray) -> int:
-    """Feed ``digest`` the bytes of ``fd`` from ``start`` up to ``stop`` (or EOF); return the
-    offset reached. Both the read and the hash release the GIL, so this runs alongside a
-    backend writing in another thread."""
-    view = memoryview(buf)
-    pos = start
-    while stop is None or pos < stop:
-        want = len(buf) if stop is None else min(len(buf), stop - pos)
-        n = os.preadv(fd, [view[:want]], pos)
-        if not n:
-            break
-        digest.update(view[:n])
-        pos += n
-    return pos
+        return hash_descriptor(algorithm, opened.fd, opened.size)
 
 
 def file_entries(

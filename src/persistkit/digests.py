@@ -18,6 +18,7 @@ from persistkit.errors import MissingExtraError, OptionError
 
 ALGORITHMS = ("sha256", "blake3")
 ENV_VAR = "PERSISTKIT_FILE_DIGEST"
+_CHUNK = 1024 * 1024
 
 
 class Hasher(Protocol):
@@ -78,3 +79,17 @@ def _blake3_module() -> Any:
             hint='pip install "blake3>=1.0" (a dependency of persistkit)',
         ) from None
     return blake3
+
+
+def hash_descriptor(algorithm: str, fd: int, size_hint: int) -> tuple[int, str]:
+    """``(bytes read, hex digest)`` of everything ``fd`` holds, read from offset 0 in chunks of
+    up to 1 MiB (``size_hint``, the expected size, keeps small files from zeroing a whole
+    MiB). The read and the hash both release the GIL, so this runs beside other threads."""
+    digest = new_hasher(algorithm)
+    buf = bytearray(min(_CHUNK, max(size_hint + 1, 4096)))
+    view = memoryview(buf)
+    pos = 0
+    while n := os.preadv(fd, [view], pos):
+        digest.update(view[:n])
+        pos += n
+    return pos, digest.hexdigest()

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, TypeVar
 
-from persistkit.digests import hexdigest_of, new_hasher
+from persistkit.digests import hash_descriptor, hexdigest_of
 from persistkit.errors import FormatError, IntegrityError, ManifestError
 from persistkit.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, FileEntry, Manifest
 from persistkit.verified import (
@@ -52,7 +52,6 @@ _O_NOCTTY = getattr(os, "O_NOCTTY", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _FILE_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_NOCTTY
 _DIR_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_DIRECTORY
-_CHUNK = 1024 * 1024
 # the most one read(2) returns on Linux
 _MAX_READ = 0x7FFFF000
 _Data = TypeVar("_Data", bytes, bytearray)
@@ -345,18 +344,9 @@ def _pread_into(fd: int, size: int) -> bytearray:
 
 def hash_opened(opened: PayloadFile) -> str:
     """The hex digest of an opened file's bytes in its entry's algorithm (sha256 for a file
-    the manifest does not list), read from its descriptor in 1 MiB chunks."""
-    digest = new_hasher(opened.entry.algorithm if opened.entry is not None else "sha256")
-    buf = bytearray(min(_CHUNK, max(opened.size + 1, 4096)))
-    view = memoryview(buf)
-    pos = 0
-    while True:
-        n = os.preadv(opened.fd, [view], pos)
-        if not n:
-            break
-        digest.update(view[:n])
-        pos += n
-    return digest.hexdigest()
+    the manifest does not list), read from its descriptor."""
+    algorithm = opened.entry.algorithm if opened.entry is not None else "sha256"
+    return hash_descriptor(algorithm, opened.fd, opened.size)[1]
 
 
 # -- an artifact's files, opened together ----------------------------------------------------
