@@ -35,6 +35,8 @@ models). A peer's top-level ``import`` is not timed in the first-load children, 
 ``import persistkit`` is not; everything its load call imports is.
 
 Everything is written to temporary folders (page cache warm, no fsync), removed at the end;
+before each timed save, every side's included, the dirty pages left by the previous one are
+written back (``os.sync``, untimed), so no save pays for another's write-back;
 ``PERSISTKIT_HOME`` and ``PERSISTKIT_STORE`` point to fresh temporary folders for the run.
 A full run (no ``--only``) replaces its section of ``benchmarks/RESULTS.md`` (``--results``).
 """
@@ -202,8 +204,10 @@ def print_section(title: str, rows: list[Row]) -> None:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _timed(action: Callable[[], Any]) -> float:
+def _timed(action: Callable[[], Any], *, settle: bool = False) -> float:
     gc.collect()
+    if settle:
+        os.sync()  # untimed: start with no dirty pages left by the previous action
     started = time.perf_counter()
     action()
     return time.perf_counter() - started
@@ -222,9 +226,17 @@ def interleaved(
     rounds: int,
     after: Callable[[], Any],
     peers: dict[str, Callable[[int], Any]] | None = None,
+    *,
+    settle: bool = False,
 ) -> tuple[list[float], list[float], dict[str, list[float]]]:
     """``rounds`` rounds of every action (persistkit, raw, then each peer; the order rotates
-    every round) after one untimed warm-up round; ``after`` cleans up after each round."""
+    every round) after one untimed warm-up round; ``after`` cleans up after each round.
+
+    ``settle`` (saves) writes back every dirty page (``os.sync``, untimed) before each timed
+    action: otherwise the hundreds of MB the previous action left dirty push the kernel past
+    its write-back threshold in the middle of whichever save comes next, and that save, of
+    either side, waits a second or more on the disk (seen as 1.4-2.6x rows that flip from run
+    to run)."""
     actions = {"pk": pk, "raw": raw, **(peers or {})}
     for action in actions.values():
         action(-2)
@@ -234,7 +246,7 @@ def interleaved(
     for n in range(rounds):
         k = n % len(names)
         for name in names[k:] + names[:k]:
-            samples[name].append(_timed(lambda a=actions[name], n=n: a(n)))
+            samples[name].append(_timed(lambda a=actions[name], n=n: a(n), settle=settle))
         after()
     pk_s, raw_s = samples.pop("pk"), samples.pop("raw")
     return pk_s, raw_s, samples
@@ -322,7 +334,7 @@ def section_save(scratch: Path, rounds: int, big: bool) -> list[Row]:
                 m, path("mlflow", n), pip_requirements=["torch"], serialization_format="pickle"
             )
         for backend, pk, raw, raw_what in pairs:
-            pk_s, raw_s, peer_s = interleaved(pk, raw, rounds, clean, peers)
+            pk_s, raw_s, peer_s = interleaved(pk, raw, rounds, clean, peers, settle=True)
             raw(-1)  # one more raw file: the floor one digest pass over it sets
             sha = statistics.median(digest_pass(files[-1]) for _ in range(3))
             clean()
@@ -373,6 +385,7 @@ def section_save(scratch: Path, rounds: int, big: bool) -> list[Row]:
         rounds,
         clean_jl,
         knn_peers,
+        settle=True,
     )
     raw_file = jl_path("raw-jl", 0)
     joblib.dump(knn, raw_file)

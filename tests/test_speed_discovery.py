@@ -177,3 +177,20 @@ def test_the_collector_is_paused_during_a_load_and_restored_after(tmp_path: Path
         gc.enable()
         reset_plugins()
     assert watch.seen == [False, False]
+
+
+@pytest.mark.parametrize("xdg", [None, "", "  ", "/srv/data", "~/data", "relative/data"])
+def test_home_folder_is_the_one_platformdirs_names(monkeypatch, xdg):
+    """persistkit works out the Linux user data folder itself (importing platformdirs costs
+    ~2 ms of a first load); it must stay the folder platformdirs names, or a user's default
+    store would seem to vanish."""
+    platformdirs = pytest.importorskip("platformdirs")
+    from persistkit.config import user_data_dir
+
+    monkeypatch.delenv("PERSISTKIT_HOME", raising=False)
+    if xdg is None:
+        monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_DATA_HOME", xdg)
+    assert user_data_dir() == platformdirs.user_data_dir("persistkit", appauthor=False)
+    assert persistkit.config.home() == Path(user_data_dir())

@@ -130,8 +130,8 @@ def test_lazy_export_plugin_still_hands_each_hook_to_its_backend() -> None:
 
 def _first_party_plugins() -> list[tuple[str, object]]:
     return [
-        (name, discovery.load_entry_point(value))
-        for name, value in manager._selected_entry_points()
+        (entry.name, discovery.load_entry_point(entry.value))
+        for entry in manager._selected_entries()
     ]
 
 

@@ -93,7 +93,7 @@ def freeze(model: Any) -> Any:
     scikit-learn: checks the estimator is fitted. PyTorch: eval mode, gradients off.
     Objects no adapter knows are returned unchanged.
     """
-    frozen = get_plugins().hook.persistkit_freeze(model=model)
+    frozen = get_plugins().hook_for_model(model).persistkit_freeze(model=model)
     return model if frozen is None else frozen
 
 
@@ -116,7 +116,8 @@ def predict(
     if isinstance(model_or_source, (str, os.PathLike, Artifact)):
         model, inputs, _manifest = load_for_inputs(model_or_source, inputs, load_options)
     options = {"method": method} if method else {}
-    result = get_plugins().hook.persistkit_predict(model=model, inputs=inputs, options=options)
+    hook = get_plugins().hook_for_model(model)
+    result = hook.persistkit_predict(model=model, inputs=inputs, options=options)
     if result is None:
         raise NoAdapterError(
             f"no installed adapter can predict with a {_qualname(model)}",
@@ -975,7 +976,7 @@ def _load_opened(
             if reads_pickle
             else contextlib.nullcontext(),
         ):
-            model = plugins.hook.persistkit_load(
+            model = plugins.hook_for_backend(manifest.backend).persistkit_load(
                 backend=manifest.backend,
                 directory=found.directory,
                 manifest=manifest,

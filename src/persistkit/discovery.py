@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -106,13 +107,44 @@ def _path_key(old_key: Any, old_mtimes: Any) -> tuple[list[Any], list[int | None
     return key, mtimes, settled
 
 
+_record_files: dict[tuple[str, tuple[str, ...], Path], Path] = {}
+#: the last record read or written in this process: (file, its stat signature, its data)
+_last_read: tuple[Path, tuple[int, int, int], dict[str, Any]] | None = None
+
+
 def _record_file() -> Path:
     """One record per interpreter and ``sys.path`` (several virtual environments can share
-    one ``PERSISTKIT_HOME``)."""
-    import hashlib
+    one ``PERSISTKIT_HOME``); worked out once per process for each ``sys.path``."""
+    where_key = (sys.executable, tuple(sys.path), home())
+    found = _record_files.get(where_key)
+    if found is None:
+        import hashlib
 
-    where = json.dumps([sys.executable, [os.path.abspath(p or ".") for p in sys.path]])
-    return home() / "discovery" / f"{hashlib.sha256(where.encode()).hexdigest()[:24]}.json"
+        where = json.dumps([sys.executable, [os.path.abspath(p or ".") for p in sys.path]])
+        digest = hashlib.sha256(where.encode()).hexdigest()[:24]
+        found = _record_files[where_key] = where_key[2] / "discovery" / f"{digest}.json"
+    return found
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _read_stored(path: Path) -> Any:
+    """The record in ``path`` (``{}`` when absent or unreadable); parsed again only when the
+    file changed since this process last read or wrote it (a load asks several times)."""
+    global _last_read
+    try:
+        with open(path, "rb") as fh:
+            signature = _signature(os.fstat(fh.fileno()))
+            if _last_read is not None and _last_read[:2] == (path, signature):
+                return _last_read[2]
+            stored = json.loads(fh.read())
+    except (OSError, ValueError):
+        return {}
+    if isinstance(stored, dict):
+        _last_read = (path, signature, stored)
+    return stored
 
 
 class _Record:
@@ -121,18 +153,13 @@ class _Record:
     def __init__(self) -> None:
         self.path = _record_file()
         self.data: dict[str, Any] = {}
-        stored: Any = {}
-        if _enabled():
-            try:
-                with open(self.path, encoding="utf-8") as fh:
-                    stored = json.load(fh)
-            except (OSError, ValueError):
-                stored = {}
+        stored: Any = _read_stored(self.path) if _enabled() else {}
         if not isinstance(stored, dict) or stored.get("format") != _FORMAT:
             stored = {}
         self.key, self.mtimes, self.settled = _path_key(stored.get("key"), stored.get("mtimes"))
         if stored and stored.get("key") == self.key:
-            self.data = stored
+            # callers add entries one level down: copies, never the dicts shared in the cache
+            self.data = {k: dict(v) if isinstance(v, dict) else v for k, v in stored.items()}
 
     def save(self) -> None:
         """Write the record atomically, if the key is settled (else the next process asks
@@ -154,22 +181,34 @@ class _Record:
 def entry_points(group: str) -> list[tuple[str, str]]:
     """``(name, value)`` of every entry point in ``group``, in the order
     ``importlib.metadata`` gives them (first distribution on ``sys.path`` wins)."""
+    return entry_points_of([group])[group]
+
+
+def entry_points_of(groups: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+    """:func:`entry_points` of each of ``groups``, checked against one record."""
     record = _Record()
     remembered = record.data.get("entry_points")
-    found = remembered.get(group) if isinstance(remembered, dict) else None
-    if isinstance(found, list) and all(
-        isinstance(pair, list) and len(pair) == 2 and all(isinstance(s, str) for s in pair)
-        for pair in found
-    ):
-        return [(name, value) for name, value in found]
-    import importlib.metadata  # ~10 ms to import: only when nothing is remembered
-
-    pairs = [(ep.name, ep.value) for ep in importlib.metadata.entry_points(group=group)]
     if not isinstance(remembered, dict):
         remembered = record.data["entry_points"] = {}
-    remembered[group] = [list(pair) for pair in pairs]
-    record.save()
-    return pairs
+    result: dict[str, list[tuple[str, str]]] = {}
+    asked = False
+    for group in groups:
+        found = remembered.get(group)
+        if isinstance(found, list) and all(
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(s, str) for s in pair)
+            for pair in found
+        ):
+            result[group] = [(name, value) for name, value in found]
+            continue
+        import importlib.metadata  # ~10 ms to import: only when nothing is remembered
+
+        pairs = [(ep.name, ep.value) for ep in importlib.metadata.entry_points(group=group)]
+        remembered[group] = [list(pair) for pair in pairs]
+        result[group] = pairs
+        asked = True
+    if asked:
+        record.save()
+    return result
 
 
 def installed_version(distribution: str) -> str | None:
@@ -177,24 +216,37 @@ def installed_version(distribution: str) -> str | None:
 
     Versions found are remembered under the same key as the entry points; a distribution not
     found is always asked again (so a ``pip install`` is seen even in a settled folder)."""
+    return installed_versions([distribution])[distribution]
+
+
+def installed_versions(distributions: Iterable[str]) -> dict[str, str | None]:
+    """:func:`installed_version` of each of ``distributions``, checked against one record."""
     record = _Record()
     versions = record.data.get("versions")
     if not isinstance(versions, dict):
         versions = {}
-    known = versions.get(distribution)
-    if isinstance(known, str):
-        return known
-    import importlib.metadata
+    result: dict[str, str | None] = {}
+    learned = False
+    for distribution in distributions:
+        known = versions.get(distribution)
+        if isinstance(known, str):
+            result[distribution] = known
+            continue
+        import importlib.metadata
 
-    try:
-        found = importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    if found:
-        versions[distribution] = found
+        try:
+            found = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            result[distribution] = None
+            continue
+        result[distribution] = found
+        if found:
+            versions[distribution] = found
+            learned = True
+    if learned:
         record.data["versions"] = versions
         record.save()
-    return found
+    return result
 
 
 def load_entry_point(value: str) -> Any:

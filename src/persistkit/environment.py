@@ -110,6 +110,19 @@ def installed_version(distribution: str) -> str | None:
     return found
 
 
+def _look_up_together(distributions: Iterable[str]) -> None:
+    """Remember the versions of ``distributions`` not looked up yet in this process, with one
+    check of the record kept between processes rather than one each."""
+    wanted = [d for d in distributions if d.lower() != PYTHON and d not in _FOUND_VERSIONS]
+    if len(wanted) < 2:
+        return
+    from persistkit.discovery import installed_versions
+
+    for name, version in installed_versions(wanted).items():
+        if version is not None:
+            _FOUND_VERSIONS[name] = version
+
+
 def requirements_for(modules: Iterable[str], libraries: Mapping[str, str]) -> dict[str, str]:
     """Distribution -> version for ``libraries`` (already versioned by the adapters) plus the
     owner of every module in ``modules`` (the model's classes), sorted by name."""
@@ -150,6 +163,7 @@ def mismatches(requirements: Mapping[str, str]) -> list[Mismatch]:
     """Each recorded distribution whose installed major.minor version differs, or that is
     not installed. Patch releases are assumed compatible; local build tags (``+cpu``) and
     pre-release markers are ignored."""
+    _look_up_together(requirements)
     found = []
     for name, saved in requirements.items():
         running = installed_version(name)

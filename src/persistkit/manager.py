@@ -4,6 +4,23 @@ Plugins come from the ``persistkit`` entry-point group (our own first-party plug
 ``PERSISTKIT_PLUGINS`` (comma-separated entry-point names) limits which load;
 ``PERSISTKIT_DISABLE_PLUGINS`` skips some. A plugin that fails to import is reported with a
 warning and skipped, never fatal.
+
+A plugin may also declare, in two more entry-point groups, what it answers for; each entry
+point's value is the plugin's own value in the ``persistkit`` group:
+
+* ``persistkit.backends``: the name is a backend the plugin provides. Its ``persistkit_load``
+  answers only for the backends it declares.
+* ``persistkit.models``: the name is a module or package (``sklearn``, ``torch.nn``). Its
+  ``persistkit_freeze`` and ``persistkit_predict`` answer only for objects of a class defined
+  in it (or in a module under it), or derived from such a class.
+
+A plugin with declarations is imported when a load names one of its backends, when a model
+from one of its modules is frozen or predicted, and otherwise on the first call of any
+other hook or any look at every backend: so a load imports only the plugins it needs (the
+14 first-party ones cost ~9 ms to import and register). A plugin with no declarations is
+imported when the manager is built, as before. Whatever is imported is registered in
+entry-point order, so the hooks answer in the same order as when all plugins are imported.
+``PERSISTKIT_LAZY_PLUGINS=0`` imports every plugin up front.
 """
 
 from __future__ import annotations
@@ -12,7 +29,7 @@ import os
 import threading
 import types
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pluggy
@@ -22,26 +39,112 @@ from persistkit.errors import BackendNotFoundError, BackendUnavailableError, Plu
 from persistkit.records import BackendInfo
 
 ENTRY_POINT_GROUP = "persistkit"
+#: entry-point groups in which a plugin declares what it answers for (see the module docstring)
+BACKENDS_GROUP = "persistkit.backends"
+MODELS_GROUP = "persistkit.models"
 hookimpl = pluggy.HookimplMarker("persistkit")
 
 
-@dataclass
-class Plugins:
-    """The loaded plugin manager plus the backend registry it declared."""
+@dataclass(frozen=True)
+class PluginEntry:
+    """One plugin of the ``persistkit`` entry-point group, with what it declares."""
 
-    pm: pluggy.PluginManager
-    backends: dict[str, BackendInfo] = field(default_factory=dict)
-    broken: dict[str, str] = field(default_factory=dict)
+    name: str
+    value: str
+    backends: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+
+    @property
+    def lazy(self) -> bool:
+        """Imported only when needed: it said what it answers for."""
+        return bool(self.backends or self.models)
+
+
+class Plugins:
+    """The plugin manager and the backend registry the plugins declared, filled as plugins
+    are imported (all of them on first use of :attr:`hook`, :attr:`pm` or :attr:`backends`;
+    only the needed ones through :meth:`hook_for_backend` and :meth:`hook_for_model`)."""
+
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        entries: list[PluginEntry] | None = None,
+        extras: list[tuple[str, object]] | None = None,
+    ) -> None:
+        self._pm = pm
+        self._entries = entries or []
+        self._extras = extras or []
+        self._objects: dict[str, object] = {}  # entry name -> imported plugin object
+        self._registered: list[str] = []  # entry names registered, in entry-point order
+        self._tried: set[str] = set()  # entry names imported (or failed to)
+        self._backends: dict[str, BackendInfo] = {}
+        self.broken: dict[str, str] = {}
+        self._complete = not any(e.lazy for e in self._entries)
+        self._guard = threading.RLock()
+
+    # -- the complete view --------------------------------------------------------------------
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        """The pluggy manager, with every plugin registered."""
+        self.load_all()
+        return self._pm
 
     @property
     def hook(self) -> Any:
-        return self.pm.hook
+        """Every plugin's hooks (imports the plugins not imported yet)."""
+        self.load_all()
+        return self._pm.hook
+
+    @property
+    def backends(self) -> dict[str, BackendInfo]:
+        """Every backend every plugin declares, by name."""
+        self.load_all()
+        return self._backends
+
+    def load_all(self) -> None:
+        """Import and register every plugin not registered yet."""
+        if not self._complete:
+            with self._guard:
+                self._ensure([e.name for e in self._entries])
+                self._complete = True
+
+    # -- only what a call needs ---------------------------------------------------------------
+    def hook_for_backend(self, backend: str) -> Any:
+        """The hooks, for a call about ``backend`` only (``persistkit_load``): the plugins
+        that declare it and those that declare nothing are registered; every plugin is when
+        none declares it."""
+        self._ensure_backend(backend)
+        return self._pm.hook
+
+    def hook_for_model(self, model: Any) -> Any:
+        """The hooks, for ``persistkit_freeze`` or ``persistkit_predict`` on ``model``: the
+        plugins declaring a module that ``model``'s class, or a base class, is defined in (or
+        under), and those that declare nothing, are registered."""
+        if not self._complete:
+            modules = [
+                cls.__module__
+                for cls in type(model).__mro__
+                if cls is not object and isinstance(cls.__module__, str)
+            ]
+            wanted = [
+                e.name
+                for e in self._entries
+                if any(_within(module, prefix) for module in modules for prefix in e.models)
+            ]
+            if wanted:
+                with self._guard:
+                    self._ensure(wanted)
+        return self._pm.hook
 
     def backend(self, name: str) -> BackendInfo:
         """The backend called ``name``; raises a helpful error if unknown or not installed."""
-        info = self.backends.get(name)
+        self._ensure_backend(name)
+        info = self._backends.get(name)
         if info is None:
-            known = ", ".join(sorted(self.backends)) or "none"
+            self.load_all()
+            info = self._backends.get(name)
+        if info is None:
+            known = ", ".join(sorted(self._backends)) or "none"
             raise BackendNotFoundError(
                 f"unknown backend {name!r}; installed backends: {known}",
                 hint="pick one of those, or install the plugin that provides it "
@@ -54,13 +157,104 @@ class Plugins:
             )
         return info
 
+    def _ensure_backend(self, backend: str) -> None:
+        if self._complete:
+            return
+        wanted = [e.name for e in self._entries if backend in e.backends]
+        with self._guard:
+            if wanted:
+                self._ensure(wanted)
+            else:  # a backend nobody declares may come from any plugin
+                self.load_all()
+
+    # -- registration -------------------------------------------------------------------------
+    def register_initial(self) -> None:
+        """Register the plugins that declare nothing, then the extra ones."""
+        with self._guard:
+            self._ensure([e.name for e in self._entries if not e.lazy], always=True)
+
+    def _ensure(self, names: list[str], *, always: bool = False) -> None:
+        """Import the entries ``names`` not imported yet and register them, keeping the
+        registration order entry-point order followed by the extra plugins: pluggy calls
+        later registrations first, so the hooks answer in the same order as when every
+        plugin is imported up front."""
+        new = [n for n in names if n not in self._tried]
+        if not new and not always:
+            return
+        from persistkit import discovery  # not at import: `import persistkit` stays cheap
+
+        for entry in self._entries:
+            if entry.name in new:
+                self._tried.add(entry.name)
+                try:
+                    self._objects[entry.name] = discovery.load_entry_point(entry.value)
+                except Exception as exc:  # a broken plugin must not break persistkit
+                    self._broken(entry, exc)
+        order = [e for e in self._entries if e.name in self._objects]
+        keep = 0
+        while keep < min(len(order), len(self._registered)) and (
+            order[keep].name == self._registered[keep]
+        ):
+            keep += 1
+        # what must answer after the new plugins leaves, and comes back behind them
+        for name in reversed(self._registered[keep:]):
+            self._pm.unregister(name=name)
+        del self._registered[keep:]
+        for name, _ in reversed(self._extras):
+            if self._pm.get_plugin(name) is not None:
+                self._pm.unregister(name=name)
+        for entry in order[keep:]:
+            plugin = self._objects[entry.name]
+            if any(plugin is extra for _, extra in self._extras):
+                del self._objects[entry.name]  # also passed as an extra plugin: that one counts
+                continue
+            try:
+                self._pm.register(plugin, name=entry.name)
+            except Exception as exc:
+                del self._objects[entry.name]
+                self._broken(entry, exc)
+                continue
+            self._registered.append(entry.name)
+            if entry.name in new:
+                self._collect(entry)
+        for name, plugin in self._extras:
+            self._pm.register(plugin, name=name)
+            self._collect_named(name)
+
+    def _collect(self, entry: PluginEntry) -> None:
+        provided = self._collect_named(entry.name)
+        missing = [b for b in entry.backends if b not in provided]
+        if missing:
+            warnings.warn(
+                f"persistkit plugin {entry.name!r} declares the backend(s) "
+                f"{', '.join(missing)} in the {BACKENDS_GROUP!r} entry points, but its "
+                "persistkit_backends() does not return them: fix the plugin's entry points",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+    def _collect_named(self, plugin_name: str) -> list[str]:
+        """Add the backends the plugin registered as ``plugin_name`` declares."""
+        found = _collect_backends(self._pm, only=plugin_name, known=self._backends)
+        self._backends.update(found)
+        return list(found)
+
+    def _broken(self, entry: PluginEntry, exc: Exception) -> None:
+        self.broken[entry.name] = f"{type(exc).__name__}: {exc}"
+        warnings.warn(
+            f"persistkit plugin {entry.name!r} ({entry.value}) failed to load and was "
+            f"skipped: {exc}",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+
 
 _lock = threading.Lock()
 _plugins: Plugins | None = None
 
 
 def get_plugins() -> Plugins:
-    """Return the process-wide plugins, loading entry points on first use."""
+    """Return the process-wide plugins, reading the entry points on first use."""
     global _plugins
     with _lock:
         if _plugins is None:
@@ -120,30 +314,27 @@ def _plainly_not_a_hookimpl(plugin: object, name: str, marker: str) -> bool:
     return type(static) is types.FunctionType and marker not in static.__dict__
 
 
-def build_plugins(*extra: object, load_entry_points: bool = True) -> Plugins:
-    """Build a plugin manager: specs, entry points (filtered by env vars), then ``extra``."""
+def build_plugins(
+    *extra: object, load_entry_points: bool = True, lazy: bool | None = None
+) -> Plugins:
+    """Build a plugin manager: specs, entry points (filtered by env vars), then ``extra``.
+
+    With ``lazy`` (default: unless ``PERSISTKIT_LAZY_PLUGINS=0``), plugins that declare what
+    they answer for are imported only when needed (see the module docstring)."""
     pm = _PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
-    broken: dict[str, str] = {}
-    if load_entry_points:
-        from persistkit import discovery  # not at import: `import persistkit` stays cheap
-
-        for name, value in _selected_entry_points():
-            if pm.get_plugin(name) is not None:
-                continue
-            try:
-                plugin = discovery.load_entry_point(value)
-                pm.register(plugin, name=name)
-            except Exception as exc:  # a broken third-party plugin must not break persistkit
-                broken[name] = f"{type(exc).__name__}: {exc}"
-                warnings.warn(
-                    f"persistkit plugin {name!r} ({value}) failed to load and was skipped: {exc}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+    if lazy is None:
+        lazy = os.environ.get("PERSISTKIT_LAZY_PLUGINS", "1").strip() not in ("0", "false", "no")
+    entries = _selected_entries(declared=lazy) if load_entry_points else []
+    extras: list[tuple[str, object]] = []
     for plugin in extra:
-        pm.register(plugin, name=_unique_name(pm, plugin))
-    return Plugins(pm=pm, backends=_collect_backends(pm), broken=broken)
+        name = _unique_name(pm, plugin)
+        while any(name == n for n, _ in extras) or any(name == e.name for e in entries):
+            name += "#extra"
+        extras.append((name, plugin))
+    plugins = Plugins(pm, entries, extras)
+    plugins.register_initial()
+    return plugins
 
 
 def _unique_name(pm: pluggy.PluginManager, plugin: object) -> str:
@@ -160,18 +351,44 @@ def _unique_name(pm: pluggy.PluginManager, plugin: object) -> str:
     return name
 
 
-def _selected_entry_points() -> list[tuple[str, str]]:
-    """``(name, value)`` of the entry points to load (remembered between processes while
-    nothing is installed or removed, see :mod:`persistkit.discovery`)."""
+def _selected_entries(*, declared: bool = True) -> list[PluginEntry]:
+    """The plugins to load, in entry-point order, with their declarations (read, like the
+    entry points themselves, from the record kept between processes: see
+    :mod:`persistkit.discovery`). A backend declared by two plugins is an error naming both."""
     from persistkit import discovery
 
     only = _names_from_env("PERSISTKIT_PLUGINS")
     skip = _names_from_env("PERSISTKIT_DISABLE_PLUGINS") or set()
-    return [
-        (name, value)
-        for name, value in discovery.entry_points(ENTRY_POINT_GROUP)
+    groups = [ENTRY_POINT_GROUP, BACKENDS_GROUP, MODELS_GROUP] if declared else [ENTRY_POINT_GROUP]
+    found = discovery.entry_points_of(groups)
+    entries = [
+        PluginEntry(name, value)
+        for name, value in found[ENTRY_POINT_GROUP]
         if (only is None or name in only) and name not in skip
     ]
+    if not declared or not entries:
+        return entries
+    backends, models = found[BACKENDS_GROUP], found[MODELS_GROUP]
+    seen: dict[str, str] = {}
+    declared_entries = []
+    for entry in entries:
+        mine = tuple(b for b, value in backends if value == entry.value)
+        for b in mine:
+            if b in seen:
+                raise PluginError(
+                    f"backend {b!r} is declared by two plugins: {seen[b]!r} and {entry.name!r}",
+                    hint="uninstall one of them, or disable one with "
+                    "PERSISTKIT_DISABLE_PLUGINS=<name>",
+                )
+            seen[b] = entry.name
+        prefixes = tuple(m for m, value in models if value == entry.value)
+        declared_entries.append(replace(entry, backends=mine, models=prefixes))
+    return declared_entries
+
+
+def _within(module: str, prefix: str) -> bool:
+    """``module`` is ``prefix`` or a module under it (``torch.nn.modules`` is in ``torch.nn``)."""
+    return module == prefix or module.startswith(prefix + ".")
 
 
 def _names_from_env(var: str) -> set[str] | None:
@@ -181,10 +398,20 @@ def _names_from_env(var: str) -> set[str] | None:
     return {part.strip() for part in raw.split(",") if part.strip()}
 
 
-def _collect_backends(pm: pluggy.PluginManager) -> dict[str, BackendInfo]:
+def _collect_backends(
+    pm: pluggy.PluginManager,
+    *,
+    only: str | None = None,
+    known: dict[str, BackendInfo] | None = None,
+) -> dict[str, BackendInfo]:
+    """The backends the registered plugins (or only the one named ``only``) declare; a name
+    declared twice, here or in ``known``, is an error naming both plugins."""
+    known = known or {}
     backends: dict[str, BackendInfo] = {}
     for impl in pm.hook.persistkit_backends.get_hookimpls():
         plugin_name = impl.plugin_name
+        if only is not None and plugin_name != only:
+            continue
         declared: list[Any] = impl.function() or []  # type: ignore[assignment]
         for info in declared:
             if not isinstance(info, BackendInfo):
@@ -192,11 +419,11 @@ def _collect_backends(pm: pluggy.PluginManager) -> dict[str, BackendInfo]:
                     f"plugin {plugin_name!r} declared {info!r}, which is not a BackendInfo",
                     hint="return persistkit.BackendInfo records from persistkit_backends()",
                 )
-            if info.name in backends:
-                other = backends[info.name].plugin
+            other_info = backends.get(info.name) or known.get(info.name)
+            if other_info is not None and other_info.plugin != plugin_name:
                 raise PluginError(
-                    f"backend {info.name!r} is declared by two plugins: {other!r} and "
-                    f"{plugin_name!r}",
+                    f"backend {info.name!r} is declared by two plugins: "
+                    f"{other_info.plugin!r} and {plugin_name!r}",
                     hint="uninstall one of them, or disable one with "
                     "PERSISTKIT_DISABLE_PLUGINS=<name>",
                 )

@@ -1,0 +1,229 @@
+"""Plugins that declare what they answer for (the ``persistkit.backends`` and
+``persistkit.models`` entry-point groups) are imported only when a call needs them, and then
+answer exactly as when every plugin is imported up front."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+import persistkit
+from persistkit import discovery, manager
+from persistkit.errors import BackendNotFoundError, PluginError
+from persistkit.manager import PluginEntry, Plugins, build_plugins
+
+HOOKS = [name for name in dir(manager.hookspecs) if name.startswith("persistkit_")]
+
+
+def _order(plugins: Plugins) -> dict[str, list[str]]:
+    """Every hook's implementations, in the order pluggy calls them."""
+    pm = plugins._pm
+    return {
+        hook: [impl.plugin_name for impl in reversed(getattr(pm.hook, hook).get_hookimpls())]
+        for hook in HOOKS
+    }
+
+
+def _child(code: str, tmp_path: Path) -> Any:
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_first_party_plugins_declare_what_they_answer_for() -> None:
+    entries = {e.name: e for e in manager._selected_entries()}
+    assert entries["joblib"].backends == ("joblib",)
+    assert set(entries["export"].backends) == {"export", "torchscript"}
+    assert entries["sklearn"].models == ("sklearn",)
+    assert entries["torch"].models == ("torch.nn",)
+    assert not entries["callable"].lazy  # it answers for any callable: imported up front
+
+
+def test_every_declared_backend_is_provided_and_every_provided_one_declared() -> None:
+    """A backend missing from the declarations would make every load of it import all
+    plugins; one declared but not provided would send its loads to the wrong plugin."""
+    plugins = build_plugins()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        provided = {name: info.plugin for name, info in plugins.backends.items()}
+    declared = {b: e.name for e in plugins._entries for b in e.backends}
+    assert declared == provided
+
+
+def test_a_load_in_a_fresh_process_imports_only_the_plugins_it_needs(tmp_path: Path) -> None:
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    model = LogisticRegression().fit(X, (X[:, 0] > 0).astype(int))
+    persistkit.save(model, tmp_path / "lr", backend="joblib")
+    code = (
+        "import json, sys, persistkit\n"
+        "m = persistkit.load('lr')\n"
+        "y = persistkit.predict(m, [[0.5, 0.0, 0.0], [-0.5, 0.0, 0.0]])\n"
+        "print(json.dumps({'y': [int(v) for v in y], "
+        "'plugins': sorted(k for k in sys.modules if k.startswith('persistkit_'))}))"
+    )
+    seen = _child(code, tmp_path)
+    assert seen["y"] == [int(v) for v in model.predict([[0.5, 0, 0], [-0.5, 0, 0]])]
+    assert seen["plugins"] == ["persistkit_callable", "persistkit_joblib", "persistkit_sklearn"]
+
+
+def test_every_plugin_is_imported_when_a_call_is_not_routed(tmp_path: Path) -> None:
+    code = (
+        "import json, sys, persistkit\n"
+        "names = [b.name for b in persistkit.backends()]\n"
+        "print(json.dumps(sorted(k for k in sys.modules if k.startswith('persistkit_') "
+        "and '.' not in k)))"
+    )
+    imported = _child(code, tmp_path)
+    assert len(imported) == len(manager._selected_entries())
+
+
+def test_hooks_answer_in_the_eager_order_whatever_order_plugins_arrive_in() -> None:
+    """pluggy calls later registrations first: plugins imported lazily, in any order, must
+    end up registered in entry-point order (then extra plugins), as eager ones are."""
+
+    class Extra:
+        @persistkit.hookimpl
+        def persistkit_freeze(self, model: Any) -> Any:
+            return None
+
+    eager = build_plugins(Extra(), lazy=False)
+    expected = _order(eager)
+    names = [e.name for e in manager._selected_entries()]
+    for arrival in (names, list(reversed(names)), names[1::2] + names[::2]):
+        lazy = build_plugins(Extra(), lazy=True)
+        assert not lazy._complete
+        for name in arrival:
+            lazy._ensure([name])
+        assert _order(lazy) == expected
+    assert set(eager.backends) == set(build_plugins(lazy=True).backends)
+
+
+class _Tiny:
+    def __call__(self, x: Any) -> Any:
+        return np.asarray(x) * 2
+
+
+def _models() -> list[tuple[str, Any, Any]]:
+    X = np.random.default_rng(1).normal(size=(30, 4))
+    models: list[tuple[str, Any, Any]] = [
+        ("sklearn", LogisticRegression().fit(X, (X[:, 1] > 0).astype(int)), X[:3]),
+        ("function", np.tanh, X[:3]),
+        ("callable object", _Tiny(), X[:3]),
+    ]
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    models.append(("torch", torch.nn.Sequential(torch.nn.Linear(4, 2)), X[:3].astype("f4")))
+    return models
+
+
+@pytest.mark.parametrize("kind", ["sklearn", "function", "callable object", "torch"])
+def test_freeze_and_predict_answer_as_with_every_plugin_imported(kind: str) -> None:
+    _, model, inputs = next(m for m in _models() if m[0] == kind)
+    answers = {}
+    for lazy in (False, True):
+        plugins = build_plugins(lazy=lazy)
+        frozen = plugins.hook_for_model(model).persistkit_freeze(model=model)
+        target = model if frozen is None else frozen
+        hook = plugins.hook_for_model(target)
+        result = hook.persistkit_predict(model=target, inputs=inputs, options={})
+        answers[lazy] = (frozen is None, type(frozen), np.asarray(result).tolist())
+    assert answers[True] == answers[False]
+
+
+def _fake_plugin(monkeypatch: pytest.MonkeyPatch, module_name: str, *backends: str) -> None:
+    class Fake:
+        @persistkit.hookimpl
+        def persistkit_backends(self) -> list[persistkit.BackendInfo]:
+            return [persistkit.BackendInfo(b, safe=True) for b in backends]
+
+    module = types.ModuleType(module_name)
+    module.plugin = Fake()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module_name, module)
+
+
+def _plugins_of(*entries: PluginEntry) -> Plugins:
+    pm = manager._PluginManager("persistkit")
+    pm.add_hookspecs(manager.hookspecs)
+    plugins = Plugins(pm, list(entries))
+    plugins.register_initial()
+    return plugins
+
+
+def test_a_plugin_is_imported_only_when_its_backend_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _fake_plugin(monkeypatch, "fake_one", "one")
+    _fake_plugin(monkeypatch, "fake_two", "two")
+    plugins = _plugins_of(
+        PluginEntry("one", "fake_one:plugin", backends=("one",)),
+        PluginEntry("two", "fake_two:plugin", backends=("two",)),
+    )
+    assert plugins._registered == []
+    assert plugins.backend("two").plugin == "two"
+    assert plugins._registered == ["two"]
+    with pytest.raises(BackendNotFoundError, match="installed backends: one, two"):
+        plugins.backend("three")  # nobody declares it: every plugin is asked
+    assert plugins._registered == ["one", "two"]
+
+
+def test_a_backend_declared_but_not_provided_is_a_warning_naming_the_plugin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _fake_plugin(monkeypatch, "fake_liar", "real")
+    plugins = _plugins_of(PluginEntry("liar", "fake_liar:plugin", backends=("claimed",)))
+    with pytest.warns(RuntimeWarning, match="'liar' declares the backend.*claimed"):
+        plugins.hook_for_backend("claimed")
+
+
+def test_a_backend_declared_by_two_plugins_is_an_error_naming_both(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    groups = {
+        manager.ENTRY_POINT_GROUP: [("a", "mod_a:plugin"), ("b", "mod_b:plugin")],
+        manager.BACKENDS_GROUP: [("same", "mod_a:plugin"), ("same", "mod_b:plugin")],
+        manager.MODELS_GROUP: [],
+    }
+    monkeypatch.setattr(discovery, "entry_points_of", lambda names: {g: groups[g] for g in names})
+    with pytest.raises(PluginError, match="'same' is declared by two plugins: 'a' and 'b'"):
+        manager._selected_entries()
+
+
+def test_a_broken_lazy_plugin_is_a_warning_when_it_is_needed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plugins = _plugins_of(PluginEntry("gone", "no_such_module_xyz:plugin", backends=("gone",)))
+    with (
+        pytest.warns(RuntimeWarning, match="'gone'.*failed to load and was skipped"),
+        pytest.raises(BackendNotFoundError),
+    ):
+        plugins.backend("gone")
+    assert "gone" in plugins.broken
+
+
+def test_models_are_matched_by_module_prefix() -> None:
+    assert manager._within("torch.nn.modules.module", "torch.nn")
+    assert manager._within("torch.nn", "torch.nn")
+    assert not manager._within("torch.nnx", "torch.nn")
+    assert not manager._within("torch", "torch.nn")
+
+
+def test_lazy_plugins_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERSISTKIT_LAZY_PLUGINS", "0")
+    plugins = build_plugins()
+    assert plugins._complete
+    assert len(plugins._registered) == len(manager._selected_entries())
