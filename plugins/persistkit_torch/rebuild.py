@@ -12,8 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from persistkit.errors import (
     ArtifactError,
@@ -32,15 +31,14 @@ _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _SKIPPED_PARAMS = frozenset({"device", "dtype"})
 
 
-@dataclass(frozen=True)
-class ModuleRecipe:
+class ModuleRecipe(NamedTuple):
     """How to rebuild a module: ``module.qualname`` of its class (and of an optional factory
     called instead of the class), JSON constructor arguments, and groups of state-dict keys
     that name one shared tensor (the first key of each group is the one stored)."""
 
     module: str
     qualname: str
-    init_kwargs: dict[str, Any] = field(default_factory=dict)
+    init_kwargs: dict[str, Any]
     factory: str | None = None
     tied: tuple[tuple[str, ...], ...] = ()
 
@@ -368,7 +366,7 @@ def build_module(
     builder = _builder(recipe, policy, options)
     given = options.get("init_kwargs")
     if given is not None:  # the user's constructor arguments win over the recorded ones
-        recipe = replace(recipe, init_kwargs=_user_kwargs(given))
+        recipe = recipe._replace(init_kwargs=_user_kwargs(given))
     retie_state(state, recipe.tied)
     try:
         with torch.device("meta"):

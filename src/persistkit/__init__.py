@@ -20,7 +20,6 @@ from persistkit.records import Artifact, BackendInfo, Recommendation
 if TYPE_CHECKING:
     from persistkit.answers import Answer, answer
     from persistkit.api import (
-        VerifyReport,
         backends,
         freeze,
         inspect,
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from persistkit.convert import convert
     from persistkit.lineage import data_digest
     from persistkit.manifest import Manifest
+    from persistkit.reports import VerifyReport
     from persistkit.safety import TrustPolicy, export_key, trust_key
     from persistkit.store import Store
     from persistkit.writer import payload_writer
@@ -49,7 +49,7 @@ _LAZY = {
     "inspect": "persistkit.api",
     "verify": "persistkit.api",
     "backends": "persistkit.api",
-    "VerifyReport": "persistkit.api",
+    "VerifyReport": "persistkit.reports",
     "answer": "persistkit.answers",
     "Answer": "persistkit.answers",
     "Backend": "persistkit.backend",

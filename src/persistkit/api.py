@@ -15,9 +15,8 @@ import stat
 import sys
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -77,6 +76,7 @@ if TYPE_CHECKING:
     # imported where used: a load of a local path needs no store (its import is ~20 ms), and
     # a load needs none of the modules only a save uses (artifact writing, example answers,
     # signatures, preprocess specs): the first load in a fresh process does not pay for them
+    from persistkit.reports import VerifyReport
     from persistkit.store import Store
 
 EXAMPLE_INPUTS = "example/inputs.npy"
@@ -645,8 +645,7 @@ def _save_example_array(path: Path, values: np.ndarray) -> None:
 # --- load --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Located:
+class Located(NamedTuple):
     """A local artifact folder (or bare file) plus what it is called.
 
     For a bare file, ``identity`` is the file's identity when its format was sniffed: the
@@ -1157,33 +1156,13 @@ def inspect(source: Any, *, store: Store | str | None = None) -> Manifest:
     return locate(source, store).manifest
 
 
-@dataclass(frozen=True)
-class VerifyReport:
-    """What ``verify`` proved about an artifact."""
-
-    uri: str
-    files_checked: int
-    example_checked: bool
-    identical: bool
-    seal: str = "unsealed"  # one of persistkit.safety.SEAL_STATES
-
-    def __str__(self) -> str:
-        from persistkit.safety import SEAL_STATES
-
-        sealed = SEAL_STATES.get(self.seal, self.seal)
-        if not self.example_checked:
-            return f"{self.uri}: {self.files_checked} files intact; no example stored; {sealed}"
-        return (
-            f"{self.uri}: {self.files_checked} files intact; example predictions identical; "
-            f"{sealed}"
-        )
-
-
 def verify(
     source: Any, *, store: Store | str | None = None, trusted: bool | Iterable[str] = False
 ) -> VerifyReport:
     """Check every file's sha256, reload the model and prove the stored example's predictions
     come out bitwise identical. Raises :class:`VerificationError` if they differ."""
+    from persistkit.reports import VerifyReport
+
     found = locate(source, store)
     if found.bare:
         raise VerificationError(

@@ -23,9 +23,8 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from persistkit.manifest import REQUIREMENTS_FILE
 
@@ -41,8 +40,7 @@ _KNOWN_OWNERS = {
 _BUILTIN = frozenset({"builtins", "__main__", "copyreg", "collections", "_codecs", "functools"})
 
 
-@dataclass(frozen=True)
-class Mismatch:
+class Mismatch(NamedTuple):
     """One distribution whose running version differs from the recorded one."""
 
     distribution: str

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from persistkit.errors import RefError
 
@@ -62,8 +62,7 @@ def normalise_name(text: str) -> str:
     return cleaned or "model"
 
 
-@dataclass(frozen=True)
-class Ref:
+class Ref(NamedTuple):
     """A parsed ref. At most one of ``version``, ``alias``, ``digest``, ``metric`` is set;
     none means the latest. ``metric`` picks the version with the highest value of that
     metric (the lowest when ``lowest``)."""

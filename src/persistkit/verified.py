@@ -29,8 +29,8 @@ import contextlib
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from persistkit import config
 
@@ -47,8 +47,7 @@ _fine_ctime_devices: dict[int, bool] = {}
 _probe_lock = threading.Lock()
 
 
-@dataclass(frozen=True)
-class FileIdentity:
+class FileIdentity(NamedTuple):
     """What must stay the same for a verified file to stay verified."""
 
     dev: int
@@ -94,9 +93,10 @@ def already_verified(st: os.stat_result | FileIdentity, digest: str) -> bool:
         return False
     identity = st if isinstance(st, FileIdentity) else FileIdentity.of(st)
     try:
-        with open(_record_path(identity), encoding="ascii") as fh:
-            return fh.read(512) == identity.line(digest)
-    except (OSError, UnicodeDecodeError):
+        # bytes, not text: a text file's "ascii" codec is a module to import (~0.3 ms)
+        with open(_record_path(identity), "rb") as fh:
+            return fh.read(512) == identity.line(digest).encode()
+    except OSError:
         return False
 
 
@@ -139,8 +139,8 @@ def _record(now: FileIdentity, digest: str, hashed: FileIdentity, stat_started_n
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         record = _record_path(hashed)
         tmp = record.with_name(f".{record.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "w", encoding="ascii") as fh:
-            fh.write(hashed.line(digest))
+        with open(tmp, "wb") as fh:
+            fh.write(hashed.line(digest).encode("ascii"))
         os.replace(tmp, record)
     except OSError:
         return False

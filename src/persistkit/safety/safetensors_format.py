@@ -28,9 +28,8 @@ from __future__ import annotations
 import json
 import os
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from persistkit.errors import FormatError
 
@@ -71,8 +70,7 @@ DTYPE_BITS: dict[str, int] = {
 _TENSOR_KEYS = frozenset({"dtype", "shape", "data_offsets"})
 
 
-@dataclass(frozen=True)
-class TensorEntry:
+class TensorEntry(NamedTuple):
     """One tensor as the header describes it; offsets are relative to the data section."""
 
     name: str
@@ -86,14 +84,13 @@ class TensorEntry:
         return self.end - self.begin
 
 
-@dataclass(frozen=True)
-class SafetensorsHeader:
+class SafetensorsHeader(NamedTuple):
     """A validated header: tensors in file order, string metadata, and where data starts."""
 
     tensors: tuple[TensorEntry, ...]
-    metadata: dict[str, str] = field(default_factory=dict)
-    data_start: int = 0
-    file_size: int = 0
+    metadata: dict[str, str]
+    data_start: int
+    file_size: int
 
     @property
     def names(self) -> list[str]:

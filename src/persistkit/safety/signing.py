@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import secrets
 from pathlib import Path
 
 from persistkit import config
@@ -32,6 +31,8 @@ def user_key() -> bytes:
         return _read_key(path)
     except FileNotFoundError:
         pass
+    import secrets  # only to make a key: loads never need it
+
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     key = secrets.token_bytes(_KEY_BYTES)
@@ -65,7 +66,8 @@ def key_id(key: bytes) -> str:
 
 
 def trusted_keys() -> dict[str, bytes]:
-    """Every key whose seals this user accepts: their own plus any added with ``trust_key``."""
+    """Every key whose seals this user accepts: their own (first) plus any added with
+    ``trust_key``."""
     keys = {}
     own = user_key()
     keys[key_id(own)] = own
@@ -109,14 +111,15 @@ def seal_state(manifest: Manifest) -> str:
     if sealed.get("algorithm") != SEAL_ALGORITHM:
         return "foreign"
     kid = str(sealed.get("key_id", ""))
-    key = trusted_keys().get(kid)
+    keyring = trusted_keys()
+    key = keyring.get(kid)
     if key is None:
         return "foreign"
     covered = manifest.sealed_source or manifest.sealed_bytes()  # as written, if parsed
     expected = hmac.new(key, covered, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, str(sealed.get("value", ""))):
         return "modified"
-    return "yours" if kid == key_id(user_key()) else "trusted"
+    return "yours" if kid == next(iter(keyring)) else "trusted"
 
 
 def seal_is_valid(manifest: Manifest) -> bool:
