@@ -227,3 +227,24 @@ def test_lazy_plugins_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None
     plugins = build_plugins()
     assert plugins._complete
     assert len(plugins._registered) == len(manager._selected_entries())
+
+
+def test_a_reordering_registration_never_changes_the_manager_a_caller_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Plugins that must answer after a newly imported one are registered again behind it in
+    a new manager: a hook called meanwhile from another thread (the server predicts in
+    threads) sees every plugin it saw before, never a set with one taken out."""
+    _fake_plugin(monkeypatch, "fake_first", "first")
+    _fake_plugin(monkeypatch, "fake_last", "last")
+    plugins = _plugins_of(
+        PluginEntry("first", "fake_first:plugin", backends=("first",)),
+        PluginEntry("last", "fake_last:plugin"),  # declares nothing: registered at once
+    )
+    held = plugins._pm
+    assert plugins._registered == ["last"]
+    plugins.hook_for_backend("first")  # entry-point order puts it before "last"
+    assert plugins._pm is not held
+    assert plugins._registered == ["first", "last"]
+    assert [p for p, _ in held.list_name_plugin()] == ["last"]  # untouched
+    assert _order(plugins)["persistkit_backends"] == ["last", "first"]

@@ -182,6 +182,18 @@ def test_third_party_plugin_installs_and_works(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+    # it declares its backend, so a fresh process imports it only for a load that needs it
+    code = textwrap.dedent(f"""
+        import sys, persistkit
+        from persistkit.manager import get_plugins
+        get_plugins()
+        before = "persistkit_jsondata" in sys.modules
+        data = persistkit.load({str(tmp_path / "labels")!r})
+        print(before, "persistkit_jsondata" in sys.modules, data["cat"])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True", "0"]
 
 
 def test_no_warning_when_all_plugins_load() -> None:

@@ -29,8 +29,8 @@ import os
 import threading
 import types
 import warnings
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 import pluggy
 
@@ -45,8 +45,7 @@ MODELS_GROUP = "persistkit.models"
 hookimpl = pluggy.HookimplMarker("persistkit")
 
 
-@dataclass(frozen=True)
-class PluginEntry:
+class PluginEntry(NamedTuple):
     """One plugin of the ``persistkit`` entry-point group, with what it declares."""
 
     name: str
@@ -196,33 +195,35 @@ class Plugins:
             order[keep].name == self._registered[keep]
         ):
             keep += 1
-        # what must answer after the new plugins leaves, and comes back behind them
-        for name in reversed(self._registered[keep:]):
-            self._pm.unregister(name=name)
-        del self._registered[keep:]
-        for name, _ in reversed(self._extras):
-            if self._pm.get_plugin(name) is not None:
-                self._pm.unregister(name=name)
+        pm = self._pm
+        extras_in = any(pm.get_plugin(name) is not None for name, _ in self._extras)
+        if keep < len(self._registered) or extras_in:
+            # plugins that must answer after the new ones are registered again behind them,
+            # in a new manager swapped in whole: a hook called meanwhile (another thread)
+            # sees the old set or the new one, never one with a plugin missing
+            pm, keep = _new_manager(), 0
+        registered = self._registered[:keep]
         for entry in order[keep:]:
             plugin = self._objects[entry.name]
             if any(plugin is extra for _, extra in self._extras):
                 del self._objects[entry.name]  # also passed as an extra plugin: that one counts
                 continue
             try:
-                self._pm.register(plugin, name=entry.name)
+                pm.register(plugin, name=entry.name)
             except Exception as exc:
                 del self._objects[entry.name]
                 self._broken(entry, exc)
                 continue
-            self._registered.append(entry.name)
+            registered.append(entry.name)
             if entry.name in new:
-                self._collect(entry)
+                self._collect(entry, pm)
         for name, plugin in self._extras:
-            self._pm.register(plugin, name=name)
-            self._collect_named(name)
+            pm.register(plugin, name=name)
+            self._collect_named(name, pm)
+        self._pm, self._registered = pm, registered
 
-    def _collect(self, entry: PluginEntry) -> None:
-        provided = self._collect_named(entry.name)
+    def _collect(self, entry: PluginEntry, pm: pluggy.PluginManager) -> None:
+        provided = self._collect_named(entry.name, pm)
         missing = [b for b in entry.backends if b not in provided]
         if missing:
             warnings.warn(
@@ -233,9 +234,9 @@ class Plugins:
                 stacklevel=4,
             )
 
-    def _collect_named(self, plugin_name: str) -> list[str]:
-        """Add the backends the plugin registered as ``plugin_name`` declares."""
-        found = _collect_backends(self._pm, only=plugin_name, known=self._backends)
+    def _collect_named(self, plugin_name: str, pm: pluggy.PluginManager) -> list[str]:
+        """Add the backends the plugin registered as ``plugin_name`` in ``pm`` declares."""
+        found = _collect_backends(pm, only=plugin_name, known=self._backends)
         self._backends.update(found)
         return list(found)
 
@@ -321,8 +322,7 @@ def build_plugins(
 
     With ``lazy`` (default: unless ``PERSISTKIT_LAZY_PLUGINS=0``), plugins that declare what
     they answer for are imported only when needed (see the module docstring)."""
-    pm = _PluginManager(ENTRY_POINT_GROUP)
-    pm.add_hookspecs(hookspecs)
+    pm = _new_manager()
     if lazy is None:
         lazy = os.environ.get("PERSISTKIT_LAZY_PLUGINS", "1").strip() not in ("0", "false", "no")
     entries = _selected_entries(declared=lazy) if load_entry_points else []
@@ -335,6 +335,13 @@ def build_plugins(
     plugins = Plugins(pm, entries, extras)
     plugins.register_initial()
     return plugins
+
+
+def _new_manager() -> _PluginManager:
+    """A plugin manager that knows persistkit's hooks and has no plugin yet."""
+    pm = _PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    return pm
 
 
 def _unique_name(pm: pluggy.PluginManager, plugin: object) -> str:
@@ -382,7 +389,7 @@ def _selected_entries(*, declared: bool = True) -> list[PluginEntry]:
                 )
             seen[b] = entry.name
         prefixes = tuple(m for m, value in models if value == entry.value)
-        declared_entries.append(replace(entry, backends=mine, models=prefixes))
+        declared_entries.append(entry._replace(backends=mine, models=prefixes))
     return declared_entries
 
 
