@@ -248,3 +248,29 @@ def test_a_reordering_registration_never_changes_the_manager_a_caller_holds(
     assert plugins._registered == ["first", "last"]
     assert [p for p, _ in held.list_name_plugin()] == ["last"]  # untouched
     assert _order(plugins)["persistkit_backends"] == ["last", "first"]
+
+
+def test_a_lazy_backend_that_a_plugin_started_at_once_also_provides_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _fake_plugin(monkeypatch, "fake_eager", "clash")
+    _fake_plugin(monkeypatch, "fake_lazy", "clash")
+    with pytest.raises(PluginError, match="'clash' is declared by two plugins"):
+        _plugins_of(
+            PluginEntry("eager", "fake_eager:plugin"),
+            PluginEntry("lazy", "fake_lazy:plugin", backends=("clash",)),
+        )
+
+
+def test_an_undeclared_clash_found_late_stays_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two plugins providing one backend is an error on every start of eager plugins; found
+    only when the lazy one is imported, it must not be said once and then forgotten."""
+    _fake_plugin(monkeypatch, "fake_eager", "shared")
+    _fake_plugin(monkeypatch, "fake_lazy", "own", "shared")
+    plugins = _plugins_of(
+        PluginEntry("eager", "fake_eager:plugin"),
+        PluginEntry("lazy", "fake_lazy:plugin", backends=("own",)),
+    )
+    for _ in range(2):
+        with pytest.raises(PluginError, match="'shared' is declared by two plugins"):
+            plugins.backend("own")

@@ -79,6 +79,7 @@ class Plugins:
         self._backends: dict[str, BackendInfo] = {}
         self.broken: dict[str, str] = {}
         self._complete = not any(e.lazy for e in self._entries)
+        self._error: PluginError | None = None
         self._guard = threading.RLock()
 
     # -- the complete view --------------------------------------------------------------------
@@ -171,12 +172,22 @@ class Plugins:
         """Register the plugins that declare nothing, then the extra ones."""
         with self._guard:
             self._ensure([e.name for e in self._entries if not e.lazy], always=True)
+            for entry in self._entries:
+                for name in set(entry.backends).intersection(self._backends):
+                    raise PluginError(
+                        f"backend {name!r} is declared by two plugins: "
+                        f"{self._backends[name].plugin!r} and {entry.name!r}",
+                        hint="uninstall one of them, or disable one with "
+                        "PERSISTKIT_DISABLE_PLUGINS=<name>",
+                    )
 
     def _ensure(self, names: list[str], *, always: bool = False) -> None:
         """Import the entries ``names`` not imported yet and register them, keeping the
         registration order entry-point order followed by the extra plugins: pluggy calls
         later registrations first, so the hooks answer in the same order as when every
         plugin is imported up front."""
+        if self._error is not None:
+            raise self._error  # as every start of eager plugins would, not once then never
         new = [n for n in names if n not in self._tried]
         if not new and not always:
             return
@@ -216,7 +227,11 @@ class Plugins:
                 continue
             registered.append(entry.name)
             if entry.name in new:
-                self._collect(entry, pm)
+                try:
+                    self._collect(entry, pm)
+                except PluginError as exc:  # a backend another plugin already declared
+                    self._error = exc
+                    raise
         for name, plugin in self._extras:
             pm.register(plugin, name=name)
             self._collect_named(name, pm)
