@@ -71,7 +71,7 @@ class Plugins:
         extras: list[tuple[str, object]] | None = None,
     ) -> None:
         self._pm = pm
-        self._entries = entries or []
+        self._entries = _distinct(entries or [])
         self._extras = extras or []
         self._objects: dict[str, object] = {}  # entry name -> imported plugin object
         self._registered: list[str] = []  # entry names registered, in entry-point order
@@ -79,7 +79,7 @@ class Plugins:
         self._backends: dict[str, BackendInfo] = {}
         self.broken: dict[str, str] = {}
         self._complete = not any(e.lazy for e in self._entries)
-        self._error: PluginError | None = None
+        self._error: Exception | None = None
         self._guard = threading.RLock()
 
     # -- the complete view --------------------------------------------------------------------
@@ -172,8 +172,14 @@ class Plugins:
         """Register the plugins that declare nothing, then the extra ones."""
         with self._guard:
             self._ensure([e.name for e in self._entries if not e.lazy], always=True)
+            extras = {name for name, _ in self._extras}
             for entry in self._entries:
                 for name in set(entry.backends).intersection(self._backends):
+                    if self._backends[name].plugin in extras:
+                        # the extra may be this very plugin (then it stands for the entry):
+                        # importing the entry tells, and raises if it is another one
+                        self._ensure([entry.name])
+                        continue
                     raise PluginError(
                         f"backend {name!r} is declared by two plugins: "
                         f"{self._backends[name].plugin!r} and {entry.name!r}",
@@ -187,7 +193,8 @@ class Plugins:
         later registrations first, so the hooks answer in the same order as when every
         plugin is imported up front."""
         if self._error is not None:
-            raise self._error  # as every start of eager plugins would, not once then never
+            # as every start of eager plugins raised it: said on every call, never once only
+            raise self._error
         new = [n for n in names if n not in self._tried]
         if not new and not always:
             return
@@ -225,13 +232,15 @@ class Plugins:
                 del self._objects[entry.name]
                 self._broken(entry, exc)
                 continue
-            registered.append(entry.name)
             if entry.name in new:
                 try:
                     self._collect(entry, pm)
-                except PluginError as exc:  # a backend another plugin already declared
+                except Exception as exc:  # its persistkit_backends() failed, or a clash
+                    pm.unregister(name=entry.name)
+                    del self._objects[entry.name]
                     self._error = exc
                     raise
+            registered.append(entry.name)
         for name, plugin in self._extras:
             pm.register(plugin, name=name)
             self._collect_named(name, pm)
@@ -383,11 +392,13 @@ def _selected_entries(*, declared: bool = True) -> list[PluginEntry]:
     skip = _names_from_env("PERSISTKIT_DISABLE_PLUGINS") or set()
     groups = [ENTRY_POINT_GROUP, BACKENDS_GROUP, MODELS_GROUP] if declared else [ENTRY_POINT_GROUP]
     found = discovery.entry_points_of(groups)
-    entries = [
-        PluginEntry(name, value)
-        for name, value in found[ENTRY_POINT_GROUP]
-        if (only is None or name in only) and name not in skip
-    ]
+    entries = _distinct(
+        [
+            PluginEntry(name, value)
+            for name, value in found[ENTRY_POINT_GROUP]
+            if (only is None or name in only) and name not in skip
+        ]
+    )
     if not declared or not entries:
         return entries
     backends, models = found[BACKENDS_GROUP], found[MODELS_GROUP]
@@ -406,6 +417,28 @@ def _selected_entries(*, declared: bool = True) -> list[PluginEntry]:
         prefixes = tuple(m for m, value in models if value == entry.value)
         declared_entries.append(entry._replace(backends=mine, models=prefixes))
     return declared_entries
+
+
+def _distinct(entries: list[PluginEntry]) -> list[PluginEntry]:
+    """``entries`` without a second entry point of the same name or the same value (two
+    distributions claiming one name; one plugin published under two names): the first is
+    used, and each one left out is a warning."""
+    names: dict[str, PluginEntry] = {}
+    values: dict[str, PluginEntry] = {}
+    kept = []
+    for entry in entries:
+        first = names.get(entry.name) or values.get(entry.value)
+        if first is not None:
+            warnings.warn(
+                f"persistkit plugin {entry.name!r} ({entry.value}) was skipped: "
+                f"{first.name!r} ({first.value}) already uses that name or that plugin",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            continue
+        names[entry.name] = values[entry.value] = entry
+        kept.append(entry)
+    return kept
 
 
 def _within(module: str, prefix: str) -> bool:
