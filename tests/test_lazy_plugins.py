@@ -81,6 +81,22 @@ def test_a_load_in_a_fresh_process_imports_only_the_plugins_it_needs(tmp_path: P
     assert seen["plugins"] == ["persistkit_callable", "persistkit_joblib", "persistkit_sklearn"]
 
 
+def test_a_load_by_store_name_imports_only_the_plugins_it_needs(tmp_path: Path) -> None:
+    """Telling a stored name from a missing model file must not ask every backend for its
+    file suffixes (that imported every plugin on each load by name)."""
+    X = np.random.default_rng(2).normal(size=(40, 3))
+    model = LogisticRegression().fit(X, (X[:, 2] > 0).astype(int))
+    store = str(tmp_path / "store")
+    persistkit.save(model, "lr", store=store, backend="joblib")
+    code = (
+        "import json, sys, persistkit\n"
+        f"m = persistkit.load('lr', store={store!r})\n"
+        "print(json.dumps(sorted(k for k in sys.modules if k.startswith('persistkit_'))))"
+    )
+    seen = _child(code, tmp_path)
+    assert seen == ["persistkit_callable", "persistkit_joblib", "persistkit_sklearn"]
+
+
 def test_every_plugin_is_imported_when_a_call_is_not_routed(tmp_path: Path) -> None:
     code = (
         "import json, sys, persistkit\n"
