@@ -735,9 +735,13 @@ def resolve_source(
             )
             return "ref", the_store
         return "path", None
-    # the store is asked first: the file suffixes come from every backend, which would
-    # import every plugin for each load by name
-    if not _stored_name(the_store, text) and (suffix := _model_file_suffix(text)):
+    # every model-file suffix starts with a dot; the store is asked before the suffixes,
+    # which come from every backend (asking them imports every plugin)
+    if (
+        "." in text
+        and not _stored_name(the_store, text)
+        and (suffix := _model_file_suffix(text))
+    ):
         raise ArtifactNotFoundError(
             f"no such file: {text} (looked in {Path.cwd()}); nor is it a model in the store "
             f"{the_store.url}",

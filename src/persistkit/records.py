@@ -21,7 +21,8 @@ class BackendInfo:
     a backend that is neither is only given artifacts the user trusts.
     ``requires`` are importable module names; when one is missing the backend is listed as
     unavailable and ``extra`` names what to install (``pip install "persistkit[EXTRA]"``).
-    ``suffixes`` are file-name endings of bare files (no manifest) this backend can read.
+    ``suffixes`` are file-name endings of bare files (no manifest) this backend can read,
+    each starting with a dot (``".joblib"``): a name without a dot is never taken for a file.
     ``append_only`` promises that ``save`` writes each file front to back and never seeks back
     to patch it, so the core may hash files while they are being written (much faster saves);
     leave it ``False`` for formats that patch headers in place (e.g. zip via ``zipfile``).
