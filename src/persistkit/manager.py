@@ -80,6 +80,7 @@ class Plugins:
         self.broken: dict[str, str] = {}
         self._complete = not any(e.lazy for e in self._entries)
         self._error: Exception | None = None
+        self._routed_types: set[type] = set()  # model classes whose plugins are registered
         self._guard = threading.RLock()
 
     # -- the complete view --------------------------------------------------------------------
@@ -120,10 +121,11 @@ class Plugins:
         """The hooks, for ``persistkit_freeze`` or ``persistkit_predict`` on ``model``: the
         plugins declaring a module that ``model``'s class, or a base class, is defined in (or
         under), and those that declare nothing, are registered."""
-        if not self._complete:
+        kind = type(model)
+        if not self._complete and kind not in self._routed_types:
             modules = [
                 cls.__module__
-                for cls in type(model).__mro__
+                for cls in kind.__mro__
                 if cls is not object and isinstance(cls.__module__, str)
             ]
             wanted = [
@@ -134,6 +136,7 @@ class Plugins:
             if wanted:
                 with self._guard:
                     self._ensure(wanted)
+            self._routed_types.add(kind)  # a server predicts one kind many times
         return self._pm.hook
 
     def backend(self, name: str) -> BackendInfo:
@@ -180,12 +183,7 @@ class Plugins:
                         # importing the entry tells, and raises if it is another one
                         self._ensure([entry.name])
                         continue
-                    raise PluginError(
-                        f"backend {name!r} is declared by two plugins: "
-                        f"{self._backends[name].plugin!r} and {entry.name!r}",
-                        hint="uninstall one of them, or disable one with "
-                        "PERSISTKIT_DISABLE_PLUGINS=<name>",
-                    )
+                    raise _declared_twice(name, self._backends[name].plugin, entry.name)
 
     def _ensure(self, names: list[str], *, always: bool = False) -> None:
         """Import the entries ``names`` not imported yet and register them, keeping the
@@ -408,11 +406,7 @@ def _selected_entries(*, declared: bool = True) -> list[PluginEntry]:
         mine = tuple(b for b, value in backends if value == entry.value)
         for b in mine:
             if b in seen:
-                raise PluginError(
-                    f"backend {b!r} is declared by two plugins: {seen[b]!r} and {entry.name!r}",
-                    hint="uninstall one of them, or disable one with "
-                    "PERSISTKIT_DISABLE_PLUGINS=<name>",
-                )
+                raise _declared_twice(b, seen[b], entry.name)
             seen[b] = entry.name
         prefixes = tuple(m for m, value in models if value == entry.value)
         declared_entries.append(entry._replace(backends=mine, models=prefixes))
@@ -439,6 +433,13 @@ def _distinct(entries: list[PluginEntry]) -> list[PluginEntry]:
         names[entry.name] = values[entry.value] = entry
         kept.append(entry)
     return kept
+
+
+def _declared_twice(backend: str, first: str | None, second: str) -> PluginError:
+    return PluginError(
+        f"backend {backend!r} is declared by two plugins: {first!r} and {second!r}",
+        hint="uninstall one of them, or disable one with PERSISTKIT_DISABLE_PLUGINS=<name>",
+    )
 
 
 def _within(module: str, prefix: str) -> bool:
@@ -476,11 +477,6 @@ def _collect_backends(
                 )
             other_info = backends.get(info.name) or known.get(info.name)
             if other_info is not None and other_info.plugin != plugin_name:
-                raise PluginError(
-                    f"backend {info.name!r} is declared by two plugins: "
-                    f"{other_info.plugin!r} and {plugin_name!r}",
-                    hint="uninstall one of them, or disable one with "
-                    "PERSISTKIT_DISABLE_PLUGINS=<name>",
-                )
+                raise _declared_twice(info.name, other_info.plugin, plugin_name)
             backends[info.name] = replace(info, plugin=plugin_name)
     return backends
