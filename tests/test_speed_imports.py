@@ -40,11 +40,21 @@ NOT_NEEDED = (
 
 LOADER = textwrap.dedent(
     """
-    import json, sys
+    import dataclasses, json, sys
     import persistkit
+    defined = []  # persistkit's dataclasses the load defines (each costs ~1 ms to define)
+    plain = dataclasses.dataclass
+    def counting(cls=None, /, **options):
+        def wrap(c):
+            if c.__module__.startswith("persistkit"):
+                defined.append(f"{c.__module__}.{c.__qualname__}")
+            return plain(**options)(c)
+        return wrap if cls is None else wrap(cls)
+    dataclasses.dataclass = counting
     model = persistkit.load(sys.argv[1])
     print(json.dumps({"type": type(model).__name__,
-                      "modules": sorted(m for m in sys.modules if "persistkit" in m)}))
+                      "modules": sorted(m for m in sys.modules if "persistkit" in m),
+                      "dataclasses": defined}))
     """
 )
 
@@ -77,6 +87,7 @@ def test_safetensors_load_imports_no_pickle_vm_audit_or_converter(
     loaded = _load_in_fresh_process(art.path, isolated_home)
     assert loaded["type"] == "Linear"
     assert set(NOT_NEEDED) & set(loaded["modules"]) == set()  # type: ignore[call-overload]
+    assert loaded["dataclasses"] == []
 
 
 def test_trusted_joblib_load_imports_no_pickle_vm_audit_or_converter(
@@ -86,6 +97,7 @@ def test_trusted_joblib_load_imports_no_pickle_vm_audit_or_converter(
     loaded = _load_in_fresh_process(art.path, isolated_home)  # our own seal: trusted
     assert loaded["type"] == "LogisticRegression"
     assert set(NOT_NEEDED) & set(loaded["modules"]) == set()  # type: ignore[call-overload]
+    assert loaded["dataclasses"] == []
 
 
 @pytest.mark.parametrize("backend", ["joblib", "pickle"])

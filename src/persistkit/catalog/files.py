@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +181,7 @@ class FileCatalog(Catalog):
             added = json_object(tag_blobs.get(f"{name}/{v}/{TAGS_NAME}"))
             manifest = merge_tags_over(parsed, added)
             if manifest.name != name or manifest.version != v:  # as published, usually
-                manifest = replace(manifest, name=name, version=v)
+                manifest = manifest.replace(name=name, version=v)
             manifests.append(manifest)
         return manifests
 
@@ -255,7 +255,7 @@ class FileCatalog(Catalog):
             fsync_directory(root)
         version = exact or self.scan(name).highest + 1
         for _ in range(MAX_CLAIMS):
-            manifest = replace(manifest, name=name, version=version)
+            manifest = manifest.replace(name=name, version=version)
             write_manifest(staging, manifest, durable=durable)
             if durable:
                 fsync_tree(staging)
@@ -286,7 +286,7 @@ class FileCatalog(Catalog):
         self.space.upload(staging, f"{name}/{PAYLOAD}/{digest[7:]}", manifest, name)
         version = exact or listing.highest + 1
         for _ in range(MAX_CLAIMS):
-            manifest = replace(manifest, name=name, version=version)
+            manifest = manifest.replace(name=name, version=version)
             if self.space.create(f"{name}/{version}/{MANIFEST_NAME}", manifest.to_json().encode()):
                 break
             if exact:
@@ -415,7 +415,7 @@ def merge_tags_over(manifest: Manifest, added: dict[str, Any]) -> Manifest:
     """``manifest`` with the tags added after publication merged over its own."""
     if not added:
         return manifest
-    return replace(manifest, tags={**manifest.tags, **{str(k): str(v) for k, v in added.items()}})
+    return manifest.replace(tags={**manifest.tags, **{str(k): str(v) for k, v in added.items()}})
 
 
 def dumps(data: dict[str, Any]) -> bytes:

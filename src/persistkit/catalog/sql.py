@@ -29,7 +29,6 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +287,7 @@ class SqlCatalog(Catalog):
                 raise VersionNotFoundError(f"{name}:{n} was deleted")
             parsed = self._parse(name, n, rows[n])
             if isinstance(parsed, Manifest):
-                parsed = replace(merge_tags_over(parsed, added.get(n, {})), name=name, version=n)
+                parsed = merge_tags_over(parsed, added.get(n, {})).replace(name=name, version=n)
             found.append(parsed)
         return found
 
@@ -490,7 +489,7 @@ class SqlCatalog(Catalog):
                 number = int(highest.scalar() or 0) + 1
             else:
                 number = exact
-            claimed = replace(manifest, name=name, version=number)
+            claimed = manifest.replace(name=name, version=number)
             conn.execute(sa.insert(t.versions).values(row_values(claimed, digest, summary)))
             if claimed.tags:
                 conn.execute(
@@ -675,7 +674,7 @@ def _parsed(text: str) -> Manifest:
     """A row's manifest, parsed once per process: a row's text never changes (added tags
     live in their own table), and parsing is most of the time of a long listing. Keyed by
     the whole text, so two stores never share an entry unless their rows are identical.
-    Callers treat manifests as values (``dataclasses.replace``), never mutate them."""
+    Callers treat manifests as values (``Manifest.replace``), never mutate them."""
     return Manifest.from_json(text.encode())
 
 
