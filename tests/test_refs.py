@@ -41,11 +41,20 @@ def test_any_text_breaking_the_rule_is_a_ref_error(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "..", "a/b", "a\\b", "a\x00b", "x" * 1000, "Upper", ".hidden", "a..b", "-x"]
+    "bad",
+    ["", "..", "a/b", "a\\b", "a\x00b", "x" * 1000, "Upper", ".hidden", "a..b", "-x", "model\n"],
 )
 def test_path_tricks_and_oversized_names_are_refused(bad: str) -> None:
     with pytest.raises(RefError):
         validate_name(bad)
+
+
+@pytest.mark.parametrize(
+    "ref", ["m@sha256:abcdef\n", "m@sha256:abcde", "m@sha256:ABCDEF", "m@best:acc\n", "m@prod\n"]
+)
+def test_a_selector_breaking_its_rule_is_refused(ref: str) -> None:
+    with pytest.raises(RefError):
+        parse_ref(ref)
 
 
 def test_the_longest_name_is_128_characters() -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import persistkit
+from persistkit import manifest as manifest_module
 from persistkit.errors import IntegrityError, ManifestError
 
 
@@ -40,13 +44,33 @@ def test_file_path_escaping_the_artifact_is_refused(artifact: Path, bad_path: st
         persistkit.load(artifact)
 
 
+# the paths manifest.check_relative_path accepts without pathlib: dot-free segment starts
+_PLAIN_SPEC = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="aZ09_-./\\\x00 é", max_size=12))
+def test_the_plain_path_shortcut_is_exactly_the_plain_path_rule(path: str) -> None:
+    assert manifest_module._is_plain(path) == bool(_PLAIN_SPEC.fullmatch(path))
+    try:
+        accepted = manifest_module.check_relative_path(path) == path
+    except ManifestError:
+        accepted = False
+    # whatever is accepted stays inside the artifact
+    pure = PurePosixPath(path)
+    assert not accepted or (path and not pure.is_absolute() and ".." not in pure.parts)
+
+
 def test_missing_digest_is_refused(artifact: Path) -> None:
     _edit(artifact, lambda m: [_first_file(m).pop(k, None) for k in ("sha256", "blake3")])
     with pytest.raises(ManifestError, match="missing files.sha256"):
         persistkit.load(artifact)
 
 
-@pytest.mark.parametrize("digest", ["d41d8cd98f00b204e9800998ecf8427e", "0" * 63, "Z" * 64])
+@pytest.mark.parametrize(
+    "digest",
+    ["d41d8cd98f00b204e9800998ecf8427e", "0" * 63, "Z" * 64, "A" * 64, "0" * 65, "0" * 64 + "\n"],
+)
 def test_weak_or_malformed_digest_is_refused(artifact: Path, digest: str) -> None:
     _edit(artifact, lambda m: _first_file(m).pop("blake3", None))
     _edit(artifact, lambda m: _first_file(m).update(sha256=digest))

@@ -26,7 +26,7 @@ from persistkit.errors import (
 from persistkit_torch.detect import importable_name
 
 RECIPE_KEY = "module"
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 # torch's conventional "factory kwargs": the rebuild picks the device, the weights the dtype
 _SKIPPED_PARAMS = frozenset({"device", "dtype"})
 
@@ -81,7 +81,7 @@ class ModuleRecipe(NamedTuple):
 
 
 def _is_dotted(value: Any) -> bool:
-    return isinstance(value, str) and bool(_DOTTED.match(value)) and len(value) <= 500
+    return isinstance(value, str) and bool(_DOTTED.fullmatch(value)) and len(value) <= 500
 
 
 # --- save side -------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from persistkit.refs import KEY_RULE, validate_key
 from persistkit.training import MAX_TEXT, checked_params
 
 GIT_TIMEOUT_S = 3.0
-_HEX40 = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # sha1 or sha256 object names
+_HEX40 = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # sha1 or sha256 object names
 _GIT_KEYS = ("commit", "branch", "dirty", "remote", "path")
 _dirty_cache: dict[tuple[str, str], bool | None] = {}
 
@@ -194,7 +194,7 @@ def git_lineage(script: Path | None) -> dict[str, Any] | None:
         head = _read_text(git_dir / "HEAD").strip()
         branch = head[len("ref: refs/heads/") :] if head.startswith("ref: refs/heads/") else None
         commit = _resolve_head(head, git_dir, common) or _git_output(top, "rev-parse", "HEAD")
-        if not commit or not _HEX40.match(commit):
+        if not commit or not _HEX40.fullmatch(commit):
             return None  # no commit yet
     except OSError:
         return None

@@ -20,9 +20,13 @@ from typing import NamedTuple
 from persistkit.errors import RefError
 
 MAX_NAME_LENGTH = 128
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{6,64}$")
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+# the characters of each rule, checked as sets (a ``^...$`` pattern would also let a trailing
+# newline through: ``$`` matches before one)
+_LOWER_DIGITS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_REST = _LOWER_DIGITS | frozenset("._-")
+_KEY_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_KEY_REST = _KEY_FIRST | frozenset("0123456789.-")
+_HEX = frozenset("0123456789abcdef")
 NAME_RULE = (
     "names are 1-128 characters: lowercase letters, digits, '.', '-' and '_', "
     "starting with a letter or digit"
@@ -40,7 +44,7 @@ def validate_name(name: str, *, what: str = "model name") -> str:
         raise RefError(f"the {what} is empty", hint=NAME_RULE)
     if len(name) > MAX_NAME_LENGTH:
         raise RefError(f"the {what} is {len(name)} characters long", hint=NAME_RULE)
-    if not _NAME.match(name) or ".." in name:
+    if name[0] not in _LOWER_DIGITS or not _NAME_REST.issuperset(name) or ".." in name:
         raise RefError(f"{name[:80]!r} is not a valid {what}", hint=NAME_RULE)
     return name
 
@@ -50,7 +54,7 @@ def validate_key(key: str, *, what: str = "metric name") -> str:
     (:data:`KEY_RULE`), else raise :class:`RefError`."""
     if not isinstance(key, str) or not key:
         raise RefError(f"the {what} is empty", hint=KEY_RULE)
-    if len(key) > MAX_NAME_LENGTH or not _KEY.match(key):
+    if len(key) > MAX_NAME_LENGTH or key[0] not in _KEY_FIRST or not _KEY_REST.issuperset(key):
         raise RefError(f"{key[:80]!r} is not a valid {what}", hint=KEY_RULE)
     return key
 
@@ -97,7 +101,8 @@ def parse_ref(text: str) -> Ref:
         name, _, selector = text.partition("@")
         validate_name(name)
         if selector.startswith("sha256:"):
-            if not _DIGEST.match(selector):
+            digits = selector.removeprefix("sha256:")
+            if not (6 <= len(digits) <= 64 and _HEX.issuperset(digits)):
                 raise RefError(
                     f"{selector[:80]!r} is not a sha256 digest",
                     hint="use name@sha256:<hex>, with at least 6 lowercase hex digits",

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from persistkit.payload import PayloadFile
     from persistkit.safety.policy import TrustPolicy
 
-_COMPANION_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,255}\.npy$")
+_COMPANION_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,255}\.npy")
 
 
 def decompress(raw: bytes | bytearray, method: str, policy: TrustPolicy, *, what: str) -> bytes:
@@ -275,7 +275,7 @@ def _check_companion(directory: Path, segment: ArraySegment, policy: TrustPolicy
     from persistkit.payload import read_companion
 
     name = segment.filename
-    if not _COMPANION_NAME.match(name) or name.startswith("."):
+    if not _COMPANION_NAME.fullmatch(name) or name.startswith("."):
         raise FormatError(f"the {what} names a companion file {name!r} outside its folder")
     try:
         raw = read_companion(directory, name)

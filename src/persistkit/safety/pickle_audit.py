@@ -46,7 +46,7 @@ JOBLIB_WRAPPERS = frozenset({JOBLIB_ARRAY_WRAPPER, JOBLIB_OLD_ARRAY_WRAPPER})
 # every wrapper joblib has written (the zip one only by joblib < 0.10)
 ALL_JOBLIB_WRAPPERS = JOBLIB_WRAPPERS | {JOBLIB_ZIP_ARRAY_WRAPPER}
 _RECONSTRUCTOR = ("copyreg", "_reconstructor")
-_SIMPLE_DTYPE = re.compile(r"^[a-zA-Z?][0-9]{0,3}$")
+_SIMPLE_DTYPE = re.compile(r"[a-zA-Z?][0-9]{0,3}")
 
 
 @dataclass(frozen=True)
@@ -648,7 +648,7 @@ class _Walker:
         hasobject = descr.startswith("O") or bool(flags & 1)
         if len(state) > 5 and isinstance(state[5], int) and state[5] > 0:
             return state[5], hasobject
-        if not _SIMPLE_DTYPE.match(descr):
+        if not _SIMPLE_DTYPE.fullmatch(descr):
             raise self.corrupt(f"unsupported joblib array dtype {descr!r}", pos)
         import numpy as np
 
