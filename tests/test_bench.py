@@ -32,7 +32,7 @@ def digits():  # type: ignore[no-untyped-def]
     return digits_model()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # ~10 s to make: the tests only read it
 def quick_report(digits) -> BenchReport:  # type: ignore[no-untyped-def]
     model, _X, _y = digits
     return persistkit.bench(model, repeat=2, measure_memory=False)

@@ -30,13 +30,13 @@ from persistkit_onnx import TOLERANCE, OnnxModel  # noqa: E402
 pytestmark = pytest.mark.torch
 
 RTOL, ATOL = TOLERANCE
-# every torch example is one export (about a second): few examples, no deadline
+# every torch example is one export (about two seconds): few examples, no deadline
 TORCH_SETTINGS = settings(
-    max_examples=10,
+    max_examples=5,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-SKLEARN_SETTINGS = TORCH_SETTINGS
+SKLEARN_SETTINGS = settings(TORCH_SETTINGS, max_examples=10)
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 

@@ -2,6 +2,10 @@
 
 Each writer is a separate process (``tests/store_helpers.py``); memory:// is per-process, so
 it is raced with threads instead.
+
+The process campaigns here (12 kills on a folder, 6 on S3) are marked ``slow``: the suite runs
+the same scenarios on every store kind, with fewer kills, in ``test_store_kinds.py``. Run
+them with ``pytest -m slow tests/test_store_concurrency.py``.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ def _check_every_version_loads(store: Store) -> list[int]:
     return versions
 
 
+@pytest.mark.slow
 def test_concurrent_writers_get_distinct_versions_that_all_load(
     shared_store: tuple[str, dict[str, str]],
 ) -> None:
@@ -101,6 +106,7 @@ def test_concurrent_threads_on_a_memory_store_get_distinct_versions() -> None:
         assert store.load(f"m:{art.version}") == data
 
 
+@pytest.mark.slow
 def test_writers_killed_mid_save_leave_only_complete_versions(
     shared_store: tuple[str, dict[str, str]],
 ) -> None:
