@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 
 import persistkit
@@ -370,3 +372,98 @@ def test_a_plugin_published_under_two_names_starts_as_in_eager_mode(
     with pytest.warns(RuntimeWarning, match="'uno'"):
         lazy = build_plugins(lazy=True)
     assert lazy.backend("aliased").plugin == "one"
+
+
+# -- registering without a rebuild ------------------------------------------------------------
+#: hook implementations a generated plugin may have: (hook, kind), kinds as pluggy sorts them
+_IMPL_HOOKS = ("persistkit_recommend", "persistkit_describe", "persistkit_sniff")
+_IMPL_KINDS = ("plain", "tryfirst", "trylast", "wrapper")
+
+
+def _generated_plugin(impls: list[tuple[str, str]]) -> object:
+    """A plugin object with one implementation of each ``(hook, kind)`` in ``impls``."""
+    namespace: dict[str, Any] = {}
+    for hook, kind in impls:
+        options = {"plain": {}, "wrapper": {"wrapper": True}}.get(kind, {kind: True})
+        if hook == "persistkit_sniff":
+            if kind == "wrapper":
+
+                def impl(self: Any, path: Any, head: Any) -> Any:
+                    return (yield)
+            else:
+
+                def impl(self: Any, path: Any, head: Any) -> Any:
+                    return None
+        elif kind == "wrapper":
+
+            def impl(self: Any, model: Any) -> Any:
+                return (yield)
+        else:
+
+            def impl(self: Any, model: Any) -> Any:
+                return None
+
+        namespace[hook] = persistkit.hookimpl(**options)(impl)
+    return type("Generated", (), namespace)()
+
+
+plugin_specs = st.lists(
+    st.lists(
+        st.tuples(st.sampled_from(_IMPL_HOOKS), st.sampled_from(_IMPL_KINDS)),
+        max_size=3,
+        unique_by=lambda hook_kind: hook_kind[0],
+    ),
+    min_size=2,
+    max_size=5,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(specs=plugin_specs, data=st.data())
+def test_generated_plugins_answer_in_the_eager_order_in_any_arrival_order(
+    specs: list[list[tuple[str, str]]], data: st.DataObject
+) -> None:
+    """Registering a plugin without a rebuild is allowed only when no registered plugin that
+    comes later in entry-point order implements one of its hooks in the same kind: attacked
+    with generated plugins (hooks shared or not, in every kind) arriving in generated orders."""
+    objects = [_generated_plugin(impls) for impls in specs]
+    modules = {}
+    for i, plugin in enumerate(objects):
+        module = types.ModuleType(f"generated_{i}")
+        module.plugin = plugin  # type: ignore[attr-defined]
+        modules[module.__name__] = module
+    saved = {name: sys.modules.get(name) for name in modules}
+    sys.modules.update(modules)
+    try:
+        names = [f"p{i}" for i in range(len(objects))]
+        eager = _plugins_of(*(PluginEntry(n, f"generated_{i}:plugin") for i, n in enumerate(names)))
+        lazy = _plugins_of(
+            *(
+                PluginEntry(n, f"generated_{i}:plugin", models=(f"m{i}",))
+                for i, n in enumerate(names)
+            )
+        )
+        for name in data.draw(st.permutations(names)):
+            lazy._ensure([name])
+        assert _order(lazy) == _order(eager)
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+def test_a_scikit_learn_load_registers_its_plugins_without_a_rebuild(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """joblib and sklearn come before callable (registered at start) in entry-point order,
+    but share no hook of the same kind with it (callable's are trylast): no new manager."""
+    plugins = build_plugins(lazy=True)
+    built = []
+    real = manager._new_manager
+    monkeypatch.setattr(manager, "_new_manager", lambda: built.append(1) or real())
+    plugins.hook_for_backend("joblib")
+    plugins.hook_for_model(LogisticRegression())
+    assert built == []
+    assert set(plugins._registered) == {"callable", "joblib", "sklearn"}

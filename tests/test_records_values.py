@@ -13,6 +13,7 @@ import pytest
 from persistkit.errors import ManifestError
 from persistkit.manifest import FileEntry, Manifest
 from persistkit.safety import TrustPolicy
+from persistkit.values import Value
 
 SHA = "a" * 64
 B3 = "b" * 64
@@ -97,3 +98,47 @@ def test_replace_keeps_what_a_seal_covers_and_refuses_unknown_fields() -> None:
     assert parsed.name is None  # the original is unchanged
     with pytest.raises(TypeError, match="no field colour"):
         parsed.replace(colour="red")
+
+
+def _records() -> list[Value]:
+    from persistkit.environment import Mismatch
+    from persistkit.manager import PluginEntry
+    from persistkit.refs import Ref
+    from persistkit.safety.safetensors_format import TensorEntry
+    from persistkit.verified import FileIdentity
+
+    return [
+        Ref("digits", version=3),
+        FileIdentity(1, 2, 3, 4, 5),
+        Mismatch("scikit-learn", "1.3.2", None),
+        PluginEntry("joblib", "persistkit_joblib:plugin", backends=("joblib",)),
+        TensorEntry("w", "F32", (2, 3), 0, 24),
+        FileEntry("m.pkl", 1, SHA),
+        TrustPolicy(),
+    ]
+
+
+@pytest.mark.parametrize("record", _records(), ids=lambda r: type(r).__name__)
+def test_every_small_record_is_an_immutable_value(record: Value) -> None:
+    assert record == pickle.loads(pickle.dumps(record))
+    assert hash(record) == hash(copy.copy(record))
+    first = record._fields[0]
+    assert repr(record).startswith(f"{type(record).__name__}({first}=")
+    with pytest.raises(AttributeError, match="cannot be changed"):
+        setattr(record, first, None)
+    changed = record.replace(**{first: "other"})
+    assert getattr(changed, first) == "other" and changed != record
+    assert getattr(record, first) != "other"  # the original is unchanged
+    assert record.replace() == record
+    with pytest.raises(TypeError, match="no field"):
+        record.replace(colour="red")
+    assert record != record._values()  # a record is not a tuple
+
+
+def test_records_of_two_kinds_are_never_equal() -> None:
+    from persistkit.verified import FileIdentity
+
+    class Other(FileIdentity):
+        __slots__ = ()
+
+    assert FileIdentity(1, 2, 3, 4, 5) != Other(1, 2, 3, 4, 5)

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import types
 from pathlib import Path
+from typing import Any
 
 import pluggy
 import pytest
@@ -184,6 +185,16 @@ class _ThirdParty:
     def not_a_hook(self) -> None:
         """Plain methods are skipped."""
 
+    # data is never a hook, whatever it holds; a property is left to pluggy (never run)
+    label = "third"
+    info = persistkit.BackendInfo("third-info", safe=True)
+    marked_data = staticmethod(lambda: None)
+    holder = types.SimpleNamespace(persistkit_impl={})
+
+    @property
+    def hook_property(self) -> Any:
+        return _bound_backends
+
 
 @persistkit.hookimpl(specname="persistkit_backends")
 def _bound_backends(self: object) -> list[persistkit.BackendInfo]:
@@ -201,3 +212,6 @@ def test_third_party_hooks_in_every_form_still_register() -> None:
     for attr in ("hook", "Path"):
         assert pm.parse_hookimpl_opts(module, attr) == plain.parse_hookimpl_opts(module, attr)
     assert pm.parse_hookimpl_opts(module, "hook") is not None
+    third = _ThirdParty()
+    for attr in dir(third):
+        assert pm.parse_hookimpl_opts(third, attr) == plain.parse_hookimpl_opts(third, attr), attr

@@ -16,7 +16,7 @@ import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -70,6 +70,7 @@ from persistkit.records import Artifact, BackendInfo
 from persistkit.refs import looks_like_location, normalise_name, parse_ref
 from persistkit.safety.policy import TrustPolicy
 from persistkit.safety.signing import seal, seal_state
+from persistkit.values import Value
 from persistkit.verified import FileIdentity
 
 if TYPE_CHECKING:
@@ -645,7 +646,7 @@ def _save_example_array(path: Path, values: np.ndarray) -> None:
 # --- load --------------------------------------------------------------------------------
 
 
-class Located(NamedTuple):
+class Located(Value):
     """A local artifact folder (or bare file) plus what it is called.
 
     For a bare file, ``identity`` is the file's identity when its format was sniffed: the
@@ -653,13 +654,27 @@ class Located(NamedTuple):
     (``uri`` is then ``name:version``), false for a path or URL.
     """
 
+    __slots__ = ("bare", "directory", "folder", "identity", "in_store", "manifest", "uri")
+    _fields = ("directory", "manifest", "uri", "bare", "identity", "folder", "in_store")
     directory: Path
     manifest: Manifest
     uri: str
-    bare: bool = False
-    identity: FileIdentity | None = None
-    folder: bool = False  # a bare model *folder* from another tool (bare is true too)
-    in_store: bool = False
+    bare: bool
+    identity: FileIdentity | None
+    folder: bool  # a bare model *folder* from another tool (bare is true too)
+    in_store: bool
+
+    def __init__(
+        self,
+        directory: Path,
+        manifest: Manifest,
+        uri: str,
+        bare: bool = False,
+        identity: FileIdentity | None = None,
+        folder: bool = False,
+        in_store: bool = False,
+    ) -> None:
+        self._set(directory, manifest, uri, bare, identity, folder, in_store)
 
 
 def locate(source: Any, store: Store | str | None = None) -> Located:

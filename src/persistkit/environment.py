@@ -24,9 +24,10 @@ import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from persistkit.manifest import REQUIREMENTS_FILE
+from persistkit.values import Value
 
 # top-level module -> distribution, where the names differ (checked before a full scan)
 _KNOWN_OWNERS = {
@@ -40,12 +41,17 @@ _KNOWN_OWNERS = {
 _BUILTIN = frozenset({"builtins", "__main__", "copyreg", "collections", "_codecs", "functools"})
 
 
-class Mismatch(NamedTuple):
+class Mismatch(Value):
     """One distribution whose running version differs from the recorded one."""
 
+    __slots__ = ("distribution", "running", "saved")
+    _fields = ("distribution", "saved", "running")
     distribution: str
     saved: str
     running: str | None  # None: not installed here
+
+    def __init__(self, distribution: str, saved: str, running: str | None) -> None:
+        self._set(distribution, saved, running)
 
     def __str__(self) -> str:
         running = "not installed" if self.running is None else f"running {self.running}"

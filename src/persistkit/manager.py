@@ -30,13 +30,14 @@ import threading
 import types
 import warnings
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Any
 
 import pluggy
 
 from persistkit import hookspecs
 from persistkit.errors import BackendNotFoundError, BackendUnavailableError, PluginError
 from persistkit.records import BackendInfo
+from persistkit.values import Value
 
 ENTRY_POINT_GROUP = "persistkit"
 #: entry-point groups in which a plugin declares what it answers for (see the module docstring)
@@ -45,13 +46,20 @@ MODELS_GROUP = "persistkit.models"
 hookimpl = pluggy.HookimplMarker("persistkit")
 
 
-class PluginEntry(NamedTuple):
+class PluginEntry(Value):
     """One plugin of the ``persistkit`` entry-point group, with what it declares."""
 
+    __slots__ = ("backends", "models", "name", "value")
+    _fields = ("name", "value", "backends", "models")
     name: str
     value: str
-    backends: tuple[str, ...] = ()
-    models: tuple[str, ...] = ()
+    backends: tuple[str, ...]
+    models: tuple[str, ...]
+
+    def __init__(
+        self, name: str, value: str, backends: tuple[str, ...] = (), models: tuple[str, ...] = ()
+    ) -> None:
+        self._set(name, value, backends, models)
 
     @property
     def lazy(self) -> bool:
@@ -74,7 +82,9 @@ class Plugins:
         self._entries = _distinct(entries or [])
         self._extras = extras or []
         self._objects: dict[str, object] = {}  # entry name -> imported plugin object
-        self._registered: list[str] = []  # entry names registered, in entry-point order
+        self._registered: list[str] = []  # entry names registered, in registration order
+        self._position = {e.name: i for i, e in enumerate(self._entries)}
+        self._kinds: dict[str, frozenset[tuple[str, int]]] = {}  # see _kinds_of
         self._tried: set[str] = set()  # entry names imported (or failed to)
         self._backends: dict[str, BackendInfo] = {}
         self.broken: dict[str, str] = {}
@@ -206,20 +216,17 @@ class Plugins:
                 except Exception as exc:  # a broken plugin must not break persistkit
                     self._broken(entry, exc)
         order = [e for e in self._entries if e.name in self._objects]
-        keep = 0
-        while keep < min(len(order), len(self._registered)) and (
-            order[keep].name == self._registered[keep]
-        ):
-            keep += 1
+        missing = [e for e in order if e.name not in self._registered]
         pm = self._pm
         extras_in = any(pm.get_plugin(name) is not None for name, _ in self._extras)
-        if keep < len(self._registered) or extras_in:
+        if extras_in or any(self._answers_before_registered(e, pm) for e in missing):
             # plugins that must answer after the new ones are registered again behind them,
             # in a new manager swapped in whole: a hook called meanwhile (another thread)
             # sees the old set or the new one, never one with a plugin missing
-            pm, keep = _new_manager(), 0
-        registered = self._registered[:keep]
-        for entry in order[keep:]:
+            pm, missing, registered = _new_manager(), order, []
+        else:  # the new ones answer after (or beside) every plugin registered: added as they are
+            registered = list(self._registered)
+        for entry in missing:
             plugin = self._objects[entry.name]
             if any(plugin is extra for _, extra in self._extras):
                 del self._objects[entry.name]  # also passed as an extra plugin: that one counts
@@ -243,6 +250,33 @@ class Plugins:
             pm.register(plugin, name=name)
             self._collect_named(name, pm)
         self._pm, self._registered = pm, registered
+
+    def _answers_before_registered(self, entry: PluginEntry, pm: pluggy.PluginManager) -> bool:
+        """Whether registering ``entry`` now would put one of its hook implementations in the
+        wrong place: pluggy orders the implementations of one hook of the same kind (plain,
+        ``tryfirst``, ``trylast``; wrapper or not) by registration, so ``entry`` may only
+        come after the registered plugins that implement its hooks in its kinds if it comes
+        after them in entry-point order too."""
+        position = self._position
+        later = [name for name in self._registered if position[name] > position[entry.name]]
+        if not later:
+            return False
+        mine = self._kinds_of(entry.name, pm)
+        return any(mine & self._kinds_of(name, pm) for name in later)
+
+    def _kinds_of(self, name: str, pm: pluggy.PluginManager) -> frozenset[tuple[str, int]]:
+        """``(hook name, kind)`` of each hook implementation of the entry ``name`` (see
+        :func:`_impl_kind`), found as pluggy finds them; remembered."""
+        kinds = self._kinds.get(name)
+        if kinds is None:
+            plugin = self._objects[name]
+            found = set()
+            for attr in dir(plugin):
+                opts = pm.parse_hookimpl_opts(plugin, attr)
+                if opts is not None:
+                    found.add((opts.get("specname") or attr, _impl_kind(opts)))
+            kinds = self._kinds[name] = frozenset(found)
+        return kinds
 
     def _collect(self, entry: PluginEntry, pm: pluggy.PluginManager) -> None:
         provided = self._collect_named(entry.name, pm)
@@ -312,13 +346,21 @@ class _PluginManager(pluggy.PluginManager):
 _ABSENT = object()
 
 
+def _impl_kind(opts: Any) -> int:
+    """What pluggy orders a hook implementation by before registration: wrapper or not,
+    then ``tryfirst`` / ``trylast`` / neither (one number per combination)."""
+    wrapper = bool(opts.get("wrapper") or opts.get("hookwrapper"))
+    return 4 * wrapper + 2 * bool(opts.get("tryfirst")) + bool(opts.get("trylast"))
+
+
 def _plainly_not_a_hookimpl(plugin: object, name: str, marker: str) -> bool:
-    """True when ``name`` on ``plugin`` is, read straight from the dicts, a class, a module or a
-    plain function without ``marker``: pluggy's own static lookup (``inspect.getattr_static``,
-    ~10 us a name) would find that same object and skip it, since only functions, bound
-    methods, staticmethods and classmethods can carry hook implementations. Anything else
-    (instance attributes, slots, descriptors, wrapped methods, class plugins) is left to
-    pluggy, so no plugin registers differently."""
+    """True when ``name`` on ``plugin`` is, read straight from the dicts, a class, a module,
+    plain data (an object that is no descriptor, like a str or a ``BackendInfo``) or a plain
+    function without ``marker``: pluggy's own static lookup (``inspect.getattr_static``, ~10 us
+    a name) would find that same object and skip it, since only functions, bound methods,
+    staticmethods and classmethods can carry hook implementations. Anything else (instance
+    attributes, slots, descriptors, wrapped methods, class plugins) is left to pluggy, so no
+    plugin registers differently."""
     if isinstance(plugin, type):
         return False
     if isinstance(plugin, types.ModuleType):
@@ -332,8 +374,12 @@ def _plainly_not_a_hookimpl(plugin: object, name: str, marker: str) -> bool:
             return False
         owners = (k.__dict__ for k in type(plugin).__mro__)
         static = next((found[name] for found in owners if name in found), _ABSENT)
+    if static is _ABSENT:
+        return False
     if isinstance(static, (type, types.ModuleType)):
         return True
+    if not hasattr(type(static), "__get__") and not isinstance(static, types.MethodType):
+        return True  # plain data (a str, a BackendInfo): never a hook
     return type(static) is types.FunctionType and marker not in static.__dict__
 
 
@@ -409,7 +455,7 @@ def _selected_entries(*, declared: bool = True) -> list[PluginEntry]:
                 raise _declared_twice(b, seen[b], entry.name)
             seen[b] = entry.name
         prefixes = tuple(m for m, value in models if value == entry.value)
-        declared_entries.append(entry._replace(backends=mine, models=prefixes))
+        declared_entries.append(entry.replace(backends=mine, models=prefixes))
     return declared_entries
 
 

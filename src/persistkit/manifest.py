@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from persistkit.errors import ManifestError
+from persistkit.values import Value
 
 MANIFEST_NAME = "persistkit.json"
 REQUIREMENTS_FILE = "requirements.txt"  # written by persistkit beside the payload
@@ -66,15 +67,14 @@ def _one_to_two(data: dict[str, Any]) -> dict[str, Any]:
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _one_to_two}
 
 
-class FileEntry:
+class FileEntry(Value):
     """One payload file: its path relative to the artifact, size in bytes, and exactly one
     digest of its bytes: ``sha256`` or ``blake3`` (64 lowercase hex digits; the other is
-    None). Checks use the entry's own :attr:`algorithm`. Immutable and hashable.
-
-    Written out rather than a ``dataclass``: defining a frozen dataclass costs ~0.8 ms at
-    import under CPython 3.11, and every first load in a process imports this module."""
+    None). Checks use the entry's own :attr:`algorithm`. Immutable (see
+    :mod:`persistkit.values`)."""
 
     __slots__ = ("blake3", "path", "sha256", "size")
+    _fields = ("path", "size", "sha256", "blake3")
     path: str
     size: int
     sha256: str | None
@@ -85,35 +85,7 @@ class FileEntry:
     ) -> None:
         if (sha256 is None) == (blake3 is None):
             raise ManifestError(f"file {path!r} must have exactly one digest, sha256 or blake3")
-        for name, value in (("path", path), ("size", size), ("sha256", sha256), ("blake3", blake3)):
-            object.__setattr__(self, name, value)
-
-    def _key(self) -> tuple[str, int, str | None, str | None]:
-        return (self.path, self.size, self.sha256, self.blake3)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, FileEntry)
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"FileEntry(path={self.path!r}, size={self.size!r}, sha256={self.sha256!r}, "
-            f"blake3={self.blake3!r})"
-        )
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"a FileEntry cannot be changed (tried to set {name!r})")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"a FileEntry cannot be changed (tried to delete {name!r})")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (FileEntry, self._key())
+        self._set(path, size, sha256, blake3)
 
     @classmethod
     def of(cls, path: str, size: int, algorithm: str, digest: str) -> FileEntry:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from typing import NamedTuple
 
 from persistkit.errors import RefError
+from persistkit.values import Value
 
 MAX_NAME_LENGTH = 128
 # the characters of each rule, checked as sets (a ``^...$`` pattern would also let a trailing
@@ -66,17 +66,30 @@ def normalise_name(text: str) -> str:
     return cleaned or "model"
 
 
-class Ref(NamedTuple):
+class Ref(Value):
     """A parsed ref. At most one of ``version``, ``alias``, ``digest``, ``metric`` is set;
     none means the latest. ``metric`` picks the version with the highest value of that
     metric (the lowest when ``lowest``)."""
 
+    __slots__ = ("alias", "digest", "lowest", "metric", "name", "version")
+    _fields = ("name", "version", "alias", "digest", "metric", "lowest")
     name: str
-    version: int | None = None
-    alias: str | None = None
-    digest: str | None = None
-    metric: str | None = None
-    lowest: bool = False
+    version: int | None
+    alias: str | None
+    digest: str | None
+    metric: str | None
+    lowest: bool
+
+    def __init__(
+        self,
+        name: str,
+        version: int | None = None,
+        alias: str | None = None,
+        digest: str | None = None,
+        metric: str | None = None,
+        lowest: bool = False,
+    ) -> None:
+        self._set(name, version, alias, digest, metric, lowest)
 
     def __str__(self) -> str:
         if self.metric is not None:

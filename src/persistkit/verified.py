@@ -30,9 +30,9 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import NamedTuple
 
 from persistkit import config
+from persistkit.values import Value
 
 RECORD_FORMAT = "v3"  # v3: the digest is labelled with its algorithm
 MAX_RECORDS = 20_000
@@ -47,14 +47,19 @@ _fine_ctime_devices: dict[int, bool] = {}
 _probe_lock = threading.Lock()
 
 
-class FileIdentity(NamedTuple):
+class FileIdentity(Value):
     """What must stay the same for a verified file to stay verified."""
 
+    __slots__ = ("ctime_ns", "dev", "ino", "mtime_ns", "size")
+    _fields = ("dev", "ino", "size", "mtime_ns", "ctime_ns")
     dev: int
     ino: int
     size: int
     mtime_ns: int
     ctime_ns: int
+
+    def __init__(self, dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int) -> None:
+        self._set(dev, ino, size, mtime_ns, ctime_ns)
 
     @classmethod
     def of(cls, st: os.stat_result) -> FileIdentity:

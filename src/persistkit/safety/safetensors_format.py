@@ -29,9 +29,10 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from persistkit.errors import FormatError
+from persistkit.values import Value
 
 HEADER_LENGTH_BYTES = 8
 MAX_HEADER_BYTES = 100_000_000  # the limit the safetensors library itself enforces
@@ -70,27 +71,43 @@ DTYPE_BITS: dict[str, int] = {
 _TENSOR_KEYS = frozenset({"dtype", "shape", "data_offsets"})
 
 
-class TensorEntry(NamedTuple):
+class TensorEntry(Value):
     """One tensor as the header describes it; offsets are relative to the data section."""
 
+    __slots__ = ("begin", "dtype", "end", "name", "shape")
+    _fields = ("name", "dtype", "shape", "begin", "end")
     name: str
     dtype: str
     shape: tuple[int, ...]
     begin: int
     end: int
 
+    def __init__(self, name: str, dtype: str, shape: tuple[int, ...], begin: int, end: int) -> None:
+        self._set(name, dtype, shape, begin, end)
+
     @property
     def nbytes(self) -> int:
         return self.end - self.begin
 
 
-class SafetensorsHeader(NamedTuple):
+class SafetensorsHeader(Value):
     """A validated header: tensors in file order, string metadata, and where data starts."""
 
+    __slots__ = ("data_start", "file_size", "metadata", "tensors")
+    _fields = ("tensors", "metadata", "data_start", "file_size")
     tensors: tuple[TensorEntry, ...]
     metadata: dict[str, str]
     data_start: int
     file_size: int
+
+    def __init__(
+        self,
+        tensors: tuple[TensorEntry, ...],
+        metadata: dict[str, str],
+        data_start: int,
+        file_size: int,
+    ) -> None:
+        self._set(tensors, metadata, data_start, file_size)
 
     @property
     def names(self) -> list[str]:
