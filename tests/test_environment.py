@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import persistkit
 from persistkit.cli import main
@@ -279,3 +281,21 @@ def test_a_compressed_bare_file_is_told_as_it_loads_and_sklearns_warnings_become
     ours = [w for w in caught if issubclass(w.category, EnvironmentMismatchWarning)]
     assert len(ours) == 1 and "saved with 1.3.2" in str(ours[0].message)
     assert not [w for w in caught if w.category.__name__ == "InconsistentVersionWarning"]
+
+
+def _major_minor_spec(version: str) -> tuple[str, ...]:
+    """The rule as a pattern: leading space, an optional v, then major and minor numbers."""
+    import re
+
+    found = re.match(r"\s*v?(\d+)(?:\.(\d+))?", version)
+    if found is None:
+        return (version.strip(),)
+    return (found.group(1), found.group(2) or "0")
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=" \tv.0123456789+rcab٣", max_size=12))
+def test_release_numbers_are_read_as_the_pattern_reads_them(version: str) -> None:
+    from persistkit.environment import _major_minor
+
+    assert _major_minor(version) == _major_minor_spec(version)

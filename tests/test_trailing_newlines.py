@@ -4,11 +4,14 @@ rule now checks the whole text."""
 
 from __future__ import annotations
 
+import re
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from persistkit.errors import FormatError
 from persistkit.manifest import is_hex64
@@ -33,3 +36,10 @@ def test_a_joblib_companion_file_name_is_whole(tmp_path: Path) -> None:
 def test_a_digest_is_whole() -> None:
     assert is_hex64("0" * 64)
     assert not is_hex64("0" * 64 + "\n") and not is_hex64("0" * 63) and not is_hex64("A" * 64)
+
+
+@settings(max_examples=400)
+@given(st.text(alphabet="aZ_09.\n é-", max_size=14))
+def test_a_class_path_is_exactly_dotted_ascii_identifiers(value: str) -> None:
+    spec = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", value)
+    assert torch_rebuild._is_dotted(value) == bool(spec)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import re
 from typing import Any, NamedTuple
 
 from persistkit.errors import (
@@ -26,7 +25,6 @@ from persistkit.errors import (
 from persistkit_torch.detect import importable_name
 
 RECIPE_KEY = "module"
-_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 # torch's conventional "factory kwargs": the rebuild picks the device, the weights the dtype
 _SKIPPED_PARAMS = frozenset({"device", "dtype"})
 
@@ -81,7 +79,13 @@ class ModuleRecipe(NamedTuple):
 
 
 def _is_dotted(value: Any) -> bool:
-    return isinstance(value, str) and bool(_DOTTED.fullmatch(value)) and len(value) <= 500
+    """A dotted import path of ASCII identifiers (``pkg.module.Class``)."""
+    return (
+        isinstance(value, str)
+        and len(value) <= 500
+        and value.isascii()
+        and all(part.isidentifier() for part in value.split("."))
+    )
 
 
 # --- save side -------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from persistkit.digests import Hasher, hash_descriptor, new_hasher, save_algorithm
+from persistkit.digests import hash_descriptor, new_hasher, save_algorithm
 from persistkit.errors import ArtifactError
 from persistkit.manifest import MANIFEST_NAME, FileEntry, Manifest, check_relative_path
 from persistkit.payload import PayloadFiles, not_regular, open_payload, refuse_special_entries
@@ -26,6 +27,9 @@ from persistkit.verified import (
     remember_verified,
 )
 from persistkit.writer import WriterRegistry
+
+if TYPE_CHECKING:
+    from persistkit.digests import Hasher
 
 # 1 MiB reads stay in the CPU cache between the page-cache copy and the hash (measured fastest)
 # how long the save-time hasher sleeps when it has caught up with the writer, how often it

@@ -32,7 +32,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO
 
 from persistkit.digests import hash_descriptor, hexdigest_of
 from persistkit.errors import FormatError, IntegrityError, ManifestError
@@ -54,7 +54,10 @@ _FILE_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_NOCTTY
 _DIR_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_DIRECTORY
 # the most one read(2) returns on Linux
 _MAX_READ = 0x7FFFF000
-_Data = TypeVar("_Data", bytes, bytearray)
+if TYPE_CHECKING:  # only annotations use it (a TypeVar is ~50 us to make at import)
+    from typing import TypeVar
+
+    _Data = TypeVar("_Data", bytes, bytearray)
 # an artifact is a handful of files; a folder of more entries than this is not one
 _MAX_ENTRIES = 100_000
 
