@@ -38,7 +38,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +64,7 @@ def _manifests(template: Any, count: int) -> list[Any]:
     out = []
     for v in range(2, count + 1):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base + v)) + f".{v % 1000:03d}Z"
-        out.append(replace(template, version=v, created_at=stamp, seal=None))
+        out.append(template.replace(version=v, created_at=stamp, seal=None))
     return out
 
 

@@ -377,14 +377,18 @@ def test_a_plugin_published_under_two_names_starts_as_in_eager_mode(
 # -- registering without a rebuild ------------------------------------------------------------
 #: hook implementations a generated plugin may have: (hook, kind), kinds as pluggy sorts them
 _IMPL_HOOKS = ("persistkit_recommend", "persistkit_describe", "persistkit_sniff")
-_IMPL_KINDS = ("plain", "tryfirst", "trylast", "wrapper")
+_IMPL_KINDS = ("plain", "tryfirst", "trylast", "wrapper", "tryfirst+trylast")
 
 
 def _generated_plugin(impls: list[tuple[str, str]]) -> object:
     """A plugin object with one implementation of each ``(hook, kind)`` in ``impls``."""
     namespace: dict[str, Any] = {}
     for hook, kind in impls:
-        options = {"plain": {}, "wrapper": {"wrapper": True}}.get(kind, {kind: True})
+        options = {
+            "plain": {},
+            "wrapper": {"wrapper": True},
+            "tryfirst+trylast": {"tryfirst": True, "trylast": True},
+        }.get(kind, {kind: True})
         if hook == "persistkit_sniff":
             if kind == "wrapper":
 

@@ -133,6 +133,7 @@ def test_every_small_record_is_an_immutable_value(record: Value) -> None:
     with pytest.raises(TypeError, match="no field"):
         record.replace(colour="red")
     assert record != record._values()  # a record is not a tuple
+    assert tuple(record) == record._values()  # but it unpacks like the NamedTuples it replaced
 
 
 def test_records_of_two_kinds_are_never_equal() -> None:

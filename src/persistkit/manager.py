@@ -262,7 +262,7 @@ class Plugins:
         if not later:
             return False
         mine = self._kinds_of(entry.name, pm)
-        return any(mine & self._kinds_of(name, pm) for name in later)
+        return any(_share_a_kind(mine, self._kinds_of(name, pm)) for name in later)
 
     def _kinds_of(self, name: str, pm: pluggy.PluginManager) -> frozenset[tuple[str, int]]:
         """``(hook name, kind)`` of each hook implementation of the entry ``name`` (see
@@ -346,11 +346,28 @@ class _PluginManager(pluggy.PluginManager):
 _ABSENT = object()
 
 
+#: the kind of an implementation marked both ``tryfirst`` and ``trylast``: pluggy files it
+#: with the ``trylast`` ones, yet other insertions look at its ``tryfirst`` flag; it is taken
+#: to share its hook with every other implementation (a rebuild keeps the order right)
+_ANY_KIND = -1
+
+
 def _impl_kind(opts: Any) -> int:
     """What pluggy orders a hook implementation by before registration: wrapper or not,
     then ``tryfirst`` / ``trylast`` / neither (one number per combination)."""
+    first, last = bool(opts.get("tryfirst")), bool(opts.get("trylast"))
+    if first and last:
+        return _ANY_KIND
     wrapper = bool(opts.get("wrapper") or opts.get("hookwrapper"))
-    return 4 * wrapper + 2 * bool(opts.get("tryfirst")) + bool(opts.get("trylast"))
+    return 4 * wrapper + 2 * first + last
+
+
+def _share_a_kind(mine: frozenset[tuple[str, int]], theirs: frozenset[tuple[str, int]]) -> bool:
+    """Whether two plugins implement one hook in the same kind (see :func:`_impl_kind`)."""
+    if mine & theirs:
+        return True
+    loose = {hook for hook, kind in mine | theirs if kind == _ANY_KIND}
+    return bool(loose) and bool({hook for hook, _ in mine} & {hook for hook, _ in theirs} & loose)
 
 
 def _plainly_not_a_hookimpl(plugin: object, name: str, marker: str) -> bool:

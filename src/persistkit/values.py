@@ -8,12 +8,14 @@ nothing at import but a class.
 
 A subclass names its fields, in order, in ``_fields`` (and in ``__slots__``), and its
 ``__init__`` sets them with :meth:`Value._set`. It then has value semantics: ``==`` and
-``hash`` over the fields, a ``repr`` naming them, pickling, :meth:`replace`, and fields that
-cannot be set or deleted afterwards.
+``hash`` over the fields, a ``repr`` naming them, pickling, :meth:`replace`, unpacking into
+its fields, and fields that cannot be set or deleted afterwards. Unlike a tuple, a record
+equals only a record of its own class.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar, TypeVar
 
 _V = TypeVar("_V", bound="Value")
@@ -54,6 +56,11 @@ class Value:
         raise AttributeError(
             f"a {type(self).__name__} cannot be changed (tried to delete {name!r})"
         )
+
+    def __iter__(self) -> Iterator[Any]:
+        """The fields' values in order, so a record unpacks as the ``NamedTuple`` some of
+        these records were (``name, dtype, shape, begin, end = entry``)."""
+        return iter(self._values())
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), self._values())
