@@ -654,8 +654,8 @@ class Located(Value):
     (``uri`` is then ``name:version``), false for a path or URL.
     """
 
-    __slots__ = ("bare", "directory", "folder", "identity", "in_store", "manifest", "uri")
     _fields = ("directory", "manifest", "uri", "bare", "identity", "folder", "in_store")
+    __slots__ = _fields
     directory: Path
     manifest: Manifest
     uri: str

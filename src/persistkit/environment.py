@@ -44,8 +44,8 @@ _BUILTIN = frozenset({"builtins", "__main__", "copyreg", "collections", "_codecs
 class Mismatch(Value):
     """One distribution whose running version differs from the recorded one."""
 
-    __slots__ = ("distribution", "running", "saved")
     _fields = ("distribution", "saved", "running")
+    __slots__ = _fields
     distribution: str
     saved: str
     running: str | None  # None: not installed here

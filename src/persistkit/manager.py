@@ -49,8 +49,8 @@ hookimpl = pluggy.HookimplMarker("persistkit")
 class PluginEntry(Value):
     """One plugin of the ``persistkit`` entry-point group, with what it declares."""
 
-    __slots__ = ("backends", "models", "name", "value")
     _fields = ("name", "value", "backends", "models")
+    __slots__ = _fields
     name: str
     value: str
     backends: tuple[str, ...]

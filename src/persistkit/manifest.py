@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from persistkit.errors import ManifestError
-from persistkit.values import Value
+from persistkit.values import Record, Value
 
 MANIFEST_NAME = "persistkit.json"
 REQUIREMENTS_FILE = "requirements.txt"  # written by persistkit beside the payload
@@ -73,8 +73,8 @@ class FileEntry(Value):
     None). Checks use the entry's own :attr:`algorithm`. Immutable (see
     :mod:`persistkit.values`)."""
 
-    __slots__ = ("blake3", "path", "sha256", "size")
     _fields = ("path", "size", "sha256", "blake3")
+    __slots__ = _fields
     path: str
     size: int
     sha256: str | None
@@ -113,17 +113,17 @@ class FileEntry(Value):
         return {"path": self.path, "size": self.size, self.algorithm: self.digest}
 
 
-class Manifest:
+class Manifest(Record):
     """Everything persistkit knows about a saved model, without loading it.
 
     A plain class rather than a ``dataclass`` (defining this one as a dataclass costs ~1.5 ms
     at import under CPython 3.11, on every first load): the fields, their defaults and their
-    order are those of ``__init__``; ``==`` compares every field in :data:`FIELDS`; and
-    :meth:`replace` returns a copy with some fields changed.
+    order are those of ``__init__``; ``==`` compares every field in ``_fields`` (see
+    :class:`persistkit.values.Record`); and :meth:`replace` returns a copy with some fields
+    changed.
     """
 
-    #: the fields compared by ``==``, shown by ``repr`` and copied by :meth:`replace`
-    FIELDS = (
+    _fields = (
         "backend",
         "files",
         "backend_options",
@@ -210,30 +210,15 @@ class Manifest:
         self.source_text = source_text
         self._sealed = _sealed
 
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, Manifest)
-        return self._values() == other._values()
-
     __hash__ = None  # type: ignore[assignment]  # mutable: not hashable, as a dataclass
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS)
-        return f"Manifest({shown})"
 
     def replace(self, **changes: Any) -> Manifest:
         """A new manifest with the fields in ``changes`` set, the others shared with this
         one, as ``dataclasses.replace`` made it (the source text and sealed bytes included:
         what a seal covers is what was written, whatever fields the copy changes)."""
-        unknown = set(changes) - set(self.FIELDS)
-        if unknown:
-            raise TypeError(f"Manifest has no field {', '.join(sorted(unknown))}")
-        values = {name: getattr(self, name) for name in self.FIELDS}
-        return Manifest(**{**values, **changes}, source_text=self.source_text, _sealed=self._sealed)
+        copy = super().replace(**changes)
+        copy.source_text, copy._sealed = self.source_text, self._sealed
+        return copy
 
     @property
     def sealed_source(self) -> bytes | None:

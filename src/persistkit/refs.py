@@ -71,8 +71,8 @@ class Ref(Value):
     none means the latest. ``metric`` picks the version with the highest value of that
     metric (the lowest when ``lowest``)."""
 
-    __slots__ = ("alias", "digest", "lowest", "metric", "name", "version")
     _fields = ("name", "version", "alias", "digest", "metric", "lowest")
+    __slots__ = _fields
     name: str
     version: int | None
     alias: str | None

@@ -50,8 +50,8 @@ _probe_lock = threading.Lock()
 class FileIdentity(Value):
     """What must stay the same for a verified file to stay verified."""
 
-    __slots__ = ("ctime_ns", "dev", "ino", "mtime_ns", "size")
     _fields = ("dev", "ino", "size", "mtime_ns", "ctime_ns")
+    __slots__ = _fields
     dev: int
     ino: int
     size: int

@@ -26,14 +26,6 @@ class TrustPolicy(Value):
     in ``trusted_globals`` may be imported. Immutable (see :mod:`persistkit.values`).
     """
 
-    __slots__ = (
-        "max_compression_ratio",
-        "max_decompressed_bytes",
-        "reason",
-        "source",
-        "trust_all",
-        "trusted_globals",
-    )
     _fields = (
         "trust_all",
         "trusted_globals",
@@ -42,6 +34,7 @@ class TrustPolicy(Value):
         "max_decompressed_bytes",
         "max_compression_ratio",
     )
+    __slots__ = _fields
     trust_all: bool
     trusted_globals: frozenset[str]
     reason: str

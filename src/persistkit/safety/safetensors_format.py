@@ -74,8 +74,8 @@ _TENSOR_KEYS = frozenset({"dtype", "shape", "data_offsets"})
 class TensorEntry(Value):
     """One tensor as the header describes it; offsets are relative to the data section."""
 
-    __slots__ = ("begin", "dtype", "end", "name", "shape")
     _fields = ("name", "dtype", "shape", "begin", "end")
+    __slots__ = _fields
     name: str
     dtype: str
     shape: tuple[int, ...]
@@ -93,8 +93,8 @@ class TensorEntry(Value):
 class SafetensorsHeader(Value):
     """A validated header: tensors in file order, string metadata, and where data starts."""
 
-    __slots__ = ("data_start", "file_size", "metadata", "tensors")
     _fields = ("tensors", "metadata", "data_start", "file_size")
+    __slots__ = _fields
     tensors: tuple[TensorEntry, ...]
     metadata: dict[str, str]
     data_start: int
